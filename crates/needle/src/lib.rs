@@ -1,0 +1,1 @@
+//! SeaweedFS on-disk formats (in progress).

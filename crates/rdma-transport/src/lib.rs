@@ -1,0 +1,4 @@
+//! RDMA connection management and one-sided READs over verbs: the server registers
+//! mmap'd volume extents, client engines (sideway, async-rdma) READ needle records.
+//!
+//! Stub: arrives with issue #5.

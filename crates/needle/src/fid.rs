@@ -167,9 +167,11 @@ pub fn format_key_cookie(key: NeedleId, cookie: Cookie) -> String {
     bytes[..8].copy_from_slice(&key.0.to_be_bytes());
     bytes[8..].copy_from_slice(&cookie.0.to_be_bytes());
     let first = bytes[..8].iter().position(|&b| b != 0).unwrap_or(8);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(24);
-    for b in &bytes[first..] {
-        out.push_str(&format!("{b:02x}"));
+    for &b in &bytes[first..] {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xf)] as char);
     }
     out
 }

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
-use testbeds::weed::{WeedMaster, WeedVolume};
+use testbeds::weed::{UploadBody, WeedMaster, WeedVolume, assign, pseudo_random, upload};
 
 /// What one upload sent and what weed replied.
 struct Upload {
@@ -31,41 +31,14 @@ struct Upload {
     reply: Value,
 }
 
-/// Deterministic pseudo-random bytes (splitmix64), so failures reproduce.
-fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
 struct Client {
     master: String,
 }
 
-enum Body<'a> {
-    /// multipart/form-data with one part: (filename, part Content-Type).
-    Multipart { filename: &'a str, content_type: &'a str },
-    /// The bytes as the request body, with this Content-Type.
-    Raw { content_type: &'a str },
-}
-
 impl Client {
     fn assign(&self, query: &str) -> (FileId, String) {
-        let reply: Value = ureq::get(&format!("{}/dir/assign?{query}", self.master))
-            .call()
-            .expect("assign")
-            .into_json()
-            .expect("assign JSON");
-        let fid = reply["fid"].as_str().expect("fid in assign reply").parse().expect("weed's fid parses");
-        (fid, reply["url"].as_str().expect("url").to_owned())
+        let assignment = assign(&self.master, query).expect("assign");
+        (assignment.fid.parse().expect("weed's fid parses"), assignment.url)
     }
 
     fn upload(
@@ -74,32 +47,13 @@ impl Client {
         fid: &FileId,
         query: &str,
         data: &[u8],
-        body: Body<'_>,
+        body: UploadBody<'_>,
         headers: &[(&str, &str)],
     ) -> Value {
-        let mut request = ureq::post(&format!("http://{url}/{fid}?{query}"));
-        for (name, value) in headers {
-            request = request.set(name, value);
-        }
-        let response = match body {
-            Body::Multipart { filename, content_type } => {
-                let boundary = "seaweed-rdma-interop-boundary";
-                let mut payload = format!(
-                    "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
-                     Content-Type: {content_type}\r\n\r\n"
-                )
-                .into_bytes();
-                payload.extend_from_slice(data);
-                payload.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-                request
-                    .set("Content-Type", &format!("multipart/form-data; boundary={boundary}"))
-                    .send_bytes(&payload)
-            }
-            Body::Raw { content_type } => request.set("Content-Type", content_type).send_bytes(data),
-        };
-        let response = response.unwrap_or_else(|e| panic!("upload {fid}: {e}"));
-        assert_eq!(response.status(), 201, "upload {fid}");
-        response.into_json().expect("upload reply JSON")
+        let (status, reply) = upload(url, &fid.to_string(), query, data, body, headers)
+            .unwrap_or_else(|e| panic!("upload {fid}: {e}"));
+        assert_eq!(status, 201, "upload {fid}");
+        reply
     }
 
     fn delete(&self, url: &str, fid: &FileId) {
@@ -108,8 +62,8 @@ impl Client {
     }
 }
 
-fn multipart<'a>(filename: &'a str, content_type: &'a str) -> Body<'a> {
-    Body::Multipart { filename, content_type }
+fn multipart<'a>(filename: &'a str, content_type: &'a str) -> UploadBody<'a> {
+    UploadBody::Multipart { filename, content_type }
 }
 
 /// Uploads one file of every kind to a live weed; returns what was sent.
@@ -136,8 +90,14 @@ fn upload_cases(client: &Client) -> Vec<Upload> {
 
     let (fid, url) = client.assign("");
     let body = pseudo_random(777, 1);
-    let reply =
-        client.upload(&url, &fid, "", &body, Body::Raw { content_type: "application/octet-stream" }, &[]);
+    let reply = client.upload(
+        &url,
+        &fid,
+        "",
+        &body,
+        UploadBody::Raw { content_type: "application/octet-stream" },
+        &[],
+    );
     add("raw-body", fid, body, true, fid.to_string(), "application/octet-stream", None, "", reply);
 
     for (kind, len, seed) in [("binary-1MiB", 1 << 20, 2), ("binary-3MiB", 3 << 20, 3)] {

@@ -252,6 +252,9 @@ impl WeedVolume {
     }
 }
 
+/// A failed test-helper HTTP call (connection, non-2xx status, or a bad reply body).
+pub type HttpError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What `/dir/assign` answered.
 #[derive(Clone, Debug)]
 pub struct Assignment {
@@ -261,7 +264,7 @@ pub struct Assignment {
 }
 
 /// Calls a master's `/dir/assign?{query}` (query e.g. `count=3&ttl=7d`).
-pub fn assign(master_url: &str, query: &str) -> Result<Assignment, ureq::Error> {
+pub fn assign(master_url: &str, query: &str) -> Result<Assignment, HttpError> {
     let reply: serde_json::Value =
         ureq::get(&format!("{master_url}/dir/assign?{query}")).call()?.into_json()?;
     let field = |name: &str| reply[name].as_str().unwrap_or_default().to_owned();
@@ -286,7 +289,7 @@ pub fn upload(
     data: &[u8],
     body: UploadBody<'_>,
     headers: &[(&str, &str)],
-) -> Result<(u16, serde_json::Value), ureq::Error> {
+) -> Result<(u16, serde_json::Value), HttpError> {
     let mut request = ureq::post(&format!("http://{server}/{fid}?{query}"));
     for (name, value) in headers {
         request = request.set(name, value);
@@ -305,7 +308,9 @@ pub fn upload(
                 .set("Content-Type", &format!("multipart/form-data; boundary={boundary}"))
                 .send_bytes(&payload)?
         }
-        UploadBody::Raw { content_type } => request.set("Content-Type", content_type).send_bytes(data)?,
+        UploadBody::Raw { content_type } => {
+            request.set("Content-Type", content_type).send_bytes(data).map_err(Box::new)?
+        }
     };
     let status = response.status();
     let reply = if status == 204 { serde_json::Value::Null } else { response.into_json()? };

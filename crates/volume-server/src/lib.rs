@@ -9,9 +9,15 @@
 //! - [`vif`]: the `.vif` volume info file.
 
 pub mod error;
+pub mod http;
+pub mod master_api;
+pub mod metrics;
+pub mod mime;
 pub mod needle_map;
+pub mod range;
 pub mod recovery;
 pub mod store;
+pub mod upload;
 pub mod vif;
 pub mod volume;
 

@@ -14,7 +14,16 @@ use crate::range::{self, RangeError};
 use crate::upload::{gunzip, parse_bool};
 
 pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response {
-    respond(state, &request).unwrap_or_else(ApiError::into_response)
+    let is_head = request.method() == Method::HEAD;
+    respond(state, &request).unwrap_or_else(|e| {
+        let mut response = e.into_response();
+        if is_head {
+            // Go sends no Content-Length on a HEAD error (there is no body to measure).
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+            *response.body_mut() = Body::new(UnsizedEmpty);
+        }
+        response
+    })
 }
 
 fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
@@ -58,8 +67,7 @@ fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
     };
     let ext = if url.ext.is_empty() { mime::extension(&filename).to_owned() } else { url.ext.clone() };
     let stored_mime = String::from_utf8_lossy(needle.mime);
-    let mut content_type = if !stored_mime.is_empty() && !stored_mime.starts_with("application/octet-stream")
-    {
+    let content_type = if !stored_mime.is_empty() && !stored_mime.starts_with("application/octet-stream") {
         stored_mime.into_owned()
     } else {
         mime::type_by_extension(&ext)
@@ -135,9 +143,7 @@ fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
         builder = builder.header(header::CONTENT_RANGE, one.content_range(total));
         return Ok(body_response(builder, StatusCode::PARTIAL_CONTENT, &content_type, part));
     }
-    if content_type.is_empty() {
-        content_type = mime::sniff(data).to_owned();
-    }
+    // Parts carry the type as it is, even empty: weed sniffs nothing here.
     let (multipart_type, body) = range::multipart(data, &ranges, &content_type);
     let response = builder
         .status(StatusCode::PARTIAL_CONTENT)
@@ -173,4 +179,20 @@ fn finish(builder: axum::http::response::Builder, body: Body) -> Response {
         *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         r
     })
+}
+
+/// An empty body of unknown length: with it, hyper adds no `Content-Length` to a HEAD
+/// reply (it would add `0` for a body known to be empty).
+struct UnsizedEmpty;
+
+impl http_body::Body for UnsizedEmpty {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Ready(None)
+    }
 }

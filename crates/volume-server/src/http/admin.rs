@@ -163,11 +163,39 @@ pub(super) async fn healthz() -> Response {
 }
 
 pub(super) async fn metrics(State(state): State<SharedState>) -> Response {
-    let text = state.metrics.render();
+    let mut text = state.metrics.render();
+    text.push_str(&load_report_metrics(&state));
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
         .header(header::CONTENT_LENGTH, text.len())
         .body(Body::from(text))
         .expect("static headers are valid")
+}
+
+/// What loading did per volume: how much `.idx` was replayed into the needle map (0
+/// for a persisted map that was current) and what crash recovery repaired.
+fn load_report_metrics(state: &SharedState) -> String {
+    use std::fmt::Write;
+    let volumes = state.store.volumes();
+    let mut out = String::new();
+    for (metric, help, pick) in [
+        ("volume_server_load_replayed_idx_entries", ".idx entries applied to the needle map at load.", 0),
+        ("volume_server_load_recovered_records", "Unindexed .dat records re-indexed at load.", 1),
+        ("volume_server_load_dropped_idx_entries", ".idx entries dropped at load (record not in .dat).", 2),
+        ("volume_server_load_truncated_bytes", "Torn-tail bytes cut from .dat and .idx at load.", 3),
+    ] {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+        for v in &volumes {
+            let r = v.load_report();
+            let value = [
+                r.replayed_entries,
+                r.recovered_records,
+                r.dropped_idx_entries,
+                r.truncated_dat_bytes + r.truncated_idx_bytes,
+            ][pick];
+            let _ = writeln!(out, "{metric}{{volume=\"{}\"}} {value}", v.id());
+        }
+    }
+    out
 }

@@ -39,11 +39,8 @@ pub enum Error {
 
 /// Finds `weed` on `PATH` and checks that it is the version the tests expect.
 pub fn weed_binary() -> Result<PathBuf, Error> {
-    let output = Command::new("weed")
-        .arg("version")
-        .stderr(Stdio::null())
-        .output()
-        .map_err(|_| Error::WeedMissing)?;
+    let output =
+        Command::new("weed").arg("version").stderr(Stdio::null()).output().map_err(|_| Error::WeedMissing)?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     if !text.contains(WEED_VERSION) {
         return Err(Error::WrongVersion { found: text.trim().to_owned() });
@@ -77,7 +74,8 @@ struct WeedProcess {
 impl WeedProcess {
     fn spawn(what: &str, args: &[String], log: PathBuf) -> Result<Self, Error> {
         let weed = weed_binary()?;
-        let log_file = std::fs::File::create(&log).map_err(|source| Error::Io { path: log.clone(), source })?;
+        let log_file =
+            std::fs::File::create(&log).map_err(|source| Error::Io { path: log.clone(), source })?;
         let err_file = log_file.try_clone().map_err(|source| Error::Io { path: log.clone(), source })?;
         let child = Command::new(weed)
             .args(args)

@@ -248,14 +248,23 @@ pub fn shell_quote(word: &str) -> String {
     }
 }
 
-/// Paths end up on the kernel command line (split at spaces) and in QEMU options (split at
-/// commas); refuse the ones that would be cut.
-fn check_plain_path(path: &Path) -> Result<(), Error> {
+/// Directories the guest mounts its own filesystems over: host files below them are not
+/// visible in the guest.
+const GUEST_OWN_MOUNTS: &[&str] = &["/tmp", "/run", "/dev", "/proc", "/sys"];
+
+/// The run directory must be visible in the guest at the same path and survive being put
+/// on the kernel command line (split at spaces) and in QEMU options (split at commas).
+fn check_run_dir_path(path: &Path) -> Result<(), Error> {
     let text =
         path.to_str().ok_or_else(|| Error::InvalidSetup(format!("{} is not UTF-8", path.display())))?;
     if text.chars().any(|c| c.is_whitespace() || c == ',') {
         return Err(Error::InvalidSetup(format!(
             "{text} contains a space or a comma; set SEAWEED_RDMA_GUEST_CACHE to a plain path"
+        )));
+    }
+    if let Some(mount) = GUEST_OWN_MOUNTS.iter().find(|m| path.starts_with(m)) {
+        return Err(Error::InvalidSetup(format!(
+            "{text} is under {mount}, which the guest mounts over; set SEAWEED_RDMA_GUEST_CACHE elsewhere"
         )));
     }
     Ok(())
@@ -323,7 +332,7 @@ impl Guest {
             package: "qemu-system-x86".to_owned(),
         })?;
         let run_dir = new_run_dir()?;
-        check_plain_path(&run_dir)?;
+        check_run_dir_path(&run_dir)?;
         let console = run_dir.join("console.log");
         let qemu_log = run_dir.join("qemu.log");
         let jobs = run_dir.join("jobs");
@@ -900,10 +909,14 @@ mod tests {
     }
 
     #[test]
-    fn paths_that_would_be_cut_are_refused() {
-        assert!(check_plain_path(Path::new("/root/.cache/seaweed-rdma/guest/runs/1-2-3")).is_ok());
-        assert!(matches!(check_plain_path(Path::new("/tmp/a b")), Err(Error::InvalidSetup(_))));
-        assert!(matches!(check_plain_path(Path::new("/tmp/a,b")), Err(Error::InvalidSetup(_))));
+    fn run_dirs_the_guest_could_not_reach_are_refused() {
+        assert!(check_run_dir_path(Path::new("/root/.cache/seaweed-rdma/guest/runs/1-2-3")).is_ok());
+        assert!(check_run_dir_path(Path::new("/var/tmp/guest/runs/1")).is_ok());
+        for bad in ["/var/a b", "/var/a,b", "/tmp/guest/runs/1", "/run/user/0/x", "/dev/shm/x"] {
+            assert!(matches!(check_run_dir_path(Path::new(bad)), Err(Error::InvalidSetup(_))), "{bad}");
+        }
+        // Only whole components count: /tmpfoo is not under /tmp.
+        assert!(check_run_dir_path(Path::new("/tmpfoo/runs/1")).is_ok());
     }
 
     #[test]

@@ -1,0 +1,230 @@
+//! `testbeds`: prepare the Soft-RoCE guest, run commands in it, measure the verbs-level
+//! baseline, and run the workspace's RDMA tests there. `testbeds help` lists the commands.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use testbeds::softroce::perftest::{self, PerftestCase};
+use testbeds::softroce::rdma_tests;
+use testbeds::softroce::{Echo, Error, Guest, GuestCommand, GuestConfig, GuestImage, GuestPair};
+
+const USAGE: &str = "\
+usage: testbeds COMMAND [OPTIONS]
+
+commands:
+  prepare                 fetch the Debian kernel and build the initramfs into the cache
+                          (idempotent: says what it reused)
+  run [OPTIONS] -- CMD... boot, run CMD in the guest (chrooted host root, rxe0 up), print its
+                          output, exit with its exit code
+      --guests 1|2        2: two guests joined by a socket netdev; CMD runs in guest B (client)
+      --server-cmd SCRIPT with --guests 2: a shell script run in guest A (server) meanwhile;
+                          it should create $SOFTROCE_READY_FILE once it serves
+      --timeout SECS      time limit of CMD (default 600)
+      --memory MIB        guest memory (default 2048)
+      --scratch-disk MIB  attach an ext4 disk, mounted at $SOFTROCE_SCRATCH
+  selfcheck [--guests 1|2]
+                          run ib_read_lat (4 KiB) and ib_read_bw (4 KiB, 1 MiB) over rxe0 and
+                          print the figures
+  rdma-tests [--cross-host]
+                          build the workspace's test executables, then in one boot: show rxe0,
+                          run the selfcheck, run every `rdma_*` test target with --ignored;
+                          --cross-host adds an ib_read_lat across two guests afterwards
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("prepare") => prepare().map(|_| ExitCode::SUCCESS),
+        Some("run") => run(&args[1..]),
+        Some("selfcheck") => selfcheck(&args[1..]),
+        Some("rdma-tests") => rdma_tests_command(&args[1..]),
+        Some("help" | "-h" | "--help") => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        _ => {
+            eprint!("{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(CliError::Usage(message)) => {
+            eprintln!("testbeds: {message}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Failed(message)) => {
+            eprintln!("testbeds: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum CliError {
+    Usage(String),
+    Failed(String),
+}
+
+impl From<Error> for CliError {
+    fn from(error: Error) -> Self {
+        CliError::Failed(error.to_string())
+    }
+}
+
+fn prepare() -> Result<GuestImage, CliError> {
+    let started = Instant::now();
+    let image = GuestImage::prepare(&mut |line| println!("prepare: {line}"))?;
+    println!("prepare: done in {:.1} s", started.elapsed().as_secs_f64());
+    Ok(image)
+}
+
+/// Options shared by the subcommands that boot guests.
+struct Options {
+    guests: u32,
+    server_cmd: Option<String>,
+    timeout: Duration,
+    config: GuestConfig,
+    cross_host: bool,
+    command: Vec<String>,
+}
+
+fn parse_options(args: &[String], allowed: &[&str]) -> Result<Options, CliError> {
+    let mut options = Options {
+        guests: 1,
+        server_cmd: None,
+        timeout: Duration::from_secs(600),
+        config: GuestConfig::default(),
+        cross_host: false,
+        command: Vec::new(),
+    };
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--" {
+            options.command = iter.cloned().collect();
+            break;
+        }
+        if !allowed.contains(&arg.as_str()) {
+            return Err(CliError::Usage(format!("unexpected argument `{arg}`")));
+        }
+        if arg == "--cross-host" {
+            options.cross_host = true;
+            continue;
+        }
+        let value = iter.next().ok_or_else(|| CliError::Usage(format!("{arg} needs a value")))?;
+        let number = || value.parse::<u32>().map_err(|_| CliError::Usage(format!("{arg} takes a number")));
+        match arg.as_str() {
+            "--guests" => {
+                options.guests = number()?;
+                if !matches!(options.guests, 1 | 2) {
+                    return Err(CliError::Usage("--guests is 1 or 2".to_owned()));
+                }
+            }
+            "--server-cmd" => options.server_cmd = Some(value.clone()),
+            "--timeout" => options.timeout = Duration::from_secs(u64::from(number()?)),
+            "--memory" => options.config.memory_mib = number()?,
+            "--scratch-disk" => options.config.scratch_disk_mib = Some(number()?),
+            _ => return Err(CliError::Usage(format!("unexpected argument `{arg}`"))),
+        }
+    }
+    // The guest must outlive the command it runs.
+    options.config.lifetime = options.config.lifetime.max(options.timeout + Duration::from_secs(300));
+    Ok(options)
+}
+
+fn run(args: &[String]) -> Result<ExitCode, CliError> {
+    let options =
+        parse_options(args, &["--guests", "--server-cmd", "--timeout", "--memory", "--scratch-disk"])?;
+    if options.command.is_empty() {
+        return Err(CliError::Usage("run needs a command after --".to_owned()));
+    }
+    if options.server_cmd.is_some() && options.guests != 2 {
+        return Err(CliError::Usage("--server-cmd needs --guests 2".to_owned()));
+    }
+    let image = prepare()?;
+    let command = GuestCommand::argv(&options.command).timeout(options.timeout);
+    let output = if options.guests == 2 {
+        let pair = GuestPair::boot(&image, &options.config)?;
+        println!(
+            "run: booted two guests in {:.1} s",
+            pair.server.boot_time().max(pair.client.boot_time()).as_secs_f64()
+        );
+        let server = match &options.server_cmd {
+            Some(script) => {
+                let job = pair.server.spawn(&GuestCommand::shell(script.clone()).timeout(options.timeout))?;
+                job.wait_ready("--server-cmd", options.timeout)?;
+                Some(job)
+            }
+            None => None,
+        };
+        let output = pair.client.run(&command, Echo::Live)?;
+        if let Some(job) = server {
+            let server_output = job.wait(Echo::Quiet)?;
+            println!(
+                "--- guest A (server) exited {} ---\n{}{}",
+                server_output.exit_code, server_output.stdout, server_output.stderr
+            );
+        }
+        pair.shutdown()?;
+        output
+    } else {
+        let guest = Guest::boot(&image, &options.config)?;
+        println!("run: booted in {:.1} s", guest.boot_time().as_secs_f64());
+        let output = guest.run(&command, Echo::Live)?;
+        guest.shutdown()?;
+        output
+    };
+    Ok(ExitCode::from(u8::try_from(output.exit_code).unwrap_or(1)))
+}
+
+fn selfcheck(args: &[String]) -> Result<ExitCode, CliError> {
+    let options = parse_options(args, &["--guests", "--memory"])?;
+    let image = prepare()?;
+    let results = if options.guests == 2 {
+        let pair = GuestPair::boot(&image, &options.config)?;
+        println!(
+            "selfcheck: two guests booted; server {} in guest A, client in guest B",
+            pair.server.rdma_ip()
+        );
+        let results = perftest::run_cases(&pair.server, &pair.client, &perftest::SELFCHECK_CASES)?;
+        pair.shutdown()?;
+        results
+    } else {
+        let guest = Guest::boot(&image, &options.config)?;
+        println!("selfcheck: booted in {:.1} s", guest.boot_time().as_secs_f64());
+        let results = perftest::run_cases(&guest, &guest, &perftest::SELFCHECK_CASES)?;
+        guest.shutdown()?;
+        results
+    };
+    print!("{}", perftest::render_table(&results));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rdma_tests_command(args: &[String]) -> Result<ExitCode, CliError> {
+    let options = parse_options(args, &["--cross-host", "--memory"])?;
+    let started = Instant::now();
+    let image = prepare()?;
+    let executables = rdma_tests::build_and_discover()?;
+    println!(
+        "rdma-tests: {} RDMA test target(s): {}",
+        executables.len(),
+        executables.iter().map(|e| e.target.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    let summary = rdma_tests::run_in_guest(&image, &options.config, &executables, &mut |line| {
+        println!("rdma-tests: {line}")
+    })?;
+    if options.cross_host {
+        let pair = GuestPair::boot(&image, &options.config)?;
+        let case = PerftestCase::read_latency(4096);
+        let result = perftest::run_cases(&pair.server, &pair.client, &[case])?;
+        pair.shutdown()?;
+        println!("rdma-tests: across two guests (socket netdev):");
+        print!("{}", perftest::render_table(&result));
+    }
+    println!("rdma-tests: guest stage took {:.1} s", started.elapsed().as_secs_f64());
+    for broken in &summary.broken_executables {
+        println!("rdma-tests: {broken} failed without a test result");
+    }
+    let failed = summary.failed + summary.broken_executables.len() as u32;
+    println!("rdma-tests: {} passed, {failed} failed", summary.passed);
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -72,6 +72,16 @@ impl StoredNeedle {
         // The same bytes decoded successfully when the needle was read.
         Needle::parse(&self.record, self.version).expect("record was verified at read time")
     }
+
+    /// The record's bytes and where the data lies in them, so a reply can send the
+    /// data without copying it.
+    pub fn into_record(self) -> (Vec<u8>, std::ops::Range<usize>) {
+        let data = self.needle().data;
+        // An empty slice need not point into the record at all.
+        let start = if data.is_empty() { 0 } else { data.as_ptr() as usize - self.record.as_ptr() as usize };
+        let range = start..start + data.len();
+        (self.record, range)
+    }
 }
 
 /// What a write did.

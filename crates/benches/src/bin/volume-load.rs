@@ -322,10 +322,12 @@ fn compare(o: &Options) -> Result<(), Error> {
     header();
     let mut ratios = Vec::new();
     for &size in &o.sizes {
-        let (ww, wr) = load(&master.addr(), size, o.count, o.concurrency)?;
+        // Keep each run within a few hundred MiB of disk and of weed's volume limits.
+        let count = o.count.min((256 << 20) / size.max(1)).max(1);
+        let (ww, wr) = load(&master.addr(), size, count, o.concurrency)?;
         print_row("weed", size, "write", &ww);
         print_row("weed", size, "read", &wr);
-        let (ow, or) = load(&ours_addr, size, o.count, o.concurrency)?;
+        let (ow, or) = load(&ours_addr, size, count, o.concurrency)?;
         print_row("ours", size, "write", &ow);
         print_row("ours", size, "read", &or);
         ratios.push((size, "write", ow.rate() / ww.rate(), ow.p99.as_secs_f64() / ww.p99.as_secs_f64()));

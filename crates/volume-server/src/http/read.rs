@@ -6,6 +6,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
+use bytes::Bytes;
 use needle::Flags;
 
 use super::{ApiError, AppState, path, query_params};
@@ -78,20 +79,27 @@ fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("gzip"));
-    let plain;
-    let data: &[u8] = if needle.flags.contains(Flags::COMPRESSED) {
+    let plain = if needle.flags.contains(Flags::COMPRESSED) {
         if accepts_gzip && needle.data.starts_with(&[0x1f, 0x8b]) {
             builder = builder.header(header::CONTENT_ENCODING, "gzip");
-            needle.data
+            None
         } else {
-            plain = gunzip(needle.data).map_err(|e| {
+            Some(gunzip(needle.data).map_err(|e| {
                 tracing::error!(fid = %url.fid, error = %e, "stored gzip data does not decompress");
                 ApiError::empty(StatusCode::INTERNAL_SERVER_ERROR)
-            })?;
-            &plain
+            })?)
         }
     } else {
-        needle.data
+        None
+    };
+    let filename = filename.clone();
+    // The bytes to send, sharing the record's buffer when they are stored as sent.
+    let data: Bytes = match plain {
+        Some(plain) => plain.into(),
+        None => {
+            let (record, range) = stored.into_record();
+            Bytes::from(record).slice(range)
+        }
     };
 
     builder = builder.header(header::ACCEPT_RANGES, "bytes");
@@ -114,7 +122,7 @@ fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
     }
 
     let Some(range_header) = headers_in.get(header::RANGE) else {
-        return Ok(body_response(builder, StatusCode::OK, &content_type, data.to_vec()));
+        return Ok(body_response(builder, StatusCode::OK, &content_type, data));
     };
     let ranges = match range::parse(range_header.to_str().unwrap_or(""), total) {
         Ok(ranges) => ranges,
@@ -139,12 +147,12 @@ fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
         return Ok(finish(builder.header(header::CONTENT_LENGTH, 0), Body::empty()));
     }
     if let [one] = ranges.as_slice() {
-        let part = data[one.start as usize..(one.start + one.length) as usize].to_vec();
+        let part = data.slice(one.start as usize..(one.start + one.length) as usize);
         builder = builder.header(header::CONTENT_RANGE, one.content_range(total));
         return Ok(body_response(builder, StatusCode::PARTIAL_CONTENT, &content_type, part));
     }
     // Parts carry the type as it is, even empty: weed sniffs nothing here.
-    let (multipart_type, body) = range::multipart(data, &ranges, &content_type);
+    let (multipart_type, body) = range::multipart(&data, &ranges, &content_type);
     let response = builder
         .status(StatusCode::PARTIAL_CONTENT)
         .header(header::CONTENT_TYPE, multipart_type)
@@ -157,7 +165,7 @@ fn body_response(
     builder: axum::http::response::Builder,
     status: StatusCode,
     content_type: &str,
-    body: Vec<u8>,
+    body: Bytes,
 ) -> Response {
     let mut builder = builder.status(status).header(header::CONTENT_LENGTH, body.len());
     if !content_type.is_empty() {

@@ -14,6 +14,9 @@ use crate::mime;
 use crate::range::{self, RangeError};
 use crate::upload::{gunzip, parse_bool};
 
+/// Records above this size are read with `block_in_place` (weed's paged-read limit).
+const LARGE_READ: u64 = 1 << 20;
+
 pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response {
     let is_head = request.method() == Method::HEAD;
     respond(state, &request).unwrap_or_else(|e| {
@@ -31,7 +34,16 @@ fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
     let url = path::parse(request.uri().path())
         .map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, format!("{e}\n")))?;
     let volume = state.store.volume(url.volume).map_err(ApiError::for_read)?;
-    let stored = volume.read(url.fid.needle_id(), url.fid.cookie).map_err(ApiError::for_read)?;
+    let id = url.fid.needle_id();
+    // A large record may come from disk rather than the page cache: let the runtime
+    // move other connections off this worker while it is read.
+    let large = volume.locate(id).ok().flatten().is_some_and(|l| l.record_size > LARGE_READ);
+    let stored = if large {
+        tokio::task::block_in_place(|| volume.read(id, url.fid.cookie))
+    } else {
+        volume.read(id, url.fid.cookie)
+    }
+    .map_err(ApiError::for_read)?;
     let needle = stored.needle();
     let headers_in = request.headers();
     let mut builder = Response::builder();

@@ -549,6 +549,21 @@ mod tests {
     }
 
     #[test]
+    fn four_byte_offsets_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let four = VolumeOptions { width: OffsetWidth::Four, ..opts(IndexKind::Memory) };
+        let v = Volume::create(dir.path(), "", VolumeId(1), ReplicaPlacement::default(), Ttl::EMPTY, four)
+            .unwrap();
+        put(&v, 1, 1, b"four");
+        drop(v);
+        assert_eq!(std::fs::metadata(dir.path().join("1.idx")).unwrap().len(), 16, "16-byte entries");
+        let vif = VolumeInfo::load(&dir.path().join("1.vif")).unwrap().unwrap();
+        assert_eq!(vif.bytes_offset, 4);
+        let v = Volume::load(dir.path(), "", VolumeId(1), four).unwrap();
+        assert_eq!(v.read(NeedleId(1), Cookie(1)).unwrap().needle().data, b"four");
+    }
+
+    #[test]
     fn append_at_ns_is_strictly_monotonic() {
         let dir = tempfile::tempdir().unwrap();
         let v = new_volume(dir.path(), IndexKind::Memory);

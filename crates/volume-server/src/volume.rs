@@ -332,8 +332,19 @@ impl Volume {
     /// (`Needle::decode`), header check (id and size must be what the map says),
     /// cookie check, then TTL expiry.
     pub fn read(&self, id: NeedleId, cookie: Cookie) -> Result<StoredNeedle> {
+        self.read_maybe_deleted(id, cookie, false)
+    }
+
+    /// [`Volume::read`], optionally of a deleted needle whose data is still in the
+    /// `.dat` (weed's `readDeleted=true`; an empty deleted needle stays unreadable).
+    pub fn read_maybe_deleted(
+        &self,
+        id: NeedleId,
+        cookie: Cookie,
+        include_deleted: bool,
+    ) -> Result<StoredNeedle> {
         let v = self.map.get(id)?.ok_or(Error::NeedleNotFound(id))?;
-        if v.deleted {
+        if v.deleted && !(include_deleted && v.size > 0) {
             return Err(Error::AlreadyDeleted(id));
         }
         let record = self.read_record(&v)?;
@@ -527,6 +538,7 @@ mod tests {
             let size = v.delete(NeedleId(2), Cookie(8)).unwrap();
             assert_eq!(size, loc.size);
             assert!(matches!(v.read(NeedleId(2), Cookie(8)), Err(Error::AlreadyDeleted(_))));
+            assert_eq!(v.read_maybe_deleted(NeedleId(2), Cookie(8), true).unwrap().needle().data, b"world!");
             assert!(matches!(v.delete(NeedleId(2), Cookie(8)), Err(Error::NeedleNotFound(_))));
             assert_eq!(v.locate(NeedleId(2)).unwrap(), None);
             let before = v.status();

@@ -50,6 +50,8 @@ fn bad_requests_get_weeds_status_codes_and_a_message() {
         (202, format!("{{\"size\":{}}}", 7 + 4 + 1 + 1 + fid.len() + 1 + 24 + 5))
     );
     assert_eq!(get(a, &format!("/{fid}")).status, 404);
+    let r = get(a, &format!("/{fid}?readDeleted=true"));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"payload"[..]), "weed's readDeleted");
     let r = request(a, "DELETE", &format!("/{fid}"), &[], b"").unwrap();
     assert_eq!((r.status, r.text().as_str()), (404, "{\"size\":0}"));
 

@@ -38,12 +38,12 @@ fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
     // A large record may come from disk rather than the page cache: let the runtime
     // move other connections off this worker while it is read.
     let large = volume.locate(id).ok().flatten().is_some_and(|l| l.record_size > LARGE_READ);
-    let stored = if large {
-        tokio::task::block_in_place(|| volume.read(id, url.fid.cookie))
-    } else {
-        volume.read(id, url.fid.cookie)
-    }
-    .map_err(ApiError::for_read)?;
+    // Most reads carry no query: look for the parameter before parsing it.
+    let read_deleted = request.uri().query().is_some_and(|q| q.contains("readDeleted="))
+        && query_params(request).get("readDeleted").is_some_and(|v| v == "true");
+    let read = || volume.read_maybe_deleted(id, url.fid.cookie, read_deleted);
+    let stored =
+        if large { tokio::task::block_in_place(read) } else { read() }.map_err(ApiError::for_read)?;
     let needle = stored.needle();
     let headers_in = request.headers();
     let mut builder = Response::builder();

@@ -147,3 +147,29 @@ fn rocksdb_map_catches_up_with_an_idx_written_while_it_was_away() {
     assert_eq!((report.replayed_entries, report.recovered_records), (2, 1), "rebuilt, tombstone re-indexed");
     assert!(matches!(v.read(NeedleId(1), Cookie(0xabc)), Err(crate::Error::AlreadyDeleted(_))));
 }
+
+#[test]
+fn version_2_volumes_load_read_and_append_in_their_own_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dat = needle::SuperBlock {
+        version: Version::V2,
+        ..needle::SuperBlock::new(ReplicaPlacement::default(), Ttl::EMPTY)
+    }
+    .to_bytes()
+    .unwrap();
+    let old = needle(1, b"written by an old weed");
+    let offset = dat.len() as u64;
+    old.encode_into(Version::V2, &mut dat).unwrap();
+    std::fs::write(dir.path().join("1.dat"), &dat).unwrap();
+    let entry = needle::IdxEntry::new(NeedleId(1), offset, old.body_size(Version::V2).unwrap()).unwrap();
+    std::fs::write(dir.path().join("1.idx"), entry.to_bytes(OPTS.width).unwrap()).unwrap();
+    let v = reload(dir.path());
+    assert_eq!(v.version(), Version::V2);
+    assert_eq!(v.read(NeedleId(1), Cookie(0xabc)).unwrap().needle().data, b"written by an old weed");
+    let WriteOutcome::Written(loc) = v.write(&needle(2, b"appended")).unwrap() else { panic!("not written") };
+    assert_eq!((loc.version, loc.offset), (Version::V2, dat.len() as u64));
+    drop(v);
+    let v = reload(dir.path());
+    assert!(!v.load_report().repaired());
+    assert_eq!(v.read(NeedleId(2), Cookie(0xabc)).unwrap().needle().data, b"appended");
+}

@@ -125,3 +125,60 @@ impl Store {
         self.config.max_volumes.get(dir_index).or(self.config.max_volumes.last()).copied().unwrap_or(0)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::volume::IndexKind;
+    use needle::{Cookie, Needle, NeedleId, OffsetWidth};
+
+    fn config(dirs: Vec<PathBuf>, max: Vec<usize>) -> StoreConfig {
+        StoreConfig {
+            dirs,
+            max_volumes: max,
+            volume_size_limit: 1 << 20,
+            volume: VolumeOptions { width: OffsetWidth::Five, index: IndexKind::Memory, fsync: false },
+        }
+    }
+
+    #[test]
+    fn volumes_spread_over_dirs_up_to_max_and_reload() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = vec![root.path().join("a"), root.path().join("b")];
+        let store = Store::open(config(dirs.clone(), vec![2, 1])).unwrap();
+        let rp = ReplicaPlacement::default();
+        let ids: Vec<u32> = (0..3).map(|_| store.create_volume("", rp, Ttl::EMPTY).unwrap().id().0).collect();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert!(matches!(store.create_volume("", rp, Ttl::EMPTY), Err(Error::NoFreeSlot)));
+        assert_eq!(store.dir_of(VolumeId(2)), Some(dirs[0].as_path()), "ties go to the first directory");
+        assert_eq!(store.dir_of(VolumeId(3)), Some(dirs[1].as_path()), "a holds 2, b 1");
+        let v = store.volume(VolumeId(2)).unwrap();
+        v.write(&Needle::new(NeedleId(5), Cookie(6), b"kept")).unwrap();
+        assert!(store.is_writable(&v));
+        drop((v, store));
+
+        let store = Store::open(config(dirs.clone(), vec![2])).unwrap();
+        assert_eq!(store.volumes().len(), 3);
+        assert_eq!(
+            store.volume(VolumeId(2)).unwrap().read(NeedleId(5), Cookie(6)).unwrap().needle().data,
+            b"kept"
+        );
+        assert!(matches!(store.volume(VolumeId(9)), Err(Error::VolumeNotFound(_))));
+        // The same volume in two directories is refused.
+        std::fs::copy(dirs[0].join("1.dat"), dirs[1].join("1.dat")).unwrap();
+        assert!(matches!(Store::open(config(dirs, vec![2])), Err(Error::BadVolume { .. })));
+    }
+
+    #[test]
+    fn collections_and_full_volumes() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(config(vec![root.path().to_owned()], vec![4])).unwrap();
+        let v = store.create_volume("pics", ReplicaPlacement::default(), Ttl::EMPTY).unwrap();
+        assert!(root.path().join("pics_1.dat").exists() && root.path().join("pics_1.vif").exists());
+        v.write(&Needle::new(NeedleId(1), Cookie(1), &vec![0u8; 1 << 20])).unwrap();
+        assert!(!store.is_writable(&v), "past the size limit: no more assignments");
+        drop((v, store));
+        let store = Store::open(config(vec![root.path().to_owned()], vec![4])).unwrap();
+        assert_eq!(store.volume(VolumeId(1)).unwrap().collection(), "pics");
+    }
+}

@@ -23,8 +23,9 @@ use crate::mime;
 /// What a write request asks to store.
 #[derive(Debug, Default)]
 pub struct Upload {
-    /// The data as it will be stored (gzip when `gzipped`).
-    pub data: Vec<u8>,
+    /// The data as it will be stored (gzip when `gzipped`); shares the request body's
+    /// buffer when it is stored as sent.
+    pub data: bytes::Bytes,
     /// Length of the data before compression: what the reply reports.
     pub original_size: usize,
     pub name: String,
@@ -55,7 +56,7 @@ pub struct Request<'a> {
     /// The URL path, for the default name.
     pub path: &'a str,
     pub query: &'a BTreeMap<String, String>,
-    pub body: &'a [u8],
+    pub body: &'a bytes::Bytes,
     pub size_limit: u64,
     pub now_seconds: u64,
 }
@@ -94,14 +95,17 @@ pub fn parse(req: &Request<'_>) -> Result<Upload, UploadError> {
         } else {
             first
         };
-        upload.data = chosen.data.to_vec();
+        upload.data = req.body.slice_ref(chosen.data);
         upload.name = clean_base(&chosen.file_name);
         part_type = first.header("content-type").to_owned();
         encoding = chosen.header("content-encoding").to_owned();
         md5_header = chosen.header("content-md5").to_owned();
     } else {
-        upload.data =
-            if media_type == "application/x-www-form-urlencoded" { Vec::new() } else { req.body.to_vec() };
+        upload.data = if media_type == "application/x-www-form-urlencoded" {
+            bytes::Bytes::new()
+        } else {
+            req.body.clone()
+        };
         let disposition = params(header(req.headers, "content-disposition"));
         upload.name = disposition
             .get("filename")
@@ -143,9 +147,9 @@ pub fn parse(req: &Request<'_>) -> Result<Upload, UploadError> {
         if !upload.chunk_manifest && is_compressible(&upload.mime) {
             let compressed = gzip(&upload.data);
             if compressed.len() * 10 < upload.data.len() * 9 {
-                let plain = std::mem::replace(&mut upload.data, compressed);
+                let plain = std::mem::replace(&mut upload.data, compressed.into());
                 upload.gzipped = true;
-                return finish(upload, Some(plain), &md5_header, req);
+                return finish(upload, Some(plain.to_vec()), &md5_header, req);
             }
         }
         None
@@ -346,7 +350,7 @@ impl Part<'_> {
 }
 
 fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    haystack.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|p| p + from)
+    memchr::memmem::find(haystack.get(from..)?, needle).map(|p| p + from)
 }
 
 /// Splits a `multipart/form-data` body into its parts.
@@ -402,12 +406,13 @@ mod tests {
             );
         }
         let query = query.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let body = bytes::Bytes::copy_from_slice(body);
         parse(&Request {
             method: &method,
             headers: &map,
             path,
             query: &query,
-            body,
+            body: &body,
             size_limit: 1000,
             now_seconds: 42,
         })
@@ -424,7 +429,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (u.name.as_str(), u.mime.as_str(), u.data.as_slice(), u.last_modified),
+            (u.name.as_str(), u.mime.as_str(), &u.data[..], u.last_modified),
             ("3,01637037d6", "application/octet-stream", &b"hello"[..], 7)
         );
         let u = run(
@@ -448,7 +453,7 @@ mod tests {
         let u =
             run(Method::POST, &[("content-type", "multipart/form-data; boundary=XX")], "/3,01", &[], body)
                 .unwrap();
-        assert_eq!((u.name.as_str(), u.data.as_slice(), u.mime.as_str()), ("a.bin", &b"DATA"[..], ""));
+        assert_eq!((u.name.as_str(), &u.data[..], u.mime.as_str()), ("a.bin", &b"DATA"[..], ""));
         let err = run(Method::POST, &[], "/3,01", &[], b"raw").unwrap_err();
         assert!(err.to_string().contains("multipart/form-data"));
     }

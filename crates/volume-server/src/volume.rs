@@ -72,6 +72,16 @@ impl StoredNeedle {
         // The same bytes decoded successfully when the needle was read.
         Needle::parse(&self.record, self.version).expect("record was verified at read time")
     }
+
+    /// The record's bytes and where the data lies in them, so a reply can send the
+    /// data without copying it.
+    pub fn into_record(self) -> (Vec<u8>, std::ops::Range<usize>) {
+        let data = self.needle().data;
+        // An empty slice need not point into the record at all.
+        let start = if data.is_empty() { 0 } else { data.as_ptr() as usize - self.record.as_ptr() as usize };
+        let range = start..start + data.len();
+        (self.record, range)
+    }
 }
 
 /// What a write did.
@@ -322,8 +332,19 @@ impl Volume {
     /// (`Needle::decode`), header check (id and size must be what the map says),
     /// cookie check, then TTL expiry.
     pub fn read(&self, id: NeedleId, cookie: Cookie) -> Result<StoredNeedle> {
+        self.read_maybe_deleted(id, cookie, false)
+    }
+
+    /// [`Volume::read`], optionally of a deleted needle whose data is still in the
+    /// `.dat` (weed's `readDeleted=true`; an empty deleted needle stays unreadable).
+    pub fn read_maybe_deleted(
+        &self,
+        id: NeedleId,
+        cookie: Cookie,
+        include_deleted: bool,
+    ) -> Result<StoredNeedle> {
         let v = self.map.get(id)?.ok_or(Error::NeedleNotFound(id))?;
-        if v.deleted {
+        if v.deleted && !(include_deleted && v.size > 0) {
             return Err(Error::AlreadyDeleted(id));
         }
         let record = self.read_record(&v)?;
@@ -517,6 +538,7 @@ mod tests {
             let size = v.delete(NeedleId(2), Cookie(8)).unwrap();
             assert_eq!(size, loc.size);
             assert!(matches!(v.read(NeedleId(2), Cookie(8)), Err(Error::AlreadyDeleted(_))));
+            assert_eq!(v.read_maybe_deleted(NeedleId(2), Cookie(8), true).unwrap().needle().data, b"world!");
             assert!(matches!(v.delete(NeedleId(2), Cookie(8)), Err(Error::NeedleNotFound(_))));
             assert_eq!(v.locate(NeedleId(2)).unwrap(), None);
             let before = v.status();
@@ -536,6 +558,21 @@ mod tests {
             let expected_replay = if index == IndexKind::Memory { 4 } else { 0 };
             assert_eq!(v.load_report().replayed_entries, expected_replay, "{index:?}");
         }
+    }
+
+    #[test]
+    fn four_byte_offsets_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let four = VolumeOptions { width: OffsetWidth::Four, ..opts(IndexKind::Memory) };
+        let v = Volume::create(dir.path(), "", VolumeId(1), ReplicaPlacement::default(), Ttl::EMPTY, four)
+            .unwrap();
+        put(&v, 1, 1, b"four");
+        drop(v);
+        assert_eq!(std::fs::metadata(dir.path().join("1.idx")).unwrap().len(), 16, "16-byte entries");
+        let vif = VolumeInfo::load(&dir.path().join("1.vif")).unwrap().unwrap();
+        assert_eq!(vif.bytes_offset, 4);
+        let v = Volume::load(dir.path(), "", VolumeId(1), four).unwrap();
+        assert_eq!(v.read(NeedleId(1), Cookie(1)).unwrap().needle().data, b"four");
     }
 
     #[test]

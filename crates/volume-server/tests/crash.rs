@@ -3,7 +3,7 @@
 //! Several rounds: start our server on the same directory, check that every upload
 //! acknowledged so far reads back byte-identical (and every acknowledged delete is
 //! gone), run concurrent uploads and deletes from a few threads, and SIGKILL the
-//! server at a pseudo-random moment. Finally a real `weed volume` must open the
+//! server at a pseudo-random moment (every other round with `--fsync`). Finally a real `weed volume` must open the
 //! directory read-write and serve every acknowledged file.
 
 mod common;
@@ -88,7 +88,9 @@ fn acknowledged_writes_survive_kill_9_and_the_volume_opens_in_weed() {
     let dir = scratch.path().join("data");
     let acked: Acked = Arc::default();
     for round in 0..ROUNDS {
-        let server = OurServer::start(&dir, &["--max", "3"]);
+        // Every other round acknowledges only after fsync.
+        let flags: &[&str] = if round % 2 == 1 { &["--max", "3", "--fsync"] } else { &["--max", "3"] };
+        let server = OurServer::start(&dir, flags);
         verify(&server.addr, &acked);
         let stop = Arc::new(AtomicBool::new(false));
         let clients: Vec<_> = (0..THREADS)

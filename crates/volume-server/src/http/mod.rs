@@ -10,7 +10,11 @@ mod read;
 mod write;
 
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
@@ -69,12 +73,48 @@ pub fn router(state: SharedState) -> Router {
         .with_state(state)
 }
 
-/// weed's `privateStoreHandler`.
+/// weed's `privateStoreHandler`, with a last line of defence: a handler that panics
+/// (a bug) answers 500 and logs the panic instead of dropping the connection.
 async fn store_handler(State(state): State<SharedState>, request: Request) -> Response {
+    let what = format!("{} {}", request.method(), request.uri().path());
+    let handling: Pin<Box<dyn Future<Output = Response> + Send>> = Box::pin(dispatch(state, request));
+    match (CatchUnwind { inner: handling }).await {
+        Ok(response) => response,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(request = %what, panic = %message, "handler panicked");
+            ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
+    }
+}
+
+/// Polls a future, turning a panic into an error value.
+struct CatchUnwind {
+    inner: Pin<Box<dyn Future<Output = Response> + Send>>,
+}
+
+impl Future for CatchUnwind {
+    type Output = std::thread::Result<Response>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(response)) => Poll::Ready(Ok(response)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+async fn dispatch(state: SharedState, request: Request) -> Response {
+    let state = state.as_ref();
     match *request.method() {
-        Method::GET | Method::HEAD => read::get_or_head(&state, request).await,
-        Method::POST | Method::PUT => write::post(&state, request).await,
-        Method::DELETE => write::delete(&state, request).await,
+        Method::GET | Method::HEAD => read::get_or_head(state, request).await,
+        Method::POST | Method::PUT => write::post(state, request).await,
+        Method::DELETE => write::delete(state, request).await,
         Method::OPTIONS => Response::builder()
             .status(StatusCode::OK)
             .header("Access-Control-Allow-Methods", "PUT, POST, GET, DELETE, OPTIONS")
@@ -171,6 +211,21 @@ pub(crate) fn json_response(status: StatusCode, json: String) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_handler_becomes_an_error_value() {
+        let quiet = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let panicking = CatchUnwind { inner: Box::pin(async { panic!("boom") }) };
+        let caught = panicking.await;
+        std::panic::set_hook(quiet);
+        assert_eq!(
+            caught.err().and_then(|p| p.downcast_ref::<&str>().map(|s| s.to_string())),
+            Some("boom".into())
+        );
+        let fine = CatchUnwind { inner: Box::pin(async { Response::new(Body::empty()) }) };
+        assert!(fine.await.is_ok());
+    }
 
     #[test]
     fn query_decoding() {

@@ -6,12 +6,16 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
+use bytes::Bytes;
 use needle::Flags;
 
 use super::{ApiError, AppState, path, query_params};
 use crate::mime;
 use crate::range::{self, RangeError};
 use crate::upload::{gunzip, parse_bool};
+
+/// Records above this size are read with `block_in_place` (weed's paged-read limit).
+const LARGE_READ: u64 = 1 << 20;
 
 pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response {
     let is_head = request.method() == Method::HEAD;
@@ -30,7 +34,16 @@ fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
     let url = path::parse(request.uri().path())
         .map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, format!("{e}\n")))?;
     let volume = state.store.volume(url.volume).map_err(ApiError::for_read)?;
-    let stored = volume.read(url.fid.needle_id(), url.fid.cookie).map_err(ApiError::for_read)?;
+    let id = url.fid.needle_id();
+    // A large record may come from disk rather than the page cache: let the runtime
+    // move other connections off this worker while it is read.
+    let large = volume.locate(id).ok().flatten().is_some_and(|l| l.record_size > LARGE_READ);
+    // Most reads carry no query: look for the parameter before parsing it.
+    let read_deleted = request.uri().query().is_some_and(|q| q.contains("readDeleted="))
+        && query_params(request).get("readDeleted").is_some_and(|v| v == "true");
+    let read = || volume.read_maybe_deleted(id, url.fid.cookie, read_deleted);
+    let stored =
+        if large { tokio::task::block_in_place(read) } else { read() }.map_err(ApiError::for_read)?;
     let needle = stored.needle();
     let headers_in = request.headers();
     let mut builder = Response::builder();
@@ -78,20 +91,27 @@ fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("gzip"));
-    let plain;
-    let data: &[u8] = if needle.flags.contains(Flags::COMPRESSED) {
+    let plain = if needle.flags.contains(Flags::COMPRESSED) {
         if accepts_gzip && needle.data.starts_with(&[0x1f, 0x8b]) {
             builder = builder.header(header::CONTENT_ENCODING, "gzip");
-            needle.data
+            None
         } else {
-            plain = gunzip(needle.data).map_err(|e| {
+            Some(gunzip(needle.data).map_err(|e| {
                 tracing::error!(fid = %url.fid, error = %e, "stored gzip data does not decompress");
                 ApiError::empty(StatusCode::INTERNAL_SERVER_ERROR)
-            })?;
-            &plain
+            })?)
         }
     } else {
-        needle.data
+        None
+    };
+    let filename = filename.clone();
+    // The bytes to send, sharing the record's buffer when they are stored as sent.
+    let data: Bytes = match plain {
+        Some(plain) => plain.into(),
+        None => {
+            let (record, range) = stored.into_record();
+            Bytes::from(record).slice(range)
+        }
     };
 
     builder = builder.header(header::ACCEPT_RANGES, "bytes");
@@ -114,7 +134,7 @@ fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
     }
 
     let Some(range_header) = headers_in.get(header::RANGE) else {
-        return Ok(body_response(builder, StatusCode::OK, &content_type, data.to_vec()));
+        return Ok(body_response(builder, StatusCode::OK, &content_type, data));
     };
     let ranges = match range::parse(range_header.to_str().unwrap_or(""), total) {
         Ok(ranges) => ranges,
@@ -139,12 +159,12 @@ fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
         return Ok(finish(builder.header(header::CONTENT_LENGTH, 0), Body::empty()));
     }
     if let [one] = ranges.as_slice() {
-        let part = data[one.start as usize..(one.start + one.length) as usize].to_vec();
+        let part = data.slice(one.start as usize..(one.start + one.length) as usize);
         builder = builder.header(header::CONTENT_RANGE, one.content_range(total));
         return Ok(body_response(builder, StatusCode::PARTIAL_CONTENT, &content_type, part));
     }
     // Parts carry the type as it is, even empty: weed sniffs nothing here.
-    let (multipart_type, body) = range::multipart(data, &ranges, &content_type);
+    let (multipart_type, body) = range::multipart(&data, &ranges, &content_type);
     let response = builder
         .status(StatusCode::PARTIAL_CONTENT)
         .header(header::CONTENT_TYPE, multipart_type)
@@ -157,7 +177,7 @@ fn body_response(
     builder: axum::http::response::Builder,
     status: StatusCode,
     content_type: &str,
-    body: Vec<u8>,
+    body: Bytes,
 ) -> Response {
     let mut builder = builder.status(status).header(header::CONTENT_LENGTH, body.len());
     if !content_type.is_empty() {

@@ -1,0 +1,81 @@
+//! The "bad input" answers, on the real binary: a malformed fid is 400 with a
+//! message, a missing or deleted needle or a wrong cookie is 404, an oversized upload
+//! is 413, an unsatisfiable range 416; plus weed's answers for the other refusals.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn bad_requests_get_weeds_status_codes_and_a_message() {
+    let scratch = tempfile::tempdir().unwrap();
+    let server = OurServer::start(&scratch.path().join("data"), &["--file-size-limit-mb", "1"]);
+    let a = server.addr.as_str();
+    let fid = server.assign("");
+    let put = |path: &str, body: &[u8]| {
+        request(a, "PUT", path, &[("Content-Type", "application/octet-stream")], body).unwrap()
+    };
+    assert_eq!(put(&format!("/{fid}"), b"payload").status, 201);
+
+    // Malformed ids: 400 with a message that names the problem.
+    for path in ["/1,zz", "/1,123", "/x,0112345678", "/1,ffffffffffffffff00000000_1", "/a/b/c/d"] {
+        let r = get(a, path);
+        assert_eq!(r.status, 400, "GET {path}");
+        assert!(!r.body.is_empty(), "GET {path}: 400 without a message");
+    }
+    let r = request(a, "DELETE", "/1,zz", &[], b"").unwrap();
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("Invalid fid"), "{}", r.text());
+    let r = put("/1,zz", b"x");
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].is_string());
+    let (vid, key) = fid.split_once(',').unwrap();
+    assert_eq!(put(&format!("/{vid}/{key}"), b"x").status, 400, "writes need the comma form");
+
+    // Missing, wrong cookie, deleted: 404 (DELETE with a wrong cookie: 400, like weed).
+    let mut wrong = fid.clone();
+    let last = wrong.pop().unwrap();
+    wrong.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(get(a, &format!("/{wrong}")).status, 404);
+    assert_eq!(get(a, &format!("/{vid},ff12345678")).status, 404);
+    assert_eq!(get(a, "/999,0112345678").status, 404);
+    let r = request(a, "DELETE", &format!("/{wrong}"), &[], b"").unwrap();
+    assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("File Random Cookie does not match.")));
+    let r = put(&format!("/{wrong}"), b"other cookie");
+    assert_eq!(r.status, 500, "overwriting with another cookie: {}", r.text());
+    assert!(r.text().contains("mismatching cookie"));
+    let r = request(a, "DELETE", &format!("/{fid}"), &[], b"").unwrap();
+    assert_eq!(
+        (r.status, r.text()),
+        (202, format!("{{\"size\":{}}}", 7 + 4 + 1 + 1 + fid.len() + 1 + 24 + 5))
+    );
+    assert_eq!(get(a, &format!("/{fid}")).status, 404);
+    let r = get(a, &format!("/{fid}?readDeleted=true"));
+    assert_eq!((r.status, r.body.as_slice()), (200, &b"payload"[..]), "weed's readDeleted");
+    let r = request(a, "DELETE", &format!("/{fid}"), &[], b"").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (404, "{\"size\":0}"));
+
+    // Too large: 413, nothing stored.
+    let big = server.assign("");
+    let r = put(&format!("/{big}"), &vec![7u8; (1 << 20) + 1]);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(get(a, &format!("/{big}")).status, 404);
+    assert_eq!(put(&format!("/{big}"), &vec![7u8; 1 << 20]).status, 201, "exactly the limit is fine");
+
+    // Ranges and methods.
+    let r = request(a, "GET", &format!("/{big}"), &[("Range", "bytes=99999999-")], b"").unwrap();
+    assert_eq!((r.status, r.header("content-range")), (416, Some("bytes */1048576")));
+    let r = request(a, "PATCH", &format!("/{big}"), &[], b"").unwrap();
+    assert_eq!((r.status, r.json()["error"].as_str()), (400, Some("unsupported method PATCH")));
+    let r = request(a, "OPTIONS", &format!("/{big}"), &[("Origin", "http://x")], b"").unwrap();
+    assert_eq!((r.status, r.header("access-control-allow-origin")), (200, Some("*")));
+    assert!(r.header("server").unwrap().contains("SeaweedFS Volume"));
+    assert_eq!(r.header("x-amz-request-id").map(str::len), Some(24));
+
+    // Nothing above may have broken the server: it still answers, and counted errors.
+    let metrics = get(a, "/metrics").text();
+    assert!(metrics.contains("volume_server_errors_total{route=\"read\",class=\"4xx\"}"));
+    assert!(!metrics.contains("volume_server_errors_total{route=\"read\",class=\"5xx\"} 1"));
+    assert_eq!(get(a, "/healthz").status, 200);
+    server.stop();
+}

@@ -328,9 +328,9 @@ impl Volume {
         Ok(record)
     }
 
-    /// Reads needle `id`: map lookup, one positioned read of the record, CRC check
-    /// (`Needle::decode`), header check (id and size must be what the map says),
-    /// cookie check, then TTL expiry.
+    /// Reads needle `id`: map lookup, one positioned read of the record, header check
+    /// (id and size must be what the map says), CRC check, cookie check, then TTL
+    /// expiry.
     pub fn read(&self, id: NeedleId, cookie: Cookie) -> Result<StoredNeedle> {
         self.read_maybe_deleted(id, cookie, false)
     }
@@ -350,14 +350,15 @@ impl Volume {
         let record = self.read_record(&v)?;
         let corrupt = |source| Error::Corrupt { id, offset: v.offset, source };
         NeedleHeader::parse(&record).and_then(|h| h.expect(id, v.size)).map_err(corrupt)?;
-        let needle = Needle::decode(&record, self.version()).map_err(corrupt)?;
+        // Structure first, then one CRC pass (which also yields the ETag's raw CRC).
+        let needle = Needle::parse(&record, self.version()).map_err(corrupt)?;
+        let crc = needle.verify_checksum().map_err(corrupt)?;
         if needle.cookie != cookie {
             return Err(Error::CookieMismatch { id });
         }
         if is_expired(&needle) {
             return Err(Error::NeedleNotFound(id));
         }
-        let crc = needle.verify_checksum().map_err(corrupt)?;
         Ok(StoredNeedle { record, version: self.version(), crc })
     }
 

@@ -251,3 +251,83 @@ impl WeedVolume {
         self.process.stop();
     }
 }
+
+/// A failed test-helper HTTP call (connection, non-2xx status, or a bad reply body).
+pub type HttpError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What `/dir/assign` answered.
+#[derive(Clone, Debug)]
+pub struct Assignment {
+    pub fid: String,
+    /// The volume server to upload to, `host:port`.
+    pub url: String,
+}
+
+/// Calls a master's `/dir/assign?{query}` (query e.g. `count=3&ttl=7d`).
+pub fn assign(master_url: &str, query: &str) -> Result<Assignment, HttpError> {
+    let reply: serde_json::Value =
+        ureq::get(&format!("{master_url}/dir/assign?{query}")).call()?.into_json()?;
+    let field = |name: &str| reply[name].as_str().unwrap_or_default().to_owned();
+    Ok(Assignment { fid: field("fid"), url: field("url") })
+}
+
+/// How an upload carries its bytes.
+#[derive(Clone, Copy, Debug)]
+pub enum UploadBody<'a> {
+    /// `multipart/form-data` with one part, as weed's own uploader sends it.
+    Multipart { filename: &'a str, content_type: &'a str },
+    /// The bytes as the request body, with this `Content-Type`.
+    Raw { content_type: &'a str },
+}
+
+/// POSTs `data` to `http://{server}/{fid}?{query}` with extra request `headers`
+/// (e.g. `Seaweed-*` pairs) and returns the status and the reply JSON.
+pub fn upload(
+    server: &str,
+    fid: &str,
+    query: &str,
+    data: &[u8],
+    body: UploadBody<'_>,
+    headers: &[(&str, &str)],
+) -> Result<(u16, serde_json::Value), HttpError> {
+    let mut request = ureq::post(&format!("http://{server}/{fid}?{query}"));
+    for (name, value) in headers {
+        request = request.set(name, value);
+    }
+    let response = match body {
+        UploadBody::Multipart { filename, content_type } => {
+            let boundary = "seaweed-rdma-test-boundary";
+            let mut payload = format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
+                 Content-Type: {content_type}\r\n\r\n"
+            )
+            .into_bytes();
+            payload.extend_from_slice(data);
+            payload.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+            request
+                .set("Content-Type", &format!("multipart/form-data; boundary={boundary}"))
+                .send_bytes(&payload)?
+        }
+        UploadBody::Raw { content_type } => {
+            request.set("Content-Type", content_type).send_bytes(data).map_err(Box::new)?
+        }
+    };
+    let status = response.status();
+    let reply = if status == 204 { serde_json::Value::Null } else { response.into_json()? };
+    Ok((status, reply))
+}
+
+/// Deterministic pseudo-random bytes (splitmix64), so test failures reproduce.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}

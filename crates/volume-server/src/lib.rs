@@ -1,4 +1,29 @@
-//! Drop-in SeaweedFS volume server: `.dat`/`.idx`/`.vif` storage, the weed HTTP API,
-//! and registration of volume extents for one-sided RDMA READs.
+//! Drop-in SeaweedFS volume server: `.dat`/`.idx`/`.vif` storage and the weed HTTP API.
 //!
-//! Stub: the storage engine and HTTP API arrive with issue #3.
+//! - [`store`]: the volumes of one or more data directories;
+//! - [`volume`]: one volume: appends, tombstones, verified reads, and
+//!   [`volume::Volume::locate`], the record location the RDMA control plane needs;
+//! - [`recovery`]: the load-time check that cuts torn tails and re-indexes records a
+//!   crash left unindexed;
+//! - [`needle_map`]: needle id -> record, in memory or in RocksDB;
+//! - [`vif`]: the `.vif` volume info file.
+
+pub mod error;
+pub mod http;
+pub mod master_api;
+pub mod metrics;
+pub mod mime;
+pub mod needle_map;
+pub mod range;
+pub mod recovery;
+pub mod store;
+pub mod upload;
+pub mod vif;
+pub mod volume;
+
+#[cfg(test)]
+mod recovery_tests;
+
+pub use error::{Error, Result};
+pub use store::{Store, StoreConfig};
+pub use volume::{IndexKind, NeedleLocation, StoredNeedle, Volume, VolumeOptions, WriteOutcome};

@@ -1,0 +1,364 @@
+//! Load generator for SeaweedFS volume servers: small writes then reads at a fixed
+//! size, count and concurrency, printing req/s, p50 and p99.
+//!
+//! ```text
+//! volume-load run --master http://127.0.0.1:9333 [--size 1024] [--count 20000] [--concurrency 16]
+//! volume-load compare [--sizes 1024,65536] [--count 20000] [--concurrency 16] [--ours-bin PATH]
+//! ```
+//!
+//! `run` targets any server: fids come from the master API at `--master` (a real
+//! `weed master` or our server's embedded one); uploads and reads go to the volume
+//! server each assignment names. Fids are assigned before the clock starts, so only
+//! the volume server is measured. `compare` starts a `weed master` + `weed volume`
+//! and our `volume-server` in scratch directories, runs the same load against both
+//! in the same process, and prints the ratios.
+//!
+//! The client is a minimal keep-alive HTTP/1.1 client (one connection per worker):
+//! both servers see the same requests, byte for byte.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use testbeds::weed::{WeedMaster, WeedVolume};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+struct Options {
+    sizes: Vec<usize>,
+    count: usize,
+    concurrency: usize,
+    master: String,
+    ours_bin: Option<PathBuf>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage:\n  volume-load run --master URL [--size N] [--count N] [--concurrency N]\n  volume-load compare [--sizes N,N] [--count N] [--concurrency N] [--ours-bin PATH]"
+    );
+    std::process::exit(2)
+}
+
+fn parse_args() -> (String, Options) {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_else(|| usage());
+    let mut o = Options {
+        sizes: vec![1024, 65536],
+        count: 20_000,
+        concurrency: 16,
+        master: String::new(),
+        ours_bin: None,
+    };
+    while let Some(flag) = args.next() {
+        let value = args.next().unwrap_or_else(|| usage());
+        let number = |v: &str| v.parse::<usize>().unwrap_or_else(|_| usage());
+        match flag.as_str() {
+            "--size" | "--sizes" => o.sizes = value.split(',').map(number).collect(),
+            "--count" => o.count = number(&value),
+            "--concurrency" => o.concurrency = number(&value).max(1),
+            "--master" => o.master = value.trim_start_matches("http://").trim_end_matches('/').to_owned(),
+            "--ours-bin" => o.ours_bin = Some(PathBuf::from(value)),
+            _ => usage(),
+        }
+    }
+    (mode, o)
+}
+
+/// One keep-alive connection.
+struct Conn {
+    addr: String,
+    reader: BufReader<TcpStream>,
+}
+
+impl Conn {
+    fn open(addr: &str) -> Result<Self, Error> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        Ok(Self { addr: addr.to_owned(), reader: BufReader::new(stream) })
+    }
+
+    /// Sends a request and returns (status, body). Replies must carry Content-Length.
+    fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &str,
+        body: &[u8],
+    ) -> Result<(u16, Vec<u8>), Error> {
+        let head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\n{headers}Content-Length: {}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        let stream = self.reader.get_mut();
+        stream.write_all(head.as_bytes())?;
+        stream.write_all(body)?;
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let status: u16 = line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or("bad status line")?;
+        let mut length = None;
+        loop {
+            line.clear();
+            self.reader.read_line(&mut line)?;
+            let trimmed = line.trim_end();
+            if trimmed.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = trimmed.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse::<usize>().ok();
+                }
+            }
+        }
+        let no_body = status == 204 || status == 304 || method == "HEAD";
+        let mut body = vec![0; if no_body { 0 } else { length.ok_or("reply without Content-Length")? }];
+        self.reader.read_exact(&mut body)?;
+        Ok((status, body))
+    }
+}
+
+/// Deterministic filler bytes (xorshift): incompressible, like weed benchmark's.
+fn payload(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Figures of one phase.
+struct Phase {
+    requests: usize,
+    elapsed: Duration,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Phase {
+    fn rate(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Runs `work(i)` for i in 0..count on `concurrency` threads, timing each call.
+fn phase(
+    count: usize,
+    concurrency: usize,
+    work: impl Fn(&mut Vec<Conn>, usize) -> Result<(), Error> + Sync,
+) -> Result<Phase, Error> {
+    let next = AtomicUsize::new(0);
+    let started = Instant::now();
+    let results: Vec<Result<Vec<Duration>, Error>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..concurrency)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut conns = Vec::new();
+                    let mut latencies = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= count {
+                            return Ok(latencies);
+                        }
+                        let t = Instant::now();
+                        work(&mut conns, i)?;
+                        latencies.push(t.elapsed());
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err("worker panicked".into()))).collect()
+    });
+    let elapsed = started.elapsed();
+    let mut all = Vec::with_capacity(count);
+    for r in results {
+        all.extend(r?);
+    }
+    all.sort();
+    let pick = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(Phase { requests: all.len(), elapsed, p50: pick(0.50), p99: pick(0.99) })
+}
+
+/// The connection to `addr` in a worker's small pool.
+fn conn<'a>(conns: &'a mut Vec<Conn>, addr: &str) -> Result<&'a mut Conn, Error> {
+    match conns.iter().position(|c| c.addr == addr) {
+        Some(i) => Ok(&mut conns[i]),
+        None => {
+            conns.push(Conn::open(addr)?);
+            Ok(conns.last_mut().expect("just pushed"))
+        }
+    }
+}
+
+/// Assigns `count` fids one by one (so weed spreads them over its volumes), untimed.
+fn assign_all(master: &str, count: usize) -> Result<Vec<(String, String)>, Error> {
+    let mut conn = Conn::open(master)?;
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (status, body) = conn.call("GET", "/dir/assign", "", b"")?;
+        let text = String::from_utf8_lossy(&body);
+        if status != 200 {
+            return Err(format!("assign: {status} {text}").into());
+        }
+        let field = |name: &str| -> Option<String> {
+            let start = text.find(&format!("\"{name}\":\""))? + name.len() + 4;
+            Some(text[start..].split('"').next()?.to_owned())
+        };
+        out.push((
+            field("fid").ok_or("assign reply without fid")?,
+            field("url").ok_or("assign reply without url")?,
+        ));
+    }
+    Ok(out)
+}
+
+/// Writes then reads `count` files of `size` bytes; returns (writes, reads).
+fn load(master: &str, size: usize, count: usize, concurrency: usize) -> Result<(Phase, Phase), Error> {
+    let fids = assign_all(master, count)?;
+    let data = payload(size as u64, size);
+    let boundary = "volumeLoadBoundary7MA4YWxkTrZu0gW";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let headers = format!("Content-Type: multipart/form-data; boundary={boundary}\r\n");
+    let writes = phase(count, concurrency, |conns, i| {
+        let (fid, url) = &fids[i];
+        let (status, reply) = conn(conns, url)?.call("POST", &format!("/{fid}"), &headers, &body)?;
+        if status != 201 {
+            return Err(format!("upload {fid}: {status} {}", String::from_utf8_lossy(&reply)).into());
+        }
+        Ok(())
+    })?;
+    let reads = phase(count, concurrency, |conns, i| {
+        let (fid, url) = &fids[(i * 7919) % fids.len()];
+        let (status, reply) = conn(conns, url)?.call("GET", &format!("/{fid}"), "", b"")?;
+        if status != 200 || reply.len() != size {
+            return Err(format!("read {fid}: {status}, {} bytes", reply.len()).into());
+        }
+        Ok(())
+    })?;
+    Ok((writes, reads))
+}
+
+fn print_row(target: &str, size: usize, op: &str, p: &Phase) {
+    println!(
+        "{target:<5} {:>6} {op:<5} {:>10.0} {:>10.0} {:>10.0}",
+        human(size),
+        p.rate(),
+        p.p50.as_secs_f64() * 1e6,
+        p.p99.as_secs_f64() * 1e6
+    );
+}
+
+fn human(size: usize) -> String {
+    if size >= 1024 && size % 1024 == 0 { format!("{}KiB", size / 1024) } else { format!("{size}B") }
+}
+
+fn header() {
+    println!("{:<5} {:>6} {:<5} {:>10} {:>10} {:>10}", "srv", "size", "op", "req/s", "p50 us", "p99 us");
+}
+
+/// Our server as a child process with its embedded master API.
+struct Ours(Child);
+
+impl Drop for Ours {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_ours(bin: &PathBuf, dir: &std::path::Path) -> Result<(Ours, String), Error> {
+    let port = testbeds::weed::free_port_pair()?;
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(bin)
+        .arg("--dir")
+        .arg(dir)
+        .args(["--ip", "127.0.0.1", "--port", &port.to_string(), "--max", "8"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+    let ours = Ours(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Conn::open(&addr).and_then(|mut c| c.call("GET", "/healthz", "", b"")).is_err() {
+        if Instant::now() > deadline {
+            return Err("our volume-server did not start".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((ours, addr))
+}
+
+fn compare(o: &Options) -> Result<(), Error> {
+    let bin = match &o.ours_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?.with_file_name("volume-server"),
+    };
+    let scratch = std::env::temp_dir().join(format!("volume-load-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let master = WeedMaster::start(&scratch, 1024)?;
+    let weed = WeedVolume::start(&scratch.join("weed"), &master)?;
+    let (ours, ours_addr) = start_ours(&bin, &scratch.join("ours"))?;
+    println!(
+        "count {} per phase, concurrency {}, keep-alive connections, fids assigned untimed",
+        o.count, o.concurrency
+    );
+    header();
+    let mut ratios = Vec::new();
+    for &size in &o.sizes {
+        let (ww, wr) = load(&master.addr(), size, o.count, o.concurrency)?;
+        print_row("weed", size, "write", &ww);
+        print_row("weed", size, "read", &wr);
+        let (ow, or) = load(&ours_addr, size, o.count, o.concurrency)?;
+        print_row("ours", size, "write", &ow);
+        print_row("ours", size, "read", &or);
+        ratios.push((size, "write", ow.rate() / ww.rate(), ow.p99.as_secs_f64() / ww.p99.as_secs_f64()));
+        ratios.push((size, "read", or.rate() / wr.rate(), or.p99.as_secs_f64() / wr.p99.as_secs_f64()));
+    }
+    println!("\nours/weed      req/s ratio   p99 ratio (lower is better)");
+    for (size, op, rate, p99) in ratios {
+        println!("{:>6} {op:<5}  {rate:>10.2}x  {p99:>10.2}x", human(size));
+    }
+    drop(ours);
+    weed.stop();
+    master.stop();
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+fn main() {
+    let (mode, options) = parse_args();
+    let result = match mode.as_str() {
+        "run" if !options.master.is_empty() => (|| {
+            header();
+            for &size in &options.sizes {
+                let (w, r) = load(&options.master, size, options.count, options.concurrency)?;
+                print_row("-", size, "write", &w);
+                print_row("-", size, "read", &r);
+            }
+            Ok(())
+        })(),
+        "compare" => compare(&options),
+        _ => usage(),
+    };
+    if let Err(e) = result {
+        eprintln!("volume-load: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,37 @@
+//! The SDK's one error type: every failure a caller can act on has its own variant.
+
+/// Why an SDK call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    BadFileId(#[from] needle::FidError),
+    /// The needle does not exist, was deleted or expired, or the cookie is wrong.
+    #[error("{fid} not found")]
+    NotFound { fid: String },
+    /// The master knows no server for the volume.
+    #[error("volume {volume} has no known location: {message}")]
+    VolumeNotFound { volume: u32, message: String },
+    /// Bytes arrived but did not verify (CRC32-C, needle header): they were dropped.
+    #[error("{fid} failed verification on every transport; last: {detail}")]
+    ChecksumMismatch { fid: String, detail: String },
+    /// No transport could reach any server holding the volume.
+    #[error("{fid}: no transport reached a server holding it; last: {detail}")]
+    TransportUnavailable { fid: String, detail: String },
+    /// A volume server answered with an error status.
+    #[error("{server} answered {status}: {message}")]
+    Server { server: String, status: u16, message: String },
+    /// The master API failed or refused (e.g. no writable volume).
+    #[error("master {master}: {message}")]
+    Master { master: String, message: String },
+    /// The verified stored bytes are gzip that does not decompress.
+    #[error("{fid}: stored gzip data does not decompress: {source}")]
+    Decompress { fid: String, source: std::io::Error },
+    /// A ranged read asked for bytes past the end of the file.
+    #[error("{fid}: range {start}..{end} is outside the file ({len} bytes)")]
+    RangeNotSatisfiable { fid: String, start: u64, end: u64, len: u64 },
+    /// The upload was acknowledged with a checksum that does not match what was sent.
+    #[error("{fid}: the server stored CRC32-C {stored}, the data sent has {sent}")]
+    UploadCorrupted { fid: String, stored: String, sent: String },
+    #[error("invalid client configuration: {0}")]
+    Config(String),
+}

@@ -1,0 +1,134 @@
+//! The master's HTTP API (`/dir/assign`, `/dir/lookup`), spoken by a real `weed master`
+//! and by our standalone volume server alike, and a cache of volume locations.
+
+use crate::Error;
+use needle::{FileId, VolumeId};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tokio::sync::RwLock;
+
+/// What the master assigned for an upload.
+#[derive(Clone, Debug)]
+pub struct Assignment {
+    pub fid: FileId,
+    /// The volume server to write to, `host:port`.
+    pub server: String,
+    /// JWT to present on the write, when the cluster signs writes.
+    pub jwt: Option<String>,
+}
+
+/// Options of `/dir/assign` that an upload may set.
+#[derive(Clone, Debug, Default)]
+pub struct AssignOptions {
+    pub collection: Option<String>,
+    pub replication: Option<String>,
+    pub ttl: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AssignReply {
+    #[serde(default)]
+    fid: String,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    error: String,
+}
+
+#[derive(Deserialize)]
+struct LookupReply {
+    #[serde(default)]
+    locations: Vec<Location>,
+    #[serde(default)]
+    error: String,
+}
+
+#[derive(Deserialize)]
+struct Location {
+    url: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct MasterApi {
+    http: reqwest::Client,
+    /// `host:port` of the master (or of a standalone volume server).
+    master: String,
+    cache_ttl: Duration,
+    locations: RwLock<HashMap<VolumeId, (Vec<String>, Instant)>>,
+}
+
+impl MasterApi {
+    pub(crate) fn new(http: reqwest::Client, master: String, cache_ttl: Duration) -> Self {
+        Self { http, master, cache_ttl, locations: RwLock::new(HashMap::new()) }
+    }
+
+    fn error(&self, message: impl ToString) -> Error {
+        Error::Master { master: self.master.clone(), message: message.to_string() }
+    }
+
+    pub(crate) async fn assign(&self, options: &AssignOptions) -> Result<Assignment, Error> {
+        let mut query = vec![("count", "1".to_owned())];
+        for (key, value) in [
+            ("collection", &options.collection),
+            ("replication", &options.replication),
+            ("ttl", &options.ttl),
+        ] {
+            if let Some(value) = value {
+                query.push((key, value.clone()));
+            }
+        }
+        let response = self
+            .http
+            .get(format!("http://{}/dir/assign", self.master))
+            .query(&query)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        let jwt = bearer_token(response.headers());
+        let status = response.status();
+        let reply: AssignReply =
+            response.json().await.map_err(|e| self.error(format!("assign reply: {e}")))?;
+        if !status.is_success() || !reply.error.is_empty() {
+            return Err(self.error(format!("assign refused ({status}): {}", reply.error)));
+        }
+        let fid = reply.fid.parse().map_err(|e| self.error(format!("assign returned a bad fid: {e}")))?;
+        Ok(Assignment { fid, server: reply.url, jwt })
+    }
+
+    /// The servers holding `volume`, from the cache while fresh.
+    pub(crate) async fn lookup(&self, volume: VolumeId) -> Result<Vec<String>, Error> {
+        if let Some((servers, at)) = self.locations.read().await.get(&volume)
+            && at.elapsed() < self.cache_ttl
+        {
+            return Ok(servers.clone());
+        }
+        let response = self
+            .http
+            .get(format!("http://{}/dir/lookup", self.master))
+            .query(&[("volumeId", volume.to_string())])
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        let reply: LookupReply =
+            response.json().await.map_err(|e| self.error(format!("lookup reply: {e}")))?;
+        if reply.locations.is_empty() {
+            return Err(Error::VolumeNotFound { volume: volume.0, message: reply.error });
+        }
+        let servers: Vec<String> = reply.locations.into_iter().map(|l| l.url).collect();
+        self.locations.write().await.insert(volume, (servers.clone(), Instant::now()));
+        Ok(servers)
+    }
+
+    /// Drops a cached location after an error suggesting the volume moved.
+    pub(crate) async fn forget(&self, volume: VolumeId) {
+        self.locations.write().await.remove(&volume);
+    }
+}
+
+/// The token in an `Authorization: Bearer …` response header.
+fn bearer_token(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let value = headers.get(reqwest::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
+}

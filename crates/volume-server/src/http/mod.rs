@@ -1,0 +1,179 @@
+//! The weed volume-server HTTP API on axum: every request to `/<fid>` paths goes to
+//! [`store_handler`], which dispatches by method like weed's `privateStoreHandler`;
+//! `/status`, `/healthz`, `/metrics` and (standalone) `/dir/assign`, `/dir/lookup`
+//! have their own routes. Every reply carries weed's common headers.
+
+mod admin;
+mod error;
+mod path;
+mod read;
+mod write;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use rand::Rng;
+
+use crate::master_api::MasterApi;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+pub use error::ApiError;
+
+/// What every handler shares.
+pub struct AppState {
+    pub store: Arc<Store>,
+    /// Largest file data an upload may carry (413 beyond).
+    pub file_size_limit: u64,
+    /// `Server:` header value.
+    pub server_header: HeaderValue,
+    /// The `Version` of `/status`.
+    pub version: String,
+    /// The embedded master API, when no `--mserver` is given.
+    pub master: Option<MasterApi>,
+    pub metrics: Metrics,
+}
+
+pub type SharedState = Arc<AppState>;
+
+/// weed's version string: `<size limit> <version> <commit>`.
+pub fn version_string(width: needle::OffsetWidth) -> String {
+    let size = if width == needle::OffsetWidth::Five { "8000GB" } else { "30GB" };
+    format!("{size} 4.48 seaweed-rdma-{}", env!("CARGO_PKG_VERSION"))
+}
+
+pub fn router(state: SharedState) -> Router {
+    let mut router = Router::new()
+        .route("/status", get(admin::status))
+        .route("/healthz", get(admin::healthz).head(admin::healthz))
+        .route("/readyz", get(admin::healthz).head(admin::healthz))
+        .route("/metrics", get(admin::metrics));
+    if state.master.is_some() {
+        router = router
+            .route("/dir/assign", get(crate::master_api::assign).post(crate::master_api::assign))
+            .route("/dir/lookup", get(crate::master_api::lookup).post(crate::master_api::lookup));
+    }
+    router
+        .fallback(store_handler)
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), common_headers))
+        // Upload size is checked by the handler (413), not by axum's default 2 MB cap.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// weed's `privateStoreHandler`.
+async fn store_handler(State(state): State<SharedState>, request: Request) -> Response {
+    match *request.method() {
+        Method::GET | Method::HEAD => read::get_or_head(&state, request).await,
+        Method::POST | Method::PUT => write::post(&state, request).await,
+        Method::DELETE => write::delete(&state, request).await,
+        Method::OPTIONS => Response::builder()
+            .status(StatusCode::OK)
+            .header("Access-Control-Allow-Methods", "PUT, POST, GET, DELETE, OPTIONS")
+            .header("Access-Control-Allow-Headers", "*")
+            .body(Body::empty())
+            .expect("static headers are valid"),
+        ref other => ApiError::bad_request(format!("unsupported method {other}")).into_response(),
+    }
+}
+
+/// `Server`, `X-Amz-Request-Id` and CORS headers on every reply, and the metrics.
+async fn common_headers(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let has_origin = request.headers().contains_key(header::ORIGIN);
+    let route = crate::metrics::route_of(request.method(), request.uri().path(), state.master.is_some());
+    let received = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::SERVER, state.server_header.clone());
+    let id = format!("{:016X}{:08X}", now_ns(), rand::rng().random::<u32>());
+    headers.insert("x-amz-request-id", HeaderValue::from_str(&id).expect("hex is a valid header value"));
+    if has_origin {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    }
+    let sent = response.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    state.metrics.observe(
+        route,
+        response.status(),
+        received.unwrap_or(0),
+        sent.unwrap_or(0),
+        started.elapsed(),
+    );
+    response
+}
+
+pub(crate) fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+pub(crate) fn now_seconds() -> u64 {
+    now_ns() / 1_000_000_000
+}
+
+/// Query parameters, first value of each (Go's `FormValue`).
+pub(crate) fn query_params(request: &Request) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(query) = request.uri().query() {
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            out.entry(percent_decode(k)).or_insert_with(|| percent_decode(v));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => {
+                match std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A JSON reply as weed's `writeJson` sends it.
+pub(crate) fn json_response(status: StatusCode, json: String) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("x-content-type-options", "nosniff")
+        .header(header::CONTENT_LENGTH, json.len())
+        .body(Body::from(json))
+        .expect("static headers are valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        assert_eq!(percent_decode("a%2Cb+c%zz%4"), "a,b c%zz%4");
+    }
+}

@@ -1,0 +1,80 @@
+//! The URL forms of a file id (weed's `parseURLPath`):
+//! `/<vid>,<fid>[.ext]`, `/<vid>/<fid>[.ext]` and `/<vid>/<fid>/<filename>`.
+
+use needle::{FidError, FileId, VolumeId, parse_key_cookie, split_delta};
+
+/// A parsed file URL.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FileUrl {
+    pub volume: VolumeId,
+    pub fid: FileId,
+    /// The `<filename>` segment of the three-part form.
+    pub filename: Option<String>,
+    /// The extension given in the URL (`.jpg`), if any.
+    pub ext: String,
+    /// Whether this is the `/<vid>,<fid>` form, the only one writes accept.
+    pub comma_form: bool,
+}
+
+/// Why a path does not name a file.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("{0}")]
+    BadVolume(FidError),
+    #[error("Invalid fid: {input}: {source}")]
+    BadFid { input: String, source: FidError },
+    #[error("{0:?} is not /<vid>,<fid>, /<vid>/<fid> or /<vid>/<fid>/<filename>")]
+    Shape(String),
+}
+
+pub fn parse(path: &str) -> Result<FileUrl, PathError> {
+    let segments: Vec<&str> = path.split('/').collect();
+    let (vid, fid, filename, comma_form) = match segments.as_slice() {
+        ["", one] => {
+            let (vid, fid) = one.split_once(',').ok_or_else(|| PathError::Shape(path.to_owned()))?;
+            (vid, fid, None, true)
+        }
+        ["", vid, fid] => (*vid, *fid, None, false),
+        ["", vid, fid, name] => (*vid, *fid, Some((*name).to_owned()), false),
+        _ => return Err(PathError::Shape(path.to_owned())),
+    };
+    let volume: VolumeId = vid.parse().map_err(PathError::BadVolume)?;
+    let (fid, ext) = match (&filename, fid.rfind('.')) {
+        (None, Some(dot)) if dot > 0 => (&fid[..dot], fid[dot..].to_owned()),
+        (Some(name), _) => (fid, crate::mime::extension(name).to_owned()),
+        _ => (fid, String::new()),
+    };
+    let bad_fid = |source| PathError::BadFid { input: fid.to_owned(), source };
+    let (key_cookie, delta) = split_delta(fid).map_err(bad_fid)?;
+    let (key, cookie) = parse_key_cookie(key_cookie).map_err(bad_fid)?;
+    if let Some(delta) = delta {
+        key.0.checked_add(delta).ok_or(bad_fid(FidError::DeltaOverflow { key: key.0, delta }))?;
+    }
+    let fid = FileId { volume, key, cookie, delta };
+    Ok(FileUrl { volume, fid, filename, ext, comma_form })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use needle::{Cookie, NeedleId};
+
+    #[test]
+    fn url_forms() {
+        let u = parse("/3,01637037d6.jpg").unwrap();
+        assert_eq!(
+            (u.volume, u.fid.needle_id(), u.fid.cookie, u.ext.as_str(), u.comma_form),
+            (VolumeId(3), NeedleId(1), Cookie(0x637037d6), ".jpg", true)
+        );
+        let u = parse("/3/01637037d6").unwrap();
+        assert!(!u.comma_form && u.ext.is_empty());
+        let u = parse("/3/01637037d6/my.pdf").unwrap();
+        assert_eq!((u.filename.as_deref(), u.ext.as_str()), (Some("my.pdf"), ".pdf"));
+        assert_eq!(parse("/4,0b8faef8b2_2").unwrap().fid.needle_id(), NeedleId(0x0d));
+        assert!(matches!(parse("/3"), Err(PathError::Shape(_))));
+        assert!(matches!(parse("/x,01637037d6"), Err(PathError::BadVolume(_))));
+        assert!(matches!(parse("/3,zz"), Err(PathError::BadFid { .. })));
+        assert!(matches!(parse("/1,ffffffffffffffff00000000_1"), Err(PathError::BadFid { .. })));
+        assert!(matches!(parse("/a/b/c/d"), Err(PathError::Shape(_))));
+    }
+}

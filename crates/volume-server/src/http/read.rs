@@ -1,0 +1,198 @@
+//! GET and HEAD of a file, in weed's order (`GetOrHeadHandler`): parse the fid, find
+//! the volume, read and verify the needle (map lookup, pread, CRC, header, cookie),
+//! then conditional requests, headers, gzip and ranges.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use needle::Flags;
+
+use super::{ApiError, AppState, path, query_params};
+use crate::mime;
+use crate::range::{self, RangeError};
+use crate::upload::{gunzip, parse_bool};
+
+pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response {
+    let is_head = request.method() == Method::HEAD;
+    respond(state, &request).unwrap_or_else(|e| {
+        let mut response = e.into_response();
+        if is_head {
+            // Go sends no Content-Length on a HEAD error (there is no body to measure).
+            response.headers_mut().remove(header::CONTENT_LENGTH);
+            *response.body_mut() = Body::new(UnsizedEmpty);
+        }
+        response
+    })
+}
+
+fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
+    let url = path::parse(request.uri().path())
+        .map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, format!("{e}\n")))?;
+    let volume = state.store.volume(url.volume).map_err(ApiError::for_read)?;
+    let stored = volume.read(url.fid.needle_id(), url.fid.cookie).map_err(ApiError::for_read)?;
+    let needle = stored.needle();
+    let headers_in = request.headers();
+    let mut builder = Response::builder();
+
+    if needle.last_modified != 0 {
+        let last_modified = std::time::UNIX_EPOCH + std::time::Duration::from_secs(needle.last_modified);
+        builder = builder.header(header::LAST_MODIFIED, httpdate::fmt_http_date(last_modified));
+        let since = headers_in
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+        if since.is_some_and(|since| since >= last_modified) {
+            return Ok(not_modified(builder));
+        }
+    }
+    let etag = format!("\"{}\"", needle::crc::etag(stored.crc));
+    if headers_in.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+        return Ok(not_modified(builder));
+    }
+    builder = builder.header(header::ETAG, &etag);
+    if needle.flags.contains(Flags::HAS_PAIRS) {
+        if let Ok(serde_json::Value::Object(pairs)) = serde_json::from_slice(needle.pairs) {
+            for (k, v) in pairs {
+                if let (Ok(name), Some(Ok(value))) =
+                    (axum::http::HeaderName::from_bytes(k.as_bytes()), v.as_str().map(HeaderValue::from_str))
+                {
+                    builder = builder.header(name, value);
+                }
+            }
+        }
+    }
+    let filename = match &url.filename {
+        Some(name) => name.clone(),
+        None => String::from_utf8_lossy(needle.name).into_owned(),
+    };
+    let ext = if url.ext.is_empty() { mime::extension(&filename).to_owned() } else { url.ext.clone() };
+    let stored_mime = String::from_utf8_lossy(needle.mime);
+    let content_type = if !stored_mime.is_empty() && !stored_mime.starts_with("application/octet-stream") {
+        stored_mime.into_owned()
+    } else {
+        mime::type_by_extension(&ext)
+    };
+
+    // Gzip as stored only to clients that accept it; everyone else gets plain bytes.
+    let accepts_gzip = headers_in
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("gzip"));
+    let plain;
+    let data: &[u8] = if needle.flags.contains(Flags::COMPRESSED) {
+        if accepts_gzip && needle.data.starts_with(&[0x1f, 0x8b]) {
+            builder = builder.header(header::CONTENT_ENCODING, "gzip");
+            needle.data
+        } else {
+            plain = gunzip(needle.data).map_err(|e| {
+                tracing::error!(fid = %url.fid, error = %e, "stored gzip data does not decompress");
+                ApiError::empty(StatusCode::INTERNAL_SERVER_ERROR)
+            })?;
+            &plain
+        }
+    } else {
+        needle.data
+    };
+
+    builder = builder.header(header::ACCEPT_RANGES, "bytes");
+    if !filename.is_empty() {
+        let query = query_params(request);
+        let disposition = if query.get("dl").and_then(|v| parse_bool(v)).unwrap_or(false) {
+            "attachment"
+        } else {
+            "inline"
+        };
+        builder =
+            builder.header(header::CONTENT_DISPOSITION, mime::content_disposition(disposition, &filename));
+    }
+    let total = data.len() as u64;
+    if *request.method() == Method::HEAD {
+        if !content_type.is_empty() {
+            builder = builder.header(header::CONTENT_TYPE, &content_type);
+        }
+        return Ok(finish(builder.header(header::CONTENT_LENGTH, total), Body::empty()));
+    }
+
+    let Some(range_header) = headers_in.get(header::RANGE) else {
+        return Ok(body_response(builder, StatusCode::OK, &content_type, data.to_vec()));
+    };
+    let ranges = match range::parse(range_header.to_str().unwrap_or(""), total) {
+        Ok(ranges) => ranges,
+        Err(e) => {
+            if e == RangeError::NoOverlap {
+                builder = builder.header(header::CONTENT_RANGE, format!("bytes */{total}"));
+            }
+            let body = e.body();
+            let response = builder
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .header("x-content-type-options", "nosniff")
+                .header(header::CONTENT_LENGTH, body.len());
+            return Ok(finish(response, Body::from(body)));
+        }
+    };
+    if ranges.is_empty() || range::exceeds(&ranges, total) {
+        // weed ignores such a header and sends nothing at all.
+        if !content_type.is_empty() {
+            builder = builder.header(header::CONTENT_TYPE, &content_type);
+        }
+        return Ok(finish(builder.header(header::CONTENT_LENGTH, 0), Body::empty()));
+    }
+    if let [one] = ranges.as_slice() {
+        let part = data[one.start as usize..(one.start + one.length) as usize].to_vec();
+        builder = builder.header(header::CONTENT_RANGE, one.content_range(total));
+        return Ok(body_response(builder, StatusCode::PARTIAL_CONTENT, &content_type, part));
+    }
+    // Parts carry the type as it is, even empty: weed sniffs nothing here.
+    let (multipart_type, body) = range::multipart(data, &ranges, &content_type);
+    let response = builder
+        .status(StatusCode::PARTIAL_CONTENT)
+        .header(header::CONTENT_TYPE, multipart_type)
+        .header(header::CONTENT_LENGTH, body.len());
+    Ok(finish(response, Body::from(body)))
+}
+
+/// A body reply; without a known type, Go's server sniffs one from the bytes it sends.
+fn body_response(
+    builder: axum::http::response::Builder,
+    status: StatusCode,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Response {
+    let mut builder = builder.status(status).header(header::CONTENT_LENGTH, body.len());
+    if !content_type.is_empty() {
+        builder = builder.header(header::CONTENT_TYPE, content_type);
+    } else if !body.is_empty() {
+        builder = builder.header(header::CONTENT_TYPE, mime::sniff(&body));
+    }
+    finish(builder, Body::from(body))
+}
+
+fn not_modified(builder: axum::http::response::Builder) -> Response {
+    finish(builder.status(StatusCode::NOT_MODIFIED), Body::empty())
+}
+
+fn finish(builder: axum::http::response::Builder, body: Body) -> Response {
+    builder.body(body).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "building a reply");
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
+}
+
+/// An empty body of unknown length: with it, hyper adds no `Content-Length` to a HEAD
+/// reply (it would add `0` for a body known to be empty).
+struct UnsizedEmpty;
+
+impl http_body::Body for UnsizedEmpty {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Ready(None)
+    }
+}

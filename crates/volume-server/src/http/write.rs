@@ -1,0 +1,159 @@
+//! POST/PUT (upload) and DELETE, with weed's replies: 201 + the upload JSON (keys in
+//! weed's order), 204 for an identical rewrite, 202 `{"size":N}` for a delete.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::Response;
+use needle::{Flags, Needle};
+use serde::Serialize;
+
+use super::{ApiError, AppState, json_response, now_seconds, path, query_params};
+use crate::upload::{self, UploadError};
+use crate::volume::WriteOutcome;
+
+/// Room for the multipart envelope around the largest allowed file.
+const ENVELOPE_SLACK: u64 = 64 * 1024;
+
+/// weed's `operation.UploadResult`, every field `omitempty`, in its field order.
+#[derive(Serialize)]
+struct UploadReply<'a> {
+    #[serde(skip_serializing_if = "str::is_empty")]
+    name: &'a str,
+    #[serde(skip_serializing_if = "is_zero")]
+    size: usize,
+    #[serde(rename = "eTag")]
+    etag: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    mime: &'a str,
+    #[serde(rename = "contentMd5", skip_serializing_if = "str::is_empty")]
+    content_md5: &'a str,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+pub(super) async fn post(state: &AppState, request: Request) -> Response {
+    match upload_file(state, request).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn upload_file(state: &AppState, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let url = path::parse(parts.uri.path()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    if !url.comma_form {
+        return Err(ApiError::bad_request(format!("writes take /<vid>,<fid>, not {}", parts.uri.path())));
+    }
+    let volume = state.store.volume(url.volume).map_err(ApiError::for_write)?;
+    let limit = state.file_size_limit;
+    let declared: Option<u64> =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    if declared.is_some_and(|len| len > limit + ENVELOPE_SLACK) {
+        return Err(too_large(limit));
+    }
+    let body = axum::body::to_bytes(body, (limit + ENVELOPE_SLACK) as usize).await.map_err(|e| {
+        if e.into_inner().is::<http_body_util::LengthLimitError>() {
+            too_large(limit)
+        } else {
+            ApiError::bad_request("reading the request body failed")
+        }
+    })?;
+    let query = query_params(&Request::from_parts(parts.clone(), Body::empty()));
+    let upload = upload::parse(&upload::Request {
+        method: &parts.method,
+        headers: &parts.headers,
+        path: parts.uri.path(),
+        query: &query,
+        body: &body,
+        size_limit: limit,
+        now_seconds: now_seconds(),
+    })
+    .map_err(|e| match e {
+        UploadError::TooLarge(_) => too_large(limit),
+        UploadError::Bad(message) => ApiError::bad_request(message),
+    })?;
+
+    // weed's CreateNeedleFromRequest: name and mime flagged even when empty.
+    let mut needle = Needle::new(url.fid.needle_id(), url.fid.cookie, &upload.data)
+        .with_last_modified(upload.last_modified);
+    if upload.name.len() < 256 {
+        needle = needle.with_name(upload.name.as_bytes());
+    }
+    if upload.mime.len() < 256 {
+        needle = needle.with_mime(upload.mime.as_bytes());
+    }
+    if !upload.ttl.is_empty() {
+        needle = needle.with_ttl(upload.ttl);
+    }
+    if let Some(pairs) = &upload.pairs {
+        needle = needle.with_pairs(pairs);
+    }
+    if upload.gzipped {
+        needle = needle.with_flags(Flags::COMPRESSED);
+    }
+    if upload.chunk_manifest {
+        needle = needle.with_flags(Flags::CHUNK_MANIFEST);
+    }
+    let outcome = if state.store.config().volume.fsync {
+        // fsync blocks for milliseconds: tell the runtime to move other tasks away.
+        tokio::task::block_in_place(|| volume.write(&needle))
+    } else {
+        volume.write(&needle)
+    }
+    .map_err(ApiError::for_write)?;
+
+    let etag = needle::crc::etag(needle.checksum);
+    let md5 = upload.content_md5.as_deref().unwrap_or("");
+    let md5_header = HeaderValue::from_str(md5).unwrap_or(HeaderValue::from_static(""));
+    if outcome == WriteOutcome::Unchanged {
+        return Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .header(header::ETAG, format!("\"{etag}\""))
+            .header("content-md5", md5_header)
+            .body(Body::empty())
+            .map_err(|e| ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()));
+    }
+    let reply = UploadReply {
+        name: &upload.name,
+        size: upload.original_size,
+        etag: &etag,
+        mime: &upload.mime,
+        content_md5: md5,
+    };
+    let json = upload::go_json(&serde_json::to_string(&reply).expect("the reply serializes"));
+    let mut response = json_response(StatusCode::CREATED, json);
+    let headers = response.headers_mut();
+    headers
+        .insert(header::ETAG, HeaderValue::from_str(&format!("\"{etag}\"")).expect("hex is a valid header"));
+    headers.insert("content-md5", md5_header);
+    Ok(response)
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::json(StatusCode::PAYLOAD_TOO_LARGE, format!("file over the limited {limit} bytes"))
+}
+
+pub(super) async fn delete(state: &AppState, request: Request) -> Response {
+    let url = match path::parse(request.uri().path()) {
+        Ok(url) => url,
+        // weed reads a bad volume id as volume 0, which is never there.
+        Err(path::PathError::BadVolume(_)) => {
+            return ApiError::for_delete(crate::Error::VolumeNotFound(needle::VolumeId(0))).into_response();
+        }
+        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+    };
+    let result = state.store.volume(url.volume).and_then(|volume| {
+        if state.store.config().volume.fsync {
+            tokio::task::block_in_place(|| volume.delete(url.fid.needle_id(), url.fid.cookie))
+        } else {
+            volume.delete(url.fid.needle_id(), url.fid.cookie)
+        }
+    });
+    match result {
+        Ok(size) => json_response(StatusCode::ACCEPTED, format!("{{\"size\":{size}}}")),
+        Err(e) => ApiError::for_delete(e).into_response(),
+    }
+}

@@ -1,0 +1,173 @@
+//! The minimal master API a standalone server offers (no `--mserver`): `/dir/assign`
+//! and `/dir/lookup` over its own volumes, in weed master's JSON shapes, so curl and
+//! HTTP SDKs can use one process as a complete store.
+//!
+//! Keys come from one sequence for the whole server, started above the largest key
+//! any volume holds, so an assigned fid never names an existing needle; cookies are
+//! random. Assign picks a writable volume of the requested collection, replication
+//! and TTL, and creates one when there is none and `--max` allows.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use needle::{Cookie, FileId, NeedleId, ReplicaPlacement, Ttl};
+use rand::Rng;
+use serde::Serialize;
+
+use crate::http::{SharedState, json_response, query_params};
+use crate::store::Store;
+use crate::upload::go_json;
+
+pub struct MasterApi {
+    /// `ip:port` clients should send reads and writes to.
+    public_url: String,
+    next_key: AtomicU64,
+}
+
+impl MasterApi {
+    pub fn new(store: &Store, public_url: String) -> Self {
+        let max_key = store.volumes().iter().map(|v| v.max_key()).max().unwrap_or(0);
+        Self { public_url, next_key: AtomicU64::new(max_key + 1) }
+    }
+}
+
+#[derive(Serialize, Default)]
+struct AssignReply {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    fid: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    url: String,
+    #[serde(rename = "publicUrl", skip_serializing_if = "String::is_empty")]
+    public_url: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    count: u64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    error: String,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+fn reply<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    json_response(status, go_json(&serde_json::to_string(body).expect("replies serialize")))
+}
+
+fn not_acceptable(error: String) -> Response {
+    reply(StatusCode::NOT_ACCEPTABLE, &AssignReply { error, ..AssignReply::default() })
+}
+
+pub async fn assign(State(state): State<SharedState>, request: Request) -> Response {
+    let Some(master) = &state.master else { return not_acceptable("no master API".into()) };
+    let query = query_params(&request);
+    let count = query.get("count").and_then(|c| c.parse::<u64>().ok()).filter(|&c| c > 0).unwrap_or(1);
+    let collection = query.get("collection").cloned().unwrap_or_default();
+    let replication = query.get("replication").filter(|r| !r.is_empty()).map_or("000", String::as_str);
+    let Ok(replica) = replication.parse::<ReplicaPlacement>() else {
+        return not_acceptable(format!("invalid replication {replication:?}"));
+    };
+    if replica.copy_count() > 1 {
+        return not_acceptable(format!("replication {replication} needs more than this one volume server"));
+    }
+    let ttl = match query.get("ttl").filter(|t| !t.is_empty()).map(|t| t.parse::<Ttl>()) {
+        None => Ttl::EMPTY,
+        Some(Ok(ttl)) => ttl,
+        Some(Err(e)) => return not_acceptable(e.to_string()),
+    };
+    let store = &state.store;
+    let mut candidates: Vec<_> = store
+        .volumes()
+        .into_iter()
+        .filter(|v| {
+            v.collection() == collection
+                && v.replica_placement() == replica
+                && v.ttl() == ttl
+                && store.is_writable(v)
+        })
+        .collect();
+    let volume = if candidates.is_empty() {
+        match store.create_volume(&collection, replica, ttl) {
+            Ok(v) => v,
+            Err(e) => {
+                return not_acceptable(format!(
+                    "failed to find writable volumes for collection:{collection} replication:{replication} ttl:{ttl} error: {e}"
+                ));
+            }
+        }
+    } else {
+        let i = rand::rng().random_range(0..candidates.len());
+        candidates.swap_remove(i)
+    };
+    let key = master.next_key.fetch_add(count, Ordering::Relaxed);
+    let fid = FileId::new(volume.id(), NeedleId(key), Cookie(rand::rng().random()));
+    reply(
+        StatusCode::OK,
+        &AssignReply {
+            fid: fid.to_string(),
+            url: master.public_url.clone(),
+            public_url: master.public_url.clone(),
+            count,
+            error: String::new(),
+        },
+    )
+}
+
+#[derive(Serialize)]
+struct Location<'a> {
+    url: &'a str,
+    #[serde(rename = "publicUrl")]
+    public_url: &'a str,
+    #[serde(rename = "dataCenter")]
+    data_center: &'static str,
+}
+
+#[derive(Serialize)]
+struct LookupReply<'a> {
+    #[serde(rename = "volumeOrFileId")]
+    volume_or_file_id: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    locations: Vec<Location<'a>>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    error: String,
+}
+
+pub async fn lookup(State(state): State<SharedState>, request: Request) -> Response {
+    let Some(master) = &state.master else { return not_acceptable("no master API".into()) };
+    let query = query_params(&request);
+    let asked = query.get("volumeId").or_else(|| query.get("fileId")).cloned().unwrap_or_default();
+    // A full fid works too: the volume id is what precedes the comma.
+    let vid = asked.split(',').next().unwrap_or("");
+    let (status, reply_body) = match vid.parse::<needle::VolumeId>() {
+        Err(_) => (
+            StatusCode::NOT_FOUND,
+            LookupReply {
+                volume_or_file_id: vid,
+                locations: vec![],
+                error: format!("unknown volume id {vid}"),
+            },
+        ),
+        Ok(id) if state.store.volume(id).is_err() => (
+            StatusCode::NOT_FOUND,
+            LookupReply {
+                volume_or_file_id: vid,
+                locations: vec![],
+                error: format!("volume id {id} not found"),
+            },
+        ),
+        Ok(_) => (
+            StatusCode::OK,
+            LookupReply {
+                volume_or_file_id: vid,
+                locations: vec![Location {
+                    url: &master.public_url,
+                    public_url: &master.public_url,
+                    data_center: "DefaultDataCenter",
+                }],
+                error: String::new(),
+            },
+        ),
+    };
+    reply(status, &reply_body)
+}

@@ -1,0 +1,611 @@
+//! One volume: `<collection_><vid>.dat` (superblock + needle records), `.idx` (one
+//! entry per write and delete) and `.vif`, plus its needle map.
+//!
+//! Writes are serialized by the volume's write mutex: the record goes to `.dat`, then
+//! its entry to `.idx` (fsynced when `--fsync`), then into the map, and only then is
+//! the write acknowledged. Reads take no volume lock: a map lookup, then one
+//! positioned read (`pread`) of the record, which the map only names once it is
+//! completely written.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use needle::idx::TOMBSTONE_SIZE;
+use needle::{
+    Cookie, HEADER_SIZE, IdxEntry, Needle, NeedleHeader, NeedleId, OffsetWidth, ReplicaPlacement,
+    SUPER_BLOCK_SIZE, SuperBlock, Ttl, Version, VolumeId,
+};
+
+use crate::error::{Error, Result};
+use crate::needle_map::{MapStats, MemoryMap, NeedleMap, NeedleValue, RocksMap};
+use crate::recovery::{self, LoadReport};
+use crate::vif::VolumeInfo;
+
+/// Which needle map a volume keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum IndexKind {
+    /// A hash map rebuilt from `.idx` at load.
+    Memory,
+    /// RocksDB in `<volume>.rdb`, persisted with an `.idx` watermark.
+    Rocksdb,
+}
+
+/// Settings shared by every volume of a store.
+#[derive(Clone, Copy, Debug)]
+pub struct VolumeOptions {
+    pub width: OffsetWidth,
+    pub index: IndexKind,
+    /// fsync `.dat` and `.idx` before acknowledging a write.
+    pub fsync: bool,
+}
+
+/// Where a needle's record lies in the `.dat`: what a one-sided RDMA READ (or any
+/// reader of the file) needs, without reading the record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NeedleLocation {
+    /// Byte offset of the record (its header) in the `.dat`.
+    pub offset: u64,
+    /// The header's `Size` (body length).
+    pub size: u32,
+    /// Bytes the record occupies, padding included.
+    pub record_size: u64,
+    /// Record format, needed to decode it.
+    pub version: Version,
+}
+
+/// A needle read and verified (header, CRC, cookie, TTL): the record's bytes.
+#[derive(Debug)]
+pub struct StoredNeedle {
+    record: Vec<u8>,
+    version: Version,
+    /// The raw CRC32-C of the data: the ETag.
+    pub crc: u32,
+}
+
+impl StoredNeedle {
+    /// The decoded needle, borrowing from the record.
+    pub fn needle(&self) -> Needle<'_> {
+        // The same bytes decoded successfully when the needle was read.
+        Needle::parse(&self.record, self.version).expect("record was verified at read time")
+    }
+}
+
+/// What a write did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// A record was appended.
+    Written(NeedleLocation),
+    /// The same key, cookie and bytes were already stored: nothing appended.
+    Unchanged,
+}
+
+/// A snapshot of a volume for `/status` and assign.
+#[derive(Clone, Debug)]
+pub struct VolumeStatus {
+    pub id: VolumeId,
+    pub collection: String,
+    pub version: Version,
+    pub replica_placement: ReplicaPlacement,
+    pub ttl: Ttl,
+    pub compaction_revision: u16,
+    pub read_only: bool,
+    pub dat_size: u64,
+    pub modified_at_second: u64,
+    pub stats: MapStats,
+}
+
+struct Writer {
+    idx: File,
+    dat_end: u64,
+    idx_end: u64,
+    last_append_ns: u64,
+}
+
+pub struct Volume {
+    id: VolumeId,
+    collection: String,
+    dat_path: PathBuf,
+    idx_path: PathBuf,
+    super_block: SuperBlock,
+    options: VolumeOptions,
+    dat: File,
+    map: Box<dyn NeedleMap>,
+    writer: Mutex<Writer>,
+    read_only: AtomicBool,
+    modified_at: AtomicU64,
+    dat_size: AtomicU64,
+    load_report: LoadReport,
+}
+
+/// `<collection>_<vid>` or `<vid>`: the file name of a volume without extension.
+pub fn base_name(collection: &str, id: VolumeId) -> String {
+    if collection.is_empty() { id.to_string() } else { format!("{collection}_{id}") }
+}
+
+/// Splits a `.dat` file name into (collection, volume id), if it names a volume.
+pub fn parse_dat_name(file_name: &str) -> Option<(String, VolumeId)> {
+    let base = file_name.strip_suffix(".dat")?;
+    let (collection, vid) = match base.rsplit_once('_') {
+        Some((collection, vid)) => (collection, vid),
+        None => ("", base),
+    };
+    Some((collection.to_owned(), vid.parse().ok()?))
+}
+
+fn now_seconds() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+impl Volume {
+    /// Creates a new, empty volume in `dir` (superblock, empty `.idx`, `.vif`).
+    pub fn create(
+        dir: &Path,
+        collection: &str,
+        id: VolumeId,
+        replica_placement: ReplicaPlacement,
+        ttl: Ttl,
+        options: VolumeOptions,
+    ) -> Result<Self> {
+        let base = dir.join(base_name(collection, id));
+        let dat_path = base.with_extension("dat");
+        if dat_path.exists() {
+            return Err(Error::VolumeExists(id));
+        }
+        let super_block = SuperBlock::new(replica_placement, ttl);
+        std::fs::write(&dat_path, super_block.to_bytes()?).map_err(|e| Error::io(&dat_path, e))?;
+        let idx_path = base.with_extension("idx");
+        File::create(&idx_path).map_err(|e| Error::io(&idx_path, e))?;
+        let expire_at = if ttl.is_empty() { 0 } else { (now_seconds() + ttl.seconds()) as i64 };
+        VolumeInfo::new(Version::CURRENT as u32, options.width, expire_at)
+            .save(&base.with_extension("vif"))?;
+        Self::load(dir, collection, id, options)
+    }
+
+    /// Opens an existing volume, checking and repairing it (see [`crate::recovery`]).
+    pub fn load(dir: &Path, collection: &str, id: VolumeId, options: VolumeOptions) -> Result<Self> {
+        let base = dir.join(base_name(collection, id));
+        let dat_path = base.with_extension("dat");
+        let idx_path = base.with_extension("idx");
+        let vif_path = base.with_extension("vif");
+        let info = VolumeInfo::load(&vif_path)?;
+        if let Some(info) = &info {
+            info.check_width(&vif_path, options.width)?;
+        }
+        let dat =
+            OpenOptions::new().read(true).write(true).open(&dat_path).map_err(|e| Error::io(&dat_path, e))?;
+        let super_block = read_super_block(&dat, &dat_path)?;
+        let idx = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&idx_path)
+            .map_err(|e| Error::io(&idx_path, e))?;
+        let map: Box<dyn NeedleMap> = match options.index {
+            IndexKind::Memory => Box::new(MemoryMap::new()),
+            IndexKind::Rocksdb => {
+                Box::new(RocksMap::open(&base.with_extension("rdb"), super_block.compaction_revision)?)
+            }
+        };
+        let files = recovery::Files {
+            dat: &dat,
+            dat_path: &dat_path,
+            idx: &idx,
+            idx_path: &idx_path,
+            data_start: super_block.block_size() as u64,
+            version: super_block.version,
+            width: options.width,
+        };
+        let recovered = recovery::recover(&files, map.as_ref())?;
+        if recovered.report.repaired() {
+            tracing::warn!(volume = id.0, report = ?recovered.report, "volume repaired at load");
+        }
+        if info.is_none() {
+            VolumeInfo::new(super_block.version as u32, options.width, 0).save(&vif_path)?;
+        }
+        let modified_at = dat
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        Ok(Self {
+            id,
+            collection: collection.to_owned(),
+            dat_path,
+            idx_path,
+            super_block,
+            options,
+            dat,
+            map,
+            writer: Mutex::new(Writer {
+                idx,
+                dat_end: recovered.dat_end,
+                idx_end: recovered.idx_end,
+                last_append_ns: recovered.last_append_ns,
+            }),
+            read_only: AtomicBool::new(info.is_some_and(|i| i.read_only)),
+            modified_at: AtomicU64::new(modified_at),
+            dat_size: AtomicU64::new(recovered.dat_end),
+            load_report: recovered.report,
+        })
+    }
+
+    pub fn id(&self) -> VolumeId {
+        self.id
+    }
+
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    pub fn version(&self) -> Version {
+        self.super_block.version
+    }
+
+    pub fn ttl(&self) -> Ttl {
+        self.super_block.ttl
+    }
+
+    pub fn replica_placement(&self) -> ReplicaPlacement {
+        self.super_block.replica_placement
+    }
+
+    pub fn dat_path(&self) -> &Path {
+        &self.dat_path
+    }
+
+    pub fn idx_path(&self) -> &Path {
+        &self.idx_path
+    }
+
+    /// What loading found and repaired (and how many `.idx` entries it replayed).
+    pub fn load_report(&self) -> LoadReport {
+        self.load_report
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.read_only.load(Ordering::Relaxed)
+    }
+
+    /// Bytes in the `.dat` (superblock included).
+    pub fn dat_size(&self) -> u64 {
+        self.dat_size.load(Ordering::Relaxed)
+    }
+
+    /// The largest needle id this volume has seen.
+    pub fn max_key(&self) -> u64 {
+        self.map.stats().max_key
+    }
+
+    pub fn status(&self) -> VolumeStatus {
+        VolumeStatus {
+            id: self.id,
+            collection: self.collection.clone(),
+            version: self.version(),
+            replica_placement: self.replica_placement(),
+            ttl: self.ttl(),
+            compaction_revision: self.super_block.compaction_revision,
+            read_only: self.is_read_only(),
+            dat_size: self.dat_size(),
+            modified_at_second: self.modified_at.load(Ordering::Relaxed),
+            stats: self.map.stats(),
+        }
+    }
+
+    /// Where the live needle `id` is in the `.dat`, without reading it; `None` if it
+    /// does not exist or was deleted. For the RDMA control plane.
+    pub fn locate(&self, id: NeedleId) -> Result<Option<NeedleLocation>> {
+        Ok(self.map.get(id)?.filter(|v| !v.deleted).map(|v| self.location(v)))
+    }
+
+    fn location(&self, v: NeedleValue) -> NeedleLocation {
+        let version = self.version();
+        NeedleLocation { offset: v.offset, size: v.size, record_size: version.record_size(v.size), version }
+    }
+
+    fn read_record(&self, v: &NeedleValue) -> Result<Vec<u8>> {
+        let mut record = vec![0u8; self.version().unpadded_record_size(v.size)];
+        self.dat.read_exact_at(&mut record, v.offset).map_err(|e| Error::io(&self.dat_path, e))?;
+        Ok(record)
+    }
+
+    /// Reads needle `id`: map lookup, one positioned read of the record, CRC check
+    /// (`Needle::decode`), header check (id and size must be what the map says),
+    /// cookie check, then TTL expiry.
+    pub fn read(&self, id: NeedleId, cookie: Cookie) -> Result<StoredNeedle> {
+        let v = self.map.get(id)?.ok_or(Error::NeedleNotFound(id))?;
+        if v.deleted {
+            return Err(Error::AlreadyDeleted(id));
+        }
+        let record = self.read_record(&v)?;
+        let corrupt = |source| Error::Corrupt { id, offset: v.offset, source };
+        NeedleHeader::parse(&record).and_then(|h| h.expect(id, v.size)).map_err(corrupt)?;
+        let needle = Needle::decode(&record, self.version()).map_err(corrupt)?;
+        if needle.cookie != cookie {
+            return Err(Error::CookieMismatch { id });
+        }
+        if is_expired(&needle) {
+            return Err(Error::NeedleNotFound(id));
+        }
+        let crc = needle.verify_checksum().map_err(corrupt)?;
+        Ok(StoredNeedle { record, version: self.version(), crc })
+    }
+
+    /// Appends `needle` (its `append_at_ns` is set here). Identical rewrites of a
+    /// live needle append nothing; a rewrite with another cookie is refused.
+    pub fn write(&self, needle: &Needle<'_>) -> Result<WriteOutcome> {
+        if self.is_read_only() {
+            return Err(Error::ReadOnly(self.id));
+        }
+        let mut needle = *needle;
+        if !needle.flags.contains(needle::Flags::HAS_TTL) && !self.ttl().is_empty() {
+            needle = needle.with_ttl(self.ttl());
+        }
+        let version = self.version();
+        let mut record = needle.to_bytes(version)?;
+        let size = needle.body_size(version)?;
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = self.map.get(needle.id)? {
+            let old = self.read_record(&existing)?;
+            let old = Needle::parse(&old, version).map_err(|source| Error::Corrupt {
+                id: needle.id,
+                offset: existing.offset,
+                source,
+            })?;
+            if old.cookie != needle.cookie {
+                return Err(Error::WriteCookieMismatch { cookie: needle.cookie.0 });
+            }
+            if !existing.deleted
+                && self.ttl().is_empty()
+                && old.verify_checksum() == needle.verify_checksum()
+                && old.data == needle.data
+            {
+                return Ok(WriteOutcome::Unchanged);
+            }
+        }
+        let append_at_ns = now_ns().max(writer.last_append_ns + 1);
+        if version == Version::V3 {
+            // Patch the timestamp into the encoded record (encoded outside the lock).
+            let at = HEADER_SIZE + size as usize + needle::CHECKSUM_SIZE;
+            record[at..at + 8].copy_from_slice(&append_at_ns.to_be_bytes());
+        }
+        let offset = self.append(&mut writer, &record, needle.id, size)?;
+        writer.last_append_ns = append_at_ns;
+        Ok(WriteOutcome::Written(self.location(NeedleValue { offset, size, deleted: false })))
+    }
+
+    /// Deletes needle `id` if `cookie` matches: appends a tombstone record and a
+    /// tombstone `.idx` entry. Returns the deleted needle's header `Size`.
+    pub fn delete(&self, id: NeedleId, cookie: Cookie) -> Result<u32> {
+        let version = self.version();
+        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let v = self.map.get(id)?.filter(|v| !v.deleted).ok_or(Error::NeedleNotFound(id))?;
+        let old = self.read_record(&v)?;
+        let old =
+            Needle::parse(&old, version).map_err(|source| Error::Corrupt { id, offset: v.offset, source })?;
+        if old.cookie != cookie {
+            return Err(Error::CookieMismatch { id });
+        }
+        if self.is_read_only() {
+            return Err(Error::ReadOnly(self.id));
+        }
+        let append_at_ns = now_ns().max(writer.last_append_ns + 1);
+        let raw_crc = needle::crc::crc32c(old.data);
+        let record = Needle::tombstone(id, old.cookie, raw_crc, append_at_ns).to_bytes(version)?;
+        self.append(&mut writer, &record, id, TOMBSTONE_SIZE)?;
+        writer.last_append_ns = append_at_ns;
+        Ok(v.size)
+    }
+
+    /// Appends one record and its `.idx` entry, then updates the map. On failure both
+    /// files are cut back to where they were, so no partial record stays behind.
+    fn append(&self, writer: &mut Writer, record: &[u8], id: NeedleId, idx_size: u32) -> Result<u64> {
+        let offset = writer.dat_end;
+        let entry = IdxEntry::new(id, offset, idx_size)?;
+        let entry_bytes = entry.to_bytes(self.options.width).map_err(|_| Error::VolumeFull {
+            volume: self.id,
+            end: offset,
+            needed: record.len() as u64,
+            limit: self.options.width.max_byte_offset(),
+        })?;
+        let idx_end = writer.idx_end;
+        let rollback = |writer: &Writer| {
+            let _ = self.dat.set_len(offset);
+            let _ = writer.idx.set_len(idx_end);
+        };
+        let result = (|| {
+            self.dat.write_all_at(record, offset).map_err(|e| Error::io(&self.dat_path, e))?;
+            writer.idx.write_all_at(&entry_bytes, idx_end).map_err(|e| Error::io(&self.idx_path, e))?;
+            if self.options.fsync {
+                self.dat.sync_data().map_err(|e| Error::io(&self.dat_path, e))?;
+                writer.idx.sync_data().map_err(|e| Error::io(&self.idx_path, e))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            rollback(writer);
+            return Err(e);
+        }
+        let new_idx_end = idx_end + entry_bytes.len() as u64;
+        if let Err(e) = self.map.apply(&entry, new_idx_end) {
+            // The files hold the write, the map does not: stop writing until a restart
+            // replays `.idx` into the map.
+            self.read_only.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+        writer.dat_end = offset + record.len() as u64;
+        writer.idx_end = new_idx_end;
+        self.dat_size.store(writer.dat_end, Ordering::Relaxed);
+        self.modified_at.store(now_seconds(), Ordering::Relaxed);
+        Ok(offset)
+    }
+}
+
+/// TTL expiry as weed checks it: from the needle's `AppendAtNs`, only for needles
+/// carrying both a TTL and a last-modified time.
+fn is_expired(needle: &Needle<'_>) -> bool {
+    use needle::Flags;
+    let ttl_seconds = needle.ttl.seconds();
+    if !needle.flags.contains(Flags::HAS_TTL)
+        || !needle.flags.contains(Flags::HAS_LAST_MODIFIED)
+        || ttl_seconds == 0
+    {
+        return false;
+    }
+    now_ns() >= needle.append_at_ns.saturating_add(ttl_seconds.saturating_mul(1_000_000_000))
+}
+
+fn read_super_block(dat: &File, path: &Path) -> Result<SuperBlock> {
+    let mut fixed = [0u8; SUPER_BLOCK_SIZE];
+    dat.read_exact_at(&mut fixed, 0).map_err(|e| Error::io(path, e))?;
+    let extra = SuperBlock::extra_len(&fixed)?;
+    let mut bytes = vec![0u8; SUPER_BLOCK_SIZE + extra];
+    dat.read_exact_at(&mut bytes, 0).map_err(|e| Error::io(path, e))?;
+    Ok(SuperBlock::parse(&bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(index: IndexKind) -> VolumeOptions {
+        VolumeOptions { width: OffsetWidth::Five, index, fsync: false }
+    }
+
+    fn new_volume(dir: &Path, index: IndexKind) -> Volume {
+        Volume::create(dir, "", VolumeId(1), ReplicaPlacement::default(), Ttl::EMPTY, opts(index)).unwrap()
+    }
+
+    fn put(v: &Volume, id: u64, cookie: u32, data: &[u8]) -> WriteOutcome {
+        let n = Needle::new(NeedleId(id), Cookie(cookie), data)
+            .with_name(b"f.bin")
+            .with_last_modified(1_700_000_000);
+        v.write(&n).unwrap()
+    }
+
+    #[test]
+    fn write_read_overwrite_delete_and_reload() {
+        for index in [IndexKind::Memory, IndexKind::Rocksdb] {
+            let dir = tempfile::tempdir().unwrap();
+            let v = new_volume(dir.path(), index);
+            assert!(matches!(put(&v, 1, 7, b"hello"), WriteOutcome::Written(_)));
+            assert_eq!(put(&v, 1, 7, b"hello"), WriteOutcome::Unchanged, "identical rewrite");
+            let WriteOutcome::Written(loc) = put(&v, 2, 8, b"world!") else { panic!("not written") };
+            assert_eq!(v.locate(NeedleId(2)).unwrap(), Some(loc));
+            assert_eq!(loc.record_size, Version::V3.record_size(loc.size));
+            let read = v.read(NeedleId(1), Cookie(7)).unwrap();
+            assert_eq!(
+                (read.needle().data, read.needle().name, read.crc),
+                (&b"hello"[..], &b"f.bin"[..], 0x9a71bb4c)
+            );
+            assert!(matches!(v.read(NeedleId(1), Cookie(8)), Err(Error::CookieMismatch { .. })));
+            assert!(matches!(v.read(NeedleId(3), Cookie(7)), Err(Error::NeedleNotFound(_))));
+            let err = v.write(&Needle::new(NeedleId(1), Cookie(9), b"x")).unwrap_err();
+            assert!(matches!(err, Error::WriteCookieMismatch { .. }), "{err}");
+            put(&v, 1, 7, b"hello again");
+            assert_eq!(v.read(NeedleId(1), Cookie(7)).unwrap().needle().data, b"hello again");
+            assert!(matches!(v.delete(NeedleId(2), Cookie(9)), Err(Error::CookieMismatch { .. })));
+            let size = v.delete(NeedleId(2), Cookie(8)).unwrap();
+            assert_eq!(size, loc.size);
+            assert!(matches!(v.read(NeedleId(2), Cookie(8)), Err(Error::AlreadyDeleted(_))));
+            assert!(matches!(v.delete(NeedleId(2), Cookie(8)), Err(Error::NeedleNotFound(_))));
+            assert_eq!(v.locate(NeedleId(2)).unwrap(), None);
+            let before = v.status();
+            let last_ns = v.writer.lock().unwrap().last_append_ns;
+            let dat_len = std::fs::metadata(v.dat_path()).unwrap().len();
+            assert_eq!(dat_len, v.dat_size());
+            drop(v);
+
+            let v = Volume::load(dir.path(), "", VolumeId(1), opts(index)).unwrap();
+            assert_eq!(v.read(NeedleId(1), Cookie(7)).unwrap().needle().data, b"hello again");
+            assert!(matches!(v.read(NeedleId(2), Cookie(8)), Err(Error::AlreadyDeleted(_))));
+            let after = v.status();
+            assert_eq!(after.stats, before.stats);
+            assert_eq!((after.stats.file_count, after.stats.deletion_count, after.stats.max_key), (3, 2, 2));
+            assert_eq!(v.writer.lock().unwrap().last_append_ns, last_ns, "append clock seeded from the tail");
+            assert!(!v.load_report().repaired());
+            let expected_replay = if index == IndexKind::Memory { 4 } else { 0 };
+            assert_eq!(v.load_report().replayed_entries, expected_replay, "{index:?}");
+        }
+    }
+
+    #[test]
+    fn append_at_ns_is_strictly_monotonic() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = new_volume(dir.path(), IndexKind::Memory);
+        let mut last = 0;
+        for i in 1..50u64 {
+            put(&v, i, 1, &i.to_be_bytes());
+            let ns = v.read(NeedleId(i), Cookie(1)).unwrap().needle().append_at_ns;
+            assert!(ns > last);
+            last = ns;
+        }
+    }
+
+    #[test]
+    fn volume_ttl_applies_and_expiry_uses_append_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let ttl: Ttl = "5d".parse().unwrap();
+        let v = Volume::create(
+            dir.path(),
+            "c",
+            VolumeId(4),
+            ReplicaPlacement::default(),
+            ttl,
+            opts(IndexKind::Memory),
+        )
+        .unwrap();
+        assert!(dir.path().join("c_4.dat").exists());
+        put(&v, 1, 1, b"data");
+        let n = v.read(NeedleId(1), Cookie(1)).unwrap();
+        assert_eq!(n.needle().ttl, ttl);
+        assert!(!is_expired(&n.needle()));
+        let old = Needle::new(NeedleId(1), Cookie(1), b"d")
+            .with_last_modified(1)
+            .with_ttl("1m".parse().unwrap())
+            .with_append_at_ns(1_000_000_000);
+        assert!(is_expired(&old));
+        assert!(!is_expired(&old.with_append_at_ns(now_ns())));
+    }
+
+    #[test]
+    fn read_only_and_width_come_from_the_vif() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(new_volume(dir.path(), IndexKind::Memory));
+        let vif = dir.path().join("1.vif");
+        let err = Volume::load(
+            dir.path(),
+            "",
+            VolumeId(1),
+            VolumeOptions { width: OffsetWidth::Four, ..opts(IndexKind::Memory) },
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, Error::OffsetWidthMismatch { declared: 5, flag: 4, .. }), "{err}");
+        let mut info = VolumeInfo::load(&vif).unwrap().unwrap();
+        info.read_only = true;
+        info.save(&vif).unwrap();
+        let v = Volume::load(dir.path(), "", VolumeId(1), opts(IndexKind::Memory)).unwrap();
+        assert!(v.is_read_only());
+        assert!(matches!(v.write(&Needle::new(NeedleId(1), Cookie(1), b"x")), Err(Error::ReadOnly(_))));
+    }
+
+    #[test]
+    fn corrupt_data_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = new_volume(dir.path(), IndexKind::Memory);
+        let WriteOutcome::Written(loc) = put(&v, 1, 1, b"payload") else { panic!() };
+        let f = OpenOptions::new().write(true).open(v.dat_path()).unwrap();
+        f.write_all_at(b"X", loc.offset + HEADER_SIZE as u64 + 4).unwrap();
+        assert!(matches!(v.read(NeedleId(1), Cookie(1)), Err(Error::Corrupt { .. })));
+    }
+}

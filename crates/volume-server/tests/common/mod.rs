@@ -1,0 +1,331 @@
+//! Shared by the integration tests: a byte-exact HTTP/1.1 client (no automatic
+//! decompression or header rewriting, so replies are compared as sent), our server
+//! as a child process, and the request set both servers are probed with.
+
+#![allow(dead_code)] // each test binary uses a different part of this module
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+/// One HTTP reply.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    /// Header names lower-cased; a repeated header keeps its first value.
+    pub headers: BTreeMap<String, String>,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Sends one request on a fresh connection and reads the whole reply.
+pub fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Reply> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    parse_reply(&raw, method == "HEAD")
+}
+
+fn parse_reply(raw: &[u8], head_only: bool) -> std::io::Result<Reply> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..split]);
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().ok_or_else(|| bad("no status line"))?;
+    let status =
+        status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| bad(status_line))?;
+    let mut headers = BTreeMap::new();
+    for line in lines {
+        if let Some((k, v)) = line.split_once(':') {
+            headers.entry(k.trim().to_ascii_lowercase()).or_insert_with(|| v.trim().to_owned());
+        }
+    }
+    let rest = &raw[split + 4..];
+    let body = if head_only {
+        Vec::new()
+    } else if headers.get("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+        dechunk(rest).ok_or_else(|| bad("bad chunked body"))?
+    } else {
+        rest.to_vec()
+    };
+    Ok(Reply { status, headers, body })
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = data.windows(2).position(|w| w == b"\r\n")?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&data[..line_end]).ok()?.split(';').next()?.trim(), 16)
+                .ok()?;
+        data = &data[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+pub fn get(addr: &str, path: &str) -> Reply {
+    request(addr, "GET", path, &[], b"").unwrap_or_else(|e| panic!("GET {path} on {addr}: {e}"))
+}
+
+pub fn sha256(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A `multipart/form-data` body with one file part, as weed's uploader sends it.
+pub fn multipart(
+    file_name: &str,
+    content_type: Option<&str>,
+    extra_headers: &[(&str, &str)],
+    data: &[u8],
+) -> (String, Vec<u8>) {
+    let boundary = "sEaWeEdRdMaBoUnDaRy0123456789";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n"
+    );
+    if let Some(ct) = content_type {
+        body.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    for (k, v) in extra_headers {
+        body.push_str(&format!("{k}: {v}\r\n"));
+    }
+    body.push_str("\r\n");
+    let mut body = body.into_bytes();
+    body.extend_from_slice(data);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so no test depends on a RNG crate.
+pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+pub fn free_port() -> u16 {
+    testbeds::weed::free_port_pair().expect("a free port")
+}
+
+/// `cp -r` of the files directly in `from` (volumes are flat directories).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// Our `volume-server` binary, running as a child process.
+pub struct OurServer {
+    child: Child,
+    pub addr: String,
+    pub dir: PathBuf,
+    pub log: PathBuf,
+}
+
+impl OurServer {
+    /// Starts `volume-server --dir DIR --port P [extra...]` and waits for `/healthz`.
+    pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = dir.with_extension(format!("ours-{port}.log"));
+        let log_file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_volume-server"))
+            .arg("--dir")
+            .arg(dir)
+            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().unwrap())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawning volume-server");
+        let mut server = Self { child, addr, dir: dir.to_owned(), log };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&mut self) {
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "volume-server exited ({status}):\n{}",
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            if request(&self.addr, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
+                return;
+            }
+            assert!(start.elapsed() < Duration::from_secs(60), "volume-server not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// `/dir/assign` on the embedded master API.
+    pub fn assign(&self, query: &str) -> String {
+        let reply = get(&self.addr, &format!("/dir/assign{query}"));
+        assert_eq!(reply.status, 200, "assign: {}", reply.text());
+        reply.json()["fid"].as_str().expect("fid").to_owned()
+    }
+}
+
+impl Drop for OurServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A master assign against a real `weed master`.
+pub fn weed_assign(master: &testbeds::weed::WeedMaster, query: &str) -> String {
+    let reply = get(&master.addr(), &format!("/dir/assign{query}"));
+    assert_eq!(reply.status, 200, "weed assign: {}", reply.text());
+    reply.json()["fid"].as_str().expect("fid").to_owned()
+}
+
+/// The headers whose values both servers must agree on.
+pub const COMPARED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "content-range",
+    "content-disposition",
+    "etag",
+    "last-modified",
+    "accept-ranges",
+];
+
+/// One request a file is probed with: (label, method, path suffix, headers).
+pub type Probe = (String, &'static str, String, Vec<(String, String)>);
+
+/// The requests each file is probed with.
+pub fn probes(etag: &str) -> Vec<Probe> {
+    let mut out: Vec<Probe> = vec![
+        ("GET".into(), "GET", String::new(), vec![]),
+        ("GET gzip".into(), "GET", String::new(), vec![("Accept-Encoding".into(), "gzip".into())]),
+        ("HEAD".into(), "HEAD", String::new(), vec![]),
+        ("GET ?dl=true".into(), "GET", "?dl=true".into(), vec![]),
+        (
+            "If-Modified-Since future".into(),
+            "GET",
+            String::new(),
+            vec![("If-Modified-Since".into(), "Fri, 01 Jan 2100 00:00:00 GMT".into())],
+        ),
+    ];
+    if !etag.is_empty() {
+        out.push((
+            "If-None-Match".into(),
+            "GET",
+            String::new(),
+            vec![("If-None-Match".into(), etag.to_owned())],
+        ));
+    }
+    for range in [
+        "bytes=0-99",
+        "bytes=-10",
+        "bytes=100-",
+        "bytes=5-5",
+        "bytes=0-1,3-4",
+        "bytes=999999999-",
+        "bytes=foo",
+        "bytes=0-0,0-0",
+    ] {
+        out.push((format!("Range {range}"), "GET", String::new(), vec![("Range".into(), range.into())]));
+        out.push((
+            format!("Range {range} gzip"),
+            "GET",
+            String::new(),
+            vec![("Range".into(), range.into()), ("Accept-Encoding".into(), "gzip".into())],
+        ));
+    }
+    out
+}
+
+/// What a probe observed, normalized for comparison: multipart boundaries are random.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub status: u16,
+    pub headers: BTreeMap<String, String>,
+    pub body_sha256: String,
+}
+
+pub fn observe(reply: &Reply, extra_headers: &[&str]) -> Observed {
+    let boundary =
+        reply.header("content-type").and_then(|ct| ct.split_once("boundary=")).map(|(_, b)| b.to_owned());
+    let mut body = reply.body.clone();
+    let mut headers = BTreeMap::new();
+    for name in COMPARED_HEADERS.iter().chain(extra_headers) {
+        if let Some(v) = reply.header(name) {
+            let v = match &boundary {
+                Some(b) => v.replace(b, "BOUNDARY"),
+                None => v.to_owned(),
+            };
+            headers.insert((*name).to_owned(), v);
+        }
+    }
+    if let Some(b) = &boundary {
+        let text = String::from_utf8_lossy(&body).replace(b, "BOUNDARY");
+        body = text.into_bytes();
+    }
+    Observed { status: reply.status, headers, body_sha256: sha256(&body) }
+}

@@ -1,0 +1,124 @@
+//! Test 4: `kill -9` during concurrent uploads loses nothing acknowledged.
+//!
+//! Several rounds: start our server on the same directory, check that every upload
+//! acknowledged so far reads back byte-identical (and every acknowledged delete is
+//! gone), run concurrent uploads and deletes from a few threads, and SIGKILL the
+//! server at a pseudo-random moment. Finally a real `weed volume` must open the
+//! directory read-write and serve every acknowledged file.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use testbeds::weed::{WeedMaster, WeedVolume};
+
+const ROUNDS: u64 = 5;
+const THREADS: u64 = 4;
+
+/// What clients were told: fid -> Some(data) (stored) or None (deleted).
+type Acked = Arc<Mutex<BTreeMap<String, Option<Vec<u8>>>>>;
+
+fn verify(addr: &str, acked: &Acked) -> usize {
+    let acked = acked.lock().unwrap();
+    for (fid, expected) in acked.iter() {
+        let reply = get(addr, &format!("/{fid}"));
+        match expected {
+            Some(data) => {
+                assert_eq!(reply.status, 200, "acknowledged {fid} is missing on {addr}");
+                assert!(reply.body == *data, "acknowledged {fid} reads back different bytes on {addr}");
+            }
+            None => assert_eq!(reply.status, 404, "acknowledged delete of {fid} undone on {addr}"),
+        }
+    }
+    acked.len()
+}
+
+/// Uploads (and now and then deletes) until the server goes away or `stop` is set.
+fn client(addr: String, seed: u64, stop: Arc<AtomicBool>, acked: Acked) {
+    let mut mine = Vec::new();
+    for i in 0u64.. {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        if i % 7 == 6 && !mine.is_empty() {
+            let fid: String = mine.swap_remove((seed as usize + i as usize) % mine.len());
+            // Unanswered, a delete may or may not have happened: stop tracking the file.
+            let answer = acked.lock().unwrap().remove(&fid);
+            match request(&addr, "DELETE", &format!("/{fid}"), &[], b"") {
+                Ok(r) if r.status == 202 => {
+                    acked.lock().unwrap().insert(fid, None);
+                }
+                Ok(r) => panic!("delete {fid}: {} {}", r.status, r.text()),
+                Err(_) => {
+                    drop(answer);
+                    return;
+                }
+            }
+            continue;
+        }
+        let Ok(assign) = request(&addr, "GET", "/dir/assign", &[], b"") else { return };
+        let Some(fid) = assign.json()["fid"].as_str().map(str::to_owned) else { return };
+        let size =
+            (bytes(seed * 1_000_003 + i, 4).iter().fold(0usize, |a, &b| a * 256 + b as usize)) % (64 << 10);
+        let data = bytes(seed ^ (i << 20), size);
+        match request(
+            &addr,
+            "PUT",
+            &format!("/{fid}"),
+            &[("Content-Type", "application/octet-stream")],
+            &data,
+        ) {
+            Ok(r) if r.status == 201 => {
+                acked.lock().unwrap().insert(fid.clone(), Some(data));
+                mine.push(fid);
+            }
+            Ok(r) => panic!("upload {fid}: {} {}", r.status, r.text()),
+            Err(_) => return,
+        }
+    }
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9_and_the_volume_opens_in_weed() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("data");
+    let acked: Acked = Arc::default();
+    for round in 0..ROUNDS {
+        let server = OurServer::start(&dir, &["--max", "3"]);
+        verify(&server.addr, &acked);
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (addr, stop, acked) = (server.addr.clone(), Arc::clone(&stop), Arc::clone(&acked));
+                std::thread::spawn(move || client(addr, round * THREADS + t + 1, stop, acked))
+            })
+            .collect();
+        let delay = 200 + bytes(round + 99, 1)[0] as u64 * 3;
+        std::thread::sleep(Duration::from_millis(delay));
+        server.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for c in clients {
+            c.join().expect("client thread");
+        }
+    }
+    let server = OurServer::start(&dir, &[]);
+    let checked = verify(&server.addr, &acked);
+    assert!(checked > 50, "only {checked} acknowledged operations: the test exercised too little");
+    server.stop();
+
+    let master = WeedMaster::start(scratch.path(), 64).unwrap();
+    let weed = WeedVolume::start(&dir, &master).unwrap();
+    let status = get(&weed.addr(), "/status").json();
+    let volumes = status["Volumes"].as_array().unwrap();
+    assert!(!volumes.is_empty());
+    for v in volumes {
+        assert_eq!(v["ReadOnly"], false, "weed opened volume {} read-only: {status}", v["Id"]);
+    }
+    verify(&weed.addr(), &acked);
+    weed.stop();
+    master.stop();
+}

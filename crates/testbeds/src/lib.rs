@@ -70,6 +70,11 @@
 //!   the socket netdev (`listen=`/`connect=`) was tried first and is unusable for RDMA:
 //!   QEMU writes frames to that stream without `TCP_NODELAY`, so multi-packet responses
 //!   wait out Nagle against delayed ACKs (a 4 KiB READ took ~44 ms instead of ~0.3 ms).
+//!   Use the pair for latency and correctness, not bandwidth: the UDP hop drops bursts
+//!   (50 READs of 1 MiB: 233,599 response packets sent, 169,124 received; rxe counted 275
+//!   `completer_retry_err`), so bulk READs crawl at 2-12 MB/s on retransmissions.
+//!   `scripts/test-all` runs one `ib_read_lat -s 4096` across the pair (~12 s of the
+//!   stage); the full `testbeds selfcheck --guests 2` takes ~90 s and stays a manual command.
 //!
 //! ## The `testbeds` binary
 //!
@@ -145,7 +150,7 @@
 //!   query fails, and the `Drop` of a QP or CQ whose destroy call fails.
 //! - Same-boot figures (one guest, 1 vCPU, loaded 2-core host): `ib_read_lat -s 4096`
 //!   ~60-70 µs typical, `ib_read_bw` ~50-75 MB/s at 4 KiB and 1 MiB; across two guests a
-//!   4 KiB READ is ~0.3 ms and bandwidth ~6-11 MB/s (the emulated wire, not rxe, limits).
+//!   4 KiB READ is ~0.3 ms typical (bandwidth there is limited by the lossy wire, above).
 
 pub mod softroce;
 pub mod weed;

@@ -34,3 +34,16 @@ pub enum FormatError {
     #[error("offset {0} is not a multiple of 8")]
     UnalignedOffset(u64),
 }
+
+/// The first `len` bytes of `bytes`, or [`FormatError::Truncated`] naming `what`.
+pub(crate) fn prefix<'a>(bytes: &'a [u8], len: usize, what: &'static str) -> Result<&'a [u8], FormatError> {
+    bytes.get(..len).ok_or(FormatError::Truncated { what, needed: len, available: bytes.len() })
+}
+
+/// The first `N` bytes of `bytes` as an array, or [`FormatError::Truncated`].
+pub(crate) fn array_prefix<'a, const N: usize>(
+    bytes: &'a [u8],
+    what: &'static str,
+) -> Result<&'a [u8; N], FormatError> {
+    prefix(bytes, N, what).map(|b| b.try_into().expect("prefix returned N bytes"))
+}

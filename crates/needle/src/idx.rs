@@ -8,6 +8,7 @@
 //! points at the tombstone record), and offset 0 is never a live needle (the superblock
 //! is there).
 
+use crate::error::prefix;
 use crate::{FormatError, NeedleId};
 
 /// The size an `.idx` entry records for a deletion (weed's `TombstoneFileSize`, -1).
@@ -78,11 +79,7 @@ impl IdxEntry {
     }
 
     pub fn parse(bytes: &[u8], width: OffsetWidth) -> Result<Self, FormatError> {
-        let e = bytes.get(..width.entry_size()).ok_or(FormatError::Truncated {
-            what: ".idx entry",
-            needed: width.entry_size(),
-            available: bytes.len(),
-        })?;
+        let e = prefix(bytes, width.entry_size(), ".idx entry")?;
         let key = NeedleId(u64::from_be_bytes(e[..8].try_into().expect("8 bytes")));
         let low = u64::from(u32::from_be_bytes(e[8..12].try_into().expect("4 bytes")));
         let (offset_units, size_at) = match width {

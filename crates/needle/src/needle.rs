@@ -13,6 +13,7 @@
 //! decoded record re-encodes to the same bytes.
 
 use crate::crc::{crc32c, stored_checksum_matches};
+use crate::error::{array_prefix, prefix};
 use crate::{Cookie, FormatError, NeedleId, Ttl};
 
 pub const HEADER_SIZE: usize = 16;
@@ -109,12 +110,7 @@ pub struct NeedleHeader {
 
 impl NeedleHeader {
     pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
-        let h: &[u8; HEADER_SIZE] =
-            bytes.get(..HEADER_SIZE).and_then(|b| b.try_into().ok()).ok_or(FormatError::Truncated {
-                what: "needle header",
-                needed: HEADER_SIZE,
-                available: bytes.len(),
-            })?;
+        let h: &[u8; HEADER_SIZE] = array_prefix(bytes, "needle header")?;
         Ok(Self {
             cookie: Cookie(u32::from_be_bytes([h[0], h[1], h[2], h[3]])),
             id: NeedleId(u64::from_be_bytes([h[4], h[5], h[6], h[7], h[8], h[9], h[10], h[11]])),
@@ -366,9 +362,7 @@ impl<'a> Needle<'a> {
     pub fn parse(record: &'a [u8], version: Version) -> Result<Self, FormatError> {
         let header = NeedleHeader::parse(record)?;
         let needed = version.unpadded_record_size(header.size);
-        if record.len() < needed {
-            return Err(FormatError::Truncated { what: "needle record", needed, available: record.len() });
-        }
+        let record = prefix(record, needed, "needle record")?;
         let body = &record[HEADER_SIZE..HEADER_SIZE + header.size as usize];
         let mut needle = match version {
             Version::V1 => Needle { data: body, ..Needle::default() },

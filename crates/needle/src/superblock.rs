@@ -1,6 +1,7 @@
 //! The volume superblock: the first 8 bytes of every `.dat`, plus an optional extra
 //! (a protobuf `SuperBlockExtra` that no weed version writes; we keep its bytes).
 
+use crate::error::{array_prefix, prefix};
 use crate::{FormatError, ReplicaPlacement, Ttl, Version};
 
 /// Size of the fixed part of the superblock.
@@ -26,22 +27,11 @@ impl SuperBlock {
     /// Parses a superblock from the start of a `.dat`. `bytes` must hold the extra too
     /// when its size is non-zero; [`SuperBlock::extra_len`] tells how much that is.
     pub fn parse(bytes: &[u8]) -> Result<Self, FormatError> {
-        let fixed: &[u8; SUPER_BLOCK_SIZE] =
-            bytes.get(..SUPER_BLOCK_SIZE).and_then(|b| b.try_into().ok()).ok_or(FormatError::Truncated {
-                what: "superblock",
-                needed: SUPER_BLOCK_SIZE,
-                available: bytes.len(),
-            })?;
+        let fixed: &[u8; SUPER_BLOCK_SIZE] = array_prefix(bytes, "superblock")?;
         let version = Version::from_byte(fixed[0])?;
         let extra_len = Self::extra_len(fixed)?;
-        let extra = bytes
-            .get(SUPER_BLOCK_SIZE..SUPER_BLOCK_SIZE + extra_len)
-            .ok_or(FormatError::Truncated {
-                what: "superblock extra",
-                needed: SUPER_BLOCK_SIZE + extra_len,
-                available: bytes.len(),
-            })?
-            .to_vec();
+        let extra =
+            prefix(bytes, SUPER_BLOCK_SIZE + extra_len, "superblock extra")?[SUPER_BLOCK_SIZE..].to_vec();
         Ok(Self {
             version,
             replica_placement: ReplicaPlacement::from_byte(fixed[1])?,

@@ -322,9 +322,9 @@ impl Volume {
         NeedleLocation { offset: v.offset, size: v.size, record_size: version.record_size(v.size), version }
     }
 
-    fn read_record(&self, v: &NeedleValue) -> Result<Vec<u8>> {
-        let mut record = vec![0u8; self.version().unpadded_record_size(v.size)];
-        self.dat.read_exact_at(&mut record, v.offset).map_err(|e| Error::io(&self.dat_path, e))?;
+    fn read_record(&self, offset: u64, size: u32) -> Result<Vec<u8>> {
+        let mut record = vec![0u8; self.version().unpadded_record_size(size)];
+        self.dat.read_exact_at(&mut record, offset).map_err(|e| Error::io(&self.dat_path, e))?;
         Ok(record)
     }
 
@@ -343,14 +343,28 @@ impl Volume {
         cookie: Cookie,
         include_deleted: bool,
     ) -> Result<StoredNeedle> {
+        self.read_at(id, cookie, self.locate_readable(id, include_deleted)?)
+    }
+
+    /// Where the record of needle `id` is, if it can be read: a live needle, or with
+    /// `include_deleted` a deleted one whose data is still in the `.dat`. A caller that
+    /// needs the record's size before reading it (to choose how to read) looks it up
+    /// here once and passes the location to [`Volume::read_at`].
+    pub fn locate_readable(&self, id: NeedleId, include_deleted: bool) -> Result<NeedleLocation> {
         let v = self.map.get(id)?.ok_or(Error::NeedleNotFound(id))?;
         if v.deleted && !(include_deleted && v.size > 0) {
             return Err(Error::AlreadyDeleted(id));
         }
-        let record = self.read_record(&v)?;
-        let corrupt = |source| Error::Corrupt { id, offset: v.offset, source };
-        NeedleHeader::parse(&record).and_then(|h| h.expect(id, v.size)).map_err(corrupt)?;
-        // Structure first, then one CRC pass (which also yields the ETag's raw CRC).
+        Ok(self.location(v))
+    }
+
+    /// Reads and verifies the record of needle `id` at `location`: one positioned read,
+    /// header check (id and size), one CRC pass (which also yields the ETag's CRC),
+    /// cookie check, TTL expiry.
+    pub fn read_at(&self, id: NeedleId, cookie: Cookie, location: NeedleLocation) -> Result<StoredNeedle> {
+        let record = self.read_record(location.offset, location.size)?;
+        let corrupt = |source| Error::Corrupt { id, offset: location.offset, source };
+        NeedleHeader::parse(&record).and_then(|h| h.expect(id, location.size)).map_err(corrupt)?;
         let needle = Needle::parse(&record, self.version()).map_err(corrupt)?;
         let crc = needle.verify_checksum().map_err(corrupt)?;
         if needle.cookie != cookie {
@@ -377,7 +391,7 @@ impl Volume {
         let size = needle.body_size(version)?;
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(existing) = self.map.get(needle.id)? {
-            let old = self.read_record(&existing)?;
+            let old = self.read_record(existing.offset, existing.size)?;
             let old = Needle::parse(&old, version).map_err(|source| Error::Corrupt {
                 id: needle.id,
                 offset: existing.offset,
@@ -386,10 +400,12 @@ impl Volume {
             if old.cookie != needle.cookie {
                 return Err(Error::WriteCookieMismatch { cookie: needle.cookie.0 });
             }
+            // Same bytes, and the old record's checksum intact (`needle.checksum` is
+            // the CRC of these bytes): weed's "same CRC and same data".
             if !existing.deleted
                 && self.ttl().is_empty()
-                && old.verify_checksum() == needle.verify_checksum()
                 && old.data == needle.data
+                && needle::crc::stored_checksum_matches(old.checksum, needle.checksum)
             {
                 return Ok(WriteOutcome::Unchanged);
             }
@@ -411,7 +427,7 @@ impl Volume {
         let version = self.version();
         let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let v = self.map.get(id)?.filter(|v| !v.deleted).ok_or(Error::NeedleNotFound(id))?;
-        let old = self.read_record(&v)?;
+        let old = self.read_record(v.offset, v.size)?;
         let old =
             Needle::parse(&old, version).map_err(|source| Error::Corrupt { id, offset: v.offset, source })?;
         if old.cookie != cookie {

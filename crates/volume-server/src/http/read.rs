@@ -35,15 +35,15 @@ fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
         .map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, format!("{e}\n")))?;
     let volume = state.store.volume(url.volume).map_err(ApiError::for_read)?;
     let id = url.fid.needle_id();
-    // A large record may come from disk rather than the page cache: let the runtime
-    // move other connections off this worker while it is read.
-    let large = volume.locate(id).ok().flatten().is_some_and(|l| l.record_size > LARGE_READ);
     // Most reads carry no query: look for the parameter before parsing it.
     let read_deleted = request.uri().query().is_some_and(|q| q.contains("readDeleted="))
         && query_params(request).get("readDeleted").is_some_and(|v| v == "true");
-    let read = || volume.read_maybe_deleted(id, url.fid.cookie, read_deleted);
-    let stored =
-        if large { tokio::task::block_in_place(read) } else { read() }.map_err(ApiError::for_read)?;
+    let location = volume.locate_readable(id, read_deleted).map_err(ApiError::for_read)?;
+    let read = || volume.read_at(id, url.fid.cookie, location);
+    // A large record may come from disk rather than the page cache: let the runtime
+    // move other connections off this worker while it is read.
+    let stored = if location.record_size > LARGE_READ { tokio::task::block_in_place(read) } else { read() }
+        .map_err(ApiError::for_read)?;
     let needle = stored.needle();
     let headers_in = request.headers();
     let mut builder = Response::builder();
@@ -104,7 +104,6 @@ fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
     } else {
         None
     };
-    let filename = filename.clone();
     // The bytes to send, sharing the record's buffer when they are stored as sent.
     let data: Bytes = match plain {
         Some(plain) => plain.into(),

@@ -10,7 +10,8 @@ use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use testbeds::weed::{WeedMaster, WeedVolume, pseudo_random};
+use testbeds::pseudo_random;
+use testbeds::weed::{WeedMaster, WeedVolume};
 
 /// Stands in for an RDMA engine on a host that has no RDMA device: every read is
 /// "unavailable". (The real engines are tested in the Soft-RoCE guest.)

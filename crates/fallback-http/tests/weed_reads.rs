@@ -6,7 +6,8 @@ use fallback_http::{HttpReadConfig, HttpReadError, HttpReader};
 use needle::{FileId, OffsetWidth, SuperBlock};
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
-use testbeds::weed::{UploadBody, WeedMaster, WeedVolume, assign, pseudo_random, upload};
+use testbeds::pseudo_random;
+use testbeds::weed::{UploadBody, WeedMaster, WeedVolume, assign, upload};
 
 struct Stored {
     fid: FileId,

@@ -15,7 +15,8 @@ use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
-use testbeds::weed::{UploadBody, WeedMaster, WeedVolume, assign, pseudo_random, upload};
+use testbeds::pseudo_random;
+use testbeds::weed::{UploadBody, WeedMaster, WeedVolume, assign, upload};
 
 /// What one upload sent and what weed replied.
 struct Upload {

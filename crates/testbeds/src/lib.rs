@@ -1,4 +1,5 @@
 //! Reproducible environments for tests and benchmarks:
+//! - [`pseudo_random`] and [`multipart_body`]: reproducible test payloads.
 //! - [`weed`]: a real SeaweedFS (`weed` 4.48) master and volume server on loopback, for interop.
 //! - [`softroce`]: a QEMU guest with Soft-RoCE (`rdma_rxe`) where the RDMA tests and
 //!   benchmarks run on real verbs.
@@ -152,5 +153,8 @@
 //!   ~60-70 µs typical, `ib_read_bw` ~50-75 MB/s at 4 KiB and 1 MiB; across two guests a
 //!   4 KiB READ is ~0.3 ms typical (bandwidth there is limited by the lossy wire, above).
 
+mod payload;
 pub mod softroce;
 pub mod weed;
+
+pub use payload::{multipart_body, pseudo_random};

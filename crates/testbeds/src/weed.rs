@@ -296,17 +296,8 @@ pub fn upload(
     }
     let response = match body {
         UploadBody::Multipart { filename, content_type } => {
-            let boundary = "seaweed-rdma-test-boundary";
-            let mut payload = format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\n\
-                 Content-Type: {content_type}\r\n\r\n"
-            )
-            .into_bytes();
-            payload.extend_from_slice(data);
-            payload.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-            request
-                .set("Content-Type", &format!("multipart/form-data; boundary={boundary}"))
-                .send_bytes(&payload)?
+            let (request_type, payload) = crate::multipart_body(filename, Some(content_type), &[], data);
+            request.set("Content-Type", &request_type).send_bytes(&payload)?
         }
         UploadBody::Raw { content_type } => {
             request.set("Content-Type", content_type).send_bytes(data).map_err(Box::new)?
@@ -315,19 +306,4 @@ pub fn upload(
     let status = response.status();
     let reply = if status == 204 { serde_json::Value::Null } else { response.into_json()? };
     Ok((status, reply))
-}
-
-/// Deterministic pseudo-random bytes (splitmix64), so test failures reproduce.
-pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        out.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
-    }
-    out.truncate(len);
-    out
 }

@@ -33,20 +33,6 @@ const PORT: u8 = 1;
 /// A READ of 1 MiB takes ~20 ms in the emulated guest; this bounds a lost completion.
 const COMPLETION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Bytes that differ at every position and between calls with different seeds, so a read
-/// from the wrong offset or a partial read cannot match by accident (xorshift64).
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
 /// The device (`$SOFTROCE_DEVICE`, else rxe0), a protection domain, and the RoCE v2 GID
 /// index of its IPv4 address.
 struct Device {
@@ -219,7 +205,7 @@ fn rdma_read_returns_the_registered_bytes() {
     let mut link = Loopback::connect(&device);
 
     const REGION: usize = 1 << 20;
-    let mut served = pattern(REGION, 1);
+    let mut served = testbeds::pseudo_random(REGION, 1);
     let remote = register(&device.pd, &mut served, AccessFlags::RemoteRead);
     let mut landing = vec![0u8; REGION];
     let local = register(&device.pd, &mut landing, AccessFlags::LocalWrite);
@@ -281,7 +267,7 @@ fn read_back_file(dir: &Path, seed: u64) {
     const LEN: usize = 4 << 20;
     const CHUNK: usize = 1 << 20;
     let path = dir.join(format!("rdma_verbs_smoke-{}-{seed}.dat", std::process::id()));
-    let content = pattern(LEN, seed);
+    let content = testbeds::pseudo_random(LEN, seed);
     std::fs::write(&path, &content).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
     let file = File::options().read(true).write(true).open(&path).expect("opening the volume file");
 

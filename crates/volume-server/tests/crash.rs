@@ -62,9 +62,9 @@ fn client(addr: String, seed: u64, stop: Arc<AtomicBool>, acked: Acked) {
         }
         let Ok(assign) = request(&addr, "GET", "/dir/assign", &[], b"") else { return };
         let Some(fid) = assign.json()["fid"].as_str().map(str::to_owned) else { return };
-        let size =
-            (bytes(seed * 1_000_003 + i, 4).iter().fold(0usize, |a, &b| a * 256 + b as usize)) % (64 << 10);
-        let data = bytes(seed ^ (i << 20), size);
+        let size = (pseudo_random(4, seed * 1_000_003 + i).iter().fold(0usize, |a, &b| a * 256 + b as usize))
+            % (64 << 10);
+        let data = pseudo_random(size, seed ^ (i << 20));
         match request(
             &addr,
             "PUT",
@@ -99,7 +99,7 @@ fn acknowledged_writes_survive_kill_9_and_the_volume_opens_in_weed() {
                 std::thread::spawn(move || client(addr, round * THREADS + t + 1, stop, acked))
             })
             .collect();
-        let delay = 200 + bytes(round + 99, 1)[0] as u64 * 3;
+        let delay = 200 + pseudo_random(1, round + 99)[0] as u64 * 3;
         std::thread::sleep(Duration::from_millis(delay));
         server.kill9();
         stop.store(true, Ordering::Relaxed);

@@ -35,7 +35,7 @@ fn multipart_upload(
     headers: &[(&str, &str)],
     data: &[u8],
 ) -> Upload {
-    let (content_type, body) = multipart(name, ct, part, data);
+    let (content_type, body) = multipart_body(name, ct, part, data);
     let mut all = vec![("Content-Type".to_owned(), content_type)];
     all.extend(headers.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     Upload {
@@ -70,7 +70,12 @@ fn uploads(gzip_by_server: bool) -> Vec<Upload> {
         (0..3000).flat_map(|i| format!("{i} lorem ipsum dolor sit amet\n").into_bytes()).collect();
     let mut all = vec![
         multipart_upload("small-named", "hello.txt", Some("text/plain"), &[], &[], b"hello"),
-        raw_upload("raw-body", "POST", &[("Content-Type", "application/octet-stream")], &bytes(21, 777)),
+        raw_upload(
+            "raw-body",
+            "POST",
+            &[("Content-Type", "application/octet-stream")],
+            &pseudo_random(777, 21),
+        ),
         raw_upload(
             "raw-put-pairs",
             "PUT",
@@ -84,9 +89,9 @@ fn uploads(gzip_by_server: bool) -> Vec<Upload> {
             Some("application/octet-stream"),
             &[],
             &[],
-            &bytes(22, 1 << 20),
+            &pseudo_random(1 << 20, 22),
         ),
-        multipart_upload("binary-2MiB", "big.dat", None, &[], &[], &bytes(23, 2 << 20)),
+        multipart_upload("binary-2MiB", "big.dat", None, &[], &[], &pseudo_random(2 << 20, 23)),
         multipart_upload(
             "pre-gzipped",
             "pre.txt",
@@ -101,14 +106,17 @@ fn uploads(gzip_by_server: bool) -> Vec<Upload> {
             None,
             &[],
             &[("Seaweed-Foo-Bar", "baz"), ("Seaweed-A", "1")],
-            &bytes(24, 300),
+            &pseudo_random(300, 24),
         ),
         multipart_upload("empty", "empty.txt", Some("text/plain"), &[], &[], b""),
         multipart_upload("json", "a.json", Some("application/json"), &[], &[], b"{\"a\":[1,2]}"),
         multipart_upload("unicode-name", "ü é.txt", Some("text/plain"), &[], &[], b"unicode"),
-        Upload { delete: true, ..multipart_upload("deleted", "gone.bin", None, &[], &[], &bytes(25, 4000)) },
+        Upload {
+            delete: true,
+            ..multipart_upload("deleted", "gone.bin", None, &[], &[], &pseudo_random(4000, 25))
+        },
     ];
-    let mut ttl = multipart_upload("ttl", "t.bin", None, &[], &[], &bytes(26, 200));
+    let mut ttl = multipart_upload("ttl", "t.bin", None, &[], &[], &pseudo_random(200, 26));
     ttl.query = "?ts=1700000000&ttl=3d";
     all.push(ttl);
     if gzip_by_server {

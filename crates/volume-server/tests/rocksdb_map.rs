@@ -53,9 +53,9 @@ fn write_files(server: &OurServer, n: u64, seed: u64) -> Vec<String> {
                 .unwrap();
             assert_eq!(r.status, 201, "{}", r.text());
         };
-        put(&bytes(seed + i, 100 + i as usize * 37));
+        put(&pseudo_random(100 + i as usize * 37, seed + i));
         if i % 5 == 0 {
-            put(&bytes(seed + i + 1000, 50));
+            put(&pseudo_random(50, seed + i + 1000));
         }
         if i % 7 == 0 {
             assert_eq!(request(&server.addr, "DELETE", &format!("/{fid}"), &[], b"").unwrap().status, 202);

@@ -33,7 +33,7 @@ fn upload_multipart(
     data: &[u8],
 ) {
     let (name, ct, part) = file;
-    let (content_type, body) = multipart(name, ct, part, data);
+    let (content_type, body) = multipart_body(name, ct, part, data);
     let mut all = vec![("Content-Type", content_type.as_str())];
     all.extend_from_slice(headers);
     upload(addr, "POST", fid, query, &all, &body);
@@ -54,7 +54,7 @@ fn weed_written_volumes_are_served_identically() {
     upload_multipart(&w, &fid, ts, ("hello.txt", Some("text/plain"), &[]), &[], b"hello");
     add("small-named", &fid);
     let fid = weed_assign(&master, "");
-    upload(&w, "POST", &fid, ts, &[("Content-Type", "application/octet-stream")], &bytes(1, 777));
+    upload(&w, "POST", &fid, ts, &[("Content-Type", "application/octet-stream")], &pseudo_random(777, 1));
     add("raw-body", &fid);
     let fid = weed_assign(&master, "");
     upload(
@@ -76,7 +76,7 @@ fn weed_written_volumes_are_served_identically() {
         &fid,
         ts,
         &[("Content-Disposition", "attachment; filename=\"report.pdf\"")],
-        &bytes(2, 300),
+        &pseudo_random(300, 2),
     );
     add("raw-named-by-disposition", &fid);
     let fid = weed_assign(&master, "");
@@ -86,7 +86,7 @@ fn weed_written_volumes_are_served_identically() {
         ts,
         ("blob.bin", Some("application/octet-stream"), &[]),
         &[],
-        &bytes(3, 1 << 20),
+        &pseudo_random(1 << 20, 3),
     );
     add("binary-1MiB", &fid);
     let fid = weed_assign(&master, "");
@@ -96,7 +96,7 @@ fn weed_written_volumes_are_served_identically() {
         ts,
         ("big.bin", Some("application/octet-stream"), &[]),
         &[],
-        &bytes(4, 3 << 20),
+        &pseudo_random(3 << 20, 4),
     );
     add("binary-3MiB", &fid);
     let text: Vec<u8> =
@@ -122,7 +122,7 @@ fn weed_written_volumes_are_served_identically() {
         ts,
         ("p.bin", None, &[]),
         &[("Seaweed-Foo-Bar", "baz"), ("Seaweed-A", "<x&y>")],
-        &bytes(5, 300),
+        &pseudo_random(300, 5),
     );
     add("pairs", &fid);
     let fid = weed_assign(&master, "?ttl=5d");
@@ -132,7 +132,7 @@ fn weed_written_volumes_are_served_identically() {
         "?ttl=5d",
         ("t.bin", Some("application/octet-stream"), &[]),
         &[],
-        &bytes(6, 200),
+        &pseudo_random(200, 6),
     );
     add("ttl", &fid);
     let fid = weed_assign(&master, "");
@@ -152,17 +152,17 @@ fn weed_written_volumes_are_served_identically() {
             ts,
             (&format!("d{i}.bin"), None, &[]),
             &[],
-            &bytes(7 + i as u64, 1000 + i * 1111),
+            &pseudo_random(1000 + i * 1111, 7 + i as u64),
         );
         add(&format!("delta-{i}"), sibling);
     }
     let fid = weed_assign(&master, "");
-    upload_multipart(&w, &fid, ts, ("gone.bin", None, &[]), &[], &bytes(10, 4000));
+    upload_multipart(&w, &fid, ts, ("gone.bin", None, &[]), &[], &pseudo_random(4000, 10));
     assert_eq!(request(&w, "DELETE", &format!("/{fid}"), &[], b"").unwrap().status, 202);
     add("deleted", &fid);
     let fid = weed_assign(&master, "");
-    upload_multipart(&w, &fid, ts, ("v1.bin", None, &[]), &[], &bytes(11, 999));
-    upload_multipart(&w, &fid, ts, ("v2.bin", None, &[]), &[], &bytes(12, 1999));
+    upload_multipart(&w, &fid, ts, ("v1.bin", None, &[]), &[], &pseudo_random(999, 11));
+    upload_multipart(&w, &fid, ts, ("v2.bin", None, &[]), &[], &pseudo_random(1999, 12));
     add("overwritten", &fid);
     let fid = weed_assign(&master, "");
     upload_multipart(&w, &fid, ts, ("same.bin", None, &[]), &[], b"same bytes twice");

@@ -121,19 +121,6 @@ impl Conn {
     }
 }
 
-/// Deterministic filler bytes (xorshift): incompressible, like weed benchmark's.
-fn payload(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 /// Figures of one phase.
 struct Phase {
     requests: usize,
@@ -233,7 +220,8 @@ fn assign_all(master: &str, count: usize, size: usize) -> Result<Vec<(String, St
 /// Writes then reads `count` files of `size` bytes; returns (writes, reads).
 fn load(master: &str, size: usize, count: usize, concurrency: usize) -> Result<(Phase, Phase), Error> {
     let fids = assign_all(master, count, size)?;
-    let data = payload(size as u64, size);
+    // Incompressible, like weed benchmark's payload.
+    let data = testbeds::pseudo_random(size, size as u64);
     let boundary = "volumeLoadBoundary7MA4YWxkTrZu0gW";
     let mut body = format!(
         "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"

@@ -2,7 +2,7 @@
 //! decompression or header rewriting, so replies are compared as sent), our server
 //! as a child process, and the request set both servers are probed with.
 
-#![allow(dead_code)] // each test binary uses a different part of this module
+#![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+pub use testbeds::{multipart_body, pseudo_random};
 
 /// One HTTP reply.
 #[derive(Clone, Debug)]
@@ -110,43 +111,6 @@ pub fn sha256(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A `multipart/form-data` body with one file part, as weed's uploader sends it.
-pub fn multipart(
-    file_name: &str,
-    content_type: Option<&str>,
-    extra_headers: &[(&str, &str)],
-    data: &[u8],
-) -> (String, Vec<u8>) {
-    let boundary = "sEaWeEdRdMaBoUnDaRy0123456789";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{file_name}\"\r\n"
-    );
-    if let Some(ct) = content_type {
-        body.push_str(&format!("Content-Type: {ct}\r\n"));
-    }
-    for (k, v) in extra_headers {
-        body.push_str(&format!("{k}: {v}\r\n"));
-    }
-    body.push_str("\r\n");
-    let mut body = body.into_bytes();
-    body.extend_from_slice(data);
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so no test depends on a RNG crate.
-pub fn bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 pub fn free_port() -> u16 {
     testbeds::weed::free_port_pair().expect("a free port")
 }
@@ -236,11 +200,10 @@ impl Drop for OurServer {
     }
 }
 
-/// A master assign against a real `weed master`.
+/// A master assign against a real `weed master` (`query` as in a URL: "" or "?ttl=5d").
 pub fn weed_assign(master: &testbeds::weed::WeedMaster, query: &str) -> String {
-    let reply = get(&master.addr(), &format!("/dir/assign{query}"));
-    assert_eq!(reply.status, 200, "weed assign: {}", reply.text());
-    reply.json()["fid"].as_str().expect("fid").to_owned()
+    let query = query.strip_prefix('?').unwrap_or(query);
+    testbeds::weed::assign(&master.url(), query).unwrap_or_else(|e| panic!("weed assign: {e}")).fid
 }
 
 /// The headers whose values both servers must agree on.

@@ -1,5 +1,6 @@
 //! Reproducible environments for tests and benchmarks:
 //! - [`pseudo_random`] and [`multipart_body`]: reproducible test payloads.
+//! - [`process`]: servers under test as child processes; [`ours`]: our `volume-server`.
 //! - [`weed`]: a real SeaweedFS (`weed` 4.48) master and volume server on loopback, for interop.
 //! - [`softroce`]: a QEMU guest with Soft-RoCE (`rdma_rxe`) where the RDMA tests and
 //!   benchmarks run on real verbs.
@@ -153,7 +154,9 @@
 //!   ~60-70 µs typical, `ib_read_bw` ~50-75 MB/s at 4 KiB and 1 MiB; across two guests a
 //!   4 KiB READ is ~0.3 ms typical (bandwidth there is limited by the lossy wire, above).
 
+pub mod ours;
 mod payload;
+pub mod process;
 pub mod softroce;
 pub mod weed;
 

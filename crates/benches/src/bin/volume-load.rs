@@ -19,10 +19,10 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use testbeds::ours::OurVolumeServer;
 use testbeds::weed::{WeedMaster, WeedVolume};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -267,39 +267,6 @@ fn header() {
     println!("{:<5} {:>6} {:<5} {:>10} {:>10} {:>10}", "srv", "size", "op", "req/s", "p50 us", "p99 us");
 }
 
-/// Our server as a child process with its embedded master API.
-struct Ours(Child);
-
-impl Drop for Ours {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_ours(bin: &PathBuf, dir: &std::path::Path) -> Result<(Ours, String), Error> {
-    let port = testbeds::weed::free_port_pair()?;
-    let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(bin)
-        .arg("--dir")
-        .arg(dir)
-        .args(["--ip", "127.0.0.1", "--port", &port.to_string(), "--max", "8"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", bin.display()))?;
-    let ours = Ours(child);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Conn::open(&addr).and_then(|mut c| c.call("GET", "/healthz", "", b"")).is_err() {
-        if Instant::now() > deadline {
-            return Err("our volume-server did not start".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok((ours, addr))
-}
-
 fn compare(o: &Options) -> Result<(), Error> {
     let bin = match &o.ours_bin {
         Some(b) => b.clone(),
@@ -309,7 +276,8 @@ fn compare(o: &Options) -> Result<(), Error> {
     std::fs::create_dir_all(&scratch)?;
     let master = WeedMaster::start(&scratch, 1024)?;
     let weed = WeedVolume::start(&scratch.join("weed"), &master)?;
-    let (ours, ours_addr) = start_ours(&bin, &scratch.join("ours"))?;
+    // Our server with its embedded master API.
+    let ours = OurVolumeServer::start(&bin, &scratch.join("ours"), &["--max", "8"])?;
     println!(
         "count {} per phase, concurrency {}, keep-alive connections, fids assigned untimed",
         o.count, o.concurrency
@@ -322,7 +290,7 @@ fn compare(o: &Options) -> Result<(), Error> {
         let (ww, wr) = load(&master.addr(), size, count, o.concurrency)?;
         print_row("weed", size, "write", &ww);
         print_row("weed", size, "read", &wr);
-        let (ow, or) = load(&ours_addr, size, count, o.concurrency)?;
+        let (ow, or) = load(ours.addr(), size, count, o.concurrency)?;
         print_row("ours", size, "write", &ow);
         print_row("ours", size, "read", &or);
         ratios.push((size, "write", ow.rate() / ww.rate(), ow.p99.as_secs_f64() / ww.p99.as_secs_f64()));
@@ -332,7 +300,7 @@ fn compare(o: &Options) -> Result<(), Error> {
     for (size, op, rate, p99) in ratios {
         println!("{:>6} {op:<5}  {rate:>10.2}x  {p99:>10.2}x", human(size));
     }
-    drop(ours);
+    ours.stop();
     weed.stop();
     master.stop();
     let _ = std::fs::remove_dir_all(&scratch);

@@ -2,16 +2,16 @@
 //! decompression or header rewriting, so replies are compared as sent), our server
 //! as a child process, and the request set both servers are probed with.
 
-#![allow(dead_code, unused_imports)] // each test binary uses a different part of this module
+#![allow(dead_code)] // each test binary uses a different part of this module
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
+#[allow(unused_imports)] // not every test binary uses both
 pub use testbeds::{multipart_body, pseudo_random};
 
 /// One HTTP reply.
@@ -111,10 +111,6 @@ pub fn sha256(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub fn free_port() -> u16 {
-    testbeds::weed::free_port_pair().expect("a free port")
-}
-
 /// `cp -r` of the files directly in `from` (volumes are flat directories).
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
@@ -126,63 +122,29 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Our `volume-server` binary, running as a child process.
+/// Our `volume-server` binary (this package's), running as a child process.
 pub struct OurServer {
-    child: Child,
+    server: testbeds::ours::OurVolumeServer,
     pub addr: String,
-    pub dir: PathBuf,
-    pub log: PathBuf,
 }
 
 impl OurServer {
     /// Starts `volume-server --dir DIR --port P [extra...]` and waits for `/healthz`.
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let log = dir.with_extension(format!("ours-{port}.log"));
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_volume-server"))
-            .arg("--dir")
-            .arg(dir)
-            .args(["--ip", "127.0.0.1", "--port", &port.to_string()])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawning volume-server");
-        let mut server = Self { child, addr, dir: dir.to_owned(), log };
-        server.wait_ready();
-        server
-    }
-
-    fn wait_ready(&mut self) {
-        let start = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "volume-server exited ({status}):\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
-            }
-            if request(&self.addr, "GET", "/healthz", &[], b"").is_ok_and(|r| r.status == 200) {
-                return;
-            }
-            assert!(start.elapsed() < Duration::from_secs(60), "volume-server not ready");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let bin = Path::new(env!("CARGO_BIN_EXE_volume-server"));
+        let server =
+            testbeds::ours::OurVolumeServer::start(bin, dir, extra).unwrap_or_else(|e| panic!("{e}"));
+        Self { addr: server.addr().to_owned(), server }
     }
 
     /// SIGTERM and wait: a clean stop.
-    pub fn stop(mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
-        let _ = self.child.wait();
+    pub fn stop(self) {
+        self.server.stop();
     }
 
     /// SIGKILL: a crash.
-    pub fn kill9(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    pub fn kill9(self) {
+        self.server.kill();
     }
 
     /// `/dir/assign` on the embedded master API.
@@ -190,13 +152,6 @@ impl OurServer {
         let reply = get(&self.addr, &format!("/dir/assign{query}"));
         assert_eq!(reply.status, 200, "assign: {}", reply.text());
         reply.json()["fid"].as_str().expect("fid").to_owned()
-    }
-}
-
-impl Drop for OurServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

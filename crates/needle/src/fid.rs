@@ -57,6 +57,17 @@ impl FileId {
         Self { volume, key, cookie, delta: None }
     }
 
+    /// Parses the part after the comma, `<key><cookie>[_<delta>]`, for a volume already
+    /// known (URLs carry the volume in their own segment: `/3/01637037d6_1`).
+    pub fn parse_in_volume(volume: VolumeId, key_cookie_delta: &str) -> Result<Self, FidError> {
+        let (key_cookie, delta) = split_delta(key_cookie_delta)?;
+        let (key, cookie) = parse_key_cookie(key_cookie)?;
+        if let Some(delta) = delta {
+            key.0.checked_add(delta).ok_or(FidError::DeltaOverflow { key: key.0, delta })?;
+        }
+        Ok(FileId { volume, key, cookie, delta })
+    }
+
     /// The needle this id names: `key + delta`. Parsing guarantees no overflow;
     /// for a hand-built id with an overflowing delta this saturates.
     pub fn needle_id(&self) -> NeedleId {
@@ -108,13 +119,7 @@ impl FromStr for FileId {
     fn from_str(s: &str) -> Result<Self, FidError> {
         let (volume, rest) =
             s.split_once(',').ok_or_else(|| FidError::MissingComma { input: s.to_owned() })?;
-        let volume: VolumeId = volume.parse()?;
-        let (key_cookie, delta) = split_delta(rest)?;
-        let (key, cookie) = parse_key_cookie(key_cookie)?;
-        if let Some(delta) = delta {
-            key.0.checked_add(delta).ok_or(FidError::DeltaOverflow { key: key.0, delta })?;
-        }
-        Ok(FileId { volume, key, cookie, delta })
+        FileId::parse_in_volume(volume.parse()?, rest)
     }
 }
 
@@ -129,7 +134,7 @@ impl fmt::Display for FileId {
 }
 
 /// Splits `key_cookie[_delta]` at the last `_`, as `Needle.ParsePath` does.
-pub fn split_delta(s: &str) -> Result<(&str, Option<u64>), FidError> {
+fn split_delta(s: &str) -> Result<(&str, Option<u64>), FidError> {
     match s.rfind('_') {
         Some(at) if at > 0 => {
             let delta = &s[at + 1..];
@@ -141,7 +146,7 @@ pub fn split_delta(s: &str) -> Result<(&str, Option<u64>), FidError> {
 }
 
 /// Parses the key+cookie hex string (no delta): the last 8 digits are the cookie.
-pub fn parse_key_cookie(s: &str) -> Result<(NeedleId, Cookie), FidError> {
+fn parse_key_cookie(s: &str) -> Result<(NeedleId, Cookie), FidError> {
     if s.len() <= 8 {
         return Err(FidError::KeyTooShort { input: s.to_owned() });
     }

@@ -34,9 +34,7 @@ mod superblock;
 mod ttl;
 
 pub use error::FormatError;
-pub use fid::{
-    Cookie, FidError, FileId, NeedleId, VolumeId, format_key_cookie, parse_key_cookie, split_delta,
-};
+pub use fid::{Cookie, FidError, FileId, NeedleId, VolumeId, format_key_cookie};
 pub use idx::{IdxEntry, OffsetWidth};
 pub use needle::{
     CHECKSUM_SIZE, Flags, HEADER_SIZE, MAX_BODY_SIZE, MAX_NAME_LEN, MAX_PAIRS_LEN, Needle, NeedleHeader,

@@ -1,7 +1,7 @@
 //! The URL forms of a file id (weed's `parseURLPath`):
 //! `/<vid>,<fid>[.ext]`, `/<vid>/<fid>[.ext]` and `/<vid>/<fid>/<filename>`.
 
-use needle::{FidError, FileId, VolumeId, parse_key_cookie, split_delta};
+use needle::{FidError, FileId, VolumeId};
 
 /// A parsed file URL.
 #[derive(Debug, PartialEq, Eq)]
@@ -44,13 +44,8 @@ pub fn parse(path: &str) -> Result<FileUrl, PathError> {
         (Some(name), _) => (fid, crate::mime::extension(name).to_owned()),
         _ => (fid, String::new()),
     };
-    let bad_fid = |source| PathError::BadFid { input: fid.to_owned(), source };
-    let (key_cookie, delta) = split_delta(fid).map_err(bad_fid)?;
-    let (key, cookie) = parse_key_cookie(key_cookie).map_err(bad_fid)?;
-    if let Some(delta) = delta {
-        key.0.checked_add(delta).ok_or(bad_fid(FidError::DeltaOverflow { key: key.0, delta }))?;
-    }
-    let fid = FileId { volume, key, cookie, delta };
+    let fid = FileId::parse_in_volume(volume, fid)
+        .map_err(|source| PathError::BadFid { input: fid.to_owned(), source })?;
     Ok(FileUrl { volume, fid, filename, ext, comma_form })
 }
 

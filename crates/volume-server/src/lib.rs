@@ -9,6 +9,7 @@
 //! - [`vif`]: the `.vif` volume info file.
 
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod master_api;
 pub mod metrics;

@@ -7,6 +7,10 @@ use std::sync::Arc;
 use axum::http::HeaderValue;
 use clap::Parser;
 use needle::OffsetWidth;
+use std::future::IntoFuture;
+
+use tonic::service::Routes;
+use volume_server::grpc;
 use volume_server::http::{AppState, router, version_string};
 use volume_server::master_api::MasterApi;
 use volume_server::metrics::Metrics;
@@ -26,6 +30,9 @@ struct Cli {
     ip: String,
     #[arg(long, default_value_t = 8080)]
     port: u16,
+    /// gRPC port (the master, `weed shell` and RDMA clients dial it). Default: port + 10000.
+    #[arg(long)]
+    grpc_port: Option<u16>,
     /// Most volumes per directory (one value, or one per directory).
     #[arg(long, value_delimiter = ',', default_value = "8")]
     max: Vec<usize>,
@@ -99,14 +106,35 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         metrics: Metrics::new(),
     });
     let addr: SocketAddr = format!("{}:{}", cli.ip, cli.port).parse()?;
+    let grpc_port = cli
+        .grpc_port
+        .or_else(|| grpc::default_port(cli.port))
+        .ok_or("--port is too high to add 10000 for the gRPC port: set --grpc-port")?;
+    let grpc_addr = SocketAddr::new(addr.ip(), grpc_port);
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(%addr, volumes = store.volumes().len(), index = ?cli.index, "volume server listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown()).await?;
+    let grpc_listener = tokio::net::TcpListener::bind(grpc_addr).await?;
+    tracing::info!(%addr, %grpc_addr, volumes = store.volumes().len(), index = ?cli.index, "volume server listening");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let http = axum::serve(listener, router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let grpc = grpc::serve(grpc_listener, Routes::default(), stopped(stop_rx));
+    let (http, grpc) = tokio::join!(http.into_future(), grpc);
+    http?;
+    grpc?;
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn shutdown() {
+/// Resolves once the shutdown signal has been seen (or its sender is gone).
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+async fn shutdown_signal() {
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(_) => return std::future::pending().await,

@@ -32,6 +32,9 @@ pub enum Error {
     /// The upload was acknowledged with a checksum that does not match what was sent.
     #[error("{fid}: the server stored CRC32-C {stored}, the data sent has {sent}")]
     UploadCorrupted { fid: String, stored: String, sent: String },
+    /// A streamed needle could not be held in or read back from its temporary file.
+    #[error("{fid}: local temporary file: {source}")]
+    LocalIo { fid: String, source: std::io::Error },
     #[error("invalid client configuration: {0}")]
     Config(String),
 }

@@ -1,85 +1,131 @@
-//! The Rust SDK for SeaweedFS: upload, download, ranged reads, delete and lookup, with
-//! every byte verified before it is returned.
+//! The Rust SDK for SeaweedFS: upload, download, ranged and streaming reads, delete,
+//! stat and lookup, with every byte verified before it is returned.
 //!
-//! Reads go through [`ReadTransport`]s in order: RDMA engines first when configured,
-//! HTTP ([`HttpTransport`], always present) last. A transport that is unavailable or
-//! returns bytes that fail verification makes the read fall back to the next one for
-//! that request; the fallback is counted with its reason ([`Client::fallback_counts`])
-//! and logged at debug level. "Not found" is authoritative and never falls back.
+//! ## Transports and the fallback policy
+//! Reads go to a volume server through [`ReadTransport`]s: RDMA engines (given to the
+//! builder with [`ClientBuilder::rdma_transport`]) first, then HTTP ([`HttpTransport`],
+//! always present). Under [`RdmaPolicy::Prefer`] (the default), a read that RDMA cannot
+//! serve — not offered, unavailable, timed out ([`ClientBuilder::rdma_timeout`]), failed
+//! verification, server error — is served over HTTP for that request; a transport at
+//! fault is then skipped on that server for a [`Backoff`] and tried again after it.
+//! Every fallback is counted with its [`FallbackReason`] ([`Client::metrics`],
+//! [`Client::fallback_counts`]) and logged with `tracing::debug!`, so an operator can see
+//! why RDMA is not used; [`Client::transport_health`] shows which servers are backed off.
+//! "Not found" is authoritative and never falls back.
+//!
+//! ## Locations
+//! Volume locations come from the master's `/dir/lookup` and are cached for
+//! [`ClientBuilder::location_cache_ttl`]. A cached location is dropped and looked up
+//! again, and the read retried once, when every server in it is unreachable or when it
+//! answers "not found" (a volume server without the volume answers 404, so that may mean
+//! the volume moved; the answer stands if the master still names the same servers).
 //!
 //! ## Integrity
 //! A whole-needle read is verified by the transport (CRC32-C of the stored bytes, and
-//! for RDMA the needle header too); gzip-stored needles are then decompressed.
-//! Ranged reads use the same verified whole-needle read and slice the plain bytes:
-//! SeaweedFS keeps one CRC per needle, so a sub-range cannot be verified on its own.
-//! This costs bandwidth on large needles, never correctness.
+//! for RDMA the needle header too); gzip-stored needles are then decompressed. Nothing
+//! unverified is ever returned, on any kind of read:
+//! - [`Client::read_range`]: SeaweedFS keeps one CRC per needle and none per block, so a
+//!   sub-range cannot be verified on its own and an HTTP `Range` reply could not be
+//!   checked. A ranged read therefore reads the whole needle and returns the range only
+//!   after the whole needle's CRC32-C matched. Over HTTP the needle streams through the
+//!   CRC (and through gunzip when stored compressed) keeping only the requested bytes, so
+//!   memory is the size of the range while bandwidth is the size of the needle; over RDMA
+//!   the needle lands whole in memory anyway, and the range is sliced from it.
+//! - [`Client::download_stream`]: see [`NeedleStream`]: chunks are released only after
+//!   the whole needle verified; above [`ClientBuilder::stream_memory_limit`] the needle
+//!   is held in an unlinked temporary file rather than in memory.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), client_sdk::Error> {
 //! use client_sdk::{Client, UploadOptions};
 //!
-//! let client = Client::builder("127.0.0.1:9333").build()?;
+//! // A master, or our standalone volume server (`./scripts/serve`), at host:port.
+//! let client = Client::builder("127.0.0.1:8080").build()?;
 //! let stored = client.upload(b"hello".to_vec(), &UploadOptions::named("hello.txt")).await?;
 //! assert_eq!(client.download(&stored.fid).await?, &b"hello"[..]);
 //! assert_eq!(client.read_range(&stored.fid, 1..4).await?, &b"ell"[..]);
 //! client.delete(&stored.fid).await?;
+//! // Why reads did not use RDMA, as Prometheus text:
+//! print!("{}", client.metrics().to_prometheus());
 //! # Ok(()) }
 //! ```
 
 mod error;
 mod master;
+mod policy;
+mod stream;
 mod transport;
 
 pub use error::Error;
 pub use master::{AssignOptions, Assignment};
 pub use needle::FileId;
+pub use policy::{Backoff, FallbackReason, RdmaPolicy, ReadMetrics, TransportHealth};
+pub use stream::NeedleStream;
 pub use transport::{
     BoxFuture, HttpTransport, NeedleData, ReadTransport, TransportError, TransportErrorKind,
 };
 
 use bytes::Bytes;
 use fallback_http::{HttpReadConfig, HttpReader};
-use master::MasterApi;
+use master::{MasterApi, Source};
+use policy::PolicyState;
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// Builds a [`Client`].
 #[derive(Debug)]
 pub struct ClientBuilder {
     master: String,
+    single_server: bool,
     request_timeout: Duration,
     location_cache_ttl: Duration,
-    transports: Vec<Arc<dyn ReadTransport>>,
-    retry_after: Duration,
+    rdma: Vec<Arc<dyn ReadTransport>>,
+    rdma_policy: RdmaPolicy,
+    rdma_timeout: Duration,
+    backoff: Backoff,
     jwt: Option<String>,
+    stream_memory_limit: u64,
 }
 
 impl ClientBuilder {
-    /// Bound on each HTTP request (master and volume servers).
+    /// Bound on each HTTP request (master and volume servers), connect to last byte.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
 
-    /// How long a volume's locations are trusted before asking the master again.
+    /// How long a volume's locations are trusted before asking the master again
+    /// (default 10 minutes; errors that suggest a move refresh them sooner).
     pub fn location_cache_ttl(mut self, ttl: Duration) -> Self {
         self.location_cache_ttl = ttl;
         self
     }
 
-    /// Adds a read transport tried before HTTP (e.g. an RDMA engine). Transports are
-    /// tried in the order they are added.
-    pub fn transport(mut self, transport: Arc<dyn ReadTransport>) -> Self {
-        self.transports.push(transport);
+    /// Adds an RDMA read transport, tried before HTTP per the [`RdmaPolicy`]. Several
+    /// are tried in the order they are added.
+    pub fn rdma_transport(mut self, transport: Arc<dyn ReadTransport>) -> Self {
+        self.rdma.push(transport);
         self
     }
 
-    /// After a transport fails as unavailable, how long reads skip it before trying
-    /// it again.
-    pub fn retry_after(mut self, backoff: Duration) -> Self {
-        self.retry_after = backoff;
+    /// Whether reads use RDMA (default [`RdmaPolicy::Prefer`]).
+    pub fn rdma_policy(mut self, policy: RdmaPolicy) -> Self {
+        self.rdma_policy = policy;
+        self
+    }
+
+    /// Bound on one RDMA attempt; past it the attempt is dropped and the read falls back
+    /// (default 5 s).
+    pub fn rdma_timeout(mut self, timeout: Duration) -> Self {
+        self.rdma_timeout = timeout;
+        self
+    }
+
+    /// How long a failing RDMA transport is skipped on a server before it is tried again.
+    pub fn backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
         self
     }
 
@@ -89,9 +135,22 @@ impl ClientBuilder {
         self
     }
 
+    /// Needles up to this many stored bytes are held in memory by [`Client::download_stream`]
+    /// until verified; larger ones in an unlinked temporary file (default 16 MiB).
+    pub fn stream_memory_limit(mut self, bytes: u64) -> Self {
+        self.stream_memory_limit = bytes;
+        self
+    }
+
     pub fn build(self) -> Result<Client, Error> {
         if self.master.is_empty() {
             return Err(Error::Config("the master address is empty".into()));
+        }
+        if self.rdma_policy == RdmaPolicy::Require && self.rdma.is_empty() {
+            return Err(Error::Config("RdmaPolicy::Require needs an RDMA transport".into()));
+        }
+        if self.rdma_timeout.is_zero() || self.request_timeout.is_zero() {
+            return Err(Error::Config("timeouts must be above zero".into()));
         }
         let http = reqwest::Client::builder()
             .timeout(self.request_timeout)
@@ -100,17 +159,22 @@ impl ClientBuilder {
         let reader =
             HttpReader::new(&HttpReadConfig { request_timeout: self.request_timeout, ..Default::default() })
                 .map_err(|e| Error::Config(e.to_string()))?;
-        let mut transports: Vec<TransportSlot> =
-            self.transports.into_iter().map(TransportSlot::new).collect();
-        transports.push(TransportSlot::new(Arc::new(HttpTransport::new(reader))));
         Ok(Client {
             inner: Arc::new(Inner {
-                master: MasterApi::new(http.clone(), self.master, self.location_cache_ttl),
+                master: MasterApi::new(
+                    http.clone(),
+                    self.master,
+                    self.single_server,
+                    self.location_cache_ttl,
+                ),
                 http,
-                transports,
-                retry_after: self.retry_after,
+                rdma: if self.rdma_policy == RdmaPolicy::Off { Vec::new() } else { self.rdma },
+                rdma_policy: self.rdma_policy,
+                rdma_timeout: self.rdma_timeout,
+                http_transport: HttpTransport::new(reader),
+                policy: PolicyState::new(self.backoff),
                 jwt: self.jwt,
-                fallbacks: Mutex::new(HashMap::new()),
+                stream_memory_limit: self.stream_memory_limit,
             }),
         })
     }
@@ -145,7 +209,7 @@ pub struct Uploaded {
     pub etag: String,
 }
 
-/// A SeaweedFS client. Cheap to clone; clones share connections and caches.
+/// A SeaweedFS client. Cheap to clone; clones share connections, caches and counters.
 #[derive(Clone, Debug)]
 pub struct Client {
     inner: Arc<Inner>,
@@ -155,41 +219,66 @@ pub struct Client {
 struct Inner {
     master: MasterApi,
     http: reqwest::Client,
-    transports: Vec<TransportSlot>,
-    retry_after: Duration,
+    rdma: Vec<Arc<dyn ReadTransport>>,
+    rdma_policy: RdmaPolicy,
+    rdma_timeout: Duration,
+    http_transport: HttpTransport,
+    policy: PolicyState,
     jwt: Option<String>,
-    /// (transport, reason) -> how many reads fell back.
-    fallbacks: Mutex<HashMap<(&'static str, &'static str), u64>>,
+    stream_memory_limit: u64,
 }
 
-/// A transport and, after it failed as unavailable, when to try it again.
-#[derive(Debug)]
-struct TransportSlot {
-    transport: Arc<dyn ReadTransport>,
-    skip_until: Mutex<Option<Instant>>,
+/// What a read wants from the verified needle.
+enum Want {
+    Stored,
+    Range(Range<u64>),
+    Stream,
 }
 
-impl TransportSlot {
-    fn new(transport: Arc<dyn ReadTransport>) -> Self {
-        Self { transport, skip_until: Mutex::new(None) }
-    }
+/// What it got.
+enum Got {
+    Stored(NeedleData),
+    Range(Bytes),
+    Stream(Box<NeedleStream>),
+}
 
-    fn in_backoff(&self) -> bool {
-        self.skip_until.lock().expect("not poisoned").is_some_and(|until| Instant::now() < until)
-    }
+/// A file's metadata as a volume server reports it (a `HEAD`; no data is read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileStat {
+    /// The servers holding the volume; the first one answered.
+    pub servers: Vec<String>,
+    /// Bytes as stored (gzip when `compressed`).
+    pub stored_size: u64,
+    pub compressed: bool,
+    /// The server's ETag: raw CRC32-C of the stored bytes.
+    pub etag: Option<String>,
+    pub content_type: Option<String>,
+    pub last_modified: Option<String>,
 }
 
 impl Client {
-    /// A client of the master (or standalone volume server) at `host:port`.
+    /// A client of the master (or of a standalone volume server, which embeds the
+    /// master API) at `host:port`.
     pub fn builder(master: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
             master: master.into(),
+            single_server: false,
             request_timeout: Duration::from_secs(30),
             location_cache_ttl: Duration::from_secs(600),
-            transports: Vec::new(),
-            retry_after: Duration::from_secs(5),
+            rdma: Vec::new(),
+            rdma_policy: RdmaPolicy::default(),
+            rdma_timeout: Duration::from_secs(5),
+            backoff: Backoff::default(),
             jwt: None,
+            stream_memory_limit: 16 << 20,
         }
+    }
+
+    /// A client of one volume server at `host:port` that holds every volume it reads:
+    /// no location lookups. Uploads still ask it for `/dir/assign`, which our standalone
+    /// volume server answers.
+    pub fn builder_for_volume_server(server: impl Into<String>) -> ClientBuilder {
+        ClientBuilder { single_server: true, ..Self::builder(server) }
     }
 
     /// Assigns a file id through the master and writes `data` to it.
@@ -226,11 +315,13 @@ impl Client {
         if let Some(jwt) = &assignment.jwt {
             request = request.bearer_auth(jwt);
         }
-        let unreachable =
-            |e: reqwest::Error| Error::Server { server: server.clone(), status: 0, message: e.to_string() };
-        let response = request.send().await.map_err(unreachable)?;
+        let response = request.send().await.map_err(|e| unreachable_server(&server, &fid, e))?;
         let status = response.status();
-        let reply: serde_json::Value = response.json().await.map_err(unreachable)?;
+        let reply: serde_json::Value = response.json().await.map_err(|e| Error::Server {
+            server: server.clone(),
+            status: status.as_u16(),
+            message: format!("unreadable reply: {e}"),
+        })?;
         if status.as_u16() != 201 || reply.get("error").is_some_and(|e| !e.is_null()) {
             let message = reply.get("error").and_then(|e| e.as_str()).unwrap_or("").to_owned();
             return Err(Error::Server { server, status: status.as_u16(), message });
@@ -251,39 +342,71 @@ impl Client {
         plain_bytes(fid, stored)
     }
 
-    /// Bytes `range` of the file (after decompression), verified (see the crate docs).
+    /// Bytes `range` of the file (after decompression), verified: see the crate docs for
+    /// how. A range past the end is [`Error::RangeNotSatisfiable`].
     pub async fn read_range(&self, fid: &FileId, range: Range<u64>) -> Result<Bytes, Error> {
-        let plain = self.download(fid).await?;
-        let len = plain.len() as u64;
-        if range.start > range.end || range.end > len {
+        if range.start > range.end {
             return Err(Error::RangeNotSatisfiable {
                 fid: fid.to_string(),
                 start: range.start,
                 end: range.end,
-                len,
+                len: 0,
             });
         }
-        Ok(plain.slice(range.start as usize..range.end as usize))
+        match self.read(fid, &Want::Range(range)).await? {
+            Got::Range(bytes) => Ok(bytes),
+            _ => unreachable!("a range read gives a range"),
+        }
+    }
+
+    /// The whole file as a stream of chunks, for large needles: see [`NeedleStream`] for
+    /// what is guaranteed. Resolves once the needle has arrived and verified.
+    pub async fn download_stream(&self, fid: &FileId) -> Result<NeedleStream, Error> {
+        match self.read(fid, &Want::Stream).await? {
+            Got::Stream(stream) => Ok(*stream),
+            _ => unreachable!("a streaming read gives a stream"),
+        }
     }
 
     /// The whole needle's stored data (gzip stays gzip), verified.
     pub async fn read_stored(&self, fid: &FileId) -> Result<NeedleData, Error> {
-        match self.read_from_locations(fid).await {
-            // The volume may have moved: ask the master again, once.
-            Err(Error::TransportUnavailable { .. }) => {
-                self.inner.master.forget(fid.volume).await;
-                self.read_from_locations(fid).await
-            }
-            other => other,
+        match self.read(fid, &Want::Stored).await? {
+            Got::Stored(data) => Ok(data),
+            _ => unreachable!("a whole read gives stored data"),
         }
     }
 
-    async fn read_from_locations(&self, fid: &FileId) -> Result<NeedleData, Error> {
-        let servers = self.inner.master.lookup(fid.volume).await?;
+    async fn locate(&self, volume: needle::VolumeId) -> Result<(Vec<String>, Source), Error> {
+        let located = self.inner.master.lookup(volume).await?;
+        if located.1 == Source::Master {
+            self.inner.policy.counted_lookup();
+        }
+        Ok(located)
+    }
+
+    /// One read at the volume's servers, retried once at fresh locations when the
+    /// cached ones look stale (see the crate docs).
+    async fn read(&self, fid: &FileId, want: &Want) -> Result<Got, Error> {
+        let (servers, source) = self.locate(fid.volume).await?;
+        let result = self.read_from_servers(&servers, fid, want).await;
+        let looks_moved = matches!(result, Err(Error::TransportUnavailable { .. } | Error::NotFound { .. }));
+        if !looks_moved || source != Source::Cache || !self.inner.master.forget(fid.volume).await {
+            return result;
+        }
+        self.inner.policy.counted_refresh();
+        let (fresh, _) = self.locate(fid.volume).await?;
+        if fresh == servers && matches!(result, Err(Error::NotFound { .. })) {
+            return result;
+        }
+        tracing::debug!(%fid, ?servers, ?fresh, "retrying at fresh locations");
+        self.read_from_servers(&fresh, fid, want).await
+    }
+
+    async fn read_from_servers(&self, servers: &[String], fid: &FileId, want: &Want) -> Result<Got, Error> {
         let mut last = Error::TransportUnavailable { fid: fid.to_string(), detail: "no server".into() };
-        for server in &servers {
-            match self.read_from_server(server, fid).await {
-                Ok(data) => return Ok(data),
+        for server in servers {
+            match self.read_from_server(server, fid, want).await {
+                Ok(got) => return Ok(got),
                 Err(e @ Error::NotFound { .. }) => return Err(e),
                 Err(e) => last = e,
             }
@@ -291,59 +414,124 @@ impl Client {
         Err(last)
     }
 
-    /// Tries each transport in order on one server, falling back per the policy.
-    async fn read_from_server(&self, server: &str, fid: &FileId) -> Result<NeedleData, Error> {
-        let mut last = Error::TransportUnavailable { fid: fid.to_string(), detail: "no transport".into() };
-        let transports = &self.inner.transports;
-        for (i, slot) in transports.iter().enumerate() {
-            let is_last = i + 1 == transports.len();
-            if slot.in_backoff() && !is_last {
-                self.count_fallback(slot.transport.name(), "backoff", fid);
+    /// RDMA per the policy, then HTTP.
+    async fn read_from_server(&self, server: &str, fid: &FileId, want: &Want) -> Result<Got, Error> {
+        if let Some(result) = self.try_rdma(server, fid).await {
+            let data = result?;
+            return match want {
+                Want::Stored => Ok(Got::Stored(data)),
+                Want::Range(range) => {
+                    slice_range(fid, plain_bytes(fid, data)?, range.clone()).map(Got::Range)
+                }
+                Want::Stream => Ok(Got::Stream(Box::new(NeedleStream::in_memory(fid, data)))),
+            };
+        }
+        let jwt = self.inner.jwt.as_deref();
+        let http = &self.inner.http_transport;
+        let got = match want {
+            Want::Stored => Got::Stored(
+                http.read_needle(server, fid, jwt)
+                    .await
+                    .map_err(|e| transport_error(server, fid, "http", e))?,
+            ),
+            Want::Range(_) | Want::Stream => {
+                let body = http
+                    .reader()
+                    .open_needle(server, fid, jwt)
+                    .await
+                    .map_err(|e| transport_error(server, fid, "http", transport::http_error(e)))?;
+                match want {
+                    Want::Range(range) => {
+                        Got::Range(stream::range_of(server, fid, body, range.clone()).await?)
+                    }
+                    _ => Got::Stream(Box::new(
+                        NeedleStream::receive(server, fid, body, self.inner.stream_memory_limit).await?,
+                    )),
+                }
+            }
+        };
+        self.inner.policy.succeeded("http", server);
+        Ok(got)
+    }
+
+    /// The RDMA attempt: `None` to go on to HTTP (the fallback already counted),
+    /// `Some` with the answer otherwise.
+    async fn try_rdma(&self, server: &str, fid: &FileId) -> Option<Result<NeedleData, Error>> {
+        let inner = &self.inner;
+        let prefer = inner.rdma_policy == RdmaPolicy::Prefer;
+        match inner.rdma_policy {
+            RdmaPolicy::Off => return None,
+            RdmaPolicy::Prefer if inner.rdma.is_empty() => {
+                inner.policy.fell_back("rdma", FallbackReason::NoRdmaTransport, server, &fid.to_string());
+                return None;
+            }
+            _ => {}
+        }
+        let mut last = None;
+        for transport in &inner.rdma {
+            let name = transport.name();
+            if prefer && inner.policy.in_backoff(name, server) {
+                inner.policy.fell_back(name, FallbackReason::Backoff, server, &fid.to_string());
                 continue;
             }
-            match slot.transport.read_needle(server, fid, self.inner.jwt.as_deref()).await {
+            let attempt = tokio::time::timeout(
+                inner.rdma_timeout,
+                transport.read_needle(server, fid, inner.jwt.as_deref()),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(TransportError {
+                    kind: TransportErrorKind::Timeout,
+                    message: format!("no answer within {:?}", inner.rdma_timeout),
+                })
+            });
+            match attempt {
                 Ok(data) => {
-                    *slot.skip_until.lock().expect("not poisoned") = None;
-                    return Ok(data);
+                    inner.policy.succeeded(name, server);
+                    return Some(Ok(data));
                 }
                 Err(e) => {
-                    let detail = format!("{} from {server}: {}", slot.transport.name(), e.message);
-                    match e.kind {
-                        TransportErrorKind::NotFound => return Err(Error::NotFound { fid: fid.to_string() }),
-                        TransportErrorKind::Unavailable => {
-                            *slot.skip_until.lock().expect("not poisoned") =
-                                Some(Instant::now() + self.inner.retry_after);
-                            last = Error::TransportUnavailable { fid: fid.to_string(), detail };
-                        }
-                        TransportErrorKind::Corrupt => {
-                            last = Error::ChecksumMismatch { fid: fid.to_string(), detail };
-                        }
-                        TransportErrorKind::Server(status) => {
-                            last = Error::Server { server: server.to_owned(), status, message: e.message };
-                        }
+                    let Some(reason) = FallbackReason::of(e.kind) else {
+                        return Some(Err(Error::NotFound { fid: fid.to_string() }));
+                    };
+                    inner.policy.failed(name, server, reason);
+                    if prefer {
+                        inner.policy.fell_back(name, reason, server, &fid.to_string());
                     }
-                    if !is_last {
-                        self.count_fallback(slot.transport.name(), e.kind.reason(), fid);
-                    }
+                    last = Some(transport_error(server, fid, name, e));
                 }
             }
         }
-        Err(last)
+        if prefer {
+            return None;
+        }
+        Some(Err(last.unwrap_or_else(|| Error::TransportUnavailable {
+            fid: fid.to_string(),
+            detail: "no RDMA transport".into(),
+        })))
     }
 
-    fn count_fallback(&self, transport: &'static str, reason: &'static str, fid: &FileId) {
-        tracing::debug!(transport, reason, %fid, "read falls back to the next transport");
-        *self.inner.fallbacks.lock().expect("not poisoned").entry((transport, reason)).or_default() += 1;
+    /// Reads served per transport, fallbacks per transport and reason, and location
+    /// lookups, since the client was built.
+    pub fn metrics(&self) -> ReadMetrics {
+        self.inner.policy.metrics()
     }
 
-    /// How many reads fell back from each transport, by reason.
-    pub fn fallback_counts(&self) -> HashMap<(&'static str, &'static str), u64> {
-        self.inner.fallbacks.lock().expect("not poisoned").clone()
+    /// How many reads fell back from each transport, by reason (the `fallbacks` of
+    /// [`Client::metrics`]).
+    pub fn fallback_counts(&self) -> HashMap<(&'static str, FallbackReason), u64> {
+        self.metrics().fallbacks.into_iter().collect()
+    }
+
+    /// The RDMA transports that failed on some server since they last worked there, and
+    /// how long each is still skipped.
+    pub fn transport_health(&self) -> Vec<TransportHealth> {
+        self.inner.policy.health()
     }
 
     /// Deletes the file. A missing file is [`Error::NotFound`].
     pub async fn delete(&self, fid: &FileId) -> Result<(), Error> {
-        let servers = self.inner.master.lookup(fid.volume).await?;
+        let (servers, _) = self.locate(fid.volume).await?;
         let server = &servers[0];
         let response = self
             .inner
@@ -351,7 +539,7 @@ impl Client {
             .delete(format!("http://{server}/{fid}"))
             .send()
             .await
-            .map_err(|e| Error::Server { server: server.clone(), status: 0, message: e.to_string() })?;
+            .map_err(|e| unreachable_server(server, fid, e))?;
         match response.status().as_u16() {
             202 => Ok(()),
             404 => Err(Error::NotFound { fid: fid.to_string() }),
@@ -362,10 +550,75 @@ impl Client {
         }
     }
 
+    /// The file's metadata from the first server holding it (a `HEAD`: no data read,
+    /// nothing verified).
+    pub async fn stat(&self, fid: &FileId) -> Result<FileStat, Error> {
+        let (servers, _) = self.locate(fid.volume).await?;
+        let server = &servers[0];
+        let mut request = self
+            .inner
+            .http
+            .head(format!("http://{server}/{fid}"))
+            .header(reqwest::header::ACCEPT_ENCODING, "gzip");
+        if let Some(jwt) = &self.inner.jwt {
+            request = request.bearer_auth(jwt);
+        }
+        let response = request.send().await.map_err(|e| unreachable_server(server, fid, e))?;
+        match response.status().as_u16() {
+            200 => {}
+            404 => return Err(Error::NotFound { fid: fid.to_string() }),
+            status => return Err(Error::Server { server: server.clone(), status, message: String::new() }),
+        }
+        let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Ok(FileStat {
+            stored_size: header(reqwest::header::CONTENT_LENGTH).and_then(|l| l.parse().ok()).unwrap_or(0),
+            compressed: header(reqwest::header::CONTENT_ENCODING)
+                .is_some_and(|e| e.eq_ignore_ascii_case("gzip")),
+            etag: header(reqwest::header::ETAG).map(|e| e.trim_matches('"').to_owned()),
+            content_type: header(reqwest::header::CONTENT_TYPE),
+            last_modified: header(reqwest::header::LAST_MODIFIED),
+            servers,
+        })
+    }
+
     /// The servers (`host:port`) holding a volume.
     pub async fn lookup(&self, volume: needle::VolumeId) -> Result<Vec<String>, Error> {
-        self.inner.master.lookup(volume).await
+        Ok(self.locate(volume).await?.0)
     }
+}
+
+/// The SDK error for a transport's failure on `server`.
+fn transport_error(server: &str, fid: &FileId, transport: &str, e: TransportError) -> Error {
+    let detail = format!("{transport} from {server}: {}", e.message);
+    match e.kind {
+        TransportErrorKind::NotFound => Error::NotFound { fid: fid.to_string() },
+        TransportErrorKind::NotOffered | TransportErrorKind::Unavailable | TransportErrorKind::Timeout => {
+            Error::TransportUnavailable { fid: fid.to_string(), detail }
+        }
+        TransportErrorKind::Corrupt => Error::ChecksumMismatch { fid: fid.to_string(), detail },
+        TransportErrorKind::Server(status) => {
+            Error::Server { server: server.to_owned(), status, message: e.message }
+        }
+    }
+}
+
+/// A request that never got an HTTP answer.
+fn unreachable_server(server: &str, fid: &FileId, e: reqwest::Error) -> Error {
+    Error::TransportUnavailable { fid: fid.to_string(), detail: format!("http to {server}: {e}") }
+}
+
+/// `range` of verified plain bytes.
+fn slice_range(fid: &FileId, plain: Bytes, range: Range<u64>) -> Result<Bytes, Error> {
+    let len = plain.len() as u64;
+    if range.start > range.end || range.end > len {
+        return Err(Error::RangeNotSatisfiable {
+            fid: fid.to_string(),
+            start: range.start,
+            end: range.end,
+            len,
+        });
+    }
+    Ok(plain.slice(range.start as usize..range.end as usize))
 }
 
 /// Whether a SeaweedFS server may gzip an upload of this type before storing it
@@ -378,7 +631,7 @@ fn server_may_compress(mime: &str) -> bool {
 }
 
 /// Decompresses verified stored data when it is gzip.
-fn plain_bytes(fid: &FileId, stored: NeedleData) -> Result<Bytes, Error> {
+pub(crate) fn plain_bytes(fid: &FileId, stored: NeedleData) -> Result<Bytes, Error> {
     if !stored.compressed {
         return Ok(stored.bytes);
     }

@@ -49,18 +49,34 @@ struct Location {
     url: String,
 }
 
+/// Where a volume's servers came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    /// Asked the master just now.
+    Master,
+    /// From the cache (or the one configured volume server): may be stale.
+    Cache,
+}
+
 #[derive(Debug)]
 pub(crate) struct MasterApi {
     http: reqwest::Client,
     /// `host:port` of the master (or of a standalone volume server).
     master: String,
+    /// Single-server mode: every volume is on the master address itself, never looked up.
+    single_server: bool,
     cache_ttl: Duration,
     locations: RwLock<HashMap<VolumeId, (Vec<String>, Instant)>>,
 }
 
 impl MasterApi {
-    pub(crate) fn new(http: reqwest::Client, master: String, cache_ttl: Duration) -> Self {
-        Self { http, master, cache_ttl, locations: RwLock::new(HashMap::new()) }
+    pub(crate) fn new(
+        http: reqwest::Client,
+        master: String,
+        single_server: bool,
+        cache_ttl: Duration,
+    ) -> Self {
+        Self { http, master, single_server, cache_ttl, locations: RwLock::new(HashMap::new()) }
     }
 
     fn error(&self, message: impl ToString) -> Error {
@@ -97,11 +113,14 @@ impl MasterApi {
     }
 
     /// The servers holding `volume`, from the cache while fresh.
-    pub(crate) async fn lookup(&self, volume: VolumeId) -> Result<Vec<String>, Error> {
+    pub(crate) async fn lookup(&self, volume: VolumeId) -> Result<(Vec<String>, Source), Error> {
+        if self.single_server {
+            return Ok((vec![self.master.clone()], Source::Cache));
+        }
         if let Some((servers, at)) = self.locations.read().await.get(&volume)
             && at.elapsed() < self.cache_ttl
         {
-            return Ok(servers.clone());
+            return Ok((servers.clone(), Source::Cache));
         }
         let response = self
             .http
@@ -117,12 +136,13 @@ impl MasterApi {
         }
         let servers: Vec<String> = reply.locations.into_iter().map(|l| l.url).collect();
         self.locations.write().await.insert(volume, (servers.clone(), Instant::now()));
-        Ok(servers)
+        Ok((servers, Source::Master))
     }
 
-    /// Drops a cached location after an error suggesting the volume moved.
-    pub(crate) async fn forget(&self, volume: VolumeId) {
-        self.locations.write().await.remove(&volume);
+    /// Drops a cached location after an error suggesting the volume moved. Whether
+    /// there was one to drop (never in single-server mode).
+    pub(crate) async fn forget(&self, volume: VolumeId) -> bool {
+        self.locations.write().await.remove(&volume).is_some()
     }
 }
 

@@ -22,30 +22,29 @@ pub struct NeedleData {
     pub content_type: Option<String>,
 }
 
-/// What went wrong on one transport, as far as the fallback policy cares.
+/// What went wrong on one transport; the policy decides from this alone whether the
+/// read falls back (and with which [`FallbackReason`](crate::FallbackReason)) or ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TransportErrorKind {
-    /// The transport cannot be used right now (no device, connection refused, broken
-    /// session, timeout): try the next transport.
+    /// The transport cannot work with this server at all: this host has no device, or
+    /// the server does not offer the service (e.g. gRPC `Unimplemented`). Falls back,
+    /// and the transport is skipped on that server for the backoff.
+    NotOffered,
+    /// The transport is broken right now (connection refused, session or queue pair
+    /// lost). Falls back, with backoff.
     Unavailable,
+    /// The transport gave up waiting. Falls back, with backoff. (The client also bounds
+    /// every RDMA attempt with its own timeout.)
+    Timeout,
     /// The server says the needle is not there: authoritative, no fallback.
     NotFound,
-    /// Bytes arrived but failed verification: try the next transport.
+    /// Bytes arrived but failed verification (header id, cookie, size or CRC32-C); they
+    /// were dropped. Falls back, without backoff: the needle, not the transport, may be
+    /// at fault.
     Corrupt,
-    /// The server answered with an error status.
+    /// The server answered with an error status (HTTP status, or the nearest one for
+    /// other protocols). Falls back, with backoff.
     Server(u16),
-}
-
-impl TransportErrorKind {
-    /// A short label for metrics and logs.
-    pub fn reason(self) -> &'static str {
-        match self {
-            TransportErrorKind::Unavailable => "unavailable",
-            TransportErrorKind::NotFound => "not_found",
-            TransportErrorKind::Corrupt => "verification_failed",
-            TransportErrorKind::Server(_) => "server_error",
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -55,12 +54,25 @@ pub struct TransportError {
     pub message: String,
 }
 
-/// A way to fetch a whole needle from a volume server.
+/// A way to fetch a whole needle from a volume server: the plug-in point for RDMA.
+///
+/// The contract an implementation keeps:
+/// - `Ok` only for bytes that were verified: header id, cookie and size match `fid`,
+///   and the CRC32-C of the stored data matches the needle's. Gzip-stored data is
+///   returned as stored, `compressed: true`; the client decompresses.
+/// - Errors carry the [`TransportErrorKind`] that says what failed, so the client can
+///   fall back for that request and back off the transport when it is at fault. A
+///   transport keeping cached needle locations should drop a location whose read
+///   failed verification and retry once before answering `Corrupt`.
+/// - Every wait is bounded; the client also cancels an attempt after its RDMA timeout
+///   (the future is dropped), so an attempt must be cancel-safe.
 pub trait ReadTransport: Send + Sync + fmt::Debug {
     /// A short name for metrics and logs (`"http"`, `"rdma-sideway"`).
     fn name(&self) -> &'static str;
 
-    /// Fetches `fid` from `server` (`host:port`) and returns its verified stored data.
+    /// Fetches `fid` from `server` (the volume server's HTTP `host:port`, as the master
+    /// lists it; an RDMA transport derives its control-plane address from it) and
+    /// returns its verified stored data.
     fn read_needle<'a>(
         &'a self,
         server: &'a str,
@@ -79,6 +91,11 @@ impl HttpTransport {
     pub fn new(reader: HttpReader) -> Self {
         Self { reader }
     }
+
+    /// The reader underneath, for reads that stream instead of taking a whole needle.
+    pub fn reader(&self) -> &HttpReader {
+        &self.reader
+    }
 }
 
 impl ReadTransport for HttpTransport {
@@ -93,17 +110,7 @@ impl ReadTransport for HttpTransport {
         jwt: Option<&'a str>,
     ) -> BoxFuture<'a, Result<NeedleData, TransportError>> {
         Box::pin(async move {
-            let stored = self.reader.read_needle(server, fid, jwt).await.map_err(|e| {
-                let kind = match &e {
-                    HttpReadError::NotFound { .. } => TransportErrorKind::NotFound,
-                    HttpReadError::Server { status, .. } => TransportErrorKind::Server(*status),
-                    HttpReadError::Transport { .. } => TransportErrorKind::Unavailable,
-                    HttpReadError::MissingChecksum { .. } | HttpReadError::ChecksumMismatch { .. } => {
-                        TransportErrorKind::Corrupt
-                    }
-                };
-                TransportError { kind, message: e.to_string() }
-            })?;
+            let stored = self.reader.read_needle(server, fid, jwt).await.map_err(http_error)?;
             Ok(NeedleData {
                 bytes: stored.bytes,
                 compressed: stored.compressed,
@@ -112,4 +119,18 @@ impl ReadTransport for HttpTransport {
             })
         })
     }
+}
+
+/// The transport-neutral kind of an HTTP read failure.
+pub(crate) fn http_error(e: HttpReadError) -> TransportError {
+    let kind = match &e {
+        HttpReadError::NotFound { .. } => TransportErrorKind::NotFound,
+        HttpReadError::Server { status, .. } => TransportErrorKind::Server(*status),
+        HttpReadError::Transport { source, .. } if source.is_timeout() => TransportErrorKind::Timeout,
+        HttpReadError::Transport { .. } => TransportErrorKind::Unavailable,
+        HttpReadError::MissingChecksum { .. } | HttpReadError::ChecksumMismatch { .. } => {
+            TransportErrorKind::Corrupt
+        }
+    };
+    TransportError { kind, message: e.to_string() }
 }

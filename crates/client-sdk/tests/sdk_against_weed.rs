@@ -3,8 +3,8 @@
 //! reported.
 
 use client_sdk::{
-    BoxFuture, Client, Error, FileId, NeedleData, ReadTransport, TransportError, TransportErrorKind,
-    UploadOptions,
+    BoxFuture, Client, Error, FallbackReason, FileId, NeedleData, ReadTransport, TransportError,
+    TransportErrorKind, UploadOptions,
 };
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
@@ -33,7 +33,7 @@ impl ReadTransport for NoDeviceEngine {
     ) -> BoxFuture<'a, Result<NeedleData, TransportError>> {
         self.attempts.fetch_add(1, Ordering::Relaxed);
         Box::pin(async {
-            Err(TransportError { kind: TransportErrorKind::Unavailable, message: "no RDMA device".into() })
+            Err(TransportError { kind: TransportErrorKind::NotOffered, message: "no RDMA device".into() })
         })
     }
 }
@@ -45,7 +45,7 @@ fn sdk_round_trips_through_a_live_weed_over_http() {
     let volume = WeedVolume::start(&root.path().join("volume"), &master).unwrap_or_else(|e| panic!("{e}"));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let engine = Arc::new(NoDeviceEngine::default());
-    let client = Client::builder(master.addr()).transport(engine.clone()).build().unwrap();
+    let client = Client::builder(master.addr()).rdma_transport(engine.clone()).build().unwrap();
 
     runtime.block_on(async {
         let text = "a dull boy\n".repeat(3000).into_bytes();
@@ -91,8 +91,8 @@ fn sdk_round_trips_through_a_live_weed_over_http() {
     // RDMA was tried first, found unavailable, then skipped during its backoff; each
     // fallback is counted with its reason.
     let counts = client.fallback_counts();
-    assert_eq!(counts.get(&("rdma-no-device", "unavailable")), Some(&1), "{counts:?}");
-    assert!(counts.get(&("rdma-no-device", "backoff")).copied().unwrap_or(0) > 5, "{counts:?}");
+    assert_eq!(counts.get(&("rdma-no-device", FallbackReason::NotOffered)), Some(&1), "{counts:?}");
+    assert!(counts.get(&("rdma-no-device", FallbackReason::Backoff)).copied().unwrap_or(0) > 5, "{counts:?}");
     assert_eq!(engine.attempts.load(Ordering::Relaxed), 1, "backoff keeps the broken engine out of the way");
 
     // Close our keep-alive connections first: weed's graceful stop waits for them.

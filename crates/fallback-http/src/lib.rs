@@ -10,7 +10,7 @@
 //! or malformed ETag, a short body, or a mismatch is an error: the bytes are dropped.
 //! Decompression is left to the caller, after verification.
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use needle::FileId;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, ETAG};
@@ -95,6 +95,30 @@ impl HttpReader {
         fid: &FileId,
         jwt: Option<&str>,
     ) -> Result<StoredData, HttpReadError> {
+        let mut body = self.open_needle(server, fid, jwt).await?;
+        let mut bytes = BytesMut::with_capacity(body.content_length.unwrap_or(0).min(64 << 20) as usize);
+        while let Some(chunk) = body.next_unverified_chunk().await? {
+            bytes.extend_from_slice(&chunk);
+        }
+        // `next_unverified_chunk` returned `None`: the CRC32-C of everything matched.
+        Ok(StoredData {
+            bytes: bytes.freeze(),
+            compressed: body.compressed,
+            crc: body.expected,
+            content_type: body.content_type,
+        })
+    }
+
+    /// Starts reading the whole needle `fid` from `server`: the status and the ETag are
+    /// checked here, the bytes as they arrive through [`NeedleBody`], which verifies the
+    /// CRC32-C when the body ends. For callers that must not hold a large needle in
+    /// memory (ranged and streaming reads).
+    pub async fn open_needle(
+        &self,
+        server: &str,
+        fid: &FileId,
+        jwt: Option<&str>,
+    ) -> Result<NeedleBody, HttpReadError> {
         let transport = |source| HttpReadError::Transport { server: server.to_owned(), source };
         let mut request = self.client.get(format!("http://{server}/{fid}")).header(ACCEPT_ENCODING, "gzip");
         if let Some(token) = jwt {
@@ -124,17 +148,63 @@ impl HttpReader {
                 fid: fid.to_string(),
                 etag: etag.clone(),
             })?;
-        let bytes = response.bytes().await.map_err(transport)?;
-        let computed = needle::crc::crc32c(&bytes);
-        if computed != expected {
-            return Err(HttpReadError::ChecksumMismatch {
-                server: server.to_owned(),
-                fid: fid.to_string(),
-                expected,
-                computed,
-            });
+        Ok(NeedleBody {
+            server: server.to_owned(),
+            fid: fid.to_string(),
+            content_length: response.content_length(),
+            response,
+            expected,
+            crc: 0,
+            compressed,
+            content_type,
+        })
+    }
+}
+
+/// A needle's stored bytes as they arrive over HTTP, checked against the ETag's CRC32-C
+/// when the body ends.
+#[derive(Debug)]
+pub struct NeedleBody {
+    server: String,
+    fid: String,
+    response: reqwest::Response,
+    /// The ETag's CRC32-C.
+    expected: u32,
+    /// CRC32-C of the chunks so far.
+    crc: u32,
+    /// Stored bytes the server announced (`Content-Length`), when it did.
+    pub content_length: Option<u64>,
+    /// The stored bytes are gzip.
+    pub compressed: bool,
+    pub content_type: Option<String>,
+}
+
+impl NeedleBody {
+    /// The next chunk of stored bytes, or `None` once the whole body arrived **and** its
+    /// CRC32-C matched the ETag (a mismatch is [`HttpReadError::ChecksumMismatch`]).
+    ///
+    /// Chunks are unverified until this returns `Ok(None)`: a caller must not hand any
+    /// of them on before then.
+    pub async fn next_unverified_chunk(&mut self) -> Result<Option<Bytes>, HttpReadError> {
+        match self.response.chunk().await {
+            Ok(Some(chunk)) => {
+                self.crc = needle::crc::crc32c_append(self.crc, &chunk);
+                Ok(Some(chunk))
+            }
+            Ok(None) if self.crc == self.expected => Ok(None),
+            Ok(None) => Err(HttpReadError::ChecksumMismatch {
+                server: self.server.clone(),
+                fid: self.fid.clone(),
+                expected: self.expected,
+                computed: self.crc,
+            }),
+            Err(source) => Err(HttpReadError::Transport { server: self.server.clone(), source }),
         }
-        Ok(StoredData { bytes, compressed, crc: computed, content_type })
+    }
+
+    /// The CRC32-C the body must have (from the ETag).
+    pub fn expected_crc(&self) -> u32 {
+        self.expected
     }
 }
 

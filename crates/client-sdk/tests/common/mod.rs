@@ -1,0 +1,101 @@
+//! Shared by the SDK's integration tests: our standalone volume server, and stand-ins for
+//! an RDMA engine on a host that has none.
+
+#![allow(dead_code)] // each test target uses a different part
+
+use client_sdk::{BoxFuture, FileId, NeedleData, ReadTransport, TransportError, TransportErrorKind};
+use fallback_http::{HttpReadConfig, HttpReader};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use testbeds::ours::OurVolumeServer;
+
+/// `$CARGO_TARGET_DIR/debug/volume-server`, next to this test's `deps/` directory.
+pub fn volume_server_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target/debug").join("volume-server");
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo build -p volume-server` (`cargo test --workspace` builds it)",
+        bin.display()
+    );
+    bin
+}
+
+/// Our volume server, standalone (it answers the master API itself), over `dir`.
+pub fn our_server(dir: &std::path::Path) -> OurVolumeServer {
+    OurVolumeServer::start(&volume_server_bin(), dir, &[]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// What a [`FakeRdma`] does on each read.
+#[derive(Clone, Debug)]
+pub enum Script {
+    /// Fails with this kind.
+    Fail(TransportErrorKind),
+    /// Never answers (the client's RDMA timeout must cut it off).
+    Hang,
+    /// Serves the needle, verified, by reading it over HTTP: stands in for a working
+    /// RDMA engine so the policy's success path can run on a host without RDMA.
+    Serve,
+}
+
+/// Fakes an RDMA engine on a host that has no RDMA device: it does what its script says
+/// and counts its attempts. The policy around it (fallback, backoff, counters, timeout)
+/// is real, and so is the HTTP path; real RDMA engines are tested in the Soft-RoCE guest.
+#[derive(Debug)]
+pub struct FakeRdma {
+    pub script: Mutex<Script>,
+    pub attempts: AtomicUsize,
+    http: HttpReader,
+}
+
+impl FakeRdma {
+    pub fn new(script: Script) -> Self {
+        Self {
+            script: Mutex::new(script),
+            attempts: AtomicUsize::new(0),
+            http: HttpReader::new(&HttpReadConfig::default()).unwrap(),
+        }
+    }
+
+    pub fn set(&self, script: Script) {
+        *self.script.lock().unwrap() = script;
+    }
+
+    pub fn attempts(&self) -> usize {
+        self.attempts.load(Ordering::Relaxed)
+    }
+}
+
+impl ReadTransport for FakeRdma {
+    fn name(&self) -> &'static str {
+        "fake-rdma"
+    }
+
+    fn read_needle<'a>(
+        &'a self,
+        server: &'a str,
+        fid: &'a FileId,
+        jwt: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<NeedleData, TransportError>> {
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        let script = self.script.lock().unwrap().clone();
+        Box::pin(async move {
+            match script {
+                Script::Fail(kind) => Err(TransportError { kind, message: format!("scripted {kind:?}") }),
+                Script::Hang => std::future::pending().await,
+                Script::Serve => {
+                    let stored = self.http.read_needle(server, fid, jwt).await.map_err(|e| {
+                        TransportError { kind: TransportErrorKind::Unavailable, message: e.to_string() }
+                    })?;
+                    Ok(NeedleData {
+                        bytes: stored.bytes,
+                        compressed: stored.compressed,
+                        crc: stored.crc,
+                        content_type: stored.content_type,
+                    })
+                }
+            }
+        })
+    }
+}

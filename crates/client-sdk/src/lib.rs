@@ -328,10 +328,14 @@ impl Client {
         }
         let etag = reply.get("eTag").and_then(|e| e.as_str()).unwrap_or("").to_owned();
         let sent = needle::crc::etag(needle::crc::crc32c(&data));
-        // The server stores gzip for compressible types, and then its CRC is over the
-        // gzip bytes; otherwise it must be the CRC of exactly what we sent.
-        if etag != sent && !server_may_compress(mime) {
-            return Err(Error::UploadCorrupted { fid: fid.to_string(), stored: etag, sent });
+        // The server may have stored gzip (weed decides from the mime type and the file
+        // name's extension), and then its CRC is over the gzip bytes: read the stored
+        // form back, verified, and check that it decompresses to what we sent.
+        if etag != sent {
+            let stored = self.read_stored(&fid).await?;
+            if !stored.compressed || plain_bytes(&fid, stored)? != data {
+                return Err(Error::UploadCorrupted { fid: fid.to_string(), stored: etag, sent });
+            }
         }
         Ok(Uploaded { fid, server, size: data.len() as u64, etag })
     }
@@ -619,15 +623,6 @@ fn slice_range(fid: &FileId, plain: Bytes, range: Range<u64>) -> Result<Bytes, E
         });
     }
     Ok(plain.slice(range.start as usize..range.end as usize))
-}
-
-/// Whether a SeaweedFS server may gzip an upload of this type before storing it
-/// (weed's `IsCompressableFileType`: text, and xml/script application types).
-fn server_may_compress(mime: &str) -> bool {
-    mime.starts_with("text/")
-        || (mime.starts_with("application/") && (mime.ends_with("xml") || mime.ends_with("script")))
-        || mime.starts_with("audio/wav")
-        || mime.starts_with("audio/x-wav")
 }
 
 /// Decompresses verified stored data when it is gzip.

@@ -101,3 +101,90 @@ fn sdk_round_trips_through_a_live_weed_over_http() {
     volume.stop();
     master.stop();
 }
+
+/// Copies volume `vid`'s files from `from` into `to` (created), as a move would.
+fn copy_volume(from: &std::path::Path, to: &std::path::Path, vid: u32) {
+    std::fs::create_dir_all(to).unwrap();
+    for ext in ["dat", "idx", "vif"] {
+        let name = format!("{vid}.{ext}");
+        std::fs::copy(from.join(&name), to.join(&name)).unwrap();
+    }
+}
+
+/// Polls the master until volume `vid` is exactly at `servers` (bounded: 20 s).
+async fn wait_for_locations(probe: &Client, vid: needle::VolumeId, servers: &[String]) {
+    for _ in 0..200 {
+        if probe.lookup(vid).await.is_ok_and(|found| found == servers) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the master never listed volume {vid} at exactly {servers:?}");
+}
+
+/// A volume that really moves under a live weed cluster: the cached location answers
+/// 404 (weed with `-readMode=local`), later refuses connections; each time the client
+/// asks the master again and reads from the new place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_locations_follow_a_moved_volume() {
+    let root = tempfile::tempdir().unwrap();
+    let master = WeedMaster::start(root.path(), 64).unwrap_or_else(|e| panic!("{e}"));
+    let a = WeedVolume::start(&root.path().join("a"), &master).unwrap_or_else(|e| panic!("{e}"));
+    let client = Client::builder(master.addr()).build().unwrap();
+    let probe = Client::builder(master.addr()).location_cache_ttl(std::time::Duration::ZERO).build().unwrap();
+    let blob = pseudo_random(50_000, 21);
+    let fid = client.upload(blob.clone(), &UploadOptions::default()).await.unwrap().fid;
+    assert_eq!(client.download(&fid).await.unwrap(), blob);
+    assert_eq!(client.lookup(fid.volume).await.unwrap(), [a.addr()], "cached at A");
+
+    // Move to B: copy the files, start B, then delete the volume from A (which then
+    // answers 404 for it).
+    copy_volume(a.dir(), &root.path().join("b"), fid.volume.0);
+    let b = WeedVolume::start(&root.path().join("b"), &master).unwrap_or_else(|e| panic!("{e}"));
+    wait_for_locations(&probe, fid.volume, &[a.addr(), b.addr()]).await;
+    let shell = format!("lock\nvolume.delete -node={} -volumeId={}\nunlock\nexit\n", a.addr(), fid.volume);
+    run_weed_shell(&master.addr(), &shell);
+    wait_for_locations(&probe, fid.volume, &[b.addr()]).await;
+    assert_eq!(client.download(&fid).await.unwrap(), blob, "404 at the cached A, then read at B");
+    assert_eq!(client.metrics().location_refreshes, 1);
+
+    // Move to C the crude way: B's server goes away, C serves a copy.
+    copy_volume(b.dir(), &root.path().join("c"), fid.volume.0);
+    let c = WeedVolume::start(&root.path().join("c"), &master).unwrap_or_else(|e| panic!("{e}"));
+    let b_addr = b.addr();
+    b.stop();
+    wait_for_locations(&probe, fid.volume, &[c.addr()]).await;
+    assert_eq!(client.download(&fid).await.unwrap(), blob, "B refuses, then read at C");
+    assert_eq!(client.metrics().location_refreshes, 2);
+    assert_ne!(client.lookup(fid.volume).await.unwrap(), [b_addr]);
+
+    drop((client, probe));
+    c.stop();
+    a.stop();
+    master.stop();
+}
+
+/// Runs `commands` through `weed shell` against `master`, bounded to 60 s.
+fn run_weed_shell(master: &str, commands: &str) {
+    use std::io::Write;
+    let mut shell = std::process::Command::new(testbeds::weed::weed_binary().unwrap())
+        .args(["shell", &format!("-master={master}")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    shell.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
+    for _ in 0..600 {
+        if let Some(status) = shell.try_wait().unwrap() {
+            let output = shell.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&output.stdout).into_owned()
+                + &String::from_utf8_lossy(&output.stderr);
+            assert!(status.success() && !text.contains("error"), "weed shell: {text}");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = shell.kill();
+    panic!("weed shell did not finish within 60 s");
+}

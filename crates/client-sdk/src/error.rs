@@ -3,6 +3,7 @@
 /// Why an SDK call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// A file id that does not parse (`"3,01637037d6"` is the form).
     #[error(transparent)]
     BadFileId(#[from] needle::FidError),
     /// The needle does not exist, was deleted or expired, or the cookie is wrong.
@@ -35,6 +36,7 @@ pub enum Error {
     /// A streamed needle could not be held in or read back from its temporary file.
     #[error("{fid}: local temporary file: {source}")]
     LocalIo { fid: String, source: std::io::Error },
+    /// The builder's settings do not make a working client.
     #[error("invalid client configuration: {0}")]
     Config(String),
 }

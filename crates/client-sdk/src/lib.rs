@@ -75,6 +75,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Builds a [`Client`].
+///
+/// ```
+/// use client_sdk::{Backoff, Client, RdmaPolicy};
+/// use std::time::Duration;
+///
+/// let client = Client::builder("127.0.0.1:9333")          // a master
+///     .request_timeout(Duration::from_secs(10))
+///     .location_cache_ttl(Duration::from_secs(60))
+///     .rdma_policy(RdmaPolicy::Prefer)                    // with .rdma_transport(engine)
+///     .rdma_timeout(Duration::from_millis(500))
+///     .backoff(Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(30) })
+///     .jwt("eyJhbGciOiJIUzI1NiJ9.e30.signature")
+///     .build()?;
+/// # drop(client);
+/// # Ok::<(), client_sdk::Error>(())
+/// ```
 #[derive(Debug)]
 pub struct ClientBuilder {
     master: String,
@@ -365,6 +381,17 @@ impl Client {
 
     /// The whole file as a stream of chunks, for large needles: see [`NeedleStream`] for
     /// what is guaranteed. Resolves once the needle has arrived and verified.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: client_sdk::Client, fid: client_sdk::FileId) -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::io::Write;
+    /// let mut out = std::fs::File::create("copy.bin")?;
+    /// let mut stream = client.download_stream(&fid).await?;
+    /// while let Some(chunk) = stream.next_chunk().await {
+    ///     out.write_all(&chunk?)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub async fn download_stream(&self, fid: &FileId) -> Result<NeedleStream, Error> {
         match self.read(fid, &Want::Stream).await? {
             Got::Stream(stream) => Ok(*stream),

@@ -66,6 +66,38 @@ pub struct TransportError {
 ///   failed verification and retry once before answering `Corrupt`.
 /// - Every wait is bounded; the client also cancels an attempt after its RDMA timeout
 ///   (the future is dropped), so an attempt must be cancel-safe.
+///
+/// An adapter over an RDMA engine looks like this; the client does the rest (policy,
+/// fallback, backoff, counting):
+///
+/// ```
+/// use client_sdk::{BoxFuture, Client, FileId, NeedleData, ReadTransport, TransportError, TransportErrorKind};
+/// use std::sync::Arc;
+///
+/// /// An engine on a host without an RDMA device.
+/// #[derive(Debug)]
+/// struct Rdma;
+///
+/// impl ReadTransport for Rdma {
+///     fn name(&self) -> &'static str {
+///         "rdma"
+///     }
+///
+///     fn read_needle<'a>(
+///         &'a self,
+///         _server: &'a str,
+///         _fid: &'a FileId,
+///         _jwt: Option<&'a str>,
+///     ) -> BoxFuture<'a, Result<NeedleData, TransportError>> {
+///         Box::pin(async {
+///             Err(TransportError { kind: TransportErrorKind::NotOffered, message: "no RDMA device".into() })
+///         })
+///     }
+/// }
+///
+/// let client = Client::builder("127.0.0.1:8080").rdma_transport(Arc::new(Rdma)).build().unwrap();
+/// # drop(client);
+/// ```
 pub trait ReadTransport: Send + Sync + fmt::Debug {
     /// A short name for metrics and logs (`"http"`, `"rdma-sideway"`).
     fn name(&self) -> &'static str;

@@ -9,6 +9,14 @@
 //! from the record), so the CRC32-C of the received body must equal the ETag. A missing
 //! or malformed ETag, a short body, or a mismatch is an error: the bytes are dropped.
 //! Decompression is left to the caller, after verification.
+//!
+//! [`HttpReader::read_needle`] returns the whole needle; [`HttpReader::open_needle`] hands
+//! out the body chunk by chunk ([`NeedleBody`]) and checks the CRC32-C at its end, for
+//! callers that keep only part of a large needle or spill it to disk — they must hold
+//! every chunk back until the end verified.
+//!
+//! No `Range` requests: weed keeps one CRC32-C per needle, so a partial body could not be
+//! verified. A ranged read takes the whole body through the CRC and keeps the range.
 
 use bytes::{Bytes, BytesMut};
 use needle::FileId;

@@ -132,3 +132,34 @@ async fn corrupt_bytes_in_flight_are_rejected() {
     let err = reader.read_needle(&serve_once(unverifiable), &fid, None).await.unwrap_err();
     assert!(matches!(err, HttpReadError::MissingChecksum { etag: None, .. }), "{err}");
 }
+
+#[tokio::test]
+async fn a_streamed_body_fails_at_its_end_when_the_crc_does_not_match() {
+    let reader = HttpReader::new(&HttpReadConfig::default()).unwrap();
+    let fid: FileId = "3,01637037d6".parse().unwrap();
+    // "hellp" with the ETag of "hello", in two chunks: the bytes arrive, the end is an error.
+    let lying =
+        b"HTTP/1.1 200 OK\r\nETag: \"9a71bb4c\"\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhel\r\n2\r\nlp\r\n0\r\n\r\n"
+            .to_vec();
+    let mut body = reader.open_needle(&serve_once(lying), &fid, None).await.unwrap();
+    assert_eq!(body.expected_crc(), 0x9a71bb4c);
+    let mut received = Vec::new();
+    let err = loop {
+        match body.next_unverified_chunk().await {
+            Ok(Some(chunk)) => received.extend_from_slice(&chunk),
+            Ok(None) => panic!("a mismatching body must not end cleanly"),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(received, b"hellp");
+    assert!(
+        matches!(err, HttpReadError::ChecksumMismatch { computed, .. } if computed == needle::crc::crc32c(b"hellp")),
+        "{err}"
+    );
+
+    let honest = b"HTTP/1.1 200 OK\r\nETag: \"9a71bb4c\"\r\nContent-Length: 5\r\n\r\nhello".to_vec();
+    let mut body = reader.open_needle(&serve_once(honest), &fid, None).await.unwrap();
+    assert_eq!(body.content_length, Some(5));
+    assert_eq!(body.next_unverified_chunk().await.unwrap().as_deref(), Some(&b"hello"[..]));
+    assert!(body.next_unverified_chunk().await.unwrap().is_none(), "ends verified");
+}

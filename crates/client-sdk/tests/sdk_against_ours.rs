@@ -208,3 +208,41 @@ async fn every_failure_has_its_typed_error() {
     let err = client.delete(&stored.fid).await.unwrap_err();
     assert!(matches!(err, Error::TransportUnavailable { .. }), "dead server: {err}");
 }
+
+/// Many readers at once on mixed sizes and read kinds, through one shared client (the
+/// tasks are spawned, so the client and its futures are `Send`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_readers_on_mixed_sizes_all_get_their_bytes() {
+    let root = tempfile::tempdir().unwrap();
+    let server = our_server(&root.path().join("data"));
+    let client = Client::builder(server.addr()).stream_memory_limit(64 << 10).build().unwrap();
+    let mut stored = Vec::new();
+    for (i, size) in [0usize, 1, 4 << 10, 64 << 10, 300_000, 1 << 20].into_iter().enumerate() {
+        let blob = pseudo_random(size, 100 + i as u64);
+        stored.push((client.upload(blob.clone(), &UploadOptions::default()).await.unwrap().fid, blob));
+    }
+    let stored = Arc::new(stored);
+    let tasks: Vec<_> = (0..48)
+        .map(|task| {
+            let (client, stored) = (client.clone(), stored.clone());
+            tokio::spawn(async move {
+                let (fid, blob) = &stored[task % stored.len()];
+                match task % 3 {
+                    0 => assert_eq!(client.download(fid).await.unwrap(), &blob[..]),
+                    1 => {
+                        let (start, end) = (blob.len() as u64 / 3, blob.len() as u64 / 2);
+                        let got = client.read_range(fid, start..end).await.unwrap();
+                        assert_eq!(got, &blob[start as usize..end as usize]);
+                    }
+                    _ => assert_eq!(drain(&client, fid).await, *blob),
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(client.metrics().reads.get("http"), Some(&48));
+    drop(client);
+    server.stop();
+}

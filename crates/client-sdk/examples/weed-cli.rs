@@ -66,7 +66,7 @@ async fn run(master: &str, args: &[String]) -> Result<(), String> {
         }
         [cmd, id] if cmd == "stat" => {
             let stat = client.stat(&fid(id)?).await.map_err(|e| e.to_string())?;
-            println!("servers:       {}", stat.servers.join(", "));
+            println!("server:        {}", stat.server);
             println!("stored size:   {}{}", stat.stored_size, if stat.compressed { " (gzip)" } else { "" });
             println!("crc32c (etag): {}", stat.etag.as_deref().unwrap_or("-"));
             println!("content type:  {}", stat.content_type.as_deref().unwrap_or("-"));

@@ -244,25 +244,31 @@ struct Inner {
     stream_memory_limit: u64,
 }
 
-/// What a read wants from the verified needle.
-enum Want {
+/// An operation on one file, done at a server holding its volume.
+enum Op {
+    /// Reads: the whole stored needle, a plain range, a verified stream.
     Stored,
     Range(Range<u64>),
     Stream,
+    /// HTTP only: a `HEAD`, a `DELETE`.
+    Stat,
+    Delete,
 }
 
-/// What it got.
-enum Got {
+/// What it gave.
+enum Done {
     Stored(NeedleData),
     Range(Bytes),
     Stream(Box<NeedleStream>),
+    Stat(FileStat),
+    Deleted,
 }
 
 /// A file's metadata as a volume server reports it (a `HEAD`; no data is read).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileStat {
-    /// The servers holding the volume; the first one answered.
-    pub servers: Vec<String>,
+    /// The server that answered.
+    pub server: String,
     /// Bytes as stored (gzip when `compressed`).
     pub stored_size: u64,
     pub compressed: bool,
@@ -373,8 +379,8 @@ impl Client {
                 len: 0,
             });
         }
-        match self.read(fid, &Want::Range(range)).await? {
-            Got::Range(bytes) => Ok(bytes),
+        match self.at_volume(fid, &Op::Range(range)).await? {
+            Done::Range(bytes) => Ok(bytes),
             _ => unreachable!("a range read gives a range"),
         }
     }
@@ -393,16 +399,16 @@ impl Client {
     /// # Ok(()) }
     /// ```
     pub async fn download_stream(&self, fid: &FileId) -> Result<NeedleStream, Error> {
-        match self.read(fid, &Want::Stream).await? {
-            Got::Stream(stream) => Ok(*stream),
+        match self.at_volume(fid, &Op::Stream).await? {
+            Done::Stream(stream) => Ok(*stream),
             _ => unreachable!("a streaming read gives a stream"),
         }
     }
 
     /// The whole needle's stored data (gzip stays gzip), verified.
     pub async fn read_stored(&self, fid: &FileId) -> Result<NeedleData, Error> {
-        match self.read(fid, &Want::Stored).await? {
-            Got::Stored(data) => Ok(data),
+        match self.at_volume(fid, &Op::Stored).await? {
+            Done::Stored(data) => Ok(data),
             _ => unreachable!("a whole read gives stored data"),
         }
     }
@@ -415,11 +421,11 @@ impl Client {
         Ok(located)
     }
 
-    /// One read at the volume's servers, retried once at fresh locations when the
-    /// cached ones look stale (see the crate docs).
-    async fn read(&self, fid: &FileId, want: &Want) -> Result<Got, Error> {
+    /// `op` at the volume's servers, retried once at fresh locations when the cached
+    /// ones look stale (see the crate docs).
+    async fn at_volume(&self, fid: &FileId, op: &Op) -> Result<Done, Error> {
         let (servers, source) = self.locate(fid.volume).await?;
-        let result = self.read_from_servers(&servers, fid, want).await;
+        let result = self.at_servers(&servers, fid, op).await;
         let looks_moved = matches!(result, Err(Error::TransportUnavailable { .. } | Error::NotFound { .. }));
         if !looks_moved || source != Source::Cache || !self.inner.master.forget(fid.volume).await {
             return result;
@@ -430,14 +436,15 @@ impl Client {
             return result;
         }
         tracing::debug!(%fid, ?servers, ?fresh, "retrying at fresh locations");
-        self.read_from_servers(&fresh, fid, want).await
+        self.at_servers(&fresh, fid, op).await
     }
 
-    async fn read_from_servers(&self, servers: &[String], fid: &FileId, want: &Want) -> Result<Got, Error> {
+    /// `op` at the first server that answers; "not found" is final.
+    async fn at_servers(&self, servers: &[String], fid: &FileId, op: &Op) -> Result<Done, Error> {
         let mut last = Error::TransportUnavailable { fid: fid.to_string(), detail: "no server".into() };
         for server in servers {
-            match self.read_from_server(server, fid, want).await {
-                Ok(got) => return Ok(got),
+            match self.at_server(server, fid, op).await {
+                Ok(done) => return Ok(done),
                 Err(e @ Error::NotFound { .. }) => return Err(e),
                 Err(e) => last = e,
             }
@@ -445,44 +452,44 @@ impl Client {
         Err(last)
     }
 
-    /// RDMA per the policy, then HTTP.
-    async fn read_from_server(&self, server: &str, fid: &FileId, want: &Want) -> Result<Got, Error> {
+    /// Reads: RDMA per the policy, then HTTP. Stat and delete: HTTP.
+    async fn at_server(&self, server: &str, fid: &FileId, op: &Op) -> Result<Done, Error> {
+        match op {
+            Op::Stat => return self.stat_at(server, fid).await.map(Done::Stat),
+            Op::Delete => return self.delete_at(server, fid).await.map(|()| Done::Deleted),
+            Op::Stored | Op::Range(_) | Op::Stream => {}
+        }
         if let Some(result) = self.try_rdma(server, fid).await {
             let data = result?;
-            return match want {
-                Want::Stored => Ok(Got::Stored(data)),
-                Want::Range(range) => {
-                    slice_range(fid, plain_bytes(fid, data)?, range.clone()).map(Got::Range)
-                }
-                Want::Stream => Ok(Got::Stream(Box::new(NeedleStream::in_memory(fid, data)))),
+            return match op {
+                Op::Range(range) => slice_range(fid, plain_bytes(fid, data)?, range.clone()).map(Done::Range),
+                Op::Stream => Ok(Done::Stream(Box::new(NeedleStream::in_memory(fid, data)))),
+                _ => Ok(Done::Stored(data)),
             };
         }
         let jwt = self.inner.jwt.as_deref();
         let http = &self.inner.http_transport;
-        let got = match want {
-            Want::Stored => Got::Stored(
+        let done = if let Op::Stored = op {
+            Done::Stored(
                 http.read_needle(server, fid, jwt)
                     .await
                     .map_err(|e| transport_error(server, fid, "http", e))?,
-            ),
-            Want::Range(_) | Want::Stream => {
-                let body = http
-                    .reader()
-                    .open_needle(server, fid, jwt)
-                    .await
-                    .map_err(|e| transport_error(server, fid, "http", transport::http_error(e)))?;
-                match want {
-                    Want::Range(range) => {
-                        Got::Range(stream::range_of(server, fid, body, range.clone()).await?)
-                    }
-                    _ => Got::Stream(Box::new(
-                        NeedleStream::receive(server, fid, body, self.inner.stream_memory_limit).await?,
-                    )),
-                }
+            )
+        } else {
+            let body = http
+                .reader()
+                .open_needle(server, fid, jwt)
+                .await
+                .map_err(|e| transport_error(server, fid, "http", transport::http_error(e)))?;
+            match op {
+                Op::Range(range) => Done::Range(stream::range_of(server, fid, body, range.clone()).await?),
+                _ => Done::Stream(Box::new(
+                    NeedleStream::receive(server, fid, body, self.inner.stream_memory_limit).await?,
+                )),
             }
         };
         self.inner.policy.succeeded("http", server);
-        Ok(got)
+        Ok(done)
     }
 
     /// The RDMA attempt: `None` to go on to HTTP (the fallback already counted),
@@ -562,30 +569,35 @@ impl Client {
 
     /// Deletes the file. A missing file is [`Error::NotFound`].
     pub async fn delete(&self, fid: &FileId) -> Result<(), Error> {
-        let (servers, _) = self.locate(fid.volume).await?;
-        let server = &servers[0];
-        let response = self
-            .inner
-            .http
-            .delete(format!("http://{server}/{fid}"))
-            .send()
-            .await
-            .map_err(|e| unreachable_server(server, fid, e))?;
+        self.at_volume(fid, &Op::Delete).await.map(|_| ())
+    }
+
+    async fn delete_at(&self, server: &str, fid: &FileId) -> Result<(), Error> {
+        let mut request = self.inner.http.delete(format!("http://{server}/{fid}"));
+        if let Some(jwt) = &self.inner.jwt {
+            request = request.bearer_auth(jwt);
+        }
+        let response = request.send().await.map_err(|e| unreachable_server(server, fid, e))?;
         match response.status().as_u16() {
             202 => Ok(()),
             404 => Err(Error::NotFound { fid: fid.to_string() }),
             status => {
                 let message = response.text().await.unwrap_or_default();
-                Err(Error::Server { server: server.clone(), status, message })
+                Err(Error::Server { server: server.to_owned(), status, message })
             }
         }
     }
 
-    /// The file's metadata from the first server holding it (a `HEAD`: no data read,
-    /// nothing verified).
+    /// The file's metadata from a server holding it (a `HEAD`: no data read, nothing
+    /// verified).
     pub async fn stat(&self, fid: &FileId) -> Result<FileStat, Error> {
-        let (servers, _) = self.locate(fid.volume).await?;
-        let server = &servers[0];
+        match self.at_volume(fid, &Op::Stat).await? {
+            Done::Stat(stat) => Ok(stat),
+            _ => unreachable!("a stat gives a stat"),
+        }
+    }
+
+    async fn stat_at(&self, server: &str, fid: &FileId) -> Result<FileStat, Error> {
         let mut request = self
             .inner
             .http
@@ -598,17 +610,19 @@ impl Client {
         match response.status().as_u16() {
             200 => {}
             404 => return Err(Error::NotFound { fid: fid.to_string() }),
-            status => return Err(Error::Server { server: server.clone(), status, message: String::new() }),
+            status => {
+                return Err(Error::Server { server: server.to_owned(), status, message: String::new() });
+            }
         }
         let header = |name| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
         Ok(FileStat {
+            server: server.to_owned(),
             stored_size: header(reqwest::header::CONTENT_LENGTH).and_then(|l| l.parse().ok()).unwrap_or(0),
             compressed: header(reqwest::header::CONTENT_ENCODING)
                 .is_some_and(|e| e.eq_ignore_ascii_case("gzip")),
             etag: header(reqwest::header::ETAG).map(|e| e.trim_matches('"').to_owned()),
             content_type: header(reqwest::header::CONTENT_TYPE),
             last_modified: header(reqwest::header::LAST_MODIFIED),
-            servers,
         })
     }
 

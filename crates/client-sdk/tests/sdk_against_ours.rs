@@ -173,7 +173,7 @@ async fn every_failure_has_its_typed_error() {
     let stat = client.stat(&stored.fid).await.unwrap();
     assert_eq!((stat.stored_size, stat.compressed), (blob.len() as u64, false));
     assert_eq!(stat.etag.as_deref(), Some(stored.etag.trim_matches('"')));
-    assert_eq!(stat.servers, [server.addr()]);
+    assert_eq!(stat.server, server.addr());
 
     let err = client.download(&FileId { volume: needle::VolumeId(999), ..stored.fid }).await.unwrap_err();
     assert!(matches!(err, Error::VolumeNotFound { volume: 999, .. }), "{err}");

@@ -136,6 +136,9 @@ async fn cached_locations_follow_a_moved_volume() {
     let fid = client.upload(blob.clone(), &UploadOptions::default()).await.unwrap().fid;
     assert_eq!(client.download(&fid).await.unwrap(), blob);
     assert_eq!(client.lookup(fid.volume).await.unwrap(), [a.addr()], "cached at A");
+    let deleter = Client::builder(master.addr()).build().unwrap();
+    let stat = deleter.stat(&fid).await.unwrap();
+    assert_eq!((stat.server, stat.stored_size), (a.addr(), blob.len() as u64), "cached at A");
 
     // Move to B: copy the files, start B, then delete the volume from A (which then
     // answers 404 for it).
@@ -158,7 +161,13 @@ async fn cached_locations_follow_a_moved_volume() {
     assert_eq!(client.metrics().location_refreshes, 2);
     assert_ne!(client.lookup(fid.volume).await.unwrap(), [b_addr]);
 
-    drop((client, probe));
+    // A delete through a client that still has A cached follows the move too.
+    deleter.delete(&fid).await.unwrap();
+    assert_eq!(deleter.metrics().location_refreshes, 1);
+    let err = client.download(&fid).await.unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "deleted at C: {err}");
+
+    drop((client, probe, deleter));
     c.stop();
     a.stop();
     master.stop();

@@ -311,7 +311,7 @@ impl Client {
         let assignment = self.inner.master.assign(&assign).await?;
         let fid = assignment.fid;
         let server = assignment.server;
-        let boundary = "seaweed-rdma-sdk-9f6c1e";
+        let boundary = multipart_boundary(&data);
         let filename = options.name.as_deref().unwrap_or("");
         let mime = options.mime.as_deref().unwrap_or("application/octet-stream");
         let mut body = format!(
@@ -632,6 +632,19 @@ impl Client {
     }
 }
 
+/// A multipart boundary that does not occur in `data` (else the server would cut the
+/// file short there).
+fn multipart_boundary(data: &[u8]) -> String {
+    first_boundary_not_in(data, &format!("seaweed-sdk-{:08x}", needle::crc::crc32c(data)))
+}
+
+fn first_boundary_not_in(data: &[u8], stem: &str) -> String {
+    (0u32..)
+        .map(|n| format!("{stem}-{n}"))
+        .find(|b| !data.windows(b.len()).any(|w| w == b.as_bytes()))
+        .expect("some boundary is not in the data")
+}
+
 /// The SDK error for a transport's failure on `server`.
 fn transport_error(server: &str, fid: &FileId, transport: &str, e: TransportError) -> Error {
     let detail = format!("{transport} from {server}: {}", e.message);
@@ -677,4 +690,17 @@ pub(crate) fn plain_bytes(fid: &FileId, stored: NeedleData) -> Result<Bytes, Err
         .read_to_end(&mut plain)
         .map_err(|source| Error::Decompress { fid: fid.to_string(), source })?;
     Ok(plain.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{first_boundary_not_in, multipart_boundary};
+
+    #[test]
+    fn the_multipart_boundary_never_occurs_in_the_data() {
+        assert_eq!(first_boundary_not_in(b"hello", "b"), "b-0");
+        assert_eq!(first_boundary_not_in(b"xx b-0 b-1 yy", "b"), "b-2");
+        let data = b"payload";
+        assert!(multipart_boundary(data).starts_with("seaweed-sdk-"));
+    }
 }

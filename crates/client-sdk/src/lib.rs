@@ -508,7 +508,7 @@ impl Client {
         let mut last = None;
         for transport in &inner.rdma {
             let name = transport.name();
-            if prefer && inner.policy.in_backoff(name, server) {
+            if prefer && !inner.policy.may_try(name, server, inner.rdma_timeout) {
                 inner.policy.fell_back(name, FallbackReason::Backoff, server, &fid.to_string());
                 continue;
             }

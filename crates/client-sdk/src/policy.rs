@@ -173,10 +173,22 @@ impl PolicyState {
         Self { backoff, ..Self::default() }
     }
 
-    /// Whether `transport` is waiting out a backoff on `server`.
-    pub(crate) fn in_backoff(&self, transport: &'static str, server: &str) -> bool {
-        let health = self.health.lock().expect("not poisoned");
-        health.get(&(transport, server.to_owned())).is_some_and(|h| Instant::now() < h.retry_at)
+    /// Whether a read may try `transport` on `server` now: yes if it has not failed
+    /// there, no while it waits out its backoff. When the backoff is over, one read gets
+    /// to probe: the wait is pushed back by `probe_window` (the attempt's timeout) so
+    /// concurrent reads keep falling back instead of all trying a transport that may
+    /// still be broken. The probe's success or failure then settles the entry.
+    pub(crate) fn may_try(&self, transport: &'static str, server: &str, probe_window: Duration) -> bool {
+        let mut health = self.health.lock().expect("not poisoned");
+        let Some(entry) = health.get_mut(&(transport, server.to_owned())) else {
+            return true;
+        };
+        let now = Instant::now();
+        if now < entry.retry_at {
+            return false;
+        }
+        entry.retry_at = now + probe_window;
+        true
     }
 
     pub(crate) fn succeeded(&self, transport: &'static str, server: &str) {
@@ -184,13 +196,15 @@ impl PolicyState {
         *self.metrics.lock().expect("not poisoned").reads.entry(transport).or_default() += 1;
     }
 
-    /// Records a failed attempt (starting or extending the backoff when the reason says
-    /// the transport is at fault).
+    /// Records a failed attempt: starts or extends the backoff when the reason says the
+    /// transport is at fault, clears it otherwise.
     pub(crate) fn failed(&self, transport: &'static str, server: &str, reason: FallbackReason) {
+        let mut health = self.health.lock().expect("not poisoned");
         if !reason.backs_off() {
+            // The transport reached the server and delivered: it is healthy there.
+            health.remove(&(transport, server.to_owned()));
             return;
         }
-        let mut health = self.health.lock().expect("not poisoned");
         let entry = health.entry((transport, server.to_owned())).or_insert(Health {
             consecutive_failures: 0,
             last_failure: reason,
@@ -255,15 +269,27 @@ mod tests {
     fn verification_failures_do_not_back_off_and_success_resets() {
         let state =
             PolicyState::new(Backoff { initial: Duration::from_secs(60), max: Duration::from_secs(60) });
+        let window = Duration::from_secs(1);
         state.failed("rdma", "a:1", FallbackReason::VerificationFailed);
-        assert!(!state.in_backoff("rdma", "a:1"));
+        assert!(state.may_try("rdma", "a:1", window));
         state.failed("rdma", "a:1", FallbackReason::Timeout);
-        assert!(state.in_backoff("rdma", "a:1"));
-        assert!(!state.in_backoff("rdma", "b:1"), "health is per server");
+        assert!(!state.may_try("rdma", "a:1", window));
+        assert!(state.may_try("rdma", "b:1", window), "health is per server");
         assert_eq!(state.health()[0].last_failure, FallbackReason::Timeout);
         state.succeeded("rdma", "a:1");
-        assert!(!state.in_backoff("rdma", "a:1"));
+        assert!(state.may_try("rdma", "a:1", window));
         assert_eq!(state.metrics().reads.get("rdma"), Some(&1));
+    }
+
+    #[test]
+    fn after_a_backoff_one_read_probes_while_the_others_keep_falling_back() {
+        let state = PolicyState::new(Backoff { initial: Duration::ZERO, max: Duration::ZERO });
+        state.failed("rdma", "a:1", FallbackReason::Unavailable);
+        let window = Duration::from_secs(60);
+        assert!(state.may_try("rdma", "a:1", window), "the backoff (zero) is over: probe");
+        assert!(!state.may_try("rdma", "a:1", window), "a probe is in flight");
+        state.failed("rdma", "a:1", FallbackReason::Unavailable);
+        assert!(state.may_try("rdma", "a:1", window), "the failed probe set a new (zero) backoff");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! always present). Under [`RdmaPolicy::Prefer`] (the default), a read that RDMA cannot
 //! serve — not offered, unavailable, timed out ([`ClientBuilder::rdma_timeout`]), failed
 //! verification, server error — is served over HTTP for that request; a transport at
-//! fault is then skipped on that server for a [`Backoff`] and tried again after it.
+//! fault is then skipped on that server for a [`Backoff`], after which one read probes it
+//! (the others keep using HTTP until the probe answers) and a success restores it.
 //! Every fallback is counted with its [`FallbackReason`] ([`Client::metrics`],
 //! [`Client::fallback_counts`]) and logged with `tracing::debug!`, so an operator can see
 //! why RDMA is not used; [`Client::transport_health`] shows which servers are backed off.

@@ -217,7 +217,7 @@ impl PolicyState {
 
     /// Counts one fallback and logs it at debug level.
     pub(crate) fn fell_back(&self, transport: &'static str, reason: FallbackReason, server: &str, fid: &str) {
-        tracing::debug!(transport, %reason, server, fid, "read falls back to HTTP");
+        tracing::debug!(transport, %reason, server, fid, "read falls back from this transport to the next (HTTP last)");
         *self.metrics.lock().expect("not poisoned").fallbacks.entry((transport, reason)).or_default() += 1;
     }
 

@@ -8,19 +8,23 @@
 //! - [`needle_map`]: needle id -> record, in memory or in RocksDB;
 //! - [`vif`]: the `.vif` volume info file.
 
+pub mod compaction;
 pub mod error;
 pub mod grpc;
+pub mod heartbeat;
 pub mod http;
 pub mod master_api;
 pub mod metrics;
 pub mod mime;
 pub mod needle_map;
+pub mod pb;
 pub mod range;
 pub mod recovery;
 pub mod store;
 pub mod upload;
 pub mod vif;
 pub mod volume;
+pub mod volume_grpc;
 
 #[cfg(test)]
 mod recovery_tests;

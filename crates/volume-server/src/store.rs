@@ -28,6 +28,9 @@ pub struct Store {
     volumes: RwLock<BTreeMap<u32, (usize, Arc<Volume>)>>,
     /// Serializes volume creation (id choice and directory choice).
     create: Mutex<()>,
+    /// Signalled when the set of volumes or their state changes (the heartbeat to the
+    /// master reports it at once instead of at its next pulse).
+    changed: tokio::sync::Notify,
 }
 
 impl Store {
@@ -57,11 +60,29 @@ impl Store {
                 volumes.insert(id.0, (dir_index, Arc::new(volume)));
             }
         }
-        Ok(Self { config, volumes: RwLock::new(volumes), create: Mutex::new(()) })
+        Ok(Self {
+            config,
+            volumes: RwLock::new(volumes),
+            create: Mutex::new(()),
+            changed: Default::default(),
+        })
     }
 
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    /// Notified (one permit) whenever a volume is created, deleted, compacted or
+    /// changes read-only state.
+    pub fn changed(&self) -> &tokio::sync::Notify {
+        &self.changed
+    }
+
+    /// Marks a volume read-only or writable (see [`Volume::set_read_only`]).
+    pub fn set_read_only(&self, id: VolumeId, read_only: bool, persist: bool) -> Result<()> {
+        self.volume(id)?.set_read_only(read_only, persist)?;
+        self.changed.notify_one();
+        Ok(())
     }
 
     pub fn volume(&self, id: VolumeId) -> Result<Arc<Volume>> {
@@ -97,10 +118,26 @@ impl Store {
         replica: ReplicaPlacement,
         ttl: Ttl,
     ) -> Result<Arc<Volume>> {
+        self.create_volume_with_id(None, collection, replica, ttl)
+    }
+
+    /// Creates a volume with id `id` (the master's choice) or, with `None`, the next
+    /// free id; in the directory with the most free slots.
+    pub fn create_volume_with_id(
+        &self,
+        id: Option<VolumeId>,
+        collection: &str,
+        replica: ReplicaPlacement,
+        ttl: Ttl,
+    ) -> Result<Arc<Volume>> {
         let _creating = self.create.lock().unwrap_or_else(|e| e.into_inner());
         let (id, dir_index) = {
             let volumes = self.volumes.read().unwrap_or_else(|e| e.into_inner());
-            let id = volumes.keys().next_back().map_or(1, |last| last + 1);
+            let id = match id {
+                Some(id) if volumes.contains_key(&id.0) => return Err(Error::VolumeExists(id)),
+                Some(id) => id.0,
+                None => volumes.keys().next_back().map_or(1, |last| last + 1),
+            };
             let free = |d: usize| {
                 let used = volumes.values().filter(|(dir, _)| *dir == d).count();
                 self.max_for(d).saturating_sub(used)
@@ -118,7 +155,86 @@ impl Store {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.0, (dir_index, Arc::clone(&volume)));
+        self.changed.notify_one();
         Ok(volume)
+    }
+
+    /// Deletes a volume and its files (`only_empty`: refuse if it holds live needles).
+    pub fn delete_volume(&self, id: VolumeId, only_empty: bool) -> Result<()> {
+        let volume = {
+            let mut volumes = self.volumes.write().unwrap_or_else(|e| e.into_inner());
+            let (_, volume) = volumes.get(&id.0).ok_or(Error::VolumeNotFound(id))?;
+            let stats = volume.status().stats;
+            if only_empty && stats.file_count > stats.deletion_count {
+                return Err(Error::NotEmpty(id));
+            }
+            volumes.remove(&id.0).map(|(_, v)| v).ok_or(Error::VolumeNotFound(id))?
+        };
+        self.retire(&volume, "deleted");
+        let mut result = Ok(());
+        for path in volume.files() {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => result = Err(Error::io(&path, e)),
+                _ => {}
+            }
+        }
+        if let Some(dir) = volume.map_dir() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        self.changed.notify_one();
+        result
+    }
+
+    /// Vacuum commit: installs the compacted files of volume `id` (see
+    /// [`Volume::commit_compaction`]) and replaces the volume with one loaded from them.
+    pub fn commit_compaction(&self, id: VolumeId) -> Result<Arc<Volume>> {
+        let old = self.volume(id)?;
+        let dir = self.dir_of(id).ok_or(Error::VolumeNotFound(id))?.to_owned();
+        old.commit_compaction()?;
+        self.retire(&old, "compacted");
+        let (collection, read_only) = (old.collection().to_owned(), old.is_read_only());
+        let load = || -> Result<Arc<Volume>> {
+            let new = Volume::load(&dir, &collection, id, self.config.volume)?;
+            if read_only {
+                new.set_read_only(true, false)?;
+            }
+            Ok(Arc::new(new))
+        };
+        let new = if old.map_dir().is_some() {
+            // A RocksDB map can be open once per process: the old volume's map must be
+            // closed first. Hold the table so nobody takes the old volume meanwhile, and
+            // wait (bounded) for requests under way to drop it.
+            let mut volumes = self.volumes.write().unwrap_or_else(|e| e.into_inner());
+            let (dir_index, table_ref) = volumes.remove(&id.0).ok_or(Error::VolumeNotFound(id))?;
+            drop(table_ref);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            drop(old);
+            let new = load()?;
+            volumes.insert(id.0, (dir_index, Arc::clone(&new)));
+            new
+        } else {
+            let new = load()?;
+            let mut volumes = self.volumes.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(entry) = volumes.get_mut(&id.0) {
+                entry.1 = Arc::clone(&new);
+            }
+            new
+        };
+        tracing::info!(volume = id.0, revision = new.status().compaction_revision, "compaction committed");
+        self.changed.notify_one();
+        Ok(new)
+    }
+
+    /// The one place a volume's files stop being the ones it was opened on: a
+    /// compaction commit replaced them, or the volume was deleted. Writes to it are
+    /// stopped here; anything else tied to the old files (registered RDMA regions)
+    /// must be retired here too.
+    fn retire(&self, volume: &Volume, why: &str) {
+        volume.retire();
+        tracing::info!(volume = volume.id().0, why, "volume files retired");
     }
 
     fn max_for(&self, dir_index: usize) -> usize {

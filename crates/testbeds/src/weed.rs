@@ -30,6 +30,8 @@ pub fn weed_binary() -> Result<PathBuf, Error> {
 pub struct WeedMaster {
     process: ServerProcess,
     port: u16,
+    args: Vec<String>,
+    log: PathBuf,
 }
 
 impl WeedMaster {
@@ -48,10 +50,23 @@ impl WeedMaster {
             format!("-volumeSizeLimitMB={volume_size_limit_mb}"),
             "-defaultReplication=000".to_owned(),
         ];
-        let mut process =
-            ServerProcess::spawn(&weed_binary()?, "weed master", &args, dir.join("master.log"))?;
+        let log = dir.join("master.log");
+        let process = Self::spawn(port, &args, &log)?;
+        Ok(Self { process, port, args, log })
+    }
+
+    fn spawn(port: u16, args: &[String], log: &Path) -> Result<ServerProcess, Error> {
+        let mut process = ServerProcess::spawn(&weed_binary()?, "weed master", args, log.to_owned())?;
         process.wait_ready(|| http_ok(&format!("http://127.0.0.1:{port}/cluster/status")).is_some())?;
-        Ok(Self { process, port })
+        Ok(process)
+    }
+
+    /// Stops the master and starts it again on the same ports and metadata directory
+    /// (its log restarts in `master.log`), as an operator restarting it would.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        self.process.stop();
+        self.process = Self::spawn(self.port, &self.args, &self.log)?;
+        Ok(())
     }
 
     /// `127.0.0.1:PORT`, the form `-mserver` and `-master` take.

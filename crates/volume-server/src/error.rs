@@ -49,6 +49,9 @@ pub enum Error {
     /// waited; the caller may look the volume up again.
     #[error("volume {0} was compacted or deleted meanwhile; retry")]
     VolumeRetired(VolumeId),
+    /// A RocksDB volume's compaction commit found the volume still in use.
+    #[error("volume {0} is in use and its map cannot be reopened; retry")]
+    Busy(VolumeId),
     #[error("volume {0} has no compaction to commit")]
     NotCompacted(VolumeId),
     #[error("volume {0} is not empty")]

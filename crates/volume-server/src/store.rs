@@ -13,6 +13,10 @@ use needle::{ReplicaPlacement, Ttl, VolumeId};
 use crate::error::{Error, Result};
 use crate::volume::{Volume, VolumeOptions, parse_dat_name};
 
+/// How long a compaction commit of a `--index rocksdb` volume waits for requests
+/// under way to let go of the old volume.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
     pub dirs: Vec<PathBuf>,
@@ -190,8 +194,6 @@ impl Store {
     pub fn commit_compaction(&self, id: VolumeId) -> Result<Arc<Volume>> {
         let old = self.volume(id)?;
         let dir = self.dir_of(id).ok_or(Error::VolumeNotFound(id))?.to_owned();
-        old.commit_compaction()?;
-        self.retire(&old, "compacted");
         let (collection, read_only) = (old.collection().to_owned(), old.is_read_only());
         let load = || -> Result<Arc<Volume>> {
             let new = Volume::load(&dir, &collection, id, self.config.volume)?;
@@ -200,27 +202,39 @@ impl Store {
             }
             Ok(Arc::new(new))
         };
-        let new = if old.map_dir().is_some() {
-            // A RocksDB map can be open once per process: the old volume's map must be
-            // closed first. Hold the table so nobody takes the old volume meanwhile, and
-            // wait (bounded) for requests under way to drop it.
-            let mut volumes = self.volumes.write().unwrap_or_else(|e| e.into_inner());
-            let (dir_index, table_ref) = volumes.remove(&id.0).ok_or(Error::VolumeNotFound(id))?;
-            drop(table_ref);
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            drop(old);
-            let new = load()?;
-            volumes.insert(id.0, (dir_index, Arc::clone(&new)));
-            new
-        } else {
+        let new = if old.map_dir().is_none() {
+            old.commit_compaction()?;
+            self.retire(&old, "compacted");
             let new = load()?;
             let mut volumes = self.volumes.write().unwrap_or_else(|e| e.into_inner());
             if let Some(entry) = volumes.get_mut(&id.0) {
                 entry.1 = Arc::clone(&new);
             }
+            new
+        } else {
+            // A RocksDB map can be open once per process, so the old volume (and its
+            // map) must be gone before the new one loads. Hold the table so nobody
+            // takes the volume meanwhile, and wait (briefly) for requests under way to
+            // drop it; if they do not, nothing has changed and the master may retry.
+            let mut volumes = self.volumes.write().unwrap_or_else(|e| e.into_inner());
+            let (dir_index, table_ref) = volumes.remove(&id.0).ok_or(Error::VolumeNotFound(id))?;
+            drop(table_ref);
+            let deadline = std::time::Instant::now() + BUSY_WAIT;
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            if Arc::strong_count(&old) > 1 {
+                volumes.insert(id.0, (dir_index, old));
+                return Err(Error::Busy(id));
+            }
+            if let Err(e) = old.commit_compaction() {
+                volumes.insert(id.0, (dir_index, old));
+                return Err(e);
+            }
+            self.retire(&old, "compacted");
+            drop(old);
+            let new = load()?;
+            volumes.insert(id.0, (dir_index, Arc::clone(&new)));
             new
         };
         tracing::info!(volume = id.0, revision = new.status().compaction_revision, "compaction committed");
@@ -283,6 +297,108 @@ mod tests {
         // The same volume in two directories is refused.
         std::fs::copy(dirs[0].join("1.dat"), dirs[1].join("1.dat")).unwrap();
         assert!(matches!(Store::open(config(dirs, vec![2])), Err(Error::BadVolume { .. })));
+    }
+
+    #[test]
+    fn compaction_keeps_live_needles_and_writes_made_meanwhile() {
+        for index in [IndexKind::Memory, IndexKind::Rocksdb] {
+            let root = tempfile::tempdir().unwrap();
+            let mut cfg = config(vec![root.path().to_owned()], vec![4]);
+            cfg.volume.index = index;
+            let store = Store::open(cfg.clone()).unwrap();
+            let v = store.create_volume("", ReplicaPlacement::default(), Ttl::EMPTY).unwrap();
+            let data = |i: u64, round: u8| vec![i as u8 ^ round; 100 + i as usize];
+            let put = |v: &Volume, i: u64, round: u8| {
+                v.write(&Needle::new(NeedleId(i), Cookie(i as u32), &data(i, round))).unwrap()
+            };
+            for i in 1..=10 {
+                put(&v, i, 0);
+            }
+            for i in [2, 4, 6] {
+                v.delete(NeedleId(i), Cookie(i as u32)).unwrap();
+            }
+            put(&v, 7, 1);
+            assert_eq!(v.status().compaction_revision, 0);
+            assert!(v.garbage_ratio() > 0.2, "{}", v.garbage_ratio());
+            let before = v.dat_size();
+
+            let compacted = v.compact().unwrap();
+            // Writes and deletes between compaction and commit are carried over.
+            put(&v, 11, 0);
+            v.delete(NeedleId(8), Cookie(8)).unwrap();
+            let new = if index == IndexKind::Memory {
+                let new = store.commit_compaction(v.id()).unwrap();
+                assert!(matches!(put_err(&v), Error::VolumeRetired(_)), "the old volume takes no writes");
+                assert_eq!(
+                    v.read(NeedleId(1), Cookie(1)).unwrap().needle().data,
+                    data(1, 0),
+                    "old reads go on"
+                );
+                new
+            } else {
+                // Someone holding the volume blocks a RocksDB commit, which then changes nothing.
+                assert!(matches!(store.commit_compaction(v.id()), Err(Error::Busy(_))));
+                assert_eq!(v.status().compaction_revision, 0);
+                put(&v, 13, 0);
+                v.delete(NeedleId(13), Cookie(13)).unwrap();
+                let id = v.id();
+                drop(v);
+                store.commit_compaction(id).unwrap()
+            };
+
+            let check = |v: &Volume| {
+                assert_eq!(v.status().compaction_revision, 1, "{index:?}");
+                for (i, round) in [(1, 0), (3, 0), (5, 0), (7, 1), (9, 0), (10, 0), (11, 0)] {
+                    assert_eq!(v.read(NeedleId(i), Cookie(i as u32)).unwrap().needle().data, data(i, round));
+                }
+                for i in [2, 4, 6, 8, 13] {
+                    assert!(v.read(NeedleId(i), Cookie(i as u32)).is_err(), "needle {i} stays deleted");
+                }
+            };
+            check(&new);
+            assert!(new.dat_size() < before + 2 * 200, "garbage dropped: {before} -> {}", new.dat_size());
+            assert!(compacted < before);
+            assert!(Arc::ptr_eq(&new, &store.volume(new.id()).unwrap()), "the store serves the new volume");
+            put(&new, 12, 0);
+            drop((new, store));
+            let store = Store::open(cfg).unwrap();
+            let v = store.volume(VolumeId(1)).unwrap();
+            check(&v);
+            assert_eq!(v.read(NeedleId(12), Cookie(12)).unwrap().needle().data, data(12, 0));
+            assert!(!root.path().join("1.cpd").exists() && !root.path().join("1.cpx").exists());
+        }
+    }
+
+    fn put_err(v: &Volume) -> Error {
+        v.write(&Needle::new(NeedleId(99), Cookie(1), b"late")).unwrap_err()
+    }
+
+    #[test]
+    fn commit_without_compaction_cleanup_and_delete() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(config(vec![root.path().to_owned()], vec![4])).unwrap();
+        let v = store.create_volume("", ReplicaPlacement::default(), Ttl::EMPTY).unwrap();
+        v.write(&Needle::new(NeedleId(1), Cookie(1), b"x")).unwrap();
+        assert!(matches!(store.commit_compaction(v.id()), Err(Error::NotCompacted(_))));
+        v.compact().unwrap();
+        assert!(root.path().join("1.cpd").exists());
+        v.cleanup_compaction().unwrap();
+        assert!(!root.path().join("1.cpd").exists() && !root.path().join("1.cpx").exists());
+        assert!(matches!(store.commit_compaction(v.id()), Err(Error::NotCompacted(_))));
+
+        assert!(matches!(store.delete_volume(v.id(), true), Err(Error::NotEmpty(_))));
+        let at = store.create_volume_with_id(Some(VolumeId(7)), "c", ReplicaPlacement::default(), Ttl::EMPTY);
+        assert_eq!(at.unwrap().id(), VolumeId(7));
+        assert!(matches!(
+            store.create_volume_with_id(Some(VolumeId(7)), "", ReplicaPlacement::default(), Ttl::EMPTY),
+            Err(Error::VolumeExists(_))
+        ));
+        store.delete_volume(v.id(), false).unwrap();
+        assert!(matches!(put_err(&v), Error::VolumeRetired(_)));
+        assert!(matches!(store.volume(VolumeId(1)), Err(Error::VolumeNotFound(_))));
+        let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 3, "only volume 7's files are left: {left:?}");
+        assert!(matches!(store.delete_volume(VolumeId(1), false), Err(Error::VolumeNotFound(_))));
     }
 
     #[test]

@@ -48,7 +48,7 @@ fn status(e: Error) -> Status {
         Error::NotEmpty(_) | Error::NotCompacted(_) | Error::ReadOnly(_) => {
             Status::failed_precondition(e.to_string())
         }
-        Error::VolumeRetired(_) => Status::unavailable(e.to_string()),
+        Error::VolumeRetired(_) | Error::Busy(_) => Status::unavailable(e.to_string()),
         e => {
             tracing::error!(error = %e, "gRPC call failed");
             Status::internal(e.to_string())

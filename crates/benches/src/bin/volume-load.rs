@@ -4,6 +4,7 @@
 //! ```text
 //! volume-load run --master http://127.0.0.1:9333 [--size 1024] [--count 20000] [--concurrency 16]
 //! volume-load compare [--sizes 1024,65536] [--count 20000] [--concurrency 16] [--ours-bin PATH]
+//! volume-load weed-benchmark [--sizes 1024] [--count 20000] [--concurrency 16] [--ours-bin PATH]
 //! ```
 //!
 //! `run` targets any server: fids come from the master API at `--master` (a real
@@ -12,6 +13,12 @@
 //! the volume server is measured. `compare` starts a `weed master` + `weed volume`
 //! and our `volume-server` in scratch directories, runs the same load against both
 //! in the same process, and prints the ratios.
+//!
+//! `weed-benchmark` measures with weed's own client instead: two clusters, each a
+//! `weed master` with one volume server (ours joined with `--mserver`, or `weed
+//! volume`), and `weed benchmark -n COUNT -c CONCURRENCY -size SIZE` against each in
+//! turn. Its write phase includes the gRPC assign to the master per file, as weed's
+//! users see it. It prints weed benchmark's own req/s, p50 and p99 and the ratios.
 //!
 //! The client is a minimal keep-alive HTTP/1.1 client (one connection per worker):
 //! both servers see the same requests, byte for byte.
@@ -33,11 +40,13 @@ struct Options {
     concurrency: usize,
     master: String,
     ours_bin: Option<PathBuf>,
+    /// Whether `--size(s)` was given (`weed-benchmark` defaults to 1 KiB only).
+    sizes_given: bool,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  volume-load run --master URL [--size N] [--count N] [--concurrency N]\n  volume-load compare [--sizes N,N] [--count N] [--concurrency N] [--ours-bin PATH]"
+        "usage:\n  volume-load run --master URL [--size N] [--count N] [--concurrency N]\n  volume-load compare [--sizes N,N] [--count N] [--concurrency N] [--ours-bin PATH]\n  volume-load weed-benchmark [--sizes N] [--count N] [--concurrency N] [--ours-bin PATH]"
     );
     std::process::exit(2)
 }
@@ -51,12 +60,16 @@ fn parse_args() -> (String, Options) {
         concurrency: 16,
         master: String::new(),
         ours_bin: None,
+        sizes_given: false,
     };
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_else(|| usage());
         let number = |v: &str| v.parse::<usize>().unwrap_or_else(|_| usage());
         match flag.as_str() {
-            "--size" | "--sizes" => o.sizes = value.split(',').map(number).collect(),
+            "--size" | "--sizes" => {
+                o.sizes = value.split(',').map(number).collect();
+                o.sizes_given = true;
+            }
             "--count" => o.count = number(&value),
             "--concurrency" => o.concurrency = number(&value).max(1),
             "--master" => o.master = value.trim_start_matches("http://").trim_end_matches('/').to_owned(),
@@ -320,10 +333,131 @@ fn main() {
             Ok(())
         })(),
         "compare" => compare(&options),
+        "weed-benchmark" => weed_benchmark(&options),
         _ => usage(),
     };
     if let Err(e) = result {
         eprintln!("volume-load: {e}");
         std::process::exit(1);
     }
+}
+
+/// Figures `weed benchmark` printed for one phase.
+struct WeedPhase {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    failed: u64,
+}
+
+/// Parses the "Requests per second", "Failed requests" and 50%/99% lines of the phase
+/// whose banner contains `banner`.
+fn weed_phase(output: &str, banner: &str) -> Result<WeedPhase, Error> {
+    let start = output.find(banner).ok_or_else(|| format!("no {banner:?} phase in:\n{output}"))?;
+    let text = &output[start + banner.len()..];
+    let text = &text[..text.find("------------").unwrap_or(text.len())];
+    let number = |prefix: &str| -> Result<f64, Error> {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .ok_or_else(|| format!("no {prefix:?} line in:\n{text}"))?;
+        let value = line[prefix.len()..].split_whitespace().next().unwrap_or("");
+        Ok(value.parse::<f64>().map_err(|_| format!("bad number in {line:?}"))?)
+    };
+    Ok(WeedPhase {
+        rate: number("Requests per second:")?,
+        p50_ms: number("50%")?,
+        p99_ms: number("99%")?,
+        failed: number("Failed requests:")? as u64,
+    })
+}
+
+/// Runs `weed benchmark` against the master at `master` and returns (writes, reads).
+fn run_weed_benchmark(
+    master: &str,
+    size: usize,
+    o: &Options,
+    list: &std::path::Path,
+) -> Result<(WeedPhase, WeedPhase), Error> {
+    let output = std::process::Command::new("weed")
+        .args([
+            "benchmark".to_owned(),
+            format!("-master={master}"),
+            format!("-n={}", o.count),
+            format!("-c={}", o.concurrency),
+            format!("-size={size}"),
+            format!("-list={}", list.display()),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let text =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        return Err(format!("weed benchmark failed ({}):\n{text}", output.status).into());
+    }
+    Ok((weed_phase(&text, "Writing Benchmark")?, weed_phase(&text, "Randomly Reading Benchmark")?))
+}
+
+fn weed_benchmark(o: &Options) -> Result<(), Error> {
+    let bin = match &o.ours_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?.with_file_name("volume-server"),
+    };
+    let scratch = std::env::temp_dir().join(format!("volume-load-weed-{}", std::process::id()));
+    std::fs::create_dir_all(scratch.join("a"))?;
+    std::fs::create_dir_all(scratch.join("b"))?;
+    let ours_master = WeedMaster::start(&scratch.join("a"), 1024)?;
+    let mserver = ours_master.addr();
+    let ours =
+        OurVolumeServer::start(&bin, &scratch.join("a/ours"), &["--mserver", &mserver, "--max", "20"])?;
+    let weed_master = WeedMaster::start(&scratch.join("b"), 1024)?;
+    let weed = WeedVolume::start(&scratch.join("b/weed"), &weed_master)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ours_master.knows_volume_server(ours.addr()) {
+        if Instant::now() > deadline {
+            return Err("the master did not list our server within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "weed benchmark -n {} -c {} per cluster (a weed master + one volume server each), same run",
+        o.count, o.concurrency
+    );
+    println!(
+        "{:<5} {:>6} {:<5} {:>10} {:>8} {:>8} {:>6}",
+        "srv", "size", "op", "req/s", "p50 ms", "p99 ms", "failed"
+    );
+    let row = |who: &str, size: usize, op: &str, p: &WeedPhase| {
+        println!(
+            "{who:<5} {:>6} {op:<5} {:>10.0} {:>8.1} {:>8.1} {:>6}",
+            human(size),
+            p.rate,
+            p.p50_ms,
+            p.p99_ms,
+            p.failed
+        );
+    };
+    let sizes = if o.sizes_given { o.sizes.clone() } else { vec![1024] };
+    let mut ratios = Vec::new();
+    for &size in &sizes {
+        let (ww, wr) = run_weed_benchmark(&weed_master.addr(), size, o, &scratch.join("b/list"))?;
+        row("weed", size, "write", &ww);
+        row("weed", size, "read", &wr);
+        let (ow, or) = run_weed_benchmark(&ours_master.addr(), size, o, &scratch.join("a/list"))?;
+        row("ours", size, "write", &ow);
+        row("ours", size, "read", &or);
+        ratios.push((size, "write", ow.rate / ww.rate, ow.p50_ms / ww.p50_ms, ow.p99_ms / ww.p99_ms));
+        ratios.push((size, "read", or.rate / wr.rate, or.p50_ms / wr.p50_ms, or.p99_ms / wr.p99_ms));
+    }
+    println!("\nours/weed      req/s ratio   p50 ratio   p99 ratio (latency: lower is better)");
+    for (size, op, rate, p50, p99) in ratios {
+        println!("{:>6} {op:<5}  {rate:>10.2}x  {p50:>9.2}x  {p99:>9.2}x", human(size));
+    }
+    ours.stop();
+    weed.stop();
+    ours_master.stop();
+    weed_master.stop();
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
 }

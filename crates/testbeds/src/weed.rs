@@ -38,21 +38,67 @@ impl WeedMaster {
     /// Starts a master keeping its metadata under `dir`, with a small volume size
     /// limit so tests see volumes fill up.
     pub fn start(dir: &Path, volume_size_limit_mb: u32) -> Result<Self, Error> {
-        let meta = dir.join("master");
-        std::fs::create_dir_all(&meta).map_err(|source| Error::Io { path: meta.clone(), source })?;
         let port = free_port_pair()?;
-        let args = vec![
+        let (args, log) = Self::prepare(dir, "master", port, volume_size_limit_mb, &[])?;
+        let process = Self::spawn(port, &args, &log)?;
+        Ok(Self { process, port, args, log })
+    }
+
+    /// Starts `count` masters forming one raft cluster (`-peers`), the i-th keeping its
+    /// metadata in `dir/master-i`. Their HTTP ports answer at once; a leader is
+    /// elected a few seconds later (see [`WeedMaster::leader`]).
+    pub fn start_cluster(dir: &Path, count: usize, volume_size_limit_mb: u32) -> Result<Vec<Self>, Error> {
+        let mut ports = Vec::new();
+        while ports.len() < count {
+            let port = free_port_pair()?;
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        let peers = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+        let mut masters = Vec::new();
+        for (i, &port) in ports.iter().enumerate() {
+            let extra = [format!("-peers={peers}")];
+            let (args, log) = Self::prepare(dir, &format!("master-{i}"), port, volume_size_limit_mb, &extra)?;
+            // All start before any is waited for: none answers until a quorum is up.
+            let process = ServerProcess::spawn(&weed_binary()?, "weed master", &args, log.clone())?;
+            masters.push(Self { process, port, args, log });
+        }
+        for master in &mut masters {
+            let url = format!("{}/cluster/status", master.url());
+            master.process.wait_ready(|| http_ok(&url).is_some())?;
+        }
+        Ok(masters)
+    }
+
+    /// The command line and log path of a master named `name` under `dir`.
+    fn prepare(
+        dir: &Path,
+        name: &str,
+        port: u16,
+        limit_mb: u32,
+        extra: &[String],
+    ) -> Result<(Vec<String>, PathBuf), Error> {
+        let meta = dir.join(name);
+        std::fs::create_dir_all(&meta).map_err(|source| Error::Io { path: meta.clone(), source })?;
+        let mut args = vec![
             "master".to_owned(),
             format!("-port={port}"),
             "-ip=127.0.0.1".to_owned(),
             "-ip.bind=127.0.0.1".to_owned(),
             format!("-mdir={}", meta.display()),
-            format!("-volumeSizeLimitMB={volume_size_limit_mb}"),
+            format!("-volumeSizeLimitMB={limit_mb}"),
             "-defaultReplication=000".to_owned(),
         ];
-        let log = dir.join("master.log");
-        let process = Self::spawn(port, &args, &log)?;
-        Ok(Self { process, port, args, log })
+        args.extend_from_slice(extra);
+        Ok((args, dir.join(format!("{name}.log"))))
+    }
+
+    /// The leader this master reports (`host:port.grpcPort`), once one is elected.
+    pub fn leader(&self) -> Option<String> {
+        let status: serde_json::Value =
+            serde_json::from_str(&http_ok(&format!("{}/cluster/status", self.url()))?).ok()?;
+        status["Leader"].as_str().filter(|l| !l.is_empty()).map(str::to_owned)
     }
 
     fn spawn(port: u16, args: &[String], log: &Path) -> Result<ServerProcess, Error> {

@@ -69,8 +69,9 @@ pub async fn run(store: Arc<Store>, config: HeartbeatConfig, mut stop: watch::Re
         match ended {
             Ended::Redirect(new_leader) => {
                 tracing::info!(from = %master, to = %new_leader, "master names another leader; following");
+                // No wait before trying the leader, and no backoff reset either: a
+                // stale redirect to a dead leader must not turn into a tight loop.
                 leader = Some(new_leader);
-                backoff = MIN_BACKOFF;
                 continue;
             }
             Ended::Failed { registered, error } => {

@@ -269,3 +269,50 @@ fn after_a_master_restart_ours_reconnects_and_reregisters() {
     ours.stop();
     master.stop();
 }
+
+#[test]
+fn ours_follows_the_leader_of_a_master_cluster_and_its_successor() {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut masters = WeedMaster::start_cluster(scratch.path(), 3, 64).unwrap();
+    // The master every live one names as leader, as an index into `masters`.
+    let elected = |masters: &[WeedMaster]| -> Option<usize> {
+        let leaders: Vec<Option<String>> = masters.iter().map(WeedMaster::leader).collect();
+        let leader = leaders[0].clone()?;
+        if leaders.iter().any(|l| l.as_deref() != Some(leader.as_str())) {
+            return None;
+        }
+        // weed names masters `host:port.grpcPort`.
+        let (host, ports) = leader.rsplit_once(':')?;
+        let addr = format!("{host}:{}", ports.split('.').next()?);
+        masters.iter().position(|m| m.addr() == addr)
+    };
+    let mut leader = None;
+    wait_until(Duration::from_secs(40), "the masters elect a leader", || {
+        leader = elected(&masters);
+        leader.is_some()
+    });
+    let leader = leader.unwrap();
+    let follower = (leader + 1) % masters.len();
+    // Ours is told only about a follower: the follower names the leader, ours follows.
+    let dir = scratch.path().join("ours");
+    let ours = OurServer::start(&dir, &["--mserver", &masters[follower].addr(), "--max", "20"]);
+    wait_until(Duration::from_secs(20), "the leader lists our server", || {
+        masters[leader].knows_volume_server(&ours.addr)
+    });
+
+    // The leader goes away: once the others elect a successor, ours registers there.
+    masters.remove(leader).stop();
+    let mut successor = None;
+    wait_until(Duration::from_secs(60), "a new leader is elected", || {
+        successor = elected(&masters);
+        successor.is_some()
+    });
+    let successor = successor.unwrap();
+    wait_until(Duration::from_secs(30), "the new leader lists our server", || {
+        masters[successor].knows_volume_server(&ours.addr)
+    });
+    ours.stop();
+    for master in masters {
+        master.stop();
+    }
+}

@@ -130,6 +130,11 @@ impl WeedMaster {
             .is_some_and(|topology| topology.contains(&format!("\"Url\":\"{addr}\"")))
     }
 
+    /// CPU time the master process has used so far.
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        self.process.cpu_time()
+    }
+
     pub fn stop(mut self) {
         self.process.stop();
     }
@@ -179,6 +184,11 @@ impl WeedVolume {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// CPU time the server process has used so far.
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        self.process.cpu_time()
     }
 
     /// Stops the server gracefully so its `.dat`/`.idx` files are complete.

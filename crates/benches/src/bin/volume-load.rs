@@ -4,7 +4,8 @@
 //! ```text
 //! volume-load run --master http://127.0.0.1:9333 [--size 1024] [--count 20000] [--concurrency 16]
 //! volume-load compare [--sizes 1024,65536] [--count 20000] [--concurrency 16] [--ours-bin PATH]
-//! volume-load weed-benchmark [--sizes 1024] [--count 20000] [--concurrency 16] [--rounds 1] [--ours-bin PATH]
+//! volume-load weed-benchmark [--sizes 1024] [--count 20000] [--concurrency 16] [--rounds 1]
+//!                            [--ours-bin PATH] [--ours-args "--workers 2"]
 //! ```
 //!
 //! `run` targets any server: fids come from the master API at `--master` (a real
@@ -46,11 +47,13 @@ struct Options {
     sizes_given: bool,
     /// `weed-benchmark` runs per cluster (the medians are compared).
     rounds: usize,
+    /// Extra flags for our server in `weed-benchmark` (e.g. `--workers 2`).
+    ours_args: Vec<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  volume-load run --master URL [--size N] [--count N] [--concurrency N]\n  volume-load compare [--sizes N,N] [--count N] [--concurrency N] [--ours-bin PATH]\n  volume-load weed-benchmark [--sizes N] [--count N] [--concurrency N] [--rounds N] [--ours-bin PATH]"
+        "usage:\n  volume-load run --master URL [--size N] [--count N] [--concurrency N]\n  volume-load compare [--sizes N,N] [--count N] [--concurrency N] [--ours-bin PATH]\n  volume-load weed-benchmark [--sizes N] [--count N] [--concurrency N] [--rounds N] [--ours-bin PATH] [--ours-args ARGS]"
     );
     std::process::exit(2)
 }
@@ -66,6 +69,7 @@ fn parse_args() -> (String, Options) {
         ours_bin: None,
         sizes_given: false,
         rounds: 1,
+        ours_args: Vec::new(),
     };
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_else(|| usage());
@@ -78,6 +82,7 @@ fn parse_args() -> (String, Options) {
             "--count" => o.count = number(&value),
             "--concurrency" => o.concurrency = number(&value).max(1),
             "--rounds" => o.rounds = number(&value).max(1),
+            "--ours-args" => o.ours_args = value.split_whitespace().map(str::to_owned).collect(),
             "--master" => o.master = value.trim_start_matches("http://").trim_end_matches('/').to_owned(),
             "--ours-bin" => o.ours_bin = Some(PathBuf::from(value)),
             _ => usage(),
@@ -474,8 +479,9 @@ fn weed_benchmark(o: &Options) -> Result<(), Error> {
     std::fs::create_dir_all(scratch.join("b"))?;
     let ours_master = WeedMaster::start(&scratch.join("a"), 1024)?;
     let mserver = ours_master.addr();
-    let ours =
-        OurVolumeServer::start(&bin, &scratch.join("a/ours"), &["--mserver", &mserver, "--max", "20"])?;
+    let mut ours_args = vec!["--mserver", &mserver, "--max", "20"];
+    ours_args.extend(o.ours_args.iter().map(String::as_str));
+    let ours = OurVolumeServer::start(&bin, &scratch.join("a/ours"), &ours_args)?;
     let weed_master = WeedMaster::start(&scratch.join("b"), 1024)?;
     let weed = WeedVolume::start(&scratch.join("b/weed"), &weed_master)?;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -486,8 +492,8 @@ fn weed_benchmark(o: &Options) -> Result<(), Error> {
         std::thread::sleep(Duration::from_millis(100));
     }
     println!(
-        "weed benchmark -n {} -c {} per cluster (a weed master + one volume server each), same run",
-        o.count, o.concurrency
+        "weed benchmark -n {} -c {} per cluster (a weed master + one volume server each), same run; ours: {:?}",
+        o.count, o.concurrency, o.ours_args
     );
     println!(
         "{:<5} {:>6} {:<5} {:>10} {:>8} {:>8} {:>6} {:>14} {:>14}",

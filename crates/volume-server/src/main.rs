@@ -123,6 +123,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     });
     let http = axum::serve(listener, router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
     if let Some(masters) = cli.mserver {
+        for master in &masters {
+            volume_server::pb::grpc_address(master).map_err(|e| format!("--mserver: {e}"))?;
+        }
         let config = HeartbeatConfig {
             masters,
             ip: cli.ip.clone(),

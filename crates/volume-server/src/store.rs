@@ -98,6 +98,21 @@ impl Store {
             .ok_or(Error::VolumeNotFound(id))
     }
 
+    /// Runs a write (`work`) on volume `id`, looking the volume up again when a vacuum
+    /// commit replaced it while `work` waited for it ([`Error::VolumeRetired`]). The
+    /// commit installs the new volume before it lets waiting writers go, so one more
+    /// look normally suffices; a few allow for commits in quick succession.
+    pub fn write_to<T>(&self, id: VolumeId, work: impl Fn(&Volume) -> Result<T>) -> Result<T> {
+        let mut tries = 0;
+        loop {
+            let volume = self.volume(id)?;
+            match work(&volume) {
+                Err(Error::VolumeRetired(_)) if tries < 3 => tries += 1,
+                result => return result,
+            }
+        }
+    }
+
     /// Every volume, by id.
     pub fn volumes(&self) -> Vec<Arc<Volume>> {
         self.volumes.read().unwrap_or_else(|e| e.into_inner()).values().map(|(_, v)| Arc::clone(v)).collect()
@@ -174,6 +189,7 @@ impl Store {
             }
             volumes.remove(&id.0).map(|(_, v)| v).ok_or(Error::VolumeNotFound(id))?
         };
+        volume.stop_writes();
         self.retire(&volume, "deleted");
         let mut result = Ok(());
         for path in volume.files() {
@@ -203,14 +219,15 @@ impl Store {
             Ok(Arc::new(new))
         };
         let new = if old.map_dir().is_none() {
-            old.commit_compaction()?;
-            self.retire(&old, "compacted");
-            let new = load()?;
-            let mut volumes = self.volumes.write().unwrap_or_else(|e| e.into_inner());
-            if let Some(entry) = volumes.get_mut(&id.0) {
-                entry.1 = Arc::clone(&new);
-            }
-            new
+            old.commit_compaction(|| {
+                self.retire(&old, "compacted");
+                let new = load()?;
+                let mut volumes = self.volumes.write().unwrap_or_else(|e| e.into_inner());
+                if let Some(entry) = volumes.get_mut(&id.0) {
+                    entry.1 = Arc::clone(&new);
+                }
+                Ok(new)
+            })?
         } else {
             // A RocksDB map can be open once per process, so the old volume (and its
             // map) must be gone before the new one loads. Hold the table so nobody
@@ -227,7 +244,9 @@ impl Store {
                 volumes.insert(id.0, (dir_index, old));
                 return Err(Error::Busy(id));
             }
-            if let Err(e) = old.commit_compaction() {
+            // Nobody else holds `old`, so taking its write lock under the table lock
+            // cannot wait on anyone.
+            if let Err(e) = old.commit_compaction(|| Ok(())) {
                 volumes.insert(id.0, (dir_index, old));
                 return Err(e);
             }
@@ -243,11 +262,10 @@ impl Store {
     }
 
     /// The one place a volume's files stop being the ones it was opened on: a
-    /// compaction commit replaced them, or the volume was deleted. Writes to it are
-    /// stopped here; anything else tied to the old files (registered RDMA regions)
-    /// must be retired here too.
+    /// compaction commit replaced them, or the volume was deleted. Writes to it have
+    /// stopped by then ([`Volume::stop_writes`], or the commit itself); anything else
+    /// tied to the old files (registered RDMA regions) must be retired here.
     fn retire(&self, volume: &Volume, why: &str) {
-        volume.retire();
         tracing::info!(volume = volume.id().0, why, "volume files retired");
     }
 
@@ -366,6 +384,45 @@ mod tests {
             check(&v);
             assert_eq!(v.read(NeedleId(12), Cookie(12)).unwrap().needle().data, data(12, 0));
             assert!(!root.path().join("1.cpd").exists() && !root.path().join("1.cpx").exists());
+        }
+    }
+
+    #[test]
+    fn writes_racing_commits_land_in_the_new_volume() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(config(vec![root.path().to_owned()], vec![4])).unwrap());
+        let v = store.create_volume("", ReplicaPlacement::default(), Ttl::EMPTY).unwrap();
+        let id = v.id();
+        for i in 1..=200u64 {
+            v.write(&Needle::new(NeedleId(i), Cookie(1), &[i as u8; 300])).unwrap();
+            if i % 2 == 0 {
+                v.delete(NeedleId(i), Cookie(1)).unwrap();
+            }
+        }
+        drop(v);
+        let writer = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 1000..3000u64 {
+                    let needle = Needle::new(NeedleId(i), Cookie(2), b"racing");
+                    store.write_to(id, |v| v.write(&needle)).unwrap();
+                }
+            })
+        };
+        for _ in 0..3 {
+            store.volume(id).unwrap().compact().unwrap();
+            store.commit_compaction(id).unwrap();
+            // Vacuum cycles of one volume are seconds apart; let the writer catch up.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        writer.join().unwrap();
+        let v = store.volume(id).unwrap();
+        assert_eq!(v.status().compaction_revision, 3);
+        for i in 1000..3000u64 {
+            assert_eq!(v.read(NeedleId(i), Cookie(2)).unwrap().needle().data, b"racing", "write {i}");
+        }
+        for i in 1..=200u64 {
+            assert_eq!(v.read(NeedleId(i), Cookie(1)).is_ok(), i % 2 == 1, "needle {i}");
         }
     }
 

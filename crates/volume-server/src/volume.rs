@@ -518,9 +518,11 @@ impl Volume {
     /// Vacuum step 2: under the write lock, appends what was written since
     /// [`Volume::compact`] to the new files and renames them over the old ones. This
     /// `Volume` is then retired (its open `.dat` still serves reads already under way;
-    /// writes fail with [`Error::VolumeRetired`]): the store loads the new files as a
-    /// new `Volume` (see `Store::commit_compaction`).
-    pub fn commit_compaction(&self) -> Result<()> {
+    /// writes fail with [`Error::VolumeRetired`]), and `then` runs, still under the
+    /// lock: the store loads the new files as a new `Volume` and installs it there
+    /// (see `Store::commit_compaction`), so a writer that waited for the lock finds
+    /// the new volume when it looks again.
+    pub fn commit_compaction<T>(&self, then: impl FnOnce() -> Result<T>) -> Result<T> {
         let done = self
             .compaction
             .lock()
@@ -532,7 +534,7 @@ impl Volume {
         compaction::catch_up(&source, &done, writer.dat_end, writer.idx_end)?;
         compaction::install(&self.dat_path, &self.idx_path)?;
         writer.retired = true;
-        Ok(())
+        then()
     }
 
     /// Vacuum step 3 (when not committing): removes `.cpd`/`.cpx`.
@@ -544,7 +546,7 @@ impl Volume {
 
     /// Stops all writes to this volume (it is being deleted): a writer waiting for
     /// the lock gets [`Error::VolumeRetired`].
-    pub fn retire(&self) {
+    pub fn stop_writes(&self) {
         self.writer.lock().unwrap_or_else(|e| e.into_inner()).retired = true;
     }
 

@@ -98,7 +98,7 @@ fn delete_one(store: &Store, file_id: &str, skip_cookie_check: bool) -> DeleteRe
         }
     }
     let cookie = (!skip_cookie_check).then_some(fid.cookie);
-    match volume.delete_checked(id, cookie) {
+    match store.write_to(fid.volume, |volume| volume.delete_checked(id, cookie)) {
         Ok(0) => result(304, String::new(), 0),
         Ok(size) => DeleteResult { version: volume.version() as u32, ..result(202, String::new(), size) },
         Err(e @ (Error::NeedleNotFound(_) | Error::AlreadyDeleted(_))) => result(404, e.to_string(), 0),

@@ -6,9 +6,12 @@
 //! - [`recovery`]: the load-time check that cuts torn tails and re-indexes records a
 //!   crash left unindexed;
 //! - [`needle_map`]: needle id -> record, in memory or in RocksDB;
-//! - [`vif`]: the `.vif` volume info file.
+//! - [`vif`]: the `.vif` volume info file;
+//! - compaction: vacuum (weed's compact / commit / cleanup);
+//! - [`heartbeat`], [`volume_grpc`], [`pb`]: membership in a `weed master` cluster and
+//!   weed's `VolumeServer` gRPC service.
 
-pub mod compaction;
+mod compaction;
 pub mod error;
 pub mod grpc;
 pub mod heartbeat;

@@ -27,6 +27,8 @@ pub struct VolumeGrpc {
 }
 
 impl VolumeGrpc {
+    /// The service over `store`; `version`, `data_center` and `rack` are what
+    /// `VolumeServerStatus` reports.
     pub fn new(store: Arc<Store>, version: String, data_center: String, rack: String) -> Self {
         Self { store, version, data_center, rack }
     }

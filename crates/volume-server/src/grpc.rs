@@ -21,7 +21,7 @@ pub fn default_port(http_port: u16) -> Option<u16> {
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Serves `routes` on `listener` until `shutdown` completes, then lets calls under way
-/// finish for at most [`SHUTDOWN_GRACE`].
+/// finish for at most two seconds.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,

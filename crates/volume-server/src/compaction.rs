@@ -16,7 +16,7 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use needle::{IdxEntry, NeedleHeader, OffsetWidth, SuperBlock, VolumeId};
+use needle::{Flags, IdxEntry, Needle, NeedleHeader, OffsetWidth, SuperBlock, VolumeId};
 
 use crate::error::{Error, Result};
 
@@ -60,8 +60,12 @@ fn bad(source: &Source<'_>, reason: String) -> Error {
     Error::BadVolume { path: source.dat_path.to_owned(), reason }
 }
 
-/// Writes `.cpd`/`.cpx` holding the records live at `snapshot`, in their `.dat` order.
+/// Writes `.cpd`/`.cpx` holding the records live at `snapshot`, in their `.dat` order,
+/// leaving out needles of a TTL volume whose TTL ran out (as weed does: last-modified
+/// time plus the volume's TTL).
 pub fn compact(source: &Source<'_>, snapshot: Snapshot) -> Result<Compacted> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let volume_ttl = source.super_block.ttl.seconds();
     let idx_bytes = read_range(source.idx_path, 0, snapshot.idx_end)?;
     let mut live: HashMap<u64, IdxEntry> = HashMap::new();
     for entry in needle::idx::entries(&idx_bytes, source.width) {
@@ -102,6 +106,17 @@ pub fn compact(source: &Source<'_>, snapshot: Snapshot) -> Result<Compacted> {
         NeedleHeader::parse(&record)
             .and_then(|h| h.expect(entry.key, entry.size))
             .map_err(|e| Error::Corrupt { id: entry.key, offset, source: e })?;
+        if volume_ttl > 0 {
+            let needle = Needle::parse(&record, version).map_err(|e| Error::Corrupt {
+                id: entry.key,
+                offset,
+                source: e,
+            })?;
+            if needle.flags.contains(Flags::HAS_TTL) && now >= needle.last_modified.saturating_add(volume_ttl)
+            {
+                continue;
+            }
+        }
         dat_out.write_all(&record).map_err(|e| Error::io(&cpd, e))?;
         entry_bytes.clear();
         IdxEntry::new(entry.key, dat_end, entry.size)?.encode_into(source.width, &mut entry_bytes)?;

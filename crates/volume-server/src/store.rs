@@ -426,6 +426,23 @@ mod tests {
         }
     }
 
+    #[test]
+    fn compaction_drops_needles_whose_ttl_ran_out() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(config(vec![root.path().to_owned()], vec![4])).unwrap();
+        let ttl: Ttl = "1h".parse().unwrap();
+        let v = store.create_volume("", ReplicaPlacement::default(), ttl).unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let old = Needle::new(NeedleId(1), Cookie(1), b"expired").with_last_modified(now - 7200);
+        let fresh = Needle::new(NeedleId(2), Cookie(2), b"fresh").with_last_modified(now);
+        v.write(&old).unwrap();
+        v.write(&fresh).unwrap();
+        v.compact().unwrap();
+        let new = store.commit_compaction(v.id()).unwrap();
+        assert!(matches!(new.read(NeedleId(1), Cookie(1)), Err(Error::NeedleNotFound(_))));
+        assert_eq!(new.read(NeedleId(2), Cookie(2)).unwrap().needle().data, b"fresh");
+    }
+
     fn put_err(v: &Volume) -> Error {
         v.write(&Needle::new(NeedleId(99), Cookie(1), b"late")).unwrap_err()
     }

@@ -297,7 +297,7 @@ impl VolumeServer for VolumeGrpc {
                 .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(VolumeServerStatusResponse {
             disk_statuses,
-            memory_status: Some(MemStatus::default()),
+            memory_status: None,
             version: self.version.clone(),
             data_center: self.data_center.clone(),
             rack: self.rack.clone(),

@@ -38,6 +38,11 @@ impl OurVolumeServer {
         &self.addr
     }
 
+    /// CPU time the server process has used so far.
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        self.process.cpu_time()
+    }
+
     /// A graceful stop (SIGTERM).
     pub fn stop(mut self) {
         self.process.stop();

@@ -132,6 +132,19 @@ impl ServerProcess {
         self.kill();
     }
 
+    /// CPU time (user + system) the process has used so far, from `/proc/PID/stat`;
+    /// `None` once it has exited or where there is no `/proc`.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
+        // Fields after the parenthesized command name; utime and stime are the 12th and
+        // 13th of them, in clock ticks.
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        (per_second > 0).then(|| Duration::from_secs_f64(ticks as f64 / per_second as f64))
+    }
+
     /// SIGKILL and reap: a crash, as far as the server can tell.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -30,28 +30,89 @@ pub fn weed_binary() -> Result<PathBuf, Error> {
 pub struct WeedMaster {
     process: ServerProcess,
     port: u16,
+    args: Vec<String>,
+    log: PathBuf,
 }
 
 impl WeedMaster {
     /// Starts a master keeping its metadata under `dir`, with a small volume size
     /// limit so tests see volumes fill up.
     pub fn start(dir: &Path, volume_size_limit_mb: u32) -> Result<Self, Error> {
-        let meta = dir.join("master");
-        std::fs::create_dir_all(&meta).map_err(|source| Error::Io { path: meta.clone(), source })?;
         let port = free_port_pair()?;
-        let args = vec![
+        let (args, log) = Self::prepare(dir, "master", port, volume_size_limit_mb, &[])?;
+        let process = Self::spawn(port, &args, &log)?;
+        Ok(Self { process, port, args, log })
+    }
+
+    /// Starts `count` masters forming one raft cluster (`-peers`), the i-th keeping its
+    /// metadata in `dir/master-i`. Their HTTP ports answer at once; a leader is
+    /// elected a few seconds later (see [`WeedMaster::leader`]).
+    pub fn start_cluster(dir: &Path, count: usize, volume_size_limit_mb: u32) -> Result<Vec<Self>, Error> {
+        let mut ports = Vec::new();
+        while ports.len() < count {
+            let port = free_port_pair()?;
+            if !ports.contains(&port) {
+                ports.push(port);
+            }
+        }
+        let peers = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+        let mut masters = Vec::new();
+        for (i, &port) in ports.iter().enumerate() {
+            let extra = [format!("-peers={peers}")];
+            let (args, log) = Self::prepare(dir, &format!("master-{i}"), port, volume_size_limit_mb, &extra)?;
+            // All start before any is waited for: none answers until a quorum is up.
+            let process = ServerProcess::spawn(&weed_binary()?, "weed master", &args, log.clone())?;
+            masters.push(Self { process, port, args, log });
+        }
+        for master in &mut masters {
+            let url = format!("{}/cluster/status", master.url());
+            master.process.wait_ready(|| http_ok(&url).is_some())?;
+        }
+        Ok(masters)
+    }
+
+    /// The command line and log path of a master named `name` under `dir`.
+    fn prepare(
+        dir: &Path,
+        name: &str,
+        port: u16,
+        limit_mb: u32,
+        extra: &[String],
+    ) -> Result<(Vec<String>, PathBuf), Error> {
+        let meta = dir.join(name);
+        std::fs::create_dir_all(&meta).map_err(|source| Error::Io { path: meta.clone(), source })?;
+        let mut args = vec![
             "master".to_owned(),
             format!("-port={port}"),
             "-ip=127.0.0.1".to_owned(),
             "-ip.bind=127.0.0.1".to_owned(),
             format!("-mdir={}", meta.display()),
-            format!("-volumeSizeLimitMB={volume_size_limit_mb}"),
+            format!("-volumeSizeLimitMB={limit_mb}"),
             "-defaultReplication=000".to_owned(),
         ];
-        let mut process =
-            ServerProcess::spawn(&weed_binary()?, "weed master", &args, dir.join("master.log"))?;
+        args.extend_from_slice(extra);
+        Ok((args, dir.join(format!("{name}.log"))))
+    }
+
+    /// The leader this master reports (`host:port.grpcPort`), once one is elected.
+    pub fn leader(&self) -> Option<String> {
+        let status: serde_json::Value =
+            serde_json::from_str(&http_ok(&format!("{}/cluster/status", self.url()))?).ok()?;
+        status["Leader"].as_str().filter(|l| !l.is_empty()).map(str::to_owned)
+    }
+
+    fn spawn(port: u16, args: &[String], log: &Path) -> Result<ServerProcess, Error> {
+        let mut process = ServerProcess::spawn(&weed_binary()?, "weed master", args, log.to_owned())?;
         process.wait_ready(|| http_ok(&format!("http://127.0.0.1:{port}/cluster/status")).is_some())?;
-        Ok(Self { process, port })
+        Ok(process)
+    }
+
+    /// Stops the master and starts it again on the same ports and metadata directory
+    /// (its log restarts in `master.log`), as an operator restarting it would.
+    pub fn restart(&mut self) -> Result<(), Error> {
+        self.process.stop();
+        self.process = Self::spawn(self.port, &self.args, &self.log)?;
+        Ok(())
     }
 
     /// `127.0.0.1:PORT`, the form `-mserver` and `-master` take.
@@ -67,6 +128,11 @@ impl WeedMaster {
     pub fn knows_volume_server(&self, addr: &str) -> bool {
         http_ok(&format!("{}/dir/status", self.url()))
             .is_some_and(|topology| topology.contains(&format!("\"Url\":\"{addr}\"")))
+    }
+
+    /// CPU time the master process has used so far.
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        self.process.cpu_time()
     }
 
     pub fn stop(mut self) {
@@ -118,6 +184,11 @@ impl WeedVolume {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// CPU time the server process has used so far.
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        self.process.cpu_time()
     }
 
     /// Stops the server gracefully so its `.dat`/`.idx` files are complete.

@@ -45,6 +45,17 @@ pub enum Error {
     OffsetWidthMismatch { path: PathBuf, declared: u32, flag: u8 },
     #[error("{}: {reason}", path.display())]
     BadVolume { path: PathBuf, reason: String },
+    /// The volume's files were replaced by a compaction or deleted while this call
+    /// waited; the caller may look the volume up again.
+    #[error("volume {0} was compacted or deleted meanwhile; retry")]
+    VolumeRetired(VolumeId),
+    /// A RocksDB volume's compaction commit found the volume still in use.
+    #[error("volume {0} is in use and its map cannot be reopened; retry")]
+    Busy(VolumeId),
+    #[error("volume {0} has no compaction to commit")]
+    NotCompacted(VolumeId),
+    #[error("volume {0} is not empty")]
+    NotEmpty(VolumeId),
     #[error("needle map: {0}")]
     Map(String),
 }

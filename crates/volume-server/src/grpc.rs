@@ -4,6 +4,7 @@
 //! to one [`Routes`]; calls nobody implements answer `Unimplemented`.
 
 use std::future::Future;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tonic::service::Routes;
@@ -14,14 +15,36 @@ pub fn default_port(http_port: u16) -> Option<u16> {
     http_port.checked_add(10_000)
 }
 
-/// Serves `routes` on `listener` until `shutdown` completes.
+/// How long calls under way may take to finish after shutdown starts. Bounded because
+/// a graceful stop otherwise waits for every client to hang up, and the master keeps
+/// its connection to us open.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Serves `routes` on `listener` until `shutdown` completes, then lets calls under way
+/// finish for at most two seconds.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    tonic::transport::Server::builder()
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
-        .await
+    let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder().add_routes(routes).serve_with_incoming_shutdown(
+        TcpIncoming::from(listener),
+        async move {
+            shutdown.await;
+            let _ = stopping.send(());
+        },
+    );
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result,
+        _ = stopped => {}
+    }
+    match tokio::time::timeout(SHUTDOWN_GRACE, server).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::info!("gRPC clients still connected after {SHUTDOWN_GRACE:?}; closing");
+            Ok(())
+        }
+    }
 }

@@ -6,21 +6,28 @@
 //! - [`recovery`]: the load-time check that cuts torn tails and re-indexes records a
 //!   crash left unindexed;
 //! - [`needle_map`]: needle id -> record, in memory or in RocksDB;
-//! - [`vif`]: the `.vif` volume info file.
+//! - [`vif`]: the `.vif` volume info file;
+//! - compaction: vacuum (weed's compact / commit / cleanup);
+//! - [`heartbeat`], [`volume_grpc`], [`pb`]: membership in a `weed master` cluster and
+//!   weed's `VolumeServer` gRPC service.
 
+mod compaction;
 pub mod error;
 pub mod grpc;
+pub mod heartbeat;
 pub mod http;
 pub mod master_api;
 pub mod metrics;
 pub mod mime;
 pub mod needle_map;
+pub mod pb;
 pub mod range;
 pub mod recovery;
 pub mod store;
 pub mod upload;
 pub mod vif;
 pub mod volume;
+pub mod volume_grpc;
 
 #[cfg(test)]
 mod recovery_tests;

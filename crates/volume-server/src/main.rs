@@ -11,9 +11,11 @@ use std::future::IntoFuture;
 
 use tonic::service::Routes;
 use volume_server::grpc;
+use volume_server::heartbeat::{self, HeartbeatConfig};
 use volume_server::http::{AppState, router, version_string};
 use volume_server::master_api::MasterApi;
 use volume_server::metrics::Metrics;
+use volume_server::volume_grpc::VolumeGrpc;
 use volume_server::{IndexKind, Store, StoreConfig, VolumeOptions};
 
 #[derive(Parser, Debug)]
@@ -39,10 +41,15 @@ struct Cli {
     /// Needle map kind.
     #[arg(long, value_enum, default_value_t = IndexKind::Memory)]
     index: IndexKind,
-    /// A weed master to join. Joining is not implemented yet: with it, the embedded
-    /// master API is off and the server only serves its volumes.
-    #[arg(long)]
-    mserver: Option<String>,
+    /// weed masters to join (comma-separated `host:port`); without it the server runs
+    /// standalone with an embedded master API.
+    #[arg(long, value_delimiter = ',')]
+    mserver: Option<Vec<String>>,
+    /// Data center and rack to report to the master.
+    #[arg(long, default_value = "")]
+    data_center: String,
+    #[arg(long, default_value = "")]
+    rack: String,
     /// Bytes per `.idx` offset: 5 is what the PyPI `weed` writes, 4 weed's default build.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(4..=5))]
     offset_width: u8,
@@ -89,13 +96,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     };
     let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(config)).await??);
     let public_url = format!("{}:{}", cli.ip, cli.port);
-    let master = match &cli.mserver {
-        None => Some(MasterApi::new(&store, public_url.clone())),
-        Some(m) => {
-            tracing::warn!(mserver = %m, "joining a master is not implemented yet; serving volumes only");
-            None
-        }
-    };
+    let master = cli.mserver.is_none().then(|| MasterApi::new(&store, public_url.clone()));
     let version = version_string(width);
     let state = Arc::new(AppState {
         store: Arc::clone(&store),
@@ -121,7 +122,25 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         let _ = stop_tx.send(true);
     });
     let http = axum::serve(listener, router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let grpc = grpc::serve(grpc_listener, Routes::default(), stopped(stop_rx));
+    if let Some(masters) = cli.mserver {
+        for master in &masters {
+            volume_server::pb::grpc_address(master).map_err(|e| format!("--mserver: {e}"))?;
+        }
+        let config = HeartbeatConfig {
+            masters,
+            ip: cli.ip.clone(),
+            port: cli.port,
+            grpc_port,
+            public_url,
+            data_center: cli.data_center.clone(),
+            rack: cli.rack.clone(),
+            pulse: std::time::Duration::from_secs(5),
+        };
+        tokio::spawn(heartbeat::run(Arc::clone(&store), config, stop_rx.clone()));
+    }
+    let volume_service =
+        VolumeGrpc::new(Arc::clone(&store), version_string(width), cli.data_center, cli.rack).into_service();
+    let grpc = grpc::serve(grpc_listener, Routes::new(volume_service), stopped(stop_rx));
     let (http, grpc) = tokio::join!(http.into_future(), grpc);
     http?;
     grpc?;

@@ -13,6 +13,10 @@ use needle::{ReplicaPlacement, Ttl, VolumeId};
 use crate::error::{Error, Result};
 use crate::volume::{Volume, VolumeOptions, parse_dat_name};
 
+/// How long a compaction commit of a `--index rocksdb` volume waits for requests
+/// under way to let go of the old volume.
+const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Clone, Debug)]
 pub struct StoreConfig {
     pub dirs: Vec<PathBuf>,
@@ -28,6 +32,9 @@ pub struct Store {
     volumes: RwLock<BTreeMap<u32, (usize, Arc<Volume>)>>,
     /// Serializes volume creation (id choice and directory choice).
     create: Mutex<()>,
+    /// Signalled when the set of volumes or their state changes (the heartbeat to the
+    /// master reports it at once instead of at its next pulse).
+    changed: tokio::sync::Notify,
 }
 
 impl Store {
@@ -57,11 +64,29 @@ impl Store {
                 volumes.insert(id.0, (dir_index, Arc::new(volume)));
             }
         }
-        Ok(Self { config, volumes: RwLock::new(volumes), create: Mutex::new(()) })
+        Ok(Self {
+            config,
+            volumes: RwLock::new(volumes),
+            create: Mutex::new(()),
+            changed: Default::default(),
+        })
     }
 
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    /// Notified (one permit) whenever a volume is created, deleted, compacted or
+    /// changes read-only state.
+    pub fn changed(&self) -> &tokio::sync::Notify {
+        &self.changed
+    }
+
+    /// Marks a volume read-only or writable (see [`Volume::set_read_only`]).
+    pub fn set_read_only(&self, id: VolumeId, read_only: bool, persist: bool) -> Result<()> {
+        self.volume(id)?.set_read_only(read_only, persist)?;
+        self.changed.notify_one();
+        Ok(())
     }
 
     pub fn volume(&self, id: VolumeId) -> Result<Arc<Volume>> {
@@ -71,6 +96,21 @@ impl Store {
             .get(&id.0)
             .map(|(_, v)| Arc::clone(v))
             .ok_or(Error::VolumeNotFound(id))
+    }
+
+    /// Runs a write (`work`) on volume `id`, looking the volume up again when a vacuum
+    /// commit replaced it while `work` waited for it ([`Error::VolumeRetired`]). The
+    /// commit installs the new volume before it lets waiting writers go, so one more
+    /// look normally suffices; a few allow for commits in quick succession.
+    pub fn write_to<T>(&self, id: VolumeId, work: impl Fn(&Volume) -> Result<T>) -> Result<T> {
+        let mut tries = 0;
+        loop {
+            let volume = self.volume(id)?;
+            match work(&volume) {
+                Err(Error::VolumeRetired(_)) if tries < 3 => tries += 1,
+                result => return result,
+            }
+        }
     }
 
     /// Every volume, by id.
@@ -97,10 +137,26 @@ impl Store {
         replica: ReplicaPlacement,
         ttl: Ttl,
     ) -> Result<Arc<Volume>> {
+        self.create_volume_with_id(None, collection, replica, ttl)
+    }
+
+    /// Creates a volume with id `id` (the master's choice) or, with `None`, the next
+    /// free id; in the directory with the most free slots.
+    pub fn create_volume_with_id(
+        &self,
+        id: Option<VolumeId>,
+        collection: &str,
+        replica: ReplicaPlacement,
+        ttl: Ttl,
+    ) -> Result<Arc<Volume>> {
         let _creating = self.create.lock().unwrap_or_else(|e| e.into_inner());
         let (id, dir_index) = {
             let volumes = self.volumes.read().unwrap_or_else(|e| e.into_inner());
-            let id = volumes.keys().next_back().map_or(1, |last| last + 1);
+            let id = match id {
+                Some(id) if volumes.contains_key(&id.0) => return Err(Error::VolumeExists(id)),
+                Some(id) => id.0,
+                None => volumes.keys().next_back().map_or(1, |last| last + 1),
+            };
             let free = |d: usize| {
                 let used = volumes.values().filter(|(dir, _)| *dir == d).count();
                 self.max_for(d).saturating_sub(used)
@@ -118,7 +174,99 @@ impl Store {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.0, (dir_index, Arc::clone(&volume)));
+        self.changed.notify_one();
         Ok(volume)
+    }
+
+    /// Deletes a volume and its files (`only_empty`: refuse if it holds live needles).
+    pub fn delete_volume(&self, id: VolumeId, only_empty: bool) -> Result<()> {
+        let volume = {
+            let mut volumes = self.volumes.write().unwrap_or_else(|e| e.into_inner());
+            let (_, volume) = volumes.get(&id.0).ok_or(Error::VolumeNotFound(id))?;
+            let stats = volume.status().stats;
+            if only_empty && stats.file_count > stats.deletion_count {
+                return Err(Error::NotEmpty(id));
+            }
+            volumes.remove(&id.0).map(|(_, v)| v).ok_or(Error::VolumeNotFound(id))?
+        };
+        volume.stop_writes();
+        self.retire(&volume, "deleted");
+        let mut result = Ok(());
+        for path in volume.files() {
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => result = Err(Error::io(&path, e)),
+                _ => {}
+            }
+        }
+        if let Some(dir) = volume.map_dir() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        self.changed.notify_one();
+        result
+    }
+
+    /// Vacuum commit: installs the compacted files of volume `id` (see
+    /// [`Volume::commit_compaction`]) and replaces the volume with one loaded from them.
+    pub fn commit_compaction(&self, id: VolumeId) -> Result<Arc<Volume>> {
+        let old = self.volume(id)?;
+        let dir = self.dir_of(id).ok_or(Error::VolumeNotFound(id))?.to_owned();
+        let (collection, read_only) = (old.collection().to_owned(), old.is_read_only());
+        let load = || -> Result<Arc<Volume>> {
+            let new = Volume::load(&dir, &collection, id, self.config.volume)?;
+            if read_only {
+                new.set_read_only(true, false)?;
+            }
+            Ok(Arc::new(new))
+        };
+        let new = if old.map_dir().is_none() {
+            old.commit_compaction(|| {
+                self.retire(&old, "compacted");
+                let new = load()?;
+                let mut volumes = self.volumes.write().unwrap_or_else(|e| e.into_inner());
+                if let Some(entry) = volumes.get_mut(&id.0) {
+                    entry.1 = Arc::clone(&new);
+                }
+                Ok(new)
+            })?
+        } else {
+            // A RocksDB map can be open once per process, so the old volume (and its
+            // map) must be gone before the new one loads. Hold the table so nobody
+            // takes the volume meanwhile, and wait (briefly) for requests under way to
+            // drop it; if they do not, nothing has changed and the master may retry.
+            let mut volumes = self.volumes.write().unwrap_or_else(|e| e.into_inner());
+            let (dir_index, table_ref) = volumes.remove(&id.0).ok_or(Error::VolumeNotFound(id))?;
+            drop(table_ref);
+            let deadline = std::time::Instant::now() + BUSY_WAIT;
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            if Arc::strong_count(&old) > 1 {
+                volumes.insert(id.0, (dir_index, old));
+                return Err(Error::Busy(id));
+            }
+            // Nobody else holds `old`, so taking its write lock under the table lock
+            // cannot wait on anyone.
+            if let Err(e) = old.commit_compaction(|| Ok(())) {
+                volumes.insert(id.0, (dir_index, old));
+                return Err(e);
+            }
+            self.retire(&old, "compacted");
+            drop(old);
+            let new = load()?;
+            volumes.insert(id.0, (dir_index, Arc::clone(&new)));
+            new
+        };
+        tracing::info!(volume = id.0, revision = new.status().compaction_revision, "compaction committed");
+        self.changed.notify_one();
+        Ok(new)
+    }
+
+    /// The one place a volume's files stop being the ones it was opened on: a
+    /// compaction commit replaced them, or the volume was deleted. Writes to it have
+    /// stopped by then ([`Volume::stop_writes`], or the commit itself); anything else
+    /// tied to the old files (registered RDMA regions) must be retired here.
+    fn retire(&self, volume: &Volume, why: &str) {
+        tracing::info!(volume = volume.id().0, why, "volume files retired");
     }
 
     fn max_for(&self, dir_index: usize) -> usize {
@@ -167,6 +315,164 @@ mod tests {
         // The same volume in two directories is refused.
         std::fs::copy(dirs[0].join("1.dat"), dirs[1].join("1.dat")).unwrap();
         assert!(matches!(Store::open(config(dirs, vec![2])), Err(Error::BadVolume { .. })));
+    }
+
+    #[test]
+    fn compaction_keeps_live_needles_and_writes_made_meanwhile() {
+        for index in [IndexKind::Memory, IndexKind::Rocksdb] {
+            let root = tempfile::tempdir().unwrap();
+            let mut cfg = config(vec![root.path().to_owned()], vec![4]);
+            cfg.volume.index = index;
+            let store = Store::open(cfg.clone()).unwrap();
+            let v = store.create_volume("", ReplicaPlacement::default(), Ttl::EMPTY).unwrap();
+            let data = |i: u64, round: u8| vec![i as u8 ^ round; 100 + i as usize];
+            let put = |v: &Volume, i: u64, round: u8| {
+                v.write(&Needle::new(NeedleId(i), Cookie(i as u32), &data(i, round))).unwrap()
+            };
+            for i in 1..=10 {
+                put(&v, i, 0);
+            }
+            for i in [2, 4, 6] {
+                v.delete(NeedleId(i), Cookie(i as u32)).unwrap();
+            }
+            put(&v, 7, 1);
+            assert_eq!(v.status().compaction_revision, 0);
+            assert!(v.garbage_ratio() > 0.2, "{}", v.garbage_ratio());
+            let before = v.dat_size();
+
+            let compacted = v.compact().unwrap();
+            // Writes and deletes between compaction and commit are carried over.
+            put(&v, 11, 0);
+            v.delete(NeedleId(8), Cookie(8)).unwrap();
+            let new = if index == IndexKind::Memory {
+                let new = store.commit_compaction(v.id()).unwrap();
+                assert!(matches!(put_err(&v), Error::VolumeRetired(_)), "the old volume takes no writes");
+                assert_eq!(
+                    v.read(NeedleId(1), Cookie(1)).unwrap().needle().data,
+                    data(1, 0),
+                    "old reads go on"
+                );
+                new
+            } else {
+                // Someone holding the volume blocks a RocksDB commit, which then changes nothing.
+                assert!(matches!(store.commit_compaction(v.id()), Err(Error::Busy(_))));
+                assert_eq!(v.status().compaction_revision, 0);
+                put(&v, 13, 0);
+                v.delete(NeedleId(13), Cookie(13)).unwrap();
+                let id = v.id();
+                drop(v);
+                store.commit_compaction(id).unwrap()
+            };
+
+            let check = |v: &Volume| {
+                assert_eq!(v.status().compaction_revision, 1, "{index:?}");
+                for (i, round) in [(1, 0), (3, 0), (5, 0), (7, 1), (9, 0), (10, 0), (11, 0)] {
+                    assert_eq!(v.read(NeedleId(i), Cookie(i as u32)).unwrap().needle().data, data(i, round));
+                }
+                for i in [2, 4, 6, 8, 13] {
+                    assert!(v.read(NeedleId(i), Cookie(i as u32)).is_err(), "needle {i} stays deleted");
+                }
+            };
+            check(&new);
+            assert!(new.dat_size() < before + 2 * 200, "garbage dropped: {before} -> {}", new.dat_size());
+            assert!(compacted < before);
+            assert!(Arc::ptr_eq(&new, &store.volume(new.id()).unwrap()), "the store serves the new volume");
+            put(&new, 12, 0);
+            drop((new, store));
+            let store = Store::open(cfg).unwrap();
+            let v = store.volume(VolumeId(1)).unwrap();
+            check(&v);
+            assert_eq!(v.read(NeedleId(12), Cookie(12)).unwrap().needle().data, data(12, 0));
+            assert!(!root.path().join("1.cpd").exists() && !root.path().join("1.cpx").exists());
+        }
+    }
+
+    #[test]
+    fn writes_racing_commits_land_in_the_new_volume() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(config(vec![root.path().to_owned()], vec![4])).unwrap());
+        let v = store.create_volume("", ReplicaPlacement::default(), Ttl::EMPTY).unwrap();
+        let id = v.id();
+        for i in 1..=200u64 {
+            v.write(&Needle::new(NeedleId(i), Cookie(1), &[i as u8; 300])).unwrap();
+            if i % 2 == 0 {
+                v.delete(NeedleId(i), Cookie(1)).unwrap();
+            }
+        }
+        drop(v);
+        let writer = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 1000..3000u64 {
+                    let needle = Needle::new(NeedleId(i), Cookie(2), b"racing");
+                    store.write_to(id, |v| v.write(&needle)).unwrap();
+                }
+            })
+        };
+        for _ in 0..3 {
+            store.volume(id).unwrap().compact().unwrap();
+            store.commit_compaction(id).unwrap();
+            // Vacuum cycles of one volume are seconds apart; let the writer catch up.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        writer.join().unwrap();
+        let v = store.volume(id).unwrap();
+        assert_eq!(v.status().compaction_revision, 3);
+        for i in 1000..3000u64 {
+            assert_eq!(v.read(NeedleId(i), Cookie(2)).unwrap().needle().data, b"racing", "write {i}");
+        }
+        for i in 1..=200u64 {
+            assert_eq!(v.read(NeedleId(i), Cookie(1)).is_ok(), i % 2 == 1, "needle {i}");
+        }
+    }
+
+    #[test]
+    fn compaction_drops_needles_whose_ttl_ran_out() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(config(vec![root.path().to_owned()], vec![4])).unwrap();
+        let ttl: Ttl = "1h".parse().unwrap();
+        let v = store.create_volume("", ReplicaPlacement::default(), ttl).unwrap();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let old = Needle::new(NeedleId(1), Cookie(1), b"expired").with_last_modified(now - 7200);
+        let fresh = Needle::new(NeedleId(2), Cookie(2), b"fresh").with_last_modified(now);
+        v.write(&old).unwrap();
+        v.write(&fresh).unwrap();
+        v.compact().unwrap();
+        let new = store.commit_compaction(v.id()).unwrap();
+        assert!(matches!(new.read(NeedleId(1), Cookie(1)), Err(Error::NeedleNotFound(_))));
+        assert_eq!(new.read(NeedleId(2), Cookie(2)).unwrap().needle().data, b"fresh");
+    }
+
+    fn put_err(v: &Volume) -> Error {
+        v.write(&Needle::new(NeedleId(99), Cookie(1), b"late")).unwrap_err()
+    }
+
+    #[test]
+    fn commit_without_compaction_cleanup_and_delete() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(config(vec![root.path().to_owned()], vec![4])).unwrap();
+        let v = store.create_volume("", ReplicaPlacement::default(), Ttl::EMPTY).unwrap();
+        v.write(&Needle::new(NeedleId(1), Cookie(1), b"x")).unwrap();
+        assert!(matches!(store.commit_compaction(v.id()), Err(Error::NotCompacted(_))));
+        v.compact().unwrap();
+        assert!(root.path().join("1.cpd").exists());
+        v.cleanup_compaction().unwrap();
+        assert!(!root.path().join("1.cpd").exists() && !root.path().join("1.cpx").exists());
+        assert!(matches!(store.commit_compaction(v.id()), Err(Error::NotCompacted(_))));
+
+        assert!(matches!(store.delete_volume(v.id(), true), Err(Error::NotEmpty(_))));
+        let at = store.create_volume_with_id(Some(VolumeId(7)), "c", ReplicaPlacement::default(), Ttl::EMPTY);
+        assert_eq!(at.unwrap().id(), VolumeId(7));
+        assert!(matches!(
+            store.create_volume_with_id(Some(VolumeId(7)), "", ReplicaPlacement::default(), Ttl::EMPTY),
+            Err(Error::VolumeExists(_))
+        ));
+        store.delete_volume(v.id(), false).unwrap();
+        assert!(matches!(put_err(&v), Error::VolumeRetired(_)));
+        assert!(matches!(store.volume(VolumeId(1)), Err(Error::VolumeNotFound(_))));
+        let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 3, "only volume 7's files are left: {left:?}");
+        assert!(matches!(store.delete_volume(VolumeId(1), false), Err(Error::VolumeNotFound(_))));
     }
 
     #[test]

@@ -20,6 +20,7 @@ use needle::{
     SUPER_BLOCK_SIZE, SuperBlock, Ttl, Version, VolumeId,
 };
 
+use crate::compaction;
 use crate::error::{Error, Result};
 use crate::needle_map::{MapStats, MemoryMap, NeedleMap, NeedleValue, RocksMap};
 use crate::recovery::{self, LoadReport};
@@ -113,6 +114,9 @@ struct Writer {
     dat_end: u64,
     idx_end: u64,
     last_append_ns: u64,
+    /// Set when this volume's files were replaced (compaction commit) or deleted: a
+    /// writer that was waiting for the lock must not append to the old files.
+    retired: bool,
 }
 
 pub struct Volume {
@@ -129,6 +133,8 @@ pub struct Volume {
     modified_at: AtomicU64,
     dat_size: AtomicU64,
     load_report: LoadReport,
+    /// A compaction waiting for commit or cleanup; held while compacting.
+    compaction: Mutex<Option<compaction::Compacted>>,
 }
 
 /// `<collection>_<vid>` or `<vid>`: the file name of a volume without extension.
@@ -241,11 +247,13 @@ impl Volume {
                 dat_end: recovered.dat_end,
                 idx_end: recovered.idx_end,
                 last_append_ns: recovered.last_append_ns,
+                retired: false,
             }),
             read_only: AtomicBool::new(info.is_some_and(|i| i.read_only)),
             modified_at: AtomicU64::new(modified_at),
             dat_size: AtomicU64::new(recovered.dat_end),
             load_report: recovered.report,
+            compaction: Mutex::new(None),
         })
     }
 
@@ -389,7 +397,7 @@ impl Volume {
         let version = self.version();
         let mut record = needle.to_bytes(version)?;
         let size = needle.body_size(version)?;
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writer = self.lock_writer()?;
         if let Some(existing) = self.map.get(needle.id)? {
             let old = self.read_record(existing.offset, existing.size)?;
             let old = Needle::parse(&old, version).map_err(|source| Error::Corrupt {
@@ -424,13 +432,19 @@ impl Volume {
     /// Deletes needle `id` if `cookie` matches: appends a tombstone record and a
     /// tombstone `.idx` entry. Returns the deleted needle's header `Size`.
     pub fn delete(&self, id: NeedleId, cookie: Cookie) -> Result<u32> {
+        self.delete_checked(id, Some(cookie))
+    }
+
+    /// [`Volume::delete`] with the cookie check optional (`None`: weed's
+    /// `skip_cookie_check`, used by the filer's batch deletes).
+    pub fn delete_checked(&self, id: NeedleId, cookie: Option<Cookie>) -> Result<u32> {
         let version = self.version();
-        let mut writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut writer = self.lock_writer()?;
         let v = self.map.get(id)?.filter(|v| !v.deleted).ok_or(Error::NeedleNotFound(id))?;
         let old = self.read_record(v.offset, v.size)?;
         let old =
             Needle::parse(&old, version).map_err(|source| Error::Corrupt { id, offset: v.offset, source })?;
-        if old.cookie != cookie {
+        if cookie.is_some_and(|cookie| old.cookie != cookie) {
             return Err(Error::CookieMismatch { id });
         }
         if self.is_read_only() {
@@ -442,6 +456,109 @@ impl Volume {
         self.append(&mut writer, &record, id, TOMBSTONE_SIZE)?;
         writer.last_append_ns = append_at_ns;
         Ok(v.size)
+    }
+
+    fn lock_writer(&self) -> Result<std::sync::MutexGuard<'_, Writer>> {
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if writer.retired {
+            return Err(Error::VolumeRetired(self.id));
+        }
+        Ok(writer)
+    }
+
+    /// Marks the volume read-only (`true`) or writable; `persist` also records it in
+    /// the `.vif`, so it survives a restart (marking writable always does).
+    pub fn set_read_only(&self, read_only: bool, persist: bool) -> Result<()> {
+        let _writer = self.lock_writer()?;
+        if persist || !read_only {
+            let vif = self.dat_path.with_extension("vif");
+            let mut info = VolumeInfo::load(&vif)?
+                .unwrap_or_else(|| VolumeInfo::new(self.version() as u32, self.options.width, 0));
+            if info.read_only != read_only {
+                info.read_only = read_only;
+                info.save(&vif)?;
+            }
+        }
+        self.read_only.store(read_only, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Bytes of deleted or overwritten needles over bytes of all needles written:
+    /// what weed's vacuum check compares with its garbage threshold.
+    pub fn garbage_ratio(&self) -> f64 {
+        let stats = self.map.stats();
+        compaction::garbage_ratio(stats.deletion_bytes, stats.file_bytes)
+    }
+
+    fn compaction_source(&self) -> compaction::Source<'_> {
+        compaction::Source {
+            id: self.id,
+            dat: &self.dat,
+            dat_path: &self.dat_path,
+            idx_path: &self.idx_path,
+            super_block: &self.super_block,
+            width: self.options.width,
+        }
+    }
+
+    /// Vacuum step 1: writes `.cpd`/`.cpx` with the records live now, while writes go
+    /// on. Returns the compacted size.
+    pub fn compact(&self) -> Result<u64> {
+        let snapshot = {
+            let writer = self.lock_writer()?;
+            compaction::Snapshot { dat_end: writer.dat_end, idx_end: writer.idx_end }
+        };
+        let mut pending = self.compaction.lock().unwrap_or_else(|e| e.into_inner());
+        *pending = None;
+        let done = compaction::compact(&self.compaction_source(), snapshot)?;
+        *pending = Some(done);
+        Ok(done.dat_end)
+    }
+
+    /// Vacuum step 2: under the write lock, appends what was written since
+    /// [`Volume::compact`] to the new files and renames them over the old ones. This
+    /// `Volume` is then retired (its open `.dat` still serves reads already under way;
+    /// writes fail with [`Error::VolumeRetired`]), and `then` runs, still under the
+    /// lock: the store loads the new files as a new `Volume` and installs it there
+    /// (see `Store::commit_compaction`), so a writer that waited for the lock finds
+    /// the new volume when it looks again.
+    pub fn commit_compaction<T>(&self, then: impl FnOnce() -> Result<T>) -> Result<T> {
+        let done = self
+            .compaction
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or(Error::NotCompacted(self.id))?;
+        let mut writer = self.lock_writer()?;
+        let source = self.compaction_source();
+        compaction::catch_up(&source, &done, writer.dat_end, writer.idx_end)?;
+        compaction::install(&self.dat_path, &self.idx_path)?;
+        writer.retired = true;
+        then()
+    }
+
+    /// Vacuum step 3 (when not committing): removes `.cpd`/`.cpx`.
+    pub fn cleanup_compaction(&self) -> Result<()> {
+        let mut pending = self.compaction.lock().unwrap_or_else(|e| e.into_inner());
+        *pending = None;
+        compaction::remove_files(&self.dat_path)
+    }
+
+    /// Stops all writes to this volume (it is being deleted): a writer waiting for
+    /// the lock gets [`Error::VolumeRetired`].
+    pub fn stop_writes(&self) {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).retired = true;
+    }
+
+    /// The files this volume consists of, for deleting it: `.dat`, `.idx`, `.vif`,
+    /// and leftovers of a compaction.
+    pub fn files(&self) -> Vec<PathBuf> {
+        ["dat", "idx", "vif", "cpd", "cpx"].iter().map(|ext| self.dat_path.with_extension(ext)).collect()
+    }
+
+    /// The RocksDB map directory (`--index rocksdb`), if the volume has one.
+    pub fn map_dir(&self) -> Option<PathBuf> {
+        (self.options.index == IndexKind::Rocksdb).then(|| self.dat_path.with_extension("rdb"))
     }
 
     /// Appends one record and its `.idx` entry, then updates the map. On failure both

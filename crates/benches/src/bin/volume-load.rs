@@ -4,6 +4,8 @@
 //! ```text
 //! volume-load run --master http://127.0.0.1:9333 [--size 1024] [--count 20000] [--concurrency 16]
 //! volume-load compare [--sizes 1024,65536] [--count 20000] [--concurrency 16] [--ours-bin PATH]
+//! volume-load weed-benchmark [--sizes 1024] [--count 20000] [--concurrency 16] [--rounds 1]
+//!                            [--ours-bin PATH] [--ours-args "--workers 2"]
 //! ```
 //!
 //! `run` targets any server: fids come from the master API at `--master` (a real
@@ -12,6 +14,14 @@
 //! the volume server is measured. `compare` starts a `weed master` + `weed volume`
 //! and our `volume-server` in scratch directories, runs the same load against both
 //! in the same process, and prints the ratios.
+//!
+//! `weed-benchmark` measures with weed's own client instead: two clusters, each a
+//! `weed master` with one volume server (ours joined with `--mserver`, or `weed
+//! volume`), and `weed benchmark -n COUNT -c CONCURRENCY -size SIZE` against each in
+//! turn (`-writeOnly`, then `-readOnly` of the files written). Its write phase
+//! includes the gRPC assign to the master per file, as weed's users see it. It
+//! prints weed benchmark's own req/s, p50 and p99, the CPU time per request of the
+//! volume server and of the master (from `/proc`), and the ours/weed ratios.
 //!
 //! The client is a minimal keep-alive HTTP/1.1 client (one connection per worker):
 //! both servers see the same requests, byte for byte.
@@ -33,11 +43,17 @@ struct Options {
     concurrency: usize,
     master: String,
     ours_bin: Option<PathBuf>,
+    /// Whether `--size(s)` was given (`weed-benchmark` defaults to 1 KiB only).
+    sizes_given: bool,
+    /// `weed-benchmark` runs per cluster (the medians are compared).
+    rounds: usize,
+    /// Extra flags for our server in `weed-benchmark` (e.g. `--workers 2`).
+    ours_args: Vec<String>,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  volume-load run --master URL [--size N] [--count N] [--concurrency N]\n  volume-load compare [--sizes N,N] [--count N] [--concurrency N] [--ours-bin PATH]"
+        "usage:\n  volume-load run --master URL [--size N] [--count N] [--concurrency N]\n  volume-load compare [--sizes N,N] [--count N] [--concurrency N] [--ours-bin PATH]\n  volume-load weed-benchmark [--sizes N] [--count N] [--concurrency N] [--rounds N] [--ours-bin PATH] [--ours-args ARGS]"
     );
     std::process::exit(2)
 }
@@ -51,14 +67,22 @@ fn parse_args() -> (String, Options) {
         concurrency: 16,
         master: String::new(),
         ours_bin: None,
+        sizes_given: false,
+        rounds: 1,
+        ours_args: Vec::new(),
     };
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_else(|| usage());
         let number = |v: &str| v.parse::<usize>().unwrap_or_else(|_| usage());
         match flag.as_str() {
-            "--size" | "--sizes" => o.sizes = value.split(',').map(number).collect(),
+            "--size" | "--sizes" => {
+                o.sizes = value.split(',').map(number).collect();
+                o.sizes_given = true;
+            }
             "--count" => o.count = number(&value),
             "--concurrency" => o.concurrency = number(&value).max(1),
+            "--rounds" => o.rounds = number(&value).max(1),
+            "--ours-args" => o.ours_args = value.split_whitespace().map(str::to_owned).collect(),
             "--master" => o.master = value.trim_start_matches("http://").trim_end_matches('/').to_owned(),
             "--ours-bin" => o.ours_bin = Some(PathBuf::from(value)),
             _ => usage(),
@@ -320,10 +344,226 @@ fn main() {
             Ok(())
         })(),
         "compare" => compare(&options),
+        "weed-benchmark" => weed_benchmark(&options),
         _ => usage(),
     };
     if let Err(e) = result {
         eprintln!("volume-load: {e}");
         std::process::exit(1);
     }
+}
+
+/// Figures `weed benchmark` printed for one phase, and the CPU the cluster's
+/// processes spent on it.
+struct WeedPhase {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    failed: u64,
+    /// CPU microseconds per request of the volume server and of the master.
+    server_cpu_us: f64,
+    master_cpu_us: f64,
+}
+
+/// Parses the "Requests per second", "Failed requests" and 50%/99% lines of the phase
+/// whose banner contains `banner`.
+fn weed_phase(output: &str, banner: &str) -> Result<WeedPhase, Error> {
+    let start = output.find(banner).ok_or_else(|| format!("no {banner:?} phase in:\n{output}"))?;
+    let text = &output[start + banner.len()..];
+    let text = &text[..text.find("------------").unwrap_or(text.len())];
+    let number = |prefix: &str| -> Result<f64, Error> {
+        let line = text
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(prefix))
+            .ok_or_else(|| format!("no {prefix:?} line in:\n{text}"))?;
+        let value = line[prefix.len()..].split_whitespace().next().unwrap_or("");
+        Ok(value.parse::<f64>().map_err(|_| format!("bad number in {line:?}"))?)
+    };
+    Ok(WeedPhase {
+        rate: number("Requests per second:")?,
+        p50_ms: number("50%")?,
+        p99_ms: number("99%")?,
+        failed: number("Failed requests:")? as u64,
+        server_cpu_us: 0.0,
+        master_cpu_us: 0.0,
+    })
+}
+
+/// Per figure, the median over rounds of (write, read) phases.
+fn medians(runs: Vec<(WeedPhase, WeedPhase)>) -> (WeedPhase, WeedPhase) {
+    fn median(mut values: Vec<f64>) -> f64 {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(0.0)
+    }
+    let of = |phases: Vec<&WeedPhase>| WeedPhase {
+        rate: median(phases.iter().map(|p| p.rate).collect()),
+        p50_ms: median(phases.iter().map(|p| p.p50_ms).collect()),
+        p99_ms: median(phases.iter().map(|p| p.p99_ms).collect()),
+        failed: phases.iter().map(|p| p.failed).sum(),
+        server_cpu_us: median(phases.iter().map(|p| p.server_cpu_us).collect()),
+        master_cpu_us: median(phases.iter().map(|p| p.master_cpu_us).collect()),
+    };
+    (of(runs.iter().map(|r| &r.0).collect()), of(runs.iter().map(|r| &r.1).collect()))
+}
+
+/// A cluster `weed benchmark` runs against: its master, and the CPU clocks of the
+/// master and of its one volume server.
+struct Cluster<'a> {
+    master: &'a WeedMaster,
+    server_cpu: &'a dyn Fn() -> Option<Duration>,
+}
+
+/// Runs one `weed benchmark` phase (`-writeOnly` or `-readOnly`, both with the same
+/// `-list` of written fids) against `cluster`, measuring its processes' CPU.
+fn run_weed_phase(
+    cluster: &Cluster<'_>,
+    size: usize,
+    o: &Options,
+    list: &std::path::Path,
+    only: &str,
+    banner: &str,
+) -> Result<WeedPhase, Error> {
+    let cpu = || -> Result<(Duration, Duration), Error> {
+        let server = (cluster.server_cpu)().ok_or("volume server CPU time unavailable")?;
+        let master = cluster.master.cpu_time().ok_or("master CPU time unavailable")?;
+        Ok((server, master))
+    };
+    let (server_before, master_before) = cpu()?;
+    let output = std::process::Command::new("weed")
+        .args([
+            "benchmark".to_owned(),
+            format!("-master={}", cluster.master.addr()),
+            format!("-n={}", o.count),
+            format!("-c={}", o.concurrency),
+            format!("-size={size}"),
+            format!("-list={}", list.display()),
+            only.to_owned(),
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    let (server_after, master_after) = cpu()?;
+    let text =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        return Err(format!("weed benchmark {only} failed ({}):\n{text}", output.status).into());
+    }
+    let per_request = |d: Duration| d.as_secs_f64() * 1e6 / o.count as f64;
+    Ok(WeedPhase {
+        server_cpu_us: per_request(server_after - server_before),
+        master_cpu_us: per_request(master_after - master_before),
+        ..weed_phase(&text, banner)?
+    })
+}
+
+/// The write phase, then the read phase of the files it wrote.
+fn run_weed_benchmark(
+    cluster: &Cluster<'_>,
+    size: usize,
+    o: &Options,
+    list: &std::path::Path,
+) -> Result<(WeedPhase, WeedPhase), Error> {
+    Ok((
+        run_weed_phase(cluster, size, o, list, "-writeOnly", "Writing Benchmark")?,
+        run_weed_phase(cluster, size, o, list, "-readOnly", "Randomly Reading Benchmark")?,
+    ))
+}
+
+fn weed_benchmark(o: &Options) -> Result<(), Error> {
+    let bin = match &o.ours_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?.with_file_name("volume-server"),
+    };
+    let scratch = std::env::temp_dir().join(format!("volume-load-weed-{}", std::process::id()));
+    std::fs::create_dir_all(scratch.join("a"))?;
+    std::fs::create_dir_all(scratch.join("b"))?;
+    let ours_master = WeedMaster::start(&scratch.join("a"), 1024)?;
+    let mserver = ours_master.addr();
+    let mut ours_args = vec!["--mserver", &mserver, "--max", "20"];
+    ours_args.extend(o.ours_args.iter().map(String::as_str));
+    let ours = OurVolumeServer::start(&bin, &scratch.join("a/ours"), &ours_args)?;
+    let weed_master = WeedMaster::start(&scratch.join("b"), 1024)?;
+    let weed = WeedVolume::start(&scratch.join("b/weed"), &weed_master)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ours_master.knows_volume_server(ours.addr()) {
+        if Instant::now() > deadline {
+            return Err("the master did not list our server within 20 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!(
+        "weed benchmark -n {} -c {} per cluster (a weed master + one volume server each), same run; ours: {:?}",
+        o.count, o.concurrency, o.ours_args
+    );
+    println!(
+        "{:<5} {:>6} {:<5} {:>10} {:>8} {:>8} {:>6} {:>14} {:>14}",
+        "srv", "size", "op", "req/s", "p50 ms", "p99 ms", "failed", "server cpu/req", "master cpu/req"
+    );
+    let row = |who: &str, size: usize, op: &str, p: &WeedPhase| {
+        println!(
+            "{who:<5} {:>6} {op:<5} {:>10.0} {:>8.1} {:>8.1} {:>6} {:>12.0}us {:>12.0}us",
+            human(size),
+            p.rate,
+            p.p50_ms,
+            p.p99_ms,
+            p.failed,
+            p.server_cpu_us,
+            p.master_cpu_us
+        );
+    };
+    let ours_cpu = || ours.cpu_time();
+    let weed_cpu = || weed.cpu_time();
+    let ours_cluster = Cluster { master: &ours_master, server_cpu: &ours_cpu };
+    let weed_cluster = Cluster { master: &weed_master, server_cpu: &weed_cpu };
+    let sizes = if o.sizes_given { o.sizes.clone() } else { vec![1024] };
+    let mut ratios = Vec::new();
+    for &size in &sizes {
+        // Rounds alternate which cluster goes first, so a neighbour's load burst does
+        // not always land on the same one; the medians are compared.
+        let (mut weed_runs, mut ours_runs) = (Vec::new(), Vec::new());
+        for round in 0..o.rounds {
+            for ours_turn in [round % 2 == 1, round % 2 == 0] {
+                let (who, cluster, list, runs) = if ours_turn {
+                    ("ours", &ours_cluster, scratch.join("a/list"), &mut ours_runs)
+                } else {
+                    ("weed", &weed_cluster, scratch.join("b/list"), &mut weed_runs)
+                };
+                let (w, r) = run_weed_benchmark(cluster, size, o, &list)?;
+                row(who, size, "write", &w);
+                row(who, size, "read", &r);
+                runs.push((w, r));
+            }
+        }
+        let (ww, wr) = medians(weed_runs);
+        let (ow, or) = medians(ours_runs);
+        if o.rounds > 1 {
+            println!("medians of {} rounds:", o.rounds);
+            row("weed", size, "write", &ww);
+            row("weed", size, "read", &wr);
+            row("ours", size, "write", &ow);
+            row("ours", size, "read", &or);
+        }
+        for (op, ours, weed) in [("write", &ow, &ww), ("read", &or, &wr)] {
+            ratios.push((
+                size,
+                op,
+                ours.rate / weed.rate,
+                ours.p50_ms / weed.p50_ms,
+                ours.p99_ms / weed.p99_ms,
+                ours.server_cpu_us / weed.server_cpu_us,
+            ));
+        }
+    }
+    println!(
+        "\nours/weed      req/s ratio   p50 ratio   p99 ratio   server cpu/req ratio (lower is better but req/s)"
+    );
+    for (size, op, rate, p50, p99, cpu) in ratios {
+        println!("{:>6} {op:<5}  {rate:>10.2}x  {p50:>9.2}x  {p99:>9.2}x  {cpu:>19.2}x", human(size));
+    }
+    ours.stop();
+    weed.stop();
+    ours_master.stop();
+    weed_master.stop();
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
 }

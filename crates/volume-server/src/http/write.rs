@@ -47,7 +47,8 @@ async fn upload_file(state: &AppState, request: Request) -> Result<Response, Api
     if !url.comma_form {
         return Err(ApiError::bad_request(format!("writes take /<vid>,<fid>, not {}", parts.uri.path())));
     }
-    let volume = state.store.volume(url.volume).map_err(ApiError::for_write)?;
+    // Fail fast (before reading the body) if the volume is not here.
+    state.store.volume(url.volume).map_err(ApiError::for_write)?;
     let limit = state.file_size_limit;
     let declared: Option<u64> =
         parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
@@ -97,11 +98,12 @@ async fn upload_file(state: &AppState, request: Request) -> Result<Response, Api
     if upload.chunk_manifest {
         needle = needle.with_flags(Flags::CHUNK_MANIFEST);
     }
+    let write = || state.store.write_to(url.volume, |volume| volume.write(&needle));
     let outcome = if state.store.config().volume.fsync {
         // fsync blocks for milliseconds: tell the runtime to move other tasks away.
-        tokio::task::block_in_place(|| volume.write(&needle))
+        tokio::task::block_in_place(write)
     } else {
-        volume.write(&needle)
+        write()
     }
     .map_err(ApiError::for_write)?;
 
@@ -145,13 +147,10 @@ pub(super) async fn delete(state: &AppState, request: Request) -> Response {
         }
         Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
     };
-    let result = state.store.volume(url.volume).and_then(|volume| {
-        if state.store.config().volume.fsync {
-            tokio::task::block_in_place(|| volume.delete(url.fid.needle_id(), url.fid.cookie))
-        } else {
-            volume.delete(url.fid.needle_id(), url.fid.cookie)
-        }
-    });
+    let delete =
+        || state.store.write_to(url.volume, |volume| volume.delete(url.fid.needle_id(), url.fid.cookie));
+    let result =
+        if state.store.config().volume.fsync { tokio::task::block_in_place(delete) } else { delete() };
     match result {
         Ok(size) => json_response(StatusCode::ACCEPTED, format!("{{\"size\":{size}}}")),
         Err(e) => ApiError::for_delete(e).into_response(),

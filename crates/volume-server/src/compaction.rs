@@ -1,0 +1,200 @@
+//! Vacuum: rewriting a volume without its deleted and overwritten records, in weed's
+//! three steps and file names.
+//!
+//! 1. [`compact`] copies the live records as of a snapshot (the `.dat`/`.idx` ends at
+//!    that moment) into `<base>.cpd` / `<base>.cpx`, with the superblock's compaction
+//!    revision bumped. Writes continue meanwhile.
+//! 2. [`catch_up`] (under the volume's write lock, at commit) appends to the new files
+//!    whatever was appended to the old ones since the snapshot: the `.dat` tail as it
+//!    is, its `.idx` entries moved by the distance between the old and new ends. Then
+//!    [`install`] renames the new files over the old ones.
+//! 3. Cleanup removes the new files of a compaction that is not committed.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use needle::{Flags, IdxEntry, Needle, NeedleHeader, OffsetWidth, SuperBlock, VolumeId};
+
+use crate::error::{Error, Result};
+
+/// Where the old files ended when compaction started.
+#[derive(Clone, Copy, Debug)]
+pub struct Snapshot {
+    pub dat_end: u64,
+    pub idx_end: u64,
+}
+
+/// A finished compaction, waiting for commit or cleanup.
+#[derive(Clone, Copy, Debug)]
+pub struct Compacted {
+    pub snapshot: Snapshot,
+    /// Ends of `.cpd` and `.cpx`.
+    pub dat_end: u64,
+    pub idx_end: u64,
+}
+
+/// The volume being compacted.
+pub struct Source<'a> {
+    pub id: VolumeId,
+    pub dat: &'a File,
+    pub dat_path: &'a Path,
+    pub idx_path: &'a Path,
+    pub super_block: &'a SuperBlock,
+    pub width: OffsetWidth,
+}
+
+/// `<base>.cpd`: the compacted `.dat` before commit.
+pub fn cpd_path(dat_path: &Path) -> PathBuf {
+    dat_path.with_extension("cpd")
+}
+
+/// `<base>.cpx`: the compacted `.idx` before commit.
+pub fn cpx_path(dat_path: &Path) -> PathBuf {
+    dat_path.with_extension("cpx")
+}
+
+fn bad(source: &Source<'_>, reason: String) -> Error {
+    Error::BadVolume { path: source.dat_path.to_owned(), reason }
+}
+
+/// Writes `.cpd`/`.cpx` holding the records live at `snapshot`, in their `.dat` order,
+/// leaving out needles of a TTL volume whose TTL ran out (as weed does: last-modified
+/// time plus the volume's TTL).
+pub fn compact(source: &Source<'_>, snapshot: Snapshot) -> Result<Compacted> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let volume_ttl = source.super_block.ttl.seconds();
+    let idx_bytes = read_range(source.idx_path, 0, snapshot.idx_end)?;
+    let mut live: HashMap<u64, IdxEntry> = HashMap::new();
+    for entry in needle::idx::entries(&idx_bytes, source.width) {
+        if entry.is_deletion() {
+            live.remove(&entry.key.0);
+        } else {
+            live.insert(entry.key.0, entry);
+        }
+    }
+    let mut live: Vec<IdxEntry> = live.into_values().collect();
+    live.sort_by_key(IdxEntry::byte_offset);
+
+    let version = source.super_block.version;
+    let mut super_block = source.super_block.clone();
+    super_block.compaction_revision = super_block.compaction_revision.wrapping_add(1);
+    let head = super_block.to_bytes()?;
+    let cpd = cpd_path(source.dat_path);
+    let cpx = cpx_path(source.dat_path);
+    let mut dat_out = BufWriter::new(File::create(&cpd).map_err(|e| Error::io(&cpd, e))?);
+    let mut idx_out = BufWriter::new(File::create(&cpx).map_err(|e| Error::io(&cpx, e))?);
+    dat_out.write_all(&head).map_err(|e| Error::io(&cpd, e))?;
+    let mut dat_end = head.len() as u64;
+    let mut record = Vec::new();
+    let mut entry_bytes = Vec::new();
+    for entry in live {
+        let offset = entry.byte_offset();
+        let record_size = version.record_size(entry.size);
+        if offset + record_size > snapshot.dat_end {
+            return Err(bad(
+                source,
+                format!("needle {} at {offset} runs past the end {}", entry.key, snapshot.dat_end),
+            ));
+        }
+        record.resize(record_size as usize, 0);
+        source.dat.read_exact_at(&mut record, offset).map_err(|e| Error::io(source.dat_path, e))?;
+        // Copy only what the index says is there: a record whose header disagrees is
+        // reported rather than carried into the new volume.
+        NeedleHeader::parse(&record)
+            .and_then(|h| h.expect(entry.key, entry.size))
+            .map_err(|e| Error::Corrupt { id: entry.key, offset, source: e })?;
+        if volume_ttl > 0 {
+            let needle = Needle::parse(&record, version).map_err(|e| Error::Corrupt {
+                id: entry.key,
+                offset,
+                source: e,
+            })?;
+            if needle.flags.contains(Flags::HAS_TTL) && now >= needle.last_modified.saturating_add(volume_ttl)
+            {
+                continue;
+            }
+        }
+        dat_out.write_all(&record).map_err(|e| Error::io(&cpd, e))?;
+        entry_bytes.clear();
+        IdxEntry::new(entry.key, dat_end, entry.size)?.encode_into(source.width, &mut entry_bytes)?;
+        idx_out.write_all(&entry_bytes).map_err(|e| Error::io(&cpx, e))?;
+        dat_end += record_size;
+    }
+    dat_out.into_inner().map_err(|e| Error::io(&cpd, e.into_error()))?;
+    let idx_file = idx_out.into_inner().map_err(|e| Error::io(&cpx, e.into_error()))?;
+    let idx_end = idx_file.metadata().map_err(|e| Error::io(&cpx, e))?.len();
+    // The old ends are 8-aligned and so is the new start, or `.idx` offsets (in units
+    // of 8) could not express the catch-up's shifted records.
+    if dat_end % 8 != 0 || snapshot.dat_end % 8 != 0 {
+        return Err(bad(source, format!("unaligned end ({dat_end} or {})", snapshot.dat_end)));
+    }
+    tracing::info!(volume = source.id.0, old = snapshot.dat_end, new = dat_end, "compacted");
+    Ok(Compacted { snapshot, dat_end, idx_end })
+}
+
+/// Appends to `.cpd`/`.cpx` what the volume appended since the snapshot: `dat_end` and
+/// `idx_end` are the old files' ends now (the caller holds the volume's write lock).
+/// Returns the new files' ends.
+pub fn catch_up(source: &Source<'_>, done: &Compacted, dat_end: u64, idx_end: u64) -> Result<(u64, u64)> {
+    let cpd = cpd_path(source.dat_path);
+    let cpx = cpx_path(source.dat_path);
+    let tail = read_range(source.dat_path, done.snapshot.dat_end, dat_end)?;
+    let idx_tail = read_range(source.idx_path, done.snapshot.idx_end, idx_end)?;
+    let mut moved = Vec::with_capacity(idx_tail.len());
+    for entry in needle::idx::entries(&idx_tail, source.width) {
+        let entry = if entry.offset_units == 0 {
+            entry
+        } else {
+            let offset = entry.byte_offset() - done.snapshot.dat_end + done.dat_end;
+            IdxEntry::new(entry.key, offset, entry.size)?
+        };
+        entry.encode_into(source.width, &mut moved)?;
+    }
+    let open = |path: &Path| OpenOptions::new().write(true).open(path).map_err(|e| Error::io(path, e));
+    let dat_out = open(&cpd)?;
+    let idx_out = open(&cpx)?;
+    dat_out.write_all_at(&tail, done.dat_end).map_err(|e| Error::io(&cpd, e))?;
+    idx_out.write_all_at(&moved, done.idx_end).map_err(|e| Error::io(&cpx, e))?;
+    dat_out.sync_all().map_err(|e| Error::io(&cpd, e))?;
+    idx_out.sync_all().map_err(|e| Error::io(&cpx, e))?;
+    Ok((done.dat_end + tail.len() as u64, done.idx_end + moved.len() as u64))
+}
+
+/// Renames `.cpd`/`.cpx` over `.dat`/`.idx`.
+pub fn install(dat_path: &Path, idx_path: &Path) -> Result<()> {
+    let cpd = cpd_path(dat_path);
+    let cpx = cpx_path(dat_path);
+    std::fs::rename(&cpx, idx_path).map_err(|e| Error::io(&cpx, e))?;
+    std::fs::rename(&cpd, dat_path).map_err(|e| Error::io(&cpd, e))?;
+    if let Some(dir) = dat_path.parent() {
+        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
+    }
+    Ok(())
+}
+
+/// Removes `.cpd`/`.cpx` if they exist.
+pub fn remove_files(dat_path: &Path) -> Result<()> {
+    for path in [cpd_path(dat_path), cpx_path(dat_path)] {
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&path, e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn read_range(path: &Path, start: u64, end: u64) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = vec![0u8; end.saturating_sub(start) as usize];
+    file.read_exact_at(&mut bytes, start).map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
+}
+
+/// The garbage ratio weed's vacuum check compares with its threshold: bytes of
+/// deleted or overwritten needles over bytes of all needles written.
+pub fn garbage_ratio(deleted_bytes: u64, written_bytes: u64) -> f64 {
+    if written_bytes == 0 { 0.0 } else { deleted_bytes as f64 / written_bytes as f64 }
+}

@@ -1,0 +1,342 @@
+//! weed's `VolumeServer` gRPC service, the calls `weed master` and weed's tools make:
+//! allocate and delete volumes, mark them read-only or writable, the vacuum cycle,
+//! batch delete, status and ping. Calls not implemented here answer `Unimplemented`
+//! (tonic's router does that for every method the service does not declare).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use needle::{FileId, ReplicaPlacement, Ttl, VolumeId};
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::error::Error;
+use crate::pb::volume_server_pb::volume_server_server::{VolumeServer, VolumeServerServer};
+use crate::pb::volume_server_pb::*;
+use crate::pb::{grpc_address, master_pb};
+use crate::store::Store;
+
+/// The service over one store.
+pub struct VolumeGrpc {
+    store: Arc<Store>,
+    /// What `VolumeServerStatus` reports.
+    version: String,
+    data_center: String,
+    rack: String,
+}
+
+impl VolumeGrpc {
+    /// The service over `store`; `version`, `data_center` and `rack` are what
+    /// `VolumeServerStatus` reports.
+    pub fn new(store: Arc<Store>, version: String, data_center: String, rack: String) -> Self {
+        Self { store, version, data_center, rack }
+    }
+
+    /// The tonic service, ready to add to the server's `Routes`.
+    pub fn into_service(self) -> VolumeServerServer<Self> {
+        VolumeServerServer::new(self)
+    }
+}
+
+/// Maps a store error to the gRPC status weed's callers act on.
+fn status(e: Error) -> Status {
+    match e {
+        Error::VolumeNotFound(_) | Error::NeedleNotFound(_) | Error::AlreadyDeleted(_) => {
+            Status::not_found(e.to_string())
+        }
+        Error::VolumeExists(_) => Status::already_exists(e.to_string()),
+        Error::NoFreeSlot => Status::resource_exhausted(e.to_string()),
+        Error::NotEmpty(_) | Error::NotCompacted(_) | Error::ReadOnly(_) => {
+            Status::failed_precondition(e.to_string())
+        }
+        Error::VolumeRetired(_) | Error::Busy(_) => Status::unavailable(e.to_string()),
+        e => {
+            tracing::error!(error = %e, "gRPC call failed");
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+/// Runs blocking file work off the async workers.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| Status::internal(e.to_string()))?.map_err(status)
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+}
+
+/// weed's per-file answer to a batch delete: HTTP status codes in a gRPC reply.
+fn delete_one(store: &Store, file_id: &str, skip_cookie_check: bool) -> DeleteResult {
+    let result = |status: u16, error: String, size: u32| DeleteResult {
+        file_id: file_id.to_owned(),
+        status: i32::from(status),
+        error,
+        size,
+        version: 0,
+    };
+    let fid: FileId = match file_id.parse() {
+        Ok(fid) => fid,
+        Err(e) => return result(400, format!("{e}"), 0),
+    };
+    let volume = match store.volume(fid.volume) {
+        Ok(v) => v,
+        Err(e) => return result(404, e.to_string(), 0),
+    };
+    let id = fid.needle_id();
+    if !skip_cookie_check {
+        match volume.read(id, fid.cookie) {
+            Ok(stored) if stored.needle().flags.contains(needle::Flags::CHUNK_MANIFEST) => {
+                return result(406, "ChunkManifest: not allowed in batch delete mode.".into(), 0);
+            }
+            Ok(_) => {}
+            Err(Error::CookieMismatch { .. }) => {
+                return result(400, "File Random Cookie does not match.".into(), 0);
+            }
+            Err(e) => return result(404, e.to_string(), 0),
+        }
+    }
+    let cookie = (!skip_cookie_check).then_some(fid.cookie);
+    match store.write_to(fid.volume, |volume| volume.delete_checked(id, cookie)) {
+        Ok(0) => result(304, String::new(), 0),
+        Ok(size) => DeleteResult { version: volume.version() as u32, ..result(202, String::new(), size) },
+        Err(e @ (Error::NeedleNotFound(_) | Error::AlreadyDeleted(_))) => result(404, e.to_string(), 0),
+        Err(e) => result(500, e.to_string(), 0),
+    }
+}
+
+fn disk_status(dir: &std::path::Path) -> DiskStatus {
+    let mut status = DiskStatus { dir: dir.display().to_string(), ..Default::default() };
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
+        status.error = "path contains a NUL byte".into();
+        return status;
+    };
+    let mut fs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated; statvfs fills `fs` when it returns 0.
+    if unsafe { libc::statvfs(path.as_ptr(), fs.as_mut_ptr()) } != 0 {
+        status.error = std::io::Error::last_os_error().to_string();
+        return status;
+    }
+    // SAFETY: statvfs returned 0, so `fs` is initialized.
+    let fs = unsafe { fs.assume_init() };
+    let block = fs.f_frsize;
+    status.all = fs.f_blocks * block;
+    status.free = fs.f_bavail * block;
+    status.used = status.all.saturating_sub(fs.f_bfree * block);
+    if status.all > 0 {
+        status.percent_free = (status.free as f64 * 100.0 / status.all as f64) as f32;
+        status.percent_used = (status.used as f64 * 100.0 / status.all as f64) as f32;
+    }
+    status.disk_type = "hdd".into();
+    status
+}
+
+type CompactStream = Pin<Box<dyn Stream<Item = Result<VacuumVolumeCompactResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl VolumeServer for VolumeGrpc {
+    async fn batch_delete(
+        &self,
+        request: Request<BatchDeleteRequest>,
+    ) -> Result<Response<BatchDeleteResponse>, Status> {
+        let request = request.into_inner();
+        let store = Arc::clone(&self.store);
+        let results = tokio::task::spawn_blocking(move || {
+            request.file_ids.iter().map(|fid| delete_one(&store, fid, request.skip_cookie_check)).collect()
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(BatchDeleteResponse { results }))
+    }
+
+    async fn vacuum_volume_check(
+        &self,
+        request: Request<VacuumVolumeCheckRequest>,
+    ) -> Result<Response<VacuumVolumeCheckResponse>, Status> {
+        let volume = self.store.volume(VolumeId(request.into_inner().volume_id)).map_err(status)?;
+        Ok(Response::new(VacuumVolumeCheckResponse { garbage_ratio: volume.garbage_ratio() }))
+    }
+
+    type VacuumVolumeCompactStream = CompactStream;
+
+    async fn vacuum_volume_compact(
+        &self,
+        request: Request<VacuumVolumeCompactRequest>,
+    ) -> Result<Response<CompactStream>, Status> {
+        let volume = self.store.volume(VolumeId(request.into_inner().volume_id)).map_err(status)?;
+        let size = blocking(move || volume.compact()).await?;
+        // One progress message at the end: the master reads the stream to its end.
+        let done = VacuumVolumeCompactResponse { processed_bytes: size as i64, load_avg_1m: 0.0 };
+        Ok(Response::new(Box::pin(tokio_stream::iter([Ok(done)]))))
+    }
+
+    async fn vacuum_volume_commit(
+        &self,
+        request: Request<VacuumVolumeCommitRequest>,
+    ) -> Result<Response<VacuumVolumeCommitResponse>, Status> {
+        let id = VolumeId(request.into_inner().volume_id);
+        let store = Arc::clone(&self.store);
+        let volume = blocking(move || store.commit_compaction(id)).await?;
+        Ok(Response::new(VacuumVolumeCommitResponse {
+            is_read_only: volume.is_read_only(),
+            volume_size: volume.dat_size(),
+        }))
+    }
+
+    async fn vacuum_volume_cleanup(
+        &self,
+        request: Request<VacuumVolumeCleanupRequest>,
+    ) -> Result<Response<VacuumVolumeCleanupResponse>, Status> {
+        let volume = self.store.volume(VolumeId(request.into_inner().volume_id)).map_err(status)?;
+        blocking(move || volume.cleanup_compaction()).await?;
+        Ok(Response::new(VacuumVolumeCleanupResponse {}))
+    }
+
+    async fn delete_collection(
+        &self,
+        request: Request<DeleteCollectionRequest>,
+    ) -> Result<Response<DeleteCollectionResponse>, Status> {
+        let collection = request.into_inner().collection;
+        let store = Arc::clone(&self.store);
+        blocking(move || {
+            for volume in store.volumes().into_iter().filter(|v| v.collection() == collection) {
+                store.delete_volume(volume.id(), false)?;
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(Response::new(DeleteCollectionResponse {}))
+    }
+
+    async fn allocate_volume(
+        &self,
+        request: Request<AllocateVolumeRequest>,
+    ) -> Result<Response<AllocateVolumeResponse>, Status> {
+        let request = request.into_inner();
+        let replica: ReplicaPlacement = if request.replication.is_empty() {
+            ReplicaPlacement::default()
+        } else {
+            request.replication.parse().map_err(|e| Status::invalid_argument(format!("replication: {e}")))?
+        };
+        let ttl: Ttl = if request.ttl.is_empty() {
+            Ttl::EMPTY
+        } else {
+            request.ttl.parse().map_err(|e| Status::invalid_argument(format!("ttl: {e}")))?
+        };
+        if !matches!(request.version, 0 | 3) {
+            return Err(Status::invalid_argument(format!(
+                "needle version {} not supported: this server creates version 3 volumes",
+                request.version
+            )));
+        }
+        if !matches!(request.disk_type.as_str(), "" | "hdd") {
+            return Err(Status::invalid_argument(format!("no {:?} disks here", request.disk_type)));
+        }
+        let store = Arc::clone(&self.store);
+        blocking(move || {
+            store.create_volume_with_id(Some(VolumeId(request.volume_id)), &request.collection, replica, ttl)
+        })
+        .await?;
+        Ok(Response::new(AllocateVolumeResponse {}))
+    }
+
+    async fn volume_delete(
+        &self,
+        request: Request<VolumeDeleteRequest>,
+    ) -> Result<Response<VolumeDeleteResponse>, Status> {
+        let request = request.into_inner();
+        let store = Arc::clone(&self.store);
+        blocking(move || store.delete_volume(VolumeId(request.volume_id), request.only_empty)).await?;
+        Ok(Response::new(VolumeDeleteResponse {}))
+    }
+
+    async fn volume_mark_readonly(
+        &self,
+        request: Request<VolumeMarkReadonlyRequest>,
+    ) -> Result<Response<VolumeMarkReadonlyResponse>, Status> {
+        let request = request.into_inner();
+        let store = Arc::clone(&self.store);
+        blocking(move || store.set_read_only(VolumeId(request.volume_id), true, request.persist)).await?;
+        Ok(Response::new(VolumeMarkReadonlyResponse {}))
+    }
+
+    async fn volume_mark_writable(
+        &self,
+        request: Request<VolumeMarkWritableRequest>,
+    ) -> Result<Response<VolumeMarkWritableResponse>, Status> {
+        let id = VolumeId(request.into_inner().volume_id);
+        let store = Arc::clone(&self.store);
+        blocking(move || store.set_read_only(id, false, true)).await?;
+        Ok(Response::new(VolumeMarkWritableResponse {}))
+    }
+
+    async fn volume_status(
+        &self,
+        request: Request<VolumeStatusRequest>,
+    ) -> Result<Response<VolumeStatusResponse>, Status> {
+        let status = self.store.volume(VolumeId(request.into_inner().volume_id)).map_err(status)?.status();
+        Ok(Response::new(VolumeStatusResponse {
+            is_read_only: status.read_only,
+            volume_size: status.dat_size,
+            file_count: status.stats.file_count,
+            file_deleted_count: status.stats.deletion_count,
+        }))
+    }
+
+    async fn volume_server_status(
+        &self,
+        _request: Request<VolumeServerStatusRequest>,
+    ) -> Result<Response<VolumeServerStatusResponse>, Status> {
+        let dirs = self.store.config().dirs.clone();
+        let disk_statuses =
+            tokio::task::spawn_blocking(move || dirs.iter().map(|d| disk_status(d)).collect())
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(VolumeServerStatusResponse {
+            disk_statuses,
+            memory_status: None,
+            version: self.version.clone(),
+            data_center: self.data_center.clone(),
+            rack: self.rack.clone(),
+            state: Some(VolumeServerState::default()),
+        }))
+    }
+
+    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        let request = request.into_inner();
+        let start_time_ns = now_ns();
+        if request.target.is_empty() {
+            return Ok(Response::new(PingResponse {
+                start_time_ns,
+                remote_time_ns: start_time_ns,
+                stop_time_ns: now_ns(),
+            }));
+        }
+        let address = grpc_address(&request.target).map_err(Status::invalid_argument)?;
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| Status::invalid_argument(e.to_string()))?
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(10));
+        let unreachable = |e: tonic::transport::Error| Status::unavailable(format!("{address}: {e}"));
+        let remote_time_ns = match request.target_type.as_str() {
+            "master" => {
+                let mut client = master_pb::seaweed_client::SeaweedClient::new(
+                    endpoint.connect().await.map_err(unreachable)?,
+                );
+                client.ping(master_pb::PingRequest::default()).await?.into_inner().start_time_ns
+            }
+            "volumeServer" => {
+                let channel = endpoint.connect().await.map_err(unreachable)?;
+                let mut client = volume_server_client::VolumeServerClient::new(channel);
+                client.ping(PingRequest::default()).await?.into_inner().start_time_ns
+            }
+            other => {
+                return Err(Status::unimplemented(format!("pinging a {other:?} is not implemented")));
+            }
+        };
+        Ok(Response::new(PingResponse { start_time_ns, remote_time_ns, stop_time_ns: now_ns() }))
+    }
+}

@@ -4,8 +4,9 @@
 //! ```text
 //! volume-load run --master http://127.0.0.1:9333 [--size 1024] [--count 20000] [--concurrency 16]
 //! volume-load compare [--sizes 1024,65536] [--count 20000] [--concurrency 16] [--ours-bin PATH]
+//!                     [--server-cpus 1]
 //! volume-load weed-benchmark [--sizes 1024] [--count 20000] [--concurrency 16] [--rounds 1]
-//!                            [--ours-bin PATH] [--ours-args "--workers 2"]
+//!                            [--ours-bin PATH] [--ours-args "--workers 2"] [--server-cpus 1]
 //! ```
 //!
 //! `run` targets any server: fids come from the master API at `--master` (a real
@@ -25,6 +26,14 @@
 //!
 //! The client is a minimal keep-alive HTTP/1.1 client (one connection per worker):
 //! both servers see the same requests, byte for byte.
+//!
+//! `--server-cpus 1` runs both volume servers on CPU 1 and everything else (this load
+//! generator, the masters, `weed benchmark`) on the other CPUs. On a 2-core machine the
+//! load generator otherwise competes with the server it measures, so the ratio says as
+//! much about how much CPU a server leaves to its client as about how fast it serves;
+//! with the split, each server has the same dedicated core, as in a deployment. Go reads
+//! the affinity mask at start, so `weed volume` runs with GOMAXPROCS = that many CPUs, as
+//! ours runs with that many workers.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -49,11 +58,13 @@ struct Options {
     rounds: usize,
     /// Extra flags for our server in `weed-benchmark` (e.g. `--workers 2`).
     ours_args: Vec<String>,
+    /// CPUs reserved for the volume servers (`--server-cpus`), if any.
+    server_cpus: Option<Vec<usize>>,
 }
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  volume-load run --master URL [--size N] [--count N] [--concurrency N]\n  volume-load compare [--sizes N,N] [--count N] [--concurrency N] [--ours-bin PATH]\n  volume-load weed-benchmark [--sizes N] [--count N] [--concurrency N] [--rounds N] [--ours-bin PATH] [--ours-args ARGS]"
+        "usage:\n  volume-load run --master URL [--size N] [--count N] [--concurrency N]\n  volume-load compare [--sizes N,N] [--count N] [--concurrency N] [--ours-bin PATH] [--server-cpus N,N]\n  volume-load weed-benchmark [--sizes N] [--count N] [--concurrency N] [--rounds N] [--ours-bin PATH] [--ours-args ARGS] [--server-cpus N,N]"
     );
     std::process::exit(2)
 }
@@ -70,6 +81,7 @@ fn parse_args() -> (String, Options) {
         sizes_given: false,
         rounds: 1,
         ours_args: Vec::new(),
+        server_cpus: None,
     };
     while let Some(flag) = args.next() {
         let value = args.next().unwrap_or_else(|| usage());
@@ -85,6 +97,7 @@ fn parse_args() -> (String, Options) {
             "--ours-args" => o.ours_args = value.split_whitespace().map(str::to_owned).collect(),
             "--master" => o.master = value.trim_start_matches("http://").trim_end_matches('/').to_owned(),
             "--ours-bin" => o.ours_bin = Some(PathBuf::from(value)),
+            "--server-cpus" => o.server_cpus = Some(value.split(',').map(number).collect()),
             _ => usage(),
         }
     }
@@ -298,13 +311,17 @@ fn compare(o: &Options) -> Result<(), Error> {
     };
     let scratch = std::env::temp_dir().join(format!("volume-load-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
+    let cpus = CpuSplit::new(o.server_cpus.as_deref())?;
     let master = WeedMaster::start(&scratch, 1024)?;
-    let weed = WeedVolume::start(&scratch.join("weed"), &master)?;
+    let weed = cpus.on_server_cpus(|| WeedVolume::start(&scratch.join("weed"), &master))?;
     // Our server with its embedded master API.
-    let ours = OurVolumeServer::start(&bin, &scratch.join("ours"), &["--max", "8"])?;
+    let ours =
+        cpus.on_server_cpus(|| OurVolumeServer::start(&bin, &scratch.join("ours"), &["--max", "8"]))?;
     println!(
-        "count {} per phase, concurrency {}, keep-alive connections, fids assigned untimed",
-        o.count, o.concurrency
+        "count {} per phase, concurrency {}, keep-alive connections, fids assigned untimed; {}",
+        o.count,
+        o.concurrency,
+        cpus.describe()
     );
     header();
     let mut ratios = Vec::new();
@@ -477,13 +494,14 @@ fn weed_benchmark(o: &Options) -> Result<(), Error> {
     let scratch = std::env::temp_dir().join(format!("volume-load-weed-{}", std::process::id()));
     std::fs::create_dir_all(scratch.join("a"))?;
     std::fs::create_dir_all(scratch.join("b"))?;
+    let cpus = CpuSplit::new(o.server_cpus.as_deref())?;
     let ours_master = WeedMaster::start(&scratch.join("a"), 1024)?;
     let mserver = ours_master.addr();
     let mut ours_args = vec!["--mserver", &mserver, "--max", "20"];
     ours_args.extend(o.ours_args.iter().map(String::as_str));
-    let ours = OurVolumeServer::start(&bin, &scratch.join("a/ours"), &ours_args)?;
+    let ours = cpus.on_server_cpus(|| OurVolumeServer::start(&bin, &scratch.join("a/ours"), &ours_args))?;
     let weed_master = WeedMaster::start(&scratch.join("b"), 1024)?;
-    let weed = WeedVolume::start(&scratch.join("b/weed"), &weed_master)?;
+    let weed = cpus.on_server_cpus(|| WeedVolume::start(&scratch.join("b/weed"), &weed_master))?;
     let deadline = Instant::now() + Duration::from_secs(20);
     while !ours_master.knows_volume_server(ours.addr()) {
         if Instant::now() > deadline {
@@ -492,8 +510,11 @@ fn weed_benchmark(o: &Options) -> Result<(), Error> {
         std::thread::sleep(Duration::from_millis(100));
     }
     println!(
-        "weed benchmark -n {} -c {} per cluster (a weed master + one volume server each), same run; ours: {:?}",
-        o.count, o.concurrency, o.ours_args
+        "weed benchmark -n {} -c {} per cluster (a weed master + one volume server each), same run; ours: {:?}; {}",
+        o.count,
+        o.concurrency,
+        o.ours_args,
+        cpus.describe()
     );
     println!(
         "{:<5} {:>6} {:<5} {:>10} {:>8} {:>8} {:>6} {:>14} {:>14}",
@@ -565,5 +586,65 @@ fn weed_benchmark(o: &Options) -> Result<(), Error> {
     ours_master.stop();
     weed_master.stop();
     let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// Which CPUs the volume servers get (`--server-cpus`) and which the rest gets. Servers
+/// are spawned while this thread's affinity is the server set (a child inherits its
+/// parent thread's mask at fork); this thread, the load threads it starts, the masters
+/// and `weed benchmark` keep the rest.
+struct CpuSplit {
+    server: Option<Vec<usize>>,
+    rest: Vec<usize>,
+}
+
+impl CpuSplit {
+    fn new(server: Option<&[usize]>) -> Result<Self, Error> {
+        let all = std::thread::available_parallelism()?.get();
+        let Some(server) = server else {
+            return Ok(CpuSplit { server: None, rest: (0..all).collect() });
+        };
+        if let Some(cpu) = server.iter().find(|&&c| c >= all) {
+            return Err(format!("--server-cpus: CPU {cpu} does not exist (this machine has {all})").into());
+        }
+        let rest: Vec<usize> = (0..all).filter(|c| !server.contains(c)).collect();
+        if rest.is_empty() {
+            return Err("--server-cpus leaves no CPU for the load generator".into());
+        }
+        set_affinity(&rest)?;
+        Ok(CpuSplit { server: Some(server.to_vec()), rest })
+    }
+
+    fn on_server_cpus<T, E: Into<Error>>(&self, spawn: impl FnOnce() -> Result<T, E>) -> Result<T, Error> {
+        let Some(server) = &self.server else {
+            return spawn().map_err(Into::into);
+        };
+        set_affinity(server)?;
+        let spawned = spawn().map_err(Into::into);
+        set_affinity(&self.rest)?;
+        spawned
+    }
+
+    fn describe(&self) -> String {
+        match &self.server {
+            None => "servers and load share every CPU".to_owned(),
+            Some(server) => format!("volume servers on CPUs {server:?}, load and masters on {:?}", self.rest),
+        }
+    }
+}
+
+/// Pins the calling thread (and what it spawns from now on) to `cpus`.
+fn set_affinity(cpus: &[usize]) -> Result<(), Error> {
+    // SAFETY: cpu_set_t is a plain bit array for which all-zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &cpu in cpus {
+        // SAFETY: `cpu` is below available_parallelism, far below CPU_SETSIZE (1024).
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: pid 0 is the calling thread; the set is initialised and sized correctly.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if rc != 0 {
+        return Err(format!("sched_setaffinity({cpus:?}): {}", std::io::Error::last_os_error()).into());
+    }
     Ok(())
 }

@@ -25,7 +25,8 @@ pub mod client;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
-
+pub mod server;
+pub mod verbs;
 pub mod verify;
 
 /// The control plane's messages and tonic client/server, generated from

@@ -10,6 +10,7 @@
 //! - compaction: vacuum (weed's compact / commit / cleanup);
 //! - [`heartbeat`], [`volume_grpc`], [`pb`]: membership in a `weed master` cluster and
 //!   weed's `VolumeServer` gRPC service.
+//! - [`rdma`]: the `--rdma*` flags and the store as the RDMA control plane's needle source.
 
 mod compaction;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod mime;
 pub mod needle_map;
 pub mod pb;
 pub mod range;
+pub mod rdma;
 pub mod recovery;
 pub mod store;
 pub mod upload;

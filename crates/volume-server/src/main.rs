@@ -15,6 +15,7 @@ use volume_server::heartbeat::{self, HeartbeatConfig};
 use volume_server::http::{AppState, router, version_string};
 use volume_server::master_api::MasterApi;
 use volume_server::metrics::Metrics;
+use volume_server::rdma::RdmaArgs;
 use volume_server::volume_grpc::VolumeGrpc;
 use volume_server::{IndexKind, Store, StoreConfig, VolumeOptions};
 
@@ -67,6 +68,8 @@ struct Cli {
     /// kernel's TCP processing and the clients need the other core.
     #[arg(long)]
     workers: Option<usize>,
+    #[command(flatten)]
+    rdma: RdmaArgs,
 }
 
 fn main() {
@@ -97,6 +100,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(config)).await??);
     let public_url = format!("{}:{}", cli.ip, cli.port);
     let master = cli.mserver.is_none().then(|| MasterApi::new(&store, public_url.clone()));
+    let rdma = cli.rdma.start(&store, &cli.ip);
     let version = version_string(width);
     let state = Arc::new(AppState {
         store: Arc::clone(&store),
@@ -105,6 +109,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         version,
         master,
         metrics: Metrics::new(),
+        rdma: rdma.clone(),
     });
     let addr: SocketAddr = format!("{}:{}", cli.ip, cli.port).parse()?;
     let grpc_port = cli
@@ -140,7 +145,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     }
     let volume_service =
         VolumeGrpc::new(Arc::clone(&store), version_string(width), cli.data_center, cli.rack).into_service();
-    let grpc = grpc::serve(grpc_listener, Routes::new(volume_service), stopped(stop_rx));
+    let grpc =
+        grpc::serve(grpc_listener, Routes::new(volume_service).add_service(rdma.service()), stopped(stop_rx));
     let (http, grpc) = tokio::join!(http.into_future(), grpc);
     http?;
     grpc?;

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use needle::{ReplicaPlacement, Ttl, VolumeId};
 
@@ -35,7 +35,14 @@ pub struct Store {
     /// Signalled when the set of volumes or their state changes (the heartbeat to the
     /// master reports it at once instead of at its next pulse).
     changed: tokio::sync::Notify,
+    /// Told the id of every volume whose files are retired (the RDMA read path drops
+    /// the volume's registered regions). Set once, after the store is open.
+    on_retire: OnceLock<RetireHook>,
 }
+
+/// Called with a volume id when [`Store`] retires that volume's files. It runs while
+/// the old volume's writes are stopped, so it must not write to that volume.
+pub type RetireHook = Box<dyn Fn(VolumeId) + Send + Sync>;
 
 impl Store {
     /// Loads every volume found in the configured directories (creating missing
@@ -69,6 +76,7 @@ impl Store {
             volumes: RwLock::new(volumes),
             create: Mutex::new(()),
             changed: Default::default(),
+            on_retire: OnceLock::new(),
         })
     }
 
@@ -267,6 +275,14 @@ impl Store {
     /// tied to the old files (registered RDMA regions) must be retired here.
     fn retire(&self, volume: &Volume, why: &str) {
         tracing::info!(volume = volume.id().0, why, "volume files retired");
+        if let Some(hook) = self.on_retire.get() {
+            hook(volume.id());
+        }
+    }
+
+    /// Installs the hook told about every retired volume; a second hook is refused.
+    pub fn set_retire_hook(&self, hook: RetireHook) -> std::result::Result<(), RetireHook> {
+        self.on_retire.set(hook)
     }
 
     fn max_for(&self, dir_index: usize) -> usize {

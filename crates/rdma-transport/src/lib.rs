@@ -2,3 +2,6 @@
 //! mmap'd volume extents, client engines (sideway, async-rdma) READ needle records.
 //!
 //! Stub: arrives with issue #5.
+
+#[cfg(feature = "async-rdma")]
+pub mod async_rdma_engine;

@@ -1,0 +1,217 @@
+//! The async-rdma engine against a sideway peer, in the Soft-RoCE guest: proves the queue
+//! pair attributes (MTU, PSNs, `max_rd_atomic`, GID, queue sizes) agree with a verbs server
+//! built the way rdma-transport's server is, before a volume server is involved.
+//!
+//! The peer is a sideway RC queue pair with a REMOTE_READ region of pseudo-random bytes on
+//! the same device; it answers READs in the provider without any call from us.
+
+use std::net::Ipv6Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdma_transport::async_rdma_engine::{
+    AsyncRdmaConfig, AsyncRdmaConnection, AsyncRdmaError, PendingQp, QpEndpoint,
+};
+use sideway::ibverbs::AccessFlags;
+use sideway::ibverbs::address::{AddressHandleAttribute, Gid, GidType};
+use sideway::ibverbs::completion::BasicCompletionQueue;
+use sideway::ibverbs::device::{DeviceInfo, DeviceList};
+use sideway::ibverbs::device_context::{DeviceContext, Mtu};
+use sideway::ibverbs::memory_region::MemoryRegion;
+use sideway::ibverbs::protection_domain::ProtectionDomain;
+use sideway::ibverbs::queue_pair::{BasicQueuePair, QueuePair, QueuePairAttribute, QueuePairState};
+
+const PORT: u8 = 1;
+/// READs the peer answers at once (its `max_dest_rd_atomic`).
+const PEER_MAX_DEST_RD_ATOMIC: u8 = 16;
+const REGION: usize = 4 << 20;
+
+/// The sideway side: a region of known bytes and a queue pair that serves READs of it.
+struct Peer {
+    served: Vec<u8>,
+    region: Arc<MemoryRegion>,
+    _qp: BasicQueuePair,
+    _cq: Arc<BasicCompletionQueue>,
+    _pd: Arc<ProtectionDomain>,
+    _context: Arc<DeviceContext>,
+}
+
+/// What the client needs to know about the device: its name, GID index and path MTU.
+fn client_config(context: &DeviceContext, device: &str) -> (AsyncRdmaConfig, [u8; 16], u8) {
+    let table = context.query_gid_table().expect("querying the GID table");
+    let entry = table
+        .iter()
+        .find(|e| {
+            e.port_num() == u32::from(PORT)
+                && e.gid_type() == GidType::RoceV2
+                && Ipv6Addr::from(e.gid()).to_ipv4_mapped().is_some()
+        })
+        .expect("no RoCE v2 IPv4-mapped GID on port 1");
+    let gid_index = u8::try_from(entry.gid_index()).expect("GID index fits u8");
+    let mtu = match context.query_port(PORT).expect("querying port 1").active_mtu() {
+        Mtu::Mtu256 => 256,
+        Mtu::Mtu512 => 512,
+        Mtu::Mtu1024 => 1024,
+        Mtu::Mtu2048 => 2048,
+        Mtu::Mtu4096 => 4096,
+    };
+    let gid: [u8; 16] = Ipv6Addr::from(entry.gid()).octets();
+    (AsyncRdmaConfig::new(device, gid_index, mtu), gid, gid_index)
+}
+
+/// Opens the device, registers the served region, creates the client's queue pair, brings
+/// the peer up towards it and connects the client.
+async fn connect(seed: u64, tune: impl FnOnce(&mut AsyncRdmaConfig)) -> (Peer, AsyncRdmaConnection) {
+    let device = std::env::var("SOFTROCE_DEVICE").unwrap_or_else(|_| "rxe0".to_owned());
+    let list = DeviceList::new().expect("listing RDMA devices");
+    let context = list
+        .iter()
+        .find(|d| d.name() == device)
+        .unwrap_or_else(|| panic!("no RDMA device {device}"))
+        .open()
+        .expect("opening the device");
+    let pd = context.alloc_pd().expect("allocating a protection domain");
+    let (mut config, gid, gid_index) = client_config(&context, &device);
+    tune(&mut config);
+
+    let mut served = testbeds::pseudo_random(REGION, seed);
+    // SAFETY: `served` lives in `Peer` beside the region and is never moved or resized.
+    let region = unsafe { pd.reg_mr(served.as_mut_ptr() as usize, served.len(), AccessFlags::RemoteRead) }
+        .expect("registering the served region");
+
+    let cq = context.create_cq_builder().setup_cqe(16).build().expect("creating the peer's CQ");
+    let mut qp = pd
+        .create_qp_builder()
+        .setup_max_send_wr(1)
+        .setup_max_recv_wr(1)
+        .setup_send_cq(Arc::clone(&cq))
+        .setup_recv_cq(Arc::clone(&cq))
+        .build()
+        .expect("creating the peer's QP");
+
+    let pending = PendingQp::create(&config).expect("creating the async-rdma queue pair");
+    let client = pending.endpoint();
+    assert_eq!(client.gid, gid, "async-rdma's GID at index {gid_index} is not the RoCE v2 one");
+    assert!(client.psn <= 0x00ff_ffff);
+
+    const PEER_PSN: u32 = 0x00ab_cdef;
+    let mtu = context.query_port(PORT).expect("querying port 1").active_mtu();
+    let mut init = QueuePairAttribute::new();
+    init.setup_state(QueuePairState::Init)
+        .setup_pkey_index(0)
+        .setup_port(PORT)
+        .setup_access_flags(AccessFlags::RemoteRead);
+    qp.modify(&init).expect("peer QP to INIT");
+    let mut path = AddressHandleAttribute::new();
+    path.setup_port(PORT).setup_grh(&Gid { raw: client.gid }, 0, gid_index, 1, 0);
+    let mut rtr = QueuePairAttribute::new();
+    rtr.setup_state(QueuePairState::ReadyToReceive)
+        .setup_path_mtu(mtu)
+        .setup_dest_qp_num(client.qp_num)
+        // The client's first READ carries its send PSN.
+        .setup_rq_psn(client.psn)
+        .setup_max_dest_read_atomic(PEER_MAX_DEST_RD_ATOMIC)
+        .setup_min_rnr_timer(12)
+        .setup_address_vector(&path);
+    qp.modify(&rtr).expect("peer QP to RTR");
+    let mut rts = QueuePairAttribute::new();
+    rts.setup_state(QueuePairState::ReadyToSend)
+        .setup_sq_psn(PEER_PSN)
+        .setup_timeout(14)
+        .setup_retry_cnt(7)
+        .setup_rnr_retry(7)
+        .setup_max_read_atomic(1);
+    qp.modify(&rts).expect("peer QP to RTS");
+
+    let server = QpEndpoint { qp_num: qp.qp_number(), lid: 0, gid, psn: PEER_PSN };
+    let connection = pending.connect(server).await.expect("connecting the async-rdma queue pair");
+    let peer = Peer { served, region, _qp: qp, _cq: cq, _pd: pd, _context: context };
+    (peer, connection)
+}
+
+impl Peer {
+    fn addr(&self, offset: usize) -> u64 {
+        self.region.get_ptr() as u64 + offset as u64
+    }
+
+    fn rkey(&self) -> u32 {
+        self.region.rkey()
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs an RDMA device: runs in the Soft-RoCE guest (scripts/test-all)"]
+async fn rdma_async_rdma_reads_are_byte_exact() {
+    let (peer, connection) = connect(11, |c| c.buffer_bytes = 1 << 20).await;
+    // One byte, a page, a needle at an odd offset, exactly one pooled buffer, and more than
+    // a pooled buffer (a region of its own), ending at the region's last byte.
+    for (offset, len) in [
+        (0, 1),
+        (0, 4096),
+        (12_345, 54_321),
+        (1 << 20, 1 << 20),
+        (REGION - 3 * (1 << 20) - 7, 3 << 20),
+        (REGION - 1, 1),
+    ] {
+        let got = connection.read(peer.addr(offset), peer.rkey(), len).await.expect("READ");
+        assert_eq!(got.len(), len);
+        assert!(got == peer.served[offset..offset + len], "READ of {len} bytes at {offset} differs");
+    }
+    // The same pooled buffer again and again: the previous READ's lock must not leak.
+    for round in 0..50 {
+        let offset = round * 4099;
+        let got = connection.read(peer.addr(offset), peer.rkey(), 4096).await.expect("repeated READ");
+        assert!(got == peer.served[offset..offset + 4096], "round {round} differs");
+    }
+    assert!(!connection.is_broken());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs an RDMA device: runs in the Soft-RoCE guest (scripts/test-all)"]
+async fn rdma_async_rdma_concurrent_reads_on_a_multi_thread_runtime() {
+    // Fewer permits than readers: READs queue for a buffer, and buffers are reused right
+    // after their completion, where async-rdma's lock race shows.
+    let (peer, connection) = connect(12, |c| {
+        c.depth = 4;
+        c.max_rd_atomic = 4;
+        c.buffer_bytes = 64 << 10;
+    })
+    .await;
+    let peer = Arc::new(peer);
+    let connection = Arc::new(connection);
+    let mut readers = Vec::new();
+    for reader in 0..12usize {
+        let (peer, connection) = (Arc::clone(&peer), Arc::clone(&connection));
+        readers.push(tokio::spawn(async move {
+            for i in 0..20usize {
+                let len = 1 + (reader * 7919 + i * 104_729) % (64 << 10);
+                let offset = (reader * 1_000_003 + i * 65_537) % (REGION - len);
+                let got =
+                    connection.read(peer.addr(offset), peer.rkey(), len).await.expect("concurrent READ");
+                assert!(got == peer.served[offset..offset + len], "reader {reader} READ {i} differs");
+            }
+        }));
+    }
+    for reader in readers {
+        tokio::time::timeout(Duration::from_secs(300), reader)
+            .await
+            .expect("readers finish")
+            .expect("a reader panicked");
+    }
+    assert!(!connection.is_broken());
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs an RDMA device: runs in the Soft-RoCE guest (scripts/test-all)"]
+async fn rdma_async_rdma_refused_reads_are_typed() {
+    let (peer, connection) = connect(13, |_| {}).await;
+    assert!(matches!(connection.read(peer.addr(0), peer.rkey(), 0).await, Err(AsyncRdmaError::Invalid(_))));
+    // Past the end of the region: the server's device refuses it, and the RC queue pair is
+    // in the error state from then on.
+    match connection.read(peer.addr(REGION - 10), peer.rkey(), 20).await {
+        Err(AsyncRdmaError::RemoteAccess(_)) => {}
+        other => panic!("a READ past the region's end gave {other:?}"),
+    }
+    assert!(connection.is_broken());
+    assert!(matches!(connection.read(peer.addr(0), peer.rkey(), 8).await, Err(AsyncRdmaError::Broken(_))));
+}

@@ -9,9 +9,9 @@ use std::net::Ipv6Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdma_transport::async_rdma_engine::{
-    AsyncRdmaConfig, AsyncRdmaConnection, AsyncRdmaError, PendingQp, QpEndpoint,
-};
+use rdma_transport::async_rdma_engine::{AsyncRdmaConfig, AsyncRdmaEngine};
+use rdma_transport::verbs::DeviceChoice;
+use rdma_transport::{EngineQp, QpEndpoint, RdmaError, ReadEngine};
 use sideway::ibverbs::AccessFlags;
 use sideway::ibverbs::address::{AddressHandleAttribute, Gid, GidType};
 use sideway::ibverbs::completion::BasicCompletionQueue;
@@ -22,8 +22,8 @@ use sideway::ibverbs::protection_domain::ProtectionDomain;
 use sideway::ibverbs::queue_pair::{BasicQueuePair, QueuePair, QueuePairAttribute, QueuePairState};
 
 const PORT: u8 = 1;
-/// READs the peer answers at once (its `max_dest_rd_atomic`).
-const PEER_MAX_DEST_RD_ATOMIC: u8 = 16;
+/// READs the peer answers at once (its `max_dest_rd_atomic`); the engine must stay within.
+const PEER_MAX_DEST_RD_ATOMIC: u8 = 8;
 const REGION: usize = 4 << 20;
 
 /// The sideway side: a region of known bytes and a queue pair that serves READs of it.
@@ -36,8 +36,12 @@ struct Peer {
     _context: Arc<DeviceContext>,
 }
 
-/// What the client needs to know about the device: its name, GID index and path MTU.
-fn client_config(context: &DeviceContext, device: &str) -> (AsyncRdmaConfig, [u8; 16], u8) {
+fn device_name() -> String {
+    std::env::var("SOFTROCE_DEVICE").unwrap_or_else(|_| "rxe0".to_owned())
+}
+
+/// The RoCE v2 IPv4-mapped GID of port 1, as the engine's device discovery picks it.
+fn roce_v2_gid(context: &DeviceContext) -> (Gid, u8) {
     let table = context.query_gid_table().expect("querying the GID table");
     let entry = table
         .iter()
@@ -47,38 +51,47 @@ fn client_config(context: &DeviceContext, device: &str) -> (AsyncRdmaConfig, [u8
                 && Ipv6Addr::from(e.gid()).to_ipv4_mapped().is_some()
         })
         .expect("no RoCE v2 IPv4-mapped GID on port 1");
-    let gid_index = u8::try_from(entry.gid_index()).expect("GID index fits u8");
-    let mtu = match context.query_port(PORT).expect("querying port 1").active_mtu() {
+    (entry.gid(), u8::try_from(entry.gid_index()).expect("GID index fits u8"))
+}
+
+fn mtu_bytes(mtu: Mtu) -> u32 {
+    match mtu {
         Mtu::Mtu256 => 256,
         Mtu::Mtu512 => 512,
         Mtu::Mtu1024 => 1024,
         Mtu::Mtu2048 => 2048,
         Mtu::Mtu4096 => 4096,
-    };
-    let gid: [u8; 16] = Ipv6Addr::from(entry.gid()).octets();
-    (AsyncRdmaConfig::new(device, gid_index, mtu), gid, gid_index)
+    }
 }
 
-/// Opens the device, registers the served region, creates the client's queue pair, brings
-/// the peer up towards it and connects the client.
-async fn connect(seed: u64, tune: impl FnOnce(&mut AsyncRdmaConfig)) -> (Peer, AsyncRdmaConnection) {
-    let device = std::env::var("SOFTROCE_DEVICE").unwrap_or_else(|_| "rxe0".to_owned());
+/// Opens the engine and a sideway peer on the same device, registers the served region,
+/// and connects an engine queue pair and the peer's to each other, as a session would.
+async fn connect(seed: u64, tune: impl FnOnce(&mut AsyncRdmaConfig)) -> (Peer, Box<dyn EngineQp>) {
+    let mut config = AsyncRdmaConfig::new(DeviceChoice::Name(device_name()));
+    tune(&mut config);
+    let engine = AsyncRdmaEngine::open(config).expect("opening the async-rdma engine");
+    assert_eq!(engine.name(), "async-rdma");
+    let mut client = engine.create_qp().expect("creating an async-rdma queue pair");
+    let ours = client.endpoint();
+
     let list = DeviceList::new().expect("listing RDMA devices");
     let context = list
         .iter()
-        .find(|d| d.name() == device)
-        .unwrap_or_else(|| panic!("no RDMA device {device}"))
+        .find(|d| d.name() == device_name())
+        .expect("the RDMA device")
         .open()
         .expect("opening the device");
     let pd = context.alloc_pd().expect("allocating a protection domain");
-    let (mut config, gid, gid_index) = client_config(&context, &device);
-    tune(&mut config);
+    let (gid, gid_index) = roce_v2_gid(&context);
+    let mtu = context.query_port(PORT).expect("querying port 1").active_mtu();
+    assert_eq!(ours.gid, gid.raw, "the engine's GID is not the RoCE v2 IPv4-mapped one");
+    assert_eq!(ours.mtu, mtu_bytes(mtu), "the engine does not use the port's active MTU");
+    assert!(ours.psn <= 0x00ff_ffff && ours.max_read_atomic >= 1, "{ours:?}");
 
     let mut served = testbeds::pseudo_random(REGION, seed);
     // SAFETY: `served` lives in `Peer` beside the region and is never moved or resized.
     let region = unsafe { pd.reg_mr(served.as_mut_ptr() as usize, served.len(), AccessFlags::RemoteRead) }
         .expect("registering the served region");
-
     let cq = context.create_cq_builder().setup_cqe(16).build().expect("creating the peer's CQ");
     let mut qp = pd
         .create_qp_builder()
@@ -89,13 +102,7 @@ async fn connect(seed: u64, tune: impl FnOnce(&mut AsyncRdmaConfig)) -> (Peer, A
         .build()
         .expect("creating the peer's QP");
 
-    let pending = PendingQp::create(&config).expect("creating the async-rdma queue pair");
-    let client = pending.endpoint();
-    assert_eq!(client.gid, gid, "async-rdma's GID at index {gid_index} is not the RoCE v2 one");
-    assert!(client.psn <= 0x00ff_ffff);
-
     const PEER_PSN: u32 = 0x00ab_cdef;
-    let mtu = context.query_port(PORT).expect("querying port 1").active_mtu();
     let mut init = QueuePairAttribute::new();
     init.setup_state(QueuePairState::Init)
         .setup_pkey_index(0)
@@ -103,13 +110,13 @@ async fn connect(seed: u64, tune: impl FnOnce(&mut AsyncRdmaConfig)) -> (Peer, A
         .setup_access_flags(AccessFlags::RemoteRead);
     qp.modify(&init).expect("peer QP to INIT");
     let mut path = AddressHandleAttribute::new();
-    path.setup_port(PORT).setup_grh(&Gid { raw: client.gid }, 0, gid_index, 1, 0);
+    path.setup_port(PORT).setup_grh(&Gid { raw: ours.gid }, 0, gid_index, 64, 0);
     let mut rtr = QueuePairAttribute::new();
     rtr.setup_state(QueuePairState::ReadyToReceive)
         .setup_path_mtu(mtu)
-        .setup_dest_qp_num(client.qp_num)
-        // The client's first READ carries its send PSN.
-        .setup_rq_psn(client.psn)
+        .setup_dest_qp_num(ours.qp_num)
+        // The engine's first READ carries its send PSN.
+        .setup_rq_psn(ours.psn)
         .setup_max_dest_read_atomic(PEER_MAX_DEST_RD_ATOMIC)
         .setup_min_rnr_timer(12)
         .setup_address_vector(&path);
@@ -123,10 +130,17 @@ async fn connect(seed: u64, tune: impl FnOnce(&mut AsyncRdmaConfig)) -> (Peer, A
         .setup_max_read_atomic(1);
     qp.modify(&rts).expect("peer QP to RTS");
 
-    let server = QpEndpoint { qp_num: qp.qp_number(), lid: 0, gid, psn: PEER_PSN };
-    let connection = pending.connect(server).await.expect("connecting the async-rdma queue pair");
+    let peer_endpoint = QpEndpoint {
+        qp_num: qp.qp_number(),
+        psn: PEER_PSN,
+        gid: gid.raw,
+        lid: 0,
+        mtu: mtu_bytes(mtu),
+        max_read_atomic: PEER_MAX_DEST_RD_ATOMIC,
+    };
+    client.connect(&peer_endpoint).expect("connecting the async-rdma queue pair");
     let peer = Peer { served, region, _qp: qp, _cq: cq, _pd: pd, _context: context };
-    (peer, connection)
+    (peer, client)
 }
 
 impl Peer {
@@ -142,52 +156,50 @@ impl Peer {
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "needs an RDMA device: runs in the Soft-RoCE guest (scripts/test-all)"]
 async fn rdma_async_rdma_reads_are_byte_exact() {
-    let (peer, connection) = connect(11, |c| c.buffer_bytes = 1 << 20).await;
-    // One byte, a page, a needle at an odd offset, exactly one pooled buffer, and more than
-    // a pooled buffer (a region of its own), ending at the region's last byte.
+    let (peer, qp) = connect(11, |c| c.buffer_size = 1 << 20).await;
+    // One byte, a page, a needle at an odd offset, exactly one buffer, and more than one
+    // buffer (split into buffer-sized READs) ending at the region's last byte.
     for (offset, len) in [
         (0, 1),
         (0, 4096),
         (12_345, 54_321),
         (1 << 20, 1 << 20),
-        (REGION - 3 * (1 << 20) - 7, 3 << 20),
+        (REGION - 3 * (1 << 20) - 7, (3 << 20) + 7),
         (REGION - 1, 1),
     ] {
-        let got = connection.read(peer.addr(offset), peer.rkey(), len).await.expect("READ");
+        let got = qp.read(peer.addr(offset), peer.rkey(), len as u32).await.expect("READ");
         assert_eq!(got.len(), len);
         assert!(got == peer.served[offset..offset + len], "READ of {len} bytes at {offset} differs");
     }
-    // The same pooled buffer again and again: the previous READ's lock must not leak.
+    // The same local regions again and again: the previous READ's lock must not leak.
     for round in 0..50 {
         let offset = round * 4099;
-        let got = connection.read(peer.addr(offset), peer.rkey(), 4096).await.expect("repeated READ");
+        let got = qp.read(peer.addr(offset), peer.rkey(), 4096).await.expect("repeated READ");
         assert!(got == peer.served[offset..offset + 4096], "round {round} differs");
     }
-    assert!(!connection.is_broken());
+    assert!(qp.read(peer.addr(0), peer.rkey(), 0).await.expect("an empty READ").is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs an RDMA device: runs in the Soft-RoCE guest (scripts/test-all)"]
 async fn rdma_async_rdma_concurrent_reads_on_a_multi_thread_runtime() {
-    // Fewer permits than readers: READs queue for a buffer, and buffers are reused right
-    // after their completion, where async-rdma's lock race shows.
-    let (peer, connection) = connect(12, |c| {
-        c.depth = 4;
-        c.max_rd_atomic = 4;
-        c.buffer_bytes = 64 << 10;
+    // More readers than READs in flight (depth 4), 64 KiB regions so longer reads are split:
+    // regions are reused right after their completion, where async-rdma's lock race shows.
+    let (peer, qp) = connect(12, |c| {
+        c.queue_depth = 4;
+        c.buffer_size = 64 << 10;
     })
     .await;
     let peer = Arc::new(peer);
-    let connection = Arc::new(connection);
+    let qp: Arc<dyn EngineQp> = Arc::from(qp);
     let mut readers = Vec::new();
     for reader in 0..12usize {
-        let (peer, connection) = (Arc::clone(&peer), Arc::clone(&connection));
+        let (peer, qp) = (Arc::clone(&peer), Arc::clone(&qp));
         readers.push(tokio::spawn(async move {
             for i in 0..20usize {
-                let len = 1 + (reader * 7919 + i * 104_729) % (64 << 10);
+                let len = 1 + (reader * 7919 + i * 104_729) % (200 << 10);
                 let offset = (reader * 1_000_003 + i * 65_537) % (REGION - len);
-                let got =
-                    connection.read(peer.addr(offset), peer.rkey(), len).await.expect("concurrent READ");
+                let got = qp.read(peer.addr(offset), peer.rkey(), len as u32).await.expect("concurrent READ");
                 assert!(got == peer.served[offset..offset + len], "reader {reader} READ {i} differs");
             }
         }));
@@ -198,20 +210,33 @@ async fn rdma_async_rdma_concurrent_reads_on_a_multi_thread_runtime() {
             .expect("readers finish")
             .expect("a reader panicked");
     }
-    assert!(!connection.is_broken());
 }
 
 #[tokio::test(flavor = "current_thread")]
 #[ignore = "needs an RDMA device: runs in the Soft-RoCE guest (scripts/test-all)"]
-async fn rdma_async_rdma_refused_reads_are_typed() {
-    let (peer, connection) = connect(13, |_| {}).await;
-    assert!(matches!(connection.read(peer.addr(0), peer.rkey(), 0).await, Err(AsyncRdmaError::Invalid(_))));
-    // Past the end of the region: the server's device refuses it, and the RC queue pair is
-    // in the error state from then on.
-    match connection.read(peer.addr(REGION - 10), peer.rkey(), 20).await {
-        Err(AsyncRdmaError::RemoteAccess(_)) => {}
+async fn rdma_async_rdma_refused_read_breaks_the_queue_pair() {
+    let (peer, qp) = connect(13, |_| {}).await;
+    // Past the end of the region: the peer's device refuses it, the RC queue pair goes to
+    // the error state, and every later READ fails as well.
+    match qp.read(peer.addr(REGION - 10), peer.rkey(), 20).await {
+        Err(RdmaError::Transfer(message)) => assert!(message.contains("Remote"), "{message}"),
         other => panic!("a READ past the region's end gave {other:?}"),
     }
-    assert!(connection.is_broken());
-    assert!(matches!(connection.read(peer.addr(0), peer.rkey(), 8).await, Err(AsyncRdmaError::Broken(_))));
+    assert!(matches!(qp.read(peer.addr(0), peer.rkey(), 8).await, Err(RdmaError::Transfer(_))));
+}
+
+#[tokio::test(flavor = "current_thread")]
+#[ignore = "needs an RDMA device: runs in the Soft-RoCE guest (scripts/test-all)"]
+async fn rdma_async_rdma_refuses_a_server_with_a_smaller_mtu() {
+    let engine = AsyncRdmaEngine::open(AsyncRdmaConfig::new(DeviceChoice::Name(device_name()))).unwrap();
+    let mut qp = engine.create_qp().unwrap();
+    let ours = qp.endpoint();
+    if ours.mtu == 256 {
+        return; // nothing smaller exists
+    }
+    let server = QpEndpoint { mtu: ours.mtu / 2, max_read_atomic: 4, ..ours };
+    match qp.connect(&server) {
+        Err(RdmaError::Transfer(message)) => assert!(message.contains("MTU"), "{message}"),
+        other => panic!("connecting to a smaller MTU gave {other:?}"),
+    }
 }

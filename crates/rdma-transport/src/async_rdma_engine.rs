@@ -109,9 +109,14 @@ impl ReadEngine for AsyncRdmaEngine {
         "async-rdma"
     }
 
-    /// Must be called inside a tokio runtime: async-rdma spawns its completion poller on
-    /// it, and the queue pair's READs must run on that runtime too.
+    /// Must be called inside a tokio runtime with IO enabled: async-rdma spawns its
+    /// completion poller there (waiting on the completion channel through the runtime's
+    /// reactor), so the queue pair's READs complete only while that runtime runs.
     fn create_qp(&self) -> Result<Box<dyn EngineQp>, RdmaError> {
+        // async-rdma would panic outside a runtime.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(RdmaError::Protocol("the async-rdma engine needs a tokio runtime".into()));
+        }
         Ok(Box::new(AsyncRdmaQp::new(&self.device, &self.config)?))
     }
 }

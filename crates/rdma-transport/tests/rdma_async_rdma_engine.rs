@@ -240,3 +240,10 @@ async fn rdma_async_rdma_refuses_a_server_with_a_smaller_mtu() {
         other => panic!("connecting to a smaller MTU gave {other:?}"),
     }
 }
+
+#[test]
+#[ignore = "needs an RDMA device: runs in the Soft-RoCE guest (scripts/test-all)"]
+fn rdma_async_rdma_outside_a_runtime_is_an_error_not_a_panic() {
+    let engine = AsyncRdmaEngine::open(AsyncRdmaConfig::new(DeviceChoice::Name(device_name()))).unwrap();
+    assert!(matches!(engine.create_qp(), Err(RdmaError::Protocol(_))));
+}

@@ -117,7 +117,9 @@ struct Session {
 
 /// Reads needles from one volume server over RDMA.
 pub struct RdmaClient {
-    grpc: RdmaControlClient<Channel>,
+    endpoint: Endpoint,
+    /// Made on first use: a channel needs the runtime it will run on.
+    channel: std::sync::OnceLock<RdmaControlClient<Channel>>,
     engine: Arc<dyn ReadEngine>,
     config: RdmaClientConfig,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
@@ -150,13 +152,20 @@ impl RdmaClient {
             .connect_timeout(config.rpc_timeout)
             .timeout(config.rpc_timeout);
         Ok(Self {
-            grpc: RdmaControlClient::new(endpoint.connect_lazy()),
+            endpoint,
+            channel: std::sync::OnceLock::new(),
             engine,
             config,
             session: tokio::sync::Mutex::new(None),
             locations: std::sync::Mutex::new(HashMap::new()),
             counters: Counters::default(),
         })
+    }
+
+    /// The control-plane client (connects lazily, reconnects after failures). Called
+    /// from async code only, i.e. inside the runtime.
+    fn grpc(&self) -> RdmaControlClient<Channel> {
+        self.channel.get_or_init(|| RdmaControlClient::new(self.endpoint.connect_lazy())).clone()
     }
 
     /// The engine's name (`"sideway"`).
@@ -204,7 +213,7 @@ impl RdmaClient {
         let session = self.session.lock().await.take();
         if let Some(session) = session {
             let request = proto::CloseSessionRequest { session_id: session.id };
-            self.grpc.clone().close_session(request).await.map_err(control_plane)?;
+            self.grpc().close_session(request).await.map_err(control_plane)?;
         }
         Ok(())
     }
@@ -260,7 +269,7 @@ impl RdmaClient {
             client: Some(qp.endpoint().into()),
             jwt: self.config.jwt.clone().unwrap_or_default(),
         };
-        let reply = self.grpc.clone().open_session(request).await.map_err(|status| match status.code() {
+        let reply = self.grpc().open_session(request).await.map_err(|status| match status.code() {
             tonic::Code::PermissionDenied | tonic::Code::Unauthenticated | tonic::Code::ResourceExhausted => {
                 RdmaError::Refused(status.message().to_owned())
             }
@@ -272,7 +281,7 @@ impl RdmaClient {
         let server = QpEndpoint::try_from(server)?;
         if let Err(e) = qp.connect(&server) {
             let close = proto::CloseSessionRequest { session_id: reply.session_id };
-            let _ = self.grpc.clone().close_session(close).await;
+            let _ = self.grpc().close_session(close).await;
             return Err(e);
         }
         self.counters.sessions_opened.fetch_add(1, Ordering::Relaxed);
@@ -289,14 +298,14 @@ impl RdmaClient {
             *current = None;
             let request = proto::CloseSessionRequest { session_id: session.id };
             // Best effort: the server may be gone; its idle timeout reaps the rest.
-            let _ = self.grpc.clone().close_session(request).await;
+            let _ = self.grpc().close_session(request).await;
         }
     }
 
     async fn locate(&self, session: &Session, fid: &FileId) -> Result<Location, LocateError> {
         self.counters.locate_calls.fetch_add(1, Ordering::Relaxed);
         let request = proto::LocateRequest { session_id: session.id, fids: vec![fid.to_string()] };
-        let reply = self.grpc.clone().locate(request).await.map_err(|status| match status.code() {
+        let reply = self.grpc().locate(request).await.map_err(|status| match status.code() {
             // Unknown session (expired, or the server restarted) and a server that is
             // down for now: a new session may help.
             tonic::Code::NotFound | tonic::Code::Unavailable => {

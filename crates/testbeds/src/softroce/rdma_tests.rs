@@ -245,7 +245,7 @@ fn run_read_path_benchmark(
             _ => {}
         }
     }
-    report("read-path benchmark (sideway engine vs the perftest figures above):");
+    report("read-path benchmark (each engine built in vs the perftest figures above):");
     match guest.run(&GuestCommand::argv(command).timeout(Duration::from_secs(120)), Echo::Live) {
         Ok(output) if output.success() => {}
         Ok(output) => report(&format!(

@@ -153,12 +153,14 @@ impl AsyncRdmaQp {
             .set_conn_type(ConnectionType::RCIBV)
             .set_raw(true)
             .set_mtu(mtu_of(device.mtu)?)
-            // Queues sized for `depth` READs in flight; no receive is ever posted.
-            .set_qp_max_send_wr(depth)
+            // Queues sized for `depth` READs in flight, twice over: a READ whose caller gave
+            // up releases its permit before its work request completes. No receive is
+            // ever posted.
+            .set_qp_max_send_wr(depth.saturating_mul(2))
             .set_qp_max_recv_wr(1)
             .set_qp_max_send_sge(1)
             .set_qp_max_recv_sge(1)
-            .set_cq_size(depth.saturating_mul(2).max(16))
+            .set_cq_size(depth.saturating_mul(4).max(16))
             .set_max_cqe(i32::try_from(depth).unwrap_or(i32::MAX))
             .set_max_rd_atomic(max_read_atomic)
             // The server never reads or writes our memory: no remote access to the QP or

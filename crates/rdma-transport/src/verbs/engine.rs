@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -314,7 +315,12 @@ impl SidewayQp {
     }
 
     /// One READ of at most one buffer into `out`.
-    async fn read_chunk(&self, remote_addr: u64, rkey: u32, out: &mut [u8]) -> Result<(), RdmaError> {
+    async fn read_chunk(
+        &self,
+        remote_addr: u64,
+        rkey: u32,
+        out: &mut [MaybeUninit<u8>],
+    ) -> Result<(), RdmaError> {
         if let Some(why) = self.shared.broken() {
             return Err(RdmaError::Transfer(why));
         }
@@ -360,7 +366,11 @@ impl SidewayQp {
         let outcome = match result {
             Ok(Ok(())) => {
                 // SAFETY: the READ completed successfully and the slot is still ours.
-                out.copy_from_slice(unsafe { self.shared.buffers.bytes(slot, out.len()) });
+                let bytes = unsafe { self.shared.buffers.bytes(slot, out.len()) };
+                // SAFETY: `out` has room for exactly `bytes.len()` bytes; they do not overlap.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr().cast::<u8>(), bytes.len())
+                };
                 Ok(())
             }
             Ok(Err(why)) => Err(RdmaError::Transfer(why)),
@@ -405,13 +415,17 @@ impl EngineQp for SidewayQp {
 
     fn read(&self, remote_addr: u64, rkey: u32, len: u32) -> ReadFuture<'_> {
         Box::pin(async move {
-            let mut out = vec![0u8; len as usize];
+            // Not zeroed first: every byte is written by one chunk's copy (a large zeroed
+            // buffer costs a pass over memory the CPU-bound software device needs).
+            let mut out = Vec::with_capacity(len as usize);
             let chunk = self.shared.buffers.slot_size;
-            let reads = out
+            let reads = out.spare_capacity_mut()[..len as usize]
                 .chunks_mut(chunk)
                 .enumerate()
                 .map(|(i, part)| self.read_chunk(remote_addr + (i * chunk) as u64, rkey, part));
             futures_util::future::try_join_all(reads).await?;
+            // SAFETY: every chunk completed and copied its bytes: all `len` are initialized.
+            unsafe { out.set_len(len as usize) };
             Ok(out)
         })
     }

@@ -116,6 +116,10 @@ struct Session {
 }
 
 /// Reads needles from one volume server over RDMA.
+///
+/// Use it from a tokio runtime with the time driver enabled (its calls are bounded by
+/// timeouts). It is `Send + Sync`: share one per server (e.g. in an `Arc`) and read from
+/// many tasks at once; they share the session and keep several READs outstanding.
 pub struct RdmaClient {
     endpoint: Endpoint,
     /// Made on first use: a channel needs the runtime it will run on.

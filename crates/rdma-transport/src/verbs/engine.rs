@@ -8,7 +8,7 @@
 //!   keep running, and a completion is seen as soon as it lands with no thread hand-off
 //!   (on the 1-vCPU Soft-RoCE guest a hand-off to a poller thread cost ~40% latency).
 //!   The other waiting READs sleep until their completion is delivered; when the
-//!   polling one leaves, it wakes one of them to take over. One poller, not one per
+//!   polling one leaves, it wakes them and the first to run takes over. One poller, not one per
 //!   READ: many spinning readers took the CPU from the (software) device and halved
 //!   throughput;
 //! - a background thread polls every millisecond while READs are outstanding, for
@@ -168,8 +168,8 @@ struct Shared {
     broken: Mutex<Option<String>>,
     /// Held by whoever polls the CQ.
     polling: Mutex<()>,
-    /// A waiting reader to wake when the polling one leaves.
-    standby: Mutex<Option<Waker>>,
+    /// Waiting readers to wake when the polling one leaves.
+    standby: Mutex<Vec<Waker>>,
     /// Wakes the background thread when a READ is posted (or on shutdown).
     wake: (Mutex<()>, Condvar),
     stop: AtomicBool,
@@ -238,13 +238,20 @@ impl Shared {
         }
     }
 
-    /// A reader leaving while READs are outstanding wakes a waiting one, which takes
-    /// over the polling (see [`SidewayQp::read_chunk`]).
+    /// A reader leaving while READs are outstanding wakes the waiting ones; the first
+    /// to poll takes over the polling (see [`SidewayQp::read_chunk`]).
     fn hand_over(&self) {
-        if self.outstanding.load(Ordering::Acquire) > 0
-            && let Some(next) = self.standby.lock().expect("standby lock").take()
-        {
-            next.wake();
+        if self.outstanding.load(Ordering::Acquire) > 0 {
+            let waiting = std::mem::take(&mut *self.standby.lock().expect("standby lock"));
+            waiting.into_iter().for_each(Waker::wake);
+        }
+    }
+
+    /// Registers a waiting (not polling) reader for [`Shared::hand_over`].
+    fn stand_by(&self, waker: &Waker) {
+        let mut standby = self.standby.lock().expect("standby lock");
+        if !standby.iter().any(|w| w.will_wake(waker)) {
+            standby.push(waker.clone());
         }
     }
 
@@ -302,7 +309,7 @@ impl SidewayQp {
             next_wr_id: AtomicU64::new(1),
             broken: Mutex::new(None),
             polling: Mutex::new(()),
-            standby: Mutex::new(None),
+            standby: Mutex::new(Vec::new()),
             wake: (Mutex::new(()), Condvar::new()),
             stop: AtomicBool::new(false),
         });
@@ -342,8 +349,8 @@ impl SidewayQp {
         let mut waiting = Waiting { receiver: waiting, slot, shared: &self.shared, consumed: false };
         // One waiting reader at a time polls the CQ, busy but through the scheduler: if
         // its completion is not in yet it asks to be polled again and yields. The others
-        // wait to be woken by their completion's delivery, one of them registered as the
-        // standby that takes over when the polling reader leaves (see the module docs).
+        // wait to be woken by their completion's delivery, or by the polling reader when
+        // it leaves, so that one of them takes over (see the module docs).
         let result = std::future::poll_fn(|cx| {
             let leading = self.shared.poll_completions();
             match Pin::new(&mut waiting.receiver).poll(cx) {
@@ -356,7 +363,7 @@ impl SidewayQp {
                     Poll::Pending
                 }
                 Poll::Pending => {
-                    *self.shared.standby.lock().expect("standby lock") = Some(cx.waker().clone());
+                    self.shared.stand_by(cx.waker());
                     Poll::Pending
                 }
             }

@@ -15,7 +15,8 @@
 //!   records are staged into registered anonymous buffers instead.
 //! - Client side ([`client`]): [`client::RdmaClient`] does sessions, locations, READs and
 //!   verification above one small engine interface ([`engine::ReadEngine`] /
-//!   [`engine::EngineQp`]); [`verbs::SidewayEngine`] is the default engine.
+//!   [`engine::EngineQp`]); [`verbs::SidewayEngine`] is the default engine, and
+//!   `async_rdma_engine::AsyncRdmaEngine` (cargo feature `async-rdma`, GPL-3.0) the other.
 //! - [`verbs`]: the device, queue pairs and registrations on sideway (libibverbs loaded at
 //!   run time, so a host without RDMA builds, runs and reports "no device").
 //! - [`proto`]: the generated control-plane messages, client and server
@@ -28,6 +29,9 @@ pub mod error;
 pub mod server;
 pub mod verbs;
 pub mod verify;
+
+#[cfg(feature = "async-rdma")]
+pub mod async_rdma_engine;
 
 /// The control plane's messages and tonic client/server, generated from
 /// `proto/rdma_control.proto`.

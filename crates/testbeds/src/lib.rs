@@ -86,7 +86,9 @@
 //!   A), print its output, exit with its exit code.
 //! - `testbeds selfcheck [--guests 1|2]`: `ib_read_lat -s 4096`, `ib_read_bw -s 4096` and
 //!   `-s 1048576`, server and client over rxe0, figures in a table.
-//! - `testbeds rdma-tests [--cross-host]`: the guest stage of `scripts/test-all` (below).
+//! - `testbeds rdma-tests [--cross-host] [--features FEATURES]`: the guest stage of
+//!   `scripts/test-all` (below); `--features` goes to the cargo build of the tests, so
+//!   feature-gated RDMA code (the async-rdma engine) is built and tested too.
 //!
 //! ## As a library
 //!

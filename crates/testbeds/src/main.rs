@@ -25,10 +25,11 @@ commands:
   selfcheck [--guests 1|2]
                           run ib_read_lat (4 KiB) and ib_read_bw (4 KiB, 1 MiB) over rxe0 and
                           print the figures
-  rdma-tests [--cross-host]
+  rdma-tests [--cross-host] [--features FEATURES]
                           build the workspace's test executables, then in one boot: show rxe0,
                           run the selfcheck, run every `rdma_*` test target with --ignored;
-                          --cross-host adds an ib_read_lat across two guests afterwards
+                          --cross-host adds an ib_read_lat across two guests afterwards;
+                          --features is passed to cargo (e.g. rdma-transport/async-rdma)
 ";
 
 fn main() -> ExitCode {
@@ -85,6 +86,8 @@ struct Options {
     timeout: Duration,
     config: GuestConfig,
     cross_host: bool,
+    /// Cargo features for the test build (`--features`), empty for none.
+    features: String,
     command: Vec<String>,
 }
 
@@ -95,6 +98,7 @@ fn parse_options(args: &[String], allowed: &[&str]) -> Result<Options, CliError>
         timeout: Duration::from_secs(600),
         config: GuestConfig::default(),
         cross_host: false,
+        features: String::new(),
         command: Vec::new(),
     };
     let mut iter = args.iter();
@@ -123,6 +127,7 @@ fn parse_options(args: &[String], allowed: &[&str]) -> Result<Options, CliError>
             "--timeout" => options.timeout = Duration::from_secs(u64::from(number()?)),
             "--memory" => options.config.memory_mib = number()?,
             "--scratch-disk" => options.config.scratch_disk_mib = Some(number()?),
+            "--features" => options.features = value.clone(),
             _ => return Err(CliError::Usage(format!("unexpected argument `{arg}`"))),
         }
     }
@@ -200,10 +205,10 @@ fn selfcheck(args: &[String]) -> Result<ExitCode, CliError> {
 }
 
 fn rdma_tests_command(args: &[String]) -> Result<ExitCode, CliError> {
-    let options = parse_options(args, &["--cross-host", "--memory"])?;
+    let options = parse_options(args, &["--cross-host", "--memory", "--features"])?;
     let started = Instant::now();
     let image = prepare()?;
-    let executables = rdma_tests::build_and_discover()?;
+    let executables = rdma_tests::build_and_discover(&options.features)?;
     println!(
         "rdma-tests: {} RDMA test target(s): {}",
         executables.len(),

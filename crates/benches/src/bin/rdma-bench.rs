@@ -3,14 +3,18 @@
 //! same boot as ratios. `testbeds rdma-tests` runs it after the RDMA tests, passing the
 //! perftest figures it measured; it prints figures and never passes or fails on them.
 //!
-//! What it measures, through the sideway engine:
+//! What it measures, through each engine built in (sideway; async-rdma with the `benches`
+//! feature `async-rdma`):
 //! - 4 KiB READ latency at the engine (one READ of 4096 bytes of a registered extent,
 //!   nothing outstanding besides): the like-for-like figure for `ib_read_lat -s 4096`;
 //! - 4 KiB needle latency through `RdmaClient` (cached location, READ, header and CRC
 //!   verification): what an application sees;
 //! - 1 MiB READ throughput at the engine with several READs outstanding (like
 //!   `ib_read_bw -s 1048576`), and 1 MiB needles through `RdmaClient` with concurrent
-//!   readers.
+//!   readers;
+//! - the engine-level 4 KiB latency again on a current-thread tokio runtime (the figures
+//!   above use a 2-worker multi-thread runtime): async-rdma completes READs through a
+//!   task on the runtime, so the flavour can matter.
 //!
 //! usage: rdma-bench [--device rxe0] [--volume-server PATH] [--seconds S]
 //!                   [--ib-read-lat-us X] [--ib-read-bw-mbs Y]
@@ -113,16 +117,51 @@ fn run(o: &Options) -> Result<(), BoxError> {
     let large: Vec<FileId> =
         (0..8).map(|i| upload_one(&testbeds::pseudo_random(1 << 20, 10 + i))).collect::<Result<_, _>>()?;
 
-    let config = SidewayConfig::new(DeviceChoice::Name(o.device.clone()));
+    for (engine, depth) in engines(&o.device)? {
+        measure(o, &grpc, &engine, depth, &small, &large)?;
+    }
+    server.stop();
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// An engine and its queue depth (READs it keeps outstanding per queue pair).
+type EngineWithDepth = (Arc<dyn ReadEngine>, usize);
+
+/// Every engine built in, opened on `device`.
+fn engines(device: &str) -> Result<Vec<EngineWithDepth>, BoxError> {
+    let config = SidewayConfig::new(DeviceChoice::Name(device.to_owned()));
     let depth = config.queue_depth;
-    let engine: Arc<dyn ReadEngine> = Arc::new(SidewayEngine::open(config)?);
+    #[cfg_attr(not(feature = "async-rdma"), allow(unused_mut))]
+    let mut engines: Vec<(Arc<dyn ReadEngine>, usize)> =
+        vec![(Arc::new(SidewayEngine::open(config)?), depth)];
+    #[cfg(feature = "async-rdma")]
+    {
+        use rdma_transport::async_rdma_engine::{AsyncRdmaConfig, AsyncRdmaEngine};
+        let config = AsyncRdmaConfig::new(DeviceChoice::Name(device.to_owned()));
+        let depth = config.queue_depth;
+        engines.push((Arc::new(AsyncRdmaEngine::open(config)?), depth));
+    }
+    Ok(engines)
+}
+
+/// The figures of one engine: engine-level and through `RdmaClient`, on a multi-thread
+/// runtime, then the engine-level latency on a current-thread one.
+fn measure(
+    o: &Options,
+    grpc: &str,
+    engine: &Arc<dyn ReadEngine>,
+    depth: usize,
+    small: &FileId,
+    large: &[FileId],
+) -> Result<(), BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let budget = Duration::from_secs_f64(o.seconds);
     runtime.block_on(async {
         println!("rdma-bench: engine {}, device {}, {} s per figure", engine.name(), o.device, o.seconds);
 
         // Engine level: a session of our own and the location of a 1 MiB needle.
-        let (qp, segment) = raw_session(&grpc, engine.as_ref(), &large[0]).await?;
+        let (qp, segment) = raw_session(grpc, engine.as_ref(), &large[0]).await?;
         let lat = timed_reads(budget, 20_000, || qp.read(segment.addr, segment.rkey, 4096)).await?;
         println!(
             "rdma-bench: 4 KiB READ, engine          p50 {:8.2} us  p99 {:8.2} us  ({} reads)  p50 {}",
@@ -141,10 +180,10 @@ fn run(o: &Options) -> Result<(), BoxError> {
         // Through RdmaClient: locate once (cached), READ, verify header and CRC32-C.
         let config =
             RdmaClientConfig { location_ttl: Duration::from_secs(3600), ..RdmaClientConfig::default() };
-        let client = Arc::new(RdmaClient::new(&grpc, Arc::clone(&engine), config)?);
-        client.read(&small).await?;
+        let client = Arc::new(RdmaClient::new(grpc, Arc::clone(engine), config)?);
+        client.read(small).await?;
         let lat =
-            timed_reads(budget, 20_000, || async { client.read(&small).await.map(|r| r.record) }).await?;
+            timed_reads(budget, 20_000, || async { client.read(small).await.map(|r| r.record) }).await?;
         println!(
             "rdma-bench: 4 KiB needle, RdmaClient    p50 {:8.2} us  p99 {:8.2} us  ({} reads)  p50 {}",
             percentile(&lat, 0.5),
@@ -155,7 +194,7 @@ fn run(o: &Options) -> Result<(), BoxError> {
         let started = Instant::now();
         let mut tasks = Vec::new();
         for t in 0..depth {
-            let (client, large) = (Arc::clone(&client), large.clone());
+            let (client, large) = (Arc::clone(&client), large.to_vec());
             tasks.push(tokio::spawn(async move {
                 let mut bytes = 0u64;
                 let mut i = t;
@@ -189,9 +228,21 @@ fn run(o: &Options) -> Result<(), BoxError> {
         );
         Ok::<(), BoxError>(())
     })?;
-    server.stop();
-    std::fs::remove_dir_all(&dir)?;
-    Ok(())
+
+    // The same engine-level latency on a current-thread runtime (async-rdma's completion
+    // task then shares the reader's thread).
+    let current = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    current.block_on(async {
+        let (qp, segment) = raw_session(grpc, engine.as_ref(), &large[0]).await?;
+        let lat = timed_reads(budget, 20_000, || qp.read(segment.addr, segment.rkey, 4096)).await?;
+        println!(
+            "rdma-bench: 4 KiB READ, engine, current-thread runtime  p50 {:8.2} us  p99 {:8.2} us  p50 {}",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            ratio(percentile(&lat, 0.5), o.ib_read_lat_us, "ib_read_lat typical")
+        );
+        Ok::<(), BoxError>(())
+    })
 }
 
 fn tempfile_dir() -> std::io::Result<PathBuf> {

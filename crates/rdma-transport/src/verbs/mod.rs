@@ -240,6 +240,18 @@ impl Device {
         })
     }
 
+    /// The GID-table index queue pairs of this device send from.
+    #[cfg(feature = "async-rdma")]
+    pub(crate) fn gid_index(&self) -> u8 {
+        self.gid_index
+    }
+
+    /// The port's active MTU in bytes.
+    #[cfg(feature = "async-rdma")]
+    pub(crate) fn mtu_bytes(&self) -> u32 {
+        mtu_bytes(self.mtu)
+    }
+
     /// Requested READs a queue pair of this device may keep outstanding.
     pub(crate) fn max_read_atomic(&self) -> u8 {
         self.max_read_atomic

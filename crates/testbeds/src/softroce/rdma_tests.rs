@@ -80,15 +80,23 @@ pub fn discover(cargo_messages: &str) -> Result<Vec<TestExecutable>, Error> {
 }
 
 /// Builds every test executable of the workspace around the current directory (cargo's
-/// progress goes to stderr as usual) and returns the RDMA ones.
-pub fn build_and_discover() -> Result<Vec<TestExecutable>, Error> {
-    let output = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["test", "--workspace", "--locked", "--no-run", "--message-format=json-render-diagnostics"])
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| Error::Cargo(format!("running cargo: {e}")))?;
+/// progress goes to stderr as usual) and returns the RDMA ones. `features` is cargo's
+/// `--features` list (empty for none): optional engines such as `rdma-transport/async-rdma`
+/// have RDMA tests of their own, and the host tests should be built with the same features
+/// so the guest stage reuses their build.
+pub fn build_and_discover(features: &str) -> Result<Vec<TestExecutable>, Error> {
+    let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo.args(["test", "--workspace", "--locked", "--no-run", "--message-format=json-render-diagnostics"]);
+    if !features.is_empty() {
+        cargo.args(["--features", features]);
+    }
+    let output =
+        cargo.stderr(Stdio::inherit()).output().map_err(|e| Error::Cargo(format!("running cargo: {e}")))?;
     if !output.status.success() {
-        return Err(Error::Cargo(format!("`cargo test --workspace --no-run` failed ({})", output.status)));
+        return Err(Error::Cargo(format!(
+            "`cargo test --workspace --no-run --features '{features}'` failed ({})",
+            output.status
+        )));
     }
     discover(&String::from_utf8_lossy(&output.stdout))
 }
@@ -237,7 +245,7 @@ fn run_read_path_benchmark(
             _ => {}
         }
     }
-    report("read-path benchmark (sideway engine vs the perftest figures above):");
+    report("read-path benchmark (each engine built in vs the perftest figures above):");
     match guest.run(&GuestCommand::argv(command).timeout(Duration::from_secs(120)), Echo::Live) {
         Ok(output) if output.success() => {}
         Ok(output) => report(&format!(

@@ -6,7 +6,8 @@
 //! - [`recovery`]: the load-time check that cuts torn tails and re-indexes records a
 //!   crash left unindexed;
 //! - [`needle_map`]: needle id -> record, in memory or in RocksDB;
-//! - [`vif`]: the `.vif` volume info file.
+//! - [`vif`]: the `.vif` volume info file;
+//! - [`rdma`]: the `--rdma*` flags and the store as the RDMA control plane's needle source.
 
 pub mod error;
 pub mod grpc;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod mime;
 pub mod needle_map;
 pub mod range;
+pub mod rdma;
 pub mod recovery;
 pub mod store;
 pub mod upload;

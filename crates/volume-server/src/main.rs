@@ -14,6 +14,7 @@ use volume_server::grpc;
 use volume_server::http::{AppState, router, version_string};
 use volume_server::master_api::MasterApi;
 use volume_server::metrics::Metrics;
+use volume_server::rdma::RdmaArgs;
 use volume_server::{IndexKind, Store, StoreConfig, VolumeOptions};
 
 #[derive(Parser, Debug)]
@@ -60,6 +61,8 @@ struct Cli {
     /// kernel's TCP processing and the clients need the other core.
     #[arg(long)]
     workers: Option<usize>,
+    #[command(flatten)]
+    rdma: RdmaArgs,
 }
 
 fn main() {
@@ -96,6 +99,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             None
         }
     };
+    let rdma = cli.rdma.start(&store, &cli.ip);
     let version = version_string(width);
     let state = Arc::new(AppState {
         store: Arc::clone(&store),
@@ -104,6 +108,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         version,
         master,
         metrics: Metrics::new(),
+        rdma: rdma.clone(),
     });
     let addr: SocketAddr = format!("{}:{}", cli.ip, cli.port).parse()?;
     let grpc_port = cli
@@ -121,7 +126,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         let _ = stop_tx.send(true);
     });
     let http = axum::serve(listener, router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
-    let grpc = grpc::serve(grpc_listener, Routes::default(), stopped(stop_rx));
+    let routes = Routes::new(rdma.service());
+    let grpc = grpc::serve(grpc_listener, routes, stopped(stop_rx));
     let (http, grpc) = tokio::join!(http.into_future(), grpc);
     http?;
     grpc?;

@@ -63,6 +63,8 @@ struct StatusJson<'a> {
     disk_statuses: Vec<DiskStatus>,
     version: &'a str,
     volumes: Vec<VolumeJson>,
+    /// Not in weed's `/status`: the RDMA read path (mode, cache figures).
+    rdma: rdma_transport::server::RdmaStatus,
 }
 
 /// Disk usage of a directory.
@@ -145,7 +147,8 @@ pub(super) async fn status(State(state): State<SharedState>, request: Request) -
         })
         .collect();
     let disks: Vec<_> = state.store.config().dirs.iter().map(|d| disk_status(d)).collect();
-    let body = StatusJson { disk_statuses: disks, version: &state.version, volumes };
+    let rdma = state.rdma.status();
+    let body = StatusJson { disk_statuses: disks, version: &state.version, volumes, rdma };
     let text = if query.contains_key("pretty") {
         serde_json::to_string_pretty(&body).expect("status serializes")
     } else {
@@ -165,6 +168,7 @@ pub(super) async fn healthz() -> Response {
 pub(super) async fn metrics(State(state): State<SharedState>) -> Response {
     let mut text = state.metrics.render();
     text.push_str(&load_report_metrics(&state));
+    text.push_str(&state.rdma.render_metrics());
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")

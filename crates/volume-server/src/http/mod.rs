@@ -44,6 +44,8 @@ pub struct AppState {
     /// The embedded master API, when no `--mserver` is given.
     pub master: Option<MasterApi>,
     pub metrics: Metrics,
+    /// The RDMA read path, shown in `/status` and `/metrics`.
+    pub rdma: rdma_transport::server::RdmaServer,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -1,0 +1,424 @@
+//! The client side above the engine: sessions over gRPC, a location cache, READs of
+//! every segment, verification, one retry, typed errors.
+//!
+//! One [`RdmaClient`] talks to one volume server through one session (one queue pair).
+//! A read goes: location (cached, or Locate) -> READ of each segment -> verify. When the
+//! verify step fails on a cached location, the location is dropped and the read is
+//! retried once with a fresh one; when the session or the queue pair is lost (server
+//! restart, idle expiry, a failed READ), the client opens a new session and retries
+//! once. Everything else is returned as a typed [`RdmaError`].
+//!
+//! Cached locations live `location_ttl` (default 1 s) and are dropped when Locate
+//! reports another compaction revision for their volume. Within that time a needle that
+//! was overwritten or deleted may still be read in its previous, intact version: set
+//! `location_ttl` to zero to Locate every read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use needle::{FileId, Needle, Version};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::endpoint::QpEndpoint;
+use crate::engine::{EngineQp, ReadEngine};
+use crate::error::RdmaError;
+use crate::proto::rdma_control_client::RdmaControlClient;
+use crate::proto::{self, LocateStatus};
+use crate::verify::verify_record;
+
+/// How an [`RdmaClient`] behaves.
+#[derive(Clone, Debug)]
+pub struct RdmaClientConfig {
+    /// A weed-style JWT to open sessions with, when the server requires one.
+    pub jwt: Option<String>,
+    /// How long a location stays cached (zero: never cache).
+    pub location_ttl: Duration,
+    /// Bound on each control-plane call (connect included).
+    pub rpc_timeout: Duration,
+    /// Bound on the READs of one record.
+    pub read_timeout: Duration,
+}
+
+impl Default for RdmaClientConfig {
+    fn default() -> Self {
+        Self {
+            jwt: None,
+            location_ttl: Duration::from_secs(1),
+            rpc_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A verified needle record as it is stored: header, body, checksum (and v3 timestamp).
+#[derive(Clone, Debug)]
+pub struct NeedleRecord {
+    /// The record bytes (no padding).
+    pub record: Vec<u8>,
+    pub version: Version,
+    /// Raw CRC32-C of the data (what weed's ETag shows).
+    pub crc: u32,
+}
+
+impl NeedleRecord {
+    /// The parsed needle (data, name, mime, flags, ...), borrowing from the record.
+    pub fn needle(&self) -> Needle<'_> {
+        Needle::parse(&self.record, self.version).expect("the record was verified when it was read")
+    }
+}
+
+/// Counters of what a client did, for tests and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    pub sessions_opened: u64,
+    pub locate_calls: u64,
+    pub location_hits: u64,
+    pub reads: u64,
+    /// Reads retried after a lost session, a failed READ or a failed verification.
+    pub retries: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    sessions_opened: AtomicU64,
+    locate_calls: AtomicU64,
+    location_hits: AtomicU64,
+    reads: AtomicU64,
+    retries: AtomicU64,
+}
+
+/// Where a record is, as Locate said.
+#[derive(Clone, Debug)]
+struct Location {
+    segments: Vec<proto::Segment>,
+    read_size: u64,
+    needle_size: u32,
+    version: Version,
+}
+
+struct CachedLocation {
+    location: Location,
+    at: Instant,
+}
+
+/// Cached locations of one volume, valid for one compaction revision.
+struct VolumeLocations {
+    revision: u32,
+    needles: HashMap<u64, CachedLocation>,
+}
+
+struct Session {
+    id: u64,
+    qp: Box<dyn EngineQp>,
+    mode: proto::RegionMode,
+}
+
+/// Reads needles from one volume server over RDMA.
+pub struct RdmaClient {
+    endpoint: Endpoint,
+    /// Made on first use: a channel needs the runtime it will run on.
+    channel: std::sync::OnceLock<RdmaControlClient<Channel>>,
+    engine: Arc<dyn ReadEngine>,
+    config: RdmaClientConfig,
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    locations: std::sync::Mutex<HashMap<u32, VolumeLocations>>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for RdmaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RdmaClient").field("engine", &self.engine.name()).finish_non_exhaustive()
+    }
+}
+
+enum Attempt {
+    Done(Result<NeedleRecord, RdmaError>),
+    /// Worth one more try, for this reason (returned if the retry is spent).
+    Retry(RdmaError),
+}
+
+impl RdmaClient {
+    /// A client for the volume server whose gRPC port is at `grpc_addr` (`host:port`).
+    /// Nothing is dialed yet: the first read opens the session.
+    pub fn new(
+        grpc_addr: &str,
+        engine: Arc<dyn ReadEngine>,
+        config: RdmaClientConfig,
+    ) -> Result<Self, RdmaError> {
+        let endpoint = Endpoint::from_shared(format!("http://{grpc_addr}"))
+            .map_err(|e| RdmaError::ControlPlane(format!("{grpc_addr}: {e}")))?
+            .connect_timeout(config.rpc_timeout)
+            .timeout(config.rpc_timeout);
+        Ok(Self {
+            endpoint,
+            channel: std::sync::OnceLock::new(),
+            engine,
+            config,
+            session: tokio::sync::Mutex::new(None),
+            locations: std::sync::Mutex::new(HashMap::new()),
+            counters: Counters::default(),
+        })
+    }
+
+    /// The control-plane client (connects lazily, reconnects after failures). Called
+    /// from async code only, i.e. inside the runtime.
+    fn grpc(&self) -> RdmaControlClient<Channel> {
+        self.channel.get_or_init(|| RdmaControlClient::new(self.endpoint.connect_lazy())).clone()
+    }
+
+    /// The engine's name (`"sideway"`).
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    /// How the server exposes records in the current session (`None` before the first
+    /// read or after the session was lost).
+    pub async fn server_mode(&self) -> Option<proto::RegionMode> {
+        self.session.lock().await.as_ref().map(|s| s.mode)
+    }
+
+    pub fn stats(&self) -> ClientStats {
+        let c = &self.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ClientStats {
+            sessions_opened: load(&c.sessions_opened),
+            locate_calls: load(&c.locate_calls),
+            location_hits: load(&c.location_hits),
+            reads: load(&c.reads),
+            retries: load(&c.retries),
+        }
+    }
+
+    /// Reads needle `fid` and returns its record once verified.
+    pub async fn read(&self, fid: &FileId) -> Result<NeedleRecord, RdmaError> {
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        match self.attempt(fid).await {
+            Attempt::Done(result) => result,
+            Attempt::Retry(reason) => {
+                tracing::debug!(%fid, %reason, "retrying an RDMA read once");
+                self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                match self.attempt(fid).await {
+                    Attempt::Done(result) => result,
+                    Attempt::Retry(error) => Err(error),
+                }
+            }
+        }
+    }
+
+    /// Closes the session (the server destroys its queue pair). The next read opens a
+    /// new one.
+    pub async fn close(&self) -> Result<(), RdmaError> {
+        let session = self.session.lock().await.take();
+        if let Some(session) = session {
+            let request = proto::CloseSessionRequest { session_id: session.id };
+            self.grpc().close_session(request).await.map_err(control_plane)?;
+        }
+        Ok(())
+    }
+
+    async fn attempt(&self, fid: &FileId) -> Attempt {
+        let session = match self.session().await {
+            Ok(s) => s,
+            Err(e) => return Attempt::Done(Err(e)),
+        };
+        let (location, cached) = match self.cached_location(fid) {
+            Some(location) => (location, true),
+            None => match self.locate(&session, fid).await {
+                Ok(location) => (location, false),
+                Err(LocateError::SessionLost(e)) => {
+                    self.forget_session(&session).await;
+                    return Attempt::Retry(e);
+                }
+                Err(LocateError::Other(e)) => return Attempt::Done(Err(e)),
+            },
+        };
+        let record = match self.fetch(&session, &location).await {
+            Ok(record) => record,
+            Err(e) => {
+                self.forget_session(&session).await;
+                self.forget_location(fid);
+                return Attempt::Retry(e);
+            }
+        };
+        match verify_record(fid, location.needle_size, location.version, &record) {
+            Ok(crc) => {
+                let version = location.version;
+                if !cached {
+                    self.remember_location(fid, location);
+                }
+                Attempt::Done(Ok(NeedleRecord { record, version, crc }))
+            }
+            Err(e) => {
+                self.forget_location(fid);
+                let error = RdmaError::Corrupt { fid: fid.to_string(), reason: e.to_string() };
+                if cached { Attempt::Retry(error) } else { Attempt::Done(Err(error)) }
+            }
+        }
+    }
+
+    /// The current session, opened if there is none.
+    async fn session(&self) -> Result<Arc<Session>, RdmaError> {
+        let mut current = self.session.lock().await;
+        if let Some(session) = current.as_ref() {
+            return Ok(Arc::clone(session));
+        }
+        let mut qp = self.engine.create_qp()?;
+        let request = proto::OpenSessionRequest {
+            client: Some(qp.endpoint().into()),
+            jwt: self.config.jwt.clone().unwrap_or_default(),
+        };
+        let reply = self.grpc().open_session(request).await.map_err(|status| match status.code() {
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated | tonic::Code::ResourceExhausted => {
+                RdmaError::Refused(status.message().to_owned())
+            }
+            tonic::Code::FailedPrecondition => RdmaError::NoDevice(format!("server: {}", status.message())),
+            _ => control_plane(status),
+        })?;
+        let reply = reply.into_inner();
+        let server = reply.server.as_ref().ok_or_else(|| RdmaError::Protocol("no server endpoint".into()))?;
+        let server = QpEndpoint::try_from(server)?;
+        if let Err(e) = qp.connect(&server) {
+            let close = proto::CloseSessionRequest { session_id: reply.session_id };
+            let _ = self.grpc().close_session(close).await;
+            return Err(e);
+        }
+        self.counters.sessions_opened.fetch_add(1, Ordering::Relaxed);
+        let session = Arc::new(Session { id: reply.session_id, qp, mode: reply.mode() });
+        *current = Some(Arc::clone(&session));
+        Ok(session)
+    }
+
+    /// Drops `session` if it is still the current one (another task may have replaced
+    /// it already).
+    async fn forget_session(&self, session: &Arc<Session>) {
+        let mut current = self.session.lock().await;
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, session)) {
+            *current = None;
+            let request = proto::CloseSessionRequest { session_id: session.id };
+            // Best effort: the server may be gone; its idle timeout reaps the rest.
+            let _ = self.grpc().close_session(request).await;
+        }
+    }
+
+    async fn locate(&self, session: &Session, fid: &FileId) -> Result<Location, LocateError> {
+        self.counters.locate_calls.fetch_add(1, Ordering::Relaxed);
+        let request = proto::LocateRequest { session_id: session.id, fids: vec![fid.to_string()] };
+        let reply = self.grpc().locate(request).await.map_err(|status| match status.code() {
+            // Unknown session (expired, or the server restarted) and a server that is
+            // down for now: a new session may help.
+            tonic::Code::NotFound | tonic::Code::Unavailable => {
+                LocateError::SessionLost(control_plane(status))
+            }
+            _ => LocateError::Other(control_plane(status)),
+        })?;
+        let result = reply.into_inner().results.into_iter().next();
+        let result = result
+            .ok_or_else(|| LocateError::Other(RdmaError::Protocol("Locate answered nothing".into())))?;
+        let fid_text = fid.to_string();
+        let located = match result.status() {
+            LocateStatus::Found => self.location_of(fid, &result),
+            LocateStatus::NotFound => Err(RdmaError::NotFound { fid: fid_text }),
+            LocateStatus::Deleted => Err(RdmaError::Deleted { fid: fid_text }),
+            LocateStatus::BadFid => Err(RdmaError::BadFid { fid: fid_text, message: result.message }),
+            LocateStatus::VolumeNotHere => Err(RdmaError::VolumeNotHere { fid: fid_text }),
+            LocateStatus::Unavailable => Err(RdmaError::ControlPlane(result.message)),
+            LocateStatus::Unspecified => Err(RdmaError::Protocol("Locate status missing".into())),
+        };
+        located.map_err(LocateError::Other)
+    }
+
+    /// Checks a FOUND result and notes its volume's compaction revision.
+    fn location_of(&self, fid: &FileId, result: &proto::LocateResult) -> Result<Location, RdmaError> {
+        let version = u8::try_from(result.version)
+            .ok()
+            .and_then(|v| Version::from_byte(v).ok())
+            .ok_or_else(|| RdmaError::Protocol(format!("needle version {}", result.version)))?;
+        let expected = version.unpadded_record_size(result.needle_size) as u64;
+        let total: u64 = result.segments.iter().map(|s| u64::from(s.len)).sum();
+        if result.read_size != expected || total != expected {
+            return Err(RdmaError::Protocol(format!(
+                "segments of {total} bytes for a record of {expected} bytes (read size {})",
+                result.read_size
+            )));
+        }
+        let mut locations = self.locations.lock().expect("location cache lock");
+        let volume = locations.entry(fid.volume.0).or_insert_with(|| VolumeLocations {
+            revision: result.compaction_revision,
+            needles: HashMap::new(),
+        });
+        if volume.revision != result.compaction_revision {
+            volume.revision = result.compaction_revision;
+            volume.needles.clear();
+        }
+        Ok(Location {
+            segments: result.segments.clone(),
+            read_size: result.read_size,
+            needle_size: result.needle_size,
+            version,
+        })
+    }
+
+    fn cached_location(&self, fid: &FileId) -> Option<Location> {
+        if self.config.location_ttl.is_zero() {
+            return None;
+        }
+        let mut locations = self.locations.lock().expect("location cache lock");
+        let needles = &mut locations.get_mut(&fid.volume.0)?.needles;
+        let key = fid.needle_id().0;
+        let cached = needles.get(&key)?;
+        if cached.at.elapsed() > self.config.location_ttl {
+            needles.remove(&key);
+            return None;
+        }
+        self.counters.location_hits.fetch_add(1, Ordering::Relaxed);
+        Some(cached.location.clone())
+    }
+
+    fn remember_location(&self, fid: &FileId, location: Location) {
+        if self.config.location_ttl.is_zero() {
+            return;
+        }
+        let mut locations = self.locations.lock().expect("location cache lock");
+        if let Some(volume) = locations.get_mut(&fid.volume.0) {
+            let now = Instant::now();
+            let ttl = self.config.location_ttl;
+            volume.needles.retain(|_, c| now.duration_since(c.at) <= ttl);
+            volume.needles.insert(fid.needle_id().0, CachedLocation { location, at: now });
+        }
+    }
+
+    fn forget_location(&self, fid: &FileId) {
+        let mut locations = self.locations.lock().expect("location cache lock");
+        if let Some(volume) = locations.get_mut(&fid.volume.0) {
+            volume.needles.remove(&fid.needle_id().0);
+        }
+    }
+
+    /// READs every segment (all outstanding at once) into one record.
+    async fn fetch(&self, session: &Session, location: &Location) -> Result<Vec<u8>, RdmaError> {
+        let reads = location.segments.iter().map(|s| session.qp.read(s.addr, s.rkey, s.len));
+        let all = futures_util::future::try_join_all(reads);
+        let parts = tokio::time::timeout(self.config.read_timeout, all).await.map_err(|_| {
+            RdmaError::Transfer(format!("no completion within {:?}", self.config.read_timeout))
+        })??;
+        if parts.len() == 1 {
+            return Ok(parts.into_iter().next().expect("one part"));
+        }
+        let mut record = Vec::with_capacity(location.read_size as usize);
+        for part in parts {
+            record.extend_from_slice(&part);
+        }
+        Ok(record)
+    }
+}
+
+enum LocateError {
+    SessionLost(RdmaError),
+    Other(RdmaError),
+}
+
+fn control_plane(status: tonic::Status) -> RdmaError {
+    RdmaError::ControlPlane(format!("{:?}: {}", status.code(), status.message()))
+}

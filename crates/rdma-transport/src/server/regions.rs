@@ -1,0 +1,731 @@
+//! The region cache: what the server exposes to RDMA READs, under a pinned-bytes budget.
+//!
+//! **Registered-file mode.** A volume's `.dat` is cut into fixed-size extents (a
+//! multiple of the page size). An extent is mapped `MAP_SHARED` and registered
+//! REMOTE_READ the first time a located record lies in it, and stays registered (pinned)
+//! until the least recently used extents are evicted to fit the budget. The mapping is
+//! `PROT_READ|PROT_WRITE` because registering a read-only file mapping fails with EFAULT
+//! on Linux 6.1 (see SOFT-ROCE-TESTBED.md); nothing is ever written through it. Only the
+//! part of an extent that the file holds is registered (pages past EOF cannot be
+//! pinned), so the last extent of a growing volume is registered again, longer, when a
+//! record lies beyond its registered end.
+//!
+//! A record that straddles an extent boundary is located as several segments, one per
+//! extent, each with its own rkey; the client READs them back to back into one buffer.
+//! (Overlapping extents would avoid the second READ but pin every byte twice.)
+//!
+//! **Staging mode.** When the kernel refuses to register file pages (newer kernels may
+//! refuse long-term pins of ordinary file pages), or when forced by configuration,
+//! located records are copied into anonymous buffers registered REMOTE_READ, cached per
+//! (volume, offset) under the same budget. Records never change in place (an overwrite
+//! appends a new record), so a staged copy stays true to the file.
+//!
+//! **Retirement.** Regions replaced by a longer registration, and the regions of a
+//! retired volume (deleted, or compacted: see [`RegionCache::retire`]), stay registered
+//! for a grace period so that READs of locations handed out just before can finish;
+//! they still count against the budget until they go. Regions evicted for the budget go
+//! at once (a READ of an evicted location fails, and the client locates again).
+//!
+//! One lock guards the cache; registering an extent happens under it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::proto;
+
+/// Registers memory for remote READ (REMOTE_READ only). The device implementation is
+/// [`crate::verbs::DeviceRegistrar`].
+pub trait Registrar: Send + Sync + std::fmt::Debug {
+    /// Registers `len` bytes at `ptr`.
+    ///
+    /// # Safety
+    /// The memory must stay mapped until the returned registration is dropped.
+    unsafe fn register(&self, ptr: *mut u8, len: usize) -> std::io::Result<Box<dyn Registration>>;
+}
+
+/// A registered region; dropping it deregisters.
+pub trait Registration: Send + Sync {
+    /// The region token remote READs present. Never logged.
+    fn rkey(&self) -> u32;
+}
+
+/// How records are exposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Volume files registered in extents.
+    RegisteredFile,
+    /// Records copied into registered anonymous buffers.
+    Staging,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::RegisteredFile => "registered-file",
+            Mode::Staging => "staging",
+        }
+    }
+
+    pub fn to_proto(self) -> proto::RegionMode {
+        match self {
+            Mode::RegisteredFile => proto::RegionMode::RegisteredFile,
+            Mode::Staging => proto::RegionMode::Staging,
+        }
+    }
+}
+
+/// Region cache settings.
+#[derive(Clone, Debug)]
+pub struct RegionConfig {
+    /// Bytes per extent; a multiple of the page size.
+    pub extent_size: u64,
+    /// Most bytes registered (pinned) at once.
+    pub pinned_budget: u64,
+    /// Start in staging mode instead of registering files.
+    pub force_staging: bool,
+    /// How long replaced and retired regions stay registered.
+    pub grace: Duration,
+}
+
+impl Default for RegionConfig {
+    fn default() -> Self {
+        Self {
+            extent_size: 16 << 20,
+            pinned_budget: 512 << 20,
+            force_staging: false,
+            grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A located record, as the cache needs it.
+#[derive(Clone, Debug)]
+pub struct RecordSpan<'a> {
+    pub volume: u32,
+    pub dat_path: &'a Path,
+    /// The volume's compaction revision: regions of another revision are retired first.
+    pub compaction_revision: u32,
+    /// Offset of the record in the `.dat`.
+    pub offset: u64,
+    /// Bytes to expose (header, body, checksum, timestamp).
+    pub len: u64,
+}
+
+/// Why a record cannot be exposed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExposeError {
+    #[error("record of {len} bytes does not fit the pinned budget of {budget} bytes")]
+    OverBudget { len: u64, budget: u64 },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("registering memory: {0}")]
+    Register(std::io::Error),
+}
+
+/// Counters of the cache, for metrics and `/status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegionStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub pinned_bytes: u64,
+    pub regions: u64,
+    pub staging: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Key {
+    Extent { volume: u32, index: u64 },
+    Staged { volume: u32, offset: u64 },
+}
+
+impl Key {
+    fn volume(self) -> u32 {
+        match self {
+            Key::Extent { volume, .. } | Key::Staged { volume, .. } => volume,
+        }
+    }
+}
+
+/// Memory a region covers: `len` bytes mapped at `ptr` (a file extent, or an anonymous
+/// staging buffer).
+struct Backing {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Drop for Backing {
+    fn drop(&mut self) {
+        let Backing { ptr, len } = *self;
+        // SAFETY: unmapping what `map_file`/`map_anonymous` mapped; the registration over
+        // it was dropped before (field order in `Region`).
+        unsafe { libc::munmap(ptr.cast(), len) };
+    }
+}
+
+/// A registered region: the registration first, so it is dropped before the memory.
+struct Region {
+    registration: Box<dyn Registration>,
+    /// Held for its Drop (unmapping), after the registration's.
+    _backing: Backing,
+    /// Address of the region's first byte, as READs name it.
+    addr: u64,
+    /// Registered bytes.
+    len: u64,
+}
+
+// SAFETY: the mapping pointer is only used to unmap on drop and to compute addresses.
+unsafe impl Send for Region {}
+// SAFETY: as above; nothing mutates through a shared Region.
+unsafe impl Sync for Region {}
+
+struct Entry {
+    region: Arc<Region>,
+    last_used: u64,
+}
+
+/// The open `.dat` of a volume, for one compaction revision.
+struct VolumeFile {
+    file: File,
+    revision: u32,
+}
+
+struct Inner {
+    mode: Mode,
+    volumes: HashMap<u32, VolumeFile>,
+    entries: HashMap<Key, Entry>,
+    /// Replaced or retired regions, with when they may go.
+    retiring: Vec<(Instant, Arc<Region>)>,
+    pinned: u64,
+    clock: u64,
+}
+
+/// Registered regions of volume files (or staged records) under a pinned budget.
+pub struct RegionCache {
+    registrar: Arc<dyn Registrar>,
+    config: RegionConfig,
+    inner: Mutex<Inner>,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    evictions: AtomicU64,
+}
+
+impl std::fmt::Debug for RegionCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegionCache").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no memory effects.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if n > 0 { n as u64 } else { 4096 }
+}
+
+fn round_up(n: u64, to: u64) -> u64 {
+    n.div_ceil(to) * to
+}
+
+impl RegionCache {
+    /// A cache over `registrar`. The extent size is rounded up to whole pages.
+    pub fn new(registrar: Arc<dyn Registrar>, mut config: RegionConfig) -> Self {
+        config.extent_size = round_up(config.extent_size.max(1), page_size());
+        let mode = if config.force_staging { Mode::Staging } else { Mode::RegisteredFile };
+        Self {
+            registrar,
+            config,
+            inner: Mutex::new(Inner {
+                mode,
+                volumes: HashMap::new(),
+                entries: HashMap::new(),
+                retiring: Vec::new(),
+                pinned: 0,
+                clock: 0,
+            }),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+        }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.inner.lock().expect("region cache lock").mode
+    }
+
+    pub fn stats(&self) -> RegionStats {
+        let mut inner = self.inner.lock().expect("region cache lock");
+        prune_retiring(&mut inner, Instant::now());
+        RegionStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            evictions: self.evictions.load(Ordering::Relaxed),
+            pinned_bytes: inner.pinned,
+            regions: (inner.entries.len() + inner.retiring.len()) as u64,
+            staging: inner.mode == Mode::Staging,
+        }
+    }
+
+    /// Makes `span` readable and returns its segments. In registered-file mode a failed
+    /// file registration switches the cache to staging for good (logged once).
+    pub fn expose(&self, span: &RecordSpan<'_>) -> Result<Vec<proto::Segment>, ExposeError> {
+        if span.len > self.config.pinned_budget {
+            return Err(ExposeError::OverBudget { len: span.len, budget: self.config.pinned_budget });
+        }
+        let mut inner = self.inner.lock().expect("region cache lock");
+        prune_retiring(&mut inner, Instant::now());
+        self.open_volume(&mut inner, span)?;
+        if inner.mode == Mode::RegisteredFile {
+            match self.expose_extents(&mut inner, span) {
+                Err(ExposeError::Register(e)) => {
+                    tracing::warn!(
+                        error = %e,
+                        "the kernel refused to register volume file pages: RDMA continues in staging mode \
+                         (records are copied into registered buffers)"
+                    );
+                    inner.mode = Mode::Staging;
+                }
+                other => return other,
+            }
+        }
+        self.expose_staged(&mut inner, span)
+    }
+
+    /// Drops every region of `volume` (after the grace period): its file was deleted or
+    /// replaced by compaction.
+    pub fn retire(&self, volume: u32) {
+        let mut inner = self.inner.lock().expect("region cache lock");
+        inner.volumes.remove(&volume);
+        let keys: Vec<Key> = inner.entries.keys().filter(|k| k.volume() == volume).copied().collect();
+        let until = Instant::now() + self.config.grace;
+        for key in keys {
+            let entry = inner.entries.remove(&key).expect("listed key");
+            inner.retiring.push((until, entry.region));
+        }
+    }
+
+    fn open_volume(&self, inner: &mut Inner, span: &RecordSpan<'_>) -> Result<(), ExposeError> {
+        let current = inner.volumes.get(&span.volume).map(|v| v.revision);
+        if current == Some(span.compaction_revision) {
+            return Ok(());
+        }
+        if current.is_some() {
+            drop_volume_regions(inner, span.volume, Instant::now() + self.config.grace);
+        }
+        // Read-write because registering needs a writable mapping; never written.
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open(span.dat_path)
+            .map_err(|source| ExposeError::Io { path: span.dat_path.to_owned(), source })?;
+        inner.volumes.insert(span.volume, VolumeFile { file, revision: span.compaction_revision });
+        Ok(())
+    }
+
+    fn expose_extents(
+        &self,
+        inner: &mut Inner,
+        span: &RecordSpan<'_>,
+    ) -> Result<Vec<proto::Segment>, ExposeError> {
+        let extent = self.config.extent_size;
+        let end = span.offset + span.len;
+        let needed: Vec<Key> = (span.offset / extent..=(end - 1) / extent)
+            .map(|index| Key::Extent { volume: span.volume, index })
+            .collect();
+        let mut segments = Vec::with_capacity(needed.len());
+        for &key in &needed {
+            let Key::Extent { index, .. } = key else { unreachable!("extent keys only") };
+            let start = index * extent;
+            let (seg_start, seg_end) = (span.offset.max(start), end.min(start + extent));
+            let region = self.extent(inner, key, start, seg_end - start, &needed, span)?;
+            segments.push(proto::Segment {
+                rkey: region.registration.rkey(),
+                addr: region.addr + (seg_start - start),
+                len: (seg_end - seg_start) as u32,
+            });
+        }
+        Ok(segments)
+    }
+
+    /// The region of extent `key` (starting at file offset `start`), registered at least
+    /// `needed_len` bytes long.
+    fn extent(
+        &self,
+        inner: &mut Inner,
+        key: Key,
+        start: u64,
+        needed_len: u64,
+        keep: &[Key],
+        span: &RecordSpan<'_>,
+    ) -> Result<Arc<Region>, ExposeError> {
+        inner.clock += 1;
+        let clock = inner.clock;
+        if let Some(entry) = inner.entries.get_mut(&key)
+            && entry.region.len >= needed_len
+        {
+            entry.last_used = clock;
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(Arc::clone(&entry.region));
+        }
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        let file = &inner.volumes[&span.volume].file;
+        let file_len = file
+            .metadata()
+            .map_err(|source| ExposeError::Io { path: span.dat_path.to_owned(), source })?
+            .len();
+        // Whole pages the file holds, at most one extent.
+        let len = round_up(file_len.saturating_sub(start), page_size())
+            .min(self.config.extent_size)
+            .max(needed_len);
+        let grace = Instant::now() + self.config.grace;
+        if let Some(shorter) = inner.entries.remove(&key) {
+            // The volume grew past what was registered: the old region stays for READs
+            // already located in it.
+            inner.retiring.push((grace, shorter.region));
+        }
+        let backing = map_file(file, start, self.config.extent_size as usize)
+            .map_err(|source| ExposeError::Io { path: span.dat_path.to_owned(), source })?;
+        self.make_room(inner, len, keep)?;
+        let region = self.register(backing, len)?;
+        inner.pinned += region.len;
+        inner.entries.insert(key, Entry { region: Arc::clone(&region), last_used: clock });
+        Ok(region)
+    }
+
+    fn expose_staged(
+        &self,
+        inner: &mut Inner,
+        span: &RecordSpan<'_>,
+    ) -> Result<Vec<proto::Segment>, ExposeError> {
+        let key = Key::Staged { volume: span.volume, offset: span.offset };
+        inner.clock += 1;
+        let clock = inner.clock;
+        let region = match inner.entries.get_mut(&key) {
+            Some(entry) if entry.region.len >= span.len => {
+                entry.last_used = clock;
+                self.hits.fetch_add(1, Ordering::Relaxed);
+                Arc::clone(&entry.region)
+            }
+            _ => {
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                let len = round_up(span.len, page_size());
+                if let Some(old) = inner.entries.remove(&key) {
+                    inner.pinned -= old.region.len;
+                }
+                self.make_room(inner, len, &[key])?;
+                let backing = map_anonymous(len as usize).map_err(ExposeError::Register)?;
+                let ptr = backing.ptr;
+                // SAFETY: `len` >= span.len bytes were just mapped at `ptr`, owned by `backing`.
+                let copy = unsafe { std::slice::from_raw_parts_mut(ptr, span.len as usize) };
+                inner.volumes[&span.volume]
+                    .file
+                    .read_exact_at(copy, span.offset)
+                    .map_err(|source| ExposeError::Io { path: span.dat_path.to_owned(), source })?;
+                let region = self.register(backing, len)?;
+                inner.pinned += region.len;
+                inner.entries.insert(key, Entry { region: Arc::clone(&region), last_used: clock });
+                region
+            }
+        };
+        Ok(vec![proto::Segment { rkey: region.registration.rkey(), addr: region.addr, len: span.len as u32 }])
+    }
+
+    fn register(&self, backing: Backing, len: u64) -> Result<Arc<Region>, ExposeError> {
+        let ptr = backing.ptr;
+        // SAFETY: the mapping lives in the Region next to the registration, which is
+        // dropped first.
+        let registration =
+            unsafe { self.registrar.register(ptr, len as usize) }.map_err(ExposeError::Register)?;
+        Ok(Arc::new(Region { registration, _backing: backing, addr: ptr as u64, len }))
+    }
+
+    /// Evicts least recently used regions (not those in `keep`) until `len` more bytes
+    /// fit the budget.
+    fn make_room(&self, inner: &mut Inner, len: u64, keep: &[Key]) -> Result<(), ExposeError> {
+        while inner.pinned + len > self.config.pinned_budget {
+            let victim = inner
+                .entries
+                .iter()
+                .filter(|(k, _)| !keep.contains(k))
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| *k);
+            match victim {
+                Some(key) => {
+                    let entry = inner.entries.remove(&key).expect("chosen key");
+                    inner.pinned -= entry.region.len;
+                    self.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+                None if !inner.retiring.is_empty() => {
+                    // Retiring regions go early rather than fail the request.
+                    let (_, region) = inner.retiring.remove(0);
+                    inner.pinned -= region.len;
+                }
+                None => return Err(ExposeError::OverBudget { len, budget: self.config.pinned_budget }),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn drop_volume_regions(inner: &mut Inner, volume: u32, until: Instant) {
+    let keys: Vec<Key> = inner.entries.keys().filter(|k| k.volume() == volume).copied().collect();
+    for key in keys {
+        let entry = inner.entries.remove(&key).expect("listed key");
+        inner.retiring.push((until, entry.region));
+    }
+}
+
+fn prune_retiring(inner: &mut Inner, now: Instant) {
+    let mut freed = 0;
+    inner.retiring.retain(|(until, region)| {
+        let keep = *until > now;
+        if !keep {
+            freed += region.len;
+        }
+        keep
+    });
+    inner.pinned -= freed;
+}
+
+/// Maps `len` bytes of `file` from `offset` (page-aligned), shared and writable (see
+/// the module docs: registration needs it; nothing writes through it).
+fn map_file(file: &File, offset: u64, len: usize) -> std::io::Result<Backing> {
+    // SAFETY: a fresh mapping of an open file, unmapped by `Backing::drop`.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            offset as libc::off_t,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(Backing { ptr: ptr.cast(), len })
+}
+
+fn map_anonymous(len: usize) -> std::io::Result<Backing> {
+    // SAFETY: a fresh anonymous mapping, unmapped by `Backing::drop`.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(Backing { ptr: ptr.cast(), len })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The cache's accounting and arithmetic over real files and real mappings; the one
+    //! fake is the registrar, which hands out rkeys without a device (the Soft-RoCE tests
+    //! in `tests/rdma_*.rs` cover real registration).
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    /// FAKE registrar: counts registrations, hands out increasing rkeys, and refuses
+    /// the next `refuse` registrations (as a kernel that will not pin file pages would).
+    #[derive(Debug, Default)]
+    struct FakeRegistrar {
+        next_rkey: AtomicU32,
+        live: Arc<AtomicU64>,
+        refuse: AtomicU32,
+    }
+
+    struct FakeRegistration {
+        rkey: u32,
+        live: Arc<AtomicU64>,
+    }
+
+    impl Registration for FakeRegistration {
+        fn rkey(&self) -> u32 {
+            self.rkey
+        }
+    }
+
+    impl Drop for FakeRegistration {
+        fn drop(&mut self) {
+            self.live.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Registrar for FakeRegistrar {
+        unsafe fn register(&self, _ptr: *mut u8, _len: usize) -> std::io::Result<Box<dyn Registration>> {
+            if self.refuse.load(Ordering::SeqCst) > 0 {
+                self.refuse.fetch_sub(1, Ordering::SeqCst);
+                return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
+            }
+            self.live.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(FakeRegistration {
+                rkey: self.next_rkey.fetch_add(1, Ordering::SeqCst) + 1,
+                live: Arc::clone(&self.live),
+            }))
+        }
+    }
+
+    const PAGE: u64 = 4096;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        path: PathBuf,
+        content: Vec<u8>,
+        registrar: Arc<FakeRegistrar>,
+        cache: RegionCache,
+    }
+
+    fn fixture(file_len: usize, extent: u64, budget: u64, force_staging: bool) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("7.dat");
+        let content = testbeds::pseudo_random(file_len, 7);
+        std::fs::write(&path, &content).unwrap();
+        let registrar = Arc::new(FakeRegistrar::default());
+        let config = RegionConfig {
+            extent_size: extent,
+            pinned_budget: budget,
+            force_staging,
+            grace: Duration::from_secs(3600),
+        };
+        let cache = RegionCache::new(Arc::clone(&registrar) as Arc<dyn Registrar>, config);
+        Fixture { _dir: dir, path, content, registrar, cache }
+    }
+
+    impl Fixture {
+        fn span(&self, offset: u64, len: u64) -> RecordSpan<'_> {
+            RecordSpan { volume: 7, dat_path: &self.path, compaction_revision: 0, offset, len }
+        }
+
+        /// Exposes `offset..offset+len` and checks the segments cover exactly those file
+        /// bytes (read through the mapped addresses the segments name).
+        fn expose_and_check(&self, offset: u64, len: u64) -> Vec<proto::Segment> {
+            let segments = self.cache.expose(&self.span(offset, len)).unwrap();
+            let mut got = Vec::new();
+            for s in &segments {
+                // SAFETY: the segment lies in a live mapping of the file held by the cache
+                // (nothing is evicted between expose and here).
+                got.extend_from_slice(unsafe {
+                    std::slice::from_raw_parts(s.addr as *const u8, s.len as usize)
+                });
+            }
+            assert!(got == self.content[offset as usize..(offset + len) as usize], "bytes at {offset}+{len}");
+            segments
+        }
+    }
+
+    #[test]
+    fn records_inside_one_extent_and_straddling_two_or_three() {
+        let f = fixture(10 * PAGE as usize, 2 * PAGE, 1 << 30, false);
+        assert_eq!(f.expose_and_check(100, 300).len(), 1);
+        // Straddles the boundary at 2 pages: two segments, each from its own extent.
+        let two = f.expose_and_check(2 * PAGE - 10, 30);
+        assert_eq!(two.len(), 2);
+        assert_eq!((two[0].len, two[1].len), (10, 20));
+        assert_ne!(two[0].rkey, two[1].rkey);
+        // Ends exactly at a boundary: one segment.
+        assert_eq!(f.expose_and_check(PAGE, PAGE).len(), 1);
+        // Spans a whole extent and then some: three segments.
+        assert_eq!(f.expose_and_check(PAGE, 4 * PAGE + 1).len(), 3);
+        let stats = f.cache.stats();
+        assert_eq!(stats.pinned_bytes, 3 * 2 * PAGE, "extents 0, 1 and 2, each registered once");
+        assert_eq!((stats.misses, stats.regions), (3, 3));
+        assert!(stats.hits >= 3);
+        assert!(!stats.staging);
+    }
+
+    #[test]
+    fn lru_eviction_keeps_the_pinned_bytes_under_the_budget() {
+        let f = fixture(16 * PAGE as usize, PAGE, 3 * PAGE, false);
+        for page in 0..3 {
+            f.expose_and_check(page * PAGE, 10);
+        }
+        f.expose_and_check(0, 10); // extent 0 is now the most recently used
+        f.expose_and_check(3 * PAGE, 10); // evicts extent 1, the least recently used
+        let stats = f.cache.stats();
+        assert_eq!((stats.evictions, stats.pinned_bytes, stats.regions), (1, 3 * PAGE, 3));
+        assert_eq!(f.registrar.live.load(Ordering::SeqCst), 3, "the evicted region was deregistered");
+        let misses = stats.misses;
+        f.expose_and_check(0, 10);
+        assert_eq!(f.cache.stats().misses, misses, "extent 0 survived");
+        f.expose_and_check(PAGE, 10);
+        assert_eq!(f.cache.stats().misses, misses + 1, "extent 1 was evicted");
+
+        // A record straddling two extents never evicts its own first extent.
+        f.expose_and_check(5 * PAGE - 1, 2);
+        assert!(f.cache.stats().pinned_bytes <= 3 * PAGE);
+        // Larger than the whole budget: refused, nothing registered for it.
+        assert!(matches!(f.cache.expose(&f.span(0, 4 * PAGE)), Err(ExposeError::OverBudget { .. })));
+    }
+
+    #[test]
+    fn a_growing_file_gets_its_last_extent_registered_again_longer() {
+        let mut f = fixture(PAGE as usize + 100, 4 * PAGE, 1 << 30, false);
+        f.expose_and_check(PAGE, 100);
+        assert_eq!(f.cache.stats().pinned_bytes, 2 * PAGE, "only the pages the file has");
+
+        let more = testbeds::pseudo_random(2 * PAGE as usize, 8);
+        let mut file = std::fs::OpenOptions::new().append(true).open(&f.path).unwrap();
+        std::io::Write::write_all(&mut file, &more).unwrap();
+        f.content.extend_from_slice(&more);
+        f.expose_and_check(2 * PAGE + 50, 200);
+        let stats = f.cache.stats();
+        assert_eq!(stats.misses, 2);
+        // The shorter region lingers for the grace period (still pinned), next to the new one.
+        assert_eq!((stats.regions, stats.pinned_bytes), (2, 2 * PAGE + 4 * PAGE));
+        f.expose_and_check(0, 100);
+        assert_eq!(f.cache.stats().misses, 2, "the new region covers the start too");
+    }
+
+    #[test]
+    fn a_refused_file_registration_switches_to_staging() {
+        let f = fixture(8 * PAGE as usize, 2 * PAGE, 1 << 30, false);
+        f.registrar.refuse.store(1, Ordering::SeqCst);
+        let segments = f.expose_and_check(2 * PAGE - 10, 30);
+        assert_eq!(segments.len(), 1, "a staged record is one segment even across extents");
+        assert_eq!(f.cache.mode(), Mode::Staging);
+        assert!(f.cache.stats().staging);
+        assert_eq!(f.cache.stats().pinned_bytes, PAGE, "one page-rounded staging buffer");
+        f.expose_and_check(2 * PAGE - 10, 30);
+        assert_eq!(f.cache.stats().hits, 1, "the staged copy is reused");
+    }
+
+    #[test]
+    fn forced_staging_evicts_and_retire_drops_a_volume() {
+        let f = fixture(8 * PAGE as usize, 2 * PAGE, 2 * PAGE, true);
+        assert_eq!(f.cache.mode(), Mode::Staging);
+        f.expose_and_check(0, 5000); // two pages
+        f.expose_and_check(3 * PAGE, 10); // one more page: evicts the first
+        let stats = f.cache.stats();
+        assert_eq!((stats.evictions, stats.pinned_bytes), (1, PAGE));
+
+        f.cache.retire(7);
+        assert_eq!(f.cache.stats().regions, 1, "retired regions linger for the grace period");
+        // Room is made from retiring regions before a request is refused.
+        f.expose_and_check(0, 2 * PAGE);
+        assert_eq!(f.cache.stats().pinned_bytes, 2 * PAGE);
+    }
+
+    #[test]
+    fn a_new_compaction_revision_retires_the_old_regions() {
+        let f = fixture(4 * PAGE as usize, PAGE, 1 << 30, false);
+        f.expose_and_check(0, 10);
+        let newer = RecordSpan { compaction_revision: 1, ..f.span(0, 10) };
+        f.cache.expose(&newer).unwrap();
+        let stats = f.cache.stats();
+        assert_eq!(stats.misses, 2, "registered again for the new revision");
+        assert_eq!(stats.regions, 2, "the old one lingers until its grace period ends");
+    }
+}

@@ -1,0 +1,68 @@
+//! The verify step: the bytes a READ brought back are returned only if they are the
+//! record that was asked for (header id, cookie and size) and intact (CRC32-C).
+
+use needle::{FileId, FormatError, Needle, NeedleHeader, Version};
+
+/// Checks `record` (header, body, checksum, v3 timestamp; no padding needed) against the
+/// fid and the body size Locate reported. Returns the raw CRC32-C of the data.
+pub fn verify_record(
+    fid: &FileId,
+    needle_size: u32,
+    version: Version,
+    record: &[u8],
+) -> Result<u32, FormatError> {
+    let header = NeedleHeader::parse(record)?;
+    header.expect(fid.needle_id(), needle_size)?;
+    header.expect_cookie(fid.cookie)?;
+    Needle::decode(record, version)?.verify_checksum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use needle::{Cookie, NeedleId, VolumeId};
+
+    fn record(fid: &FileId, data: &[u8]) -> Vec<u8> {
+        Needle::new(fid.needle_id(), fid.cookie, data).with_name(b"a.txt").to_bytes(Version::V3).unwrap()
+    }
+
+    #[test]
+    fn accepts_the_record_asked_for() {
+        let fid = FileId::new(VolumeId(3), NeedleId(0x0163), Cookie(0x7037d6));
+        let data = b"hello, rdma".as_slice();
+        let bytes = record(&fid, data);
+        let size = NeedleHeader::parse(&bytes).unwrap().size;
+        let unpadded = Version::V3.unpadded_record_size(size);
+        assert_eq!(verify_record(&fid, size, Version::V3, &bytes[..unpadded]), Ok(needle::crc::crc32c(data)));
+    }
+
+    #[test]
+    fn rejects_wrong_id_cookie_size_and_crc() {
+        let fid = FileId::new(VolumeId(3), NeedleId(0x0163), Cookie(0x7037d6));
+        let bytes = record(&fid, &[5u8; 300]);
+        let size = NeedleHeader::parse(&bytes).unwrap().size;
+
+        let other_id = FileId::new(VolumeId(3), NeedleId(0x0164), Cookie(0x7037d6));
+        assert!(matches!(
+            verify_record(&other_id, size, Version::V3, &bytes),
+            Err(FormatError::HeaderMismatch { .. })
+        ));
+        let other_cookie = FileId::new(VolumeId(3), NeedleId(0x0163), Cookie(1));
+        assert!(matches!(
+            verify_record(&other_cookie, size, Version::V3, &bytes),
+            Err(FormatError::CookieMismatch { .. })
+        ));
+        assert!(matches!(
+            verify_record(&fid, size + 8, Version::V3, &bytes),
+            Err(FormatError::HeaderMismatch { .. })
+        ));
+        let mut flipped = bytes.clone();
+        flipped[100] ^= 0x40;
+        assert!(matches!(
+            verify_record(&fid, size, Version::V3, &flipped),
+            Err(FormatError::ChecksumMismatch { .. })
+        ));
+        // A torn READ (record cut short) is an error, not a panic.
+        assert!(verify_record(&fid, size, Version::V3, &bytes[..40]).is_err());
+    }
+}

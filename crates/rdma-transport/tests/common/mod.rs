@@ -1,0 +1,511 @@
+//! The RDMA read-path scenarios, written once and run per engine: each `rdma_*` target
+//! (`rdma_read_path.rs` for sideway) calls these with its engine constructor. They run a
+//! real `volume-server` process (built next to the test executable) with its data on
+//! tmpfs, upload over HTTP, and read over RDMA through [`RdmaClient`].
+#![allow(dead_code)] // Each target uses the scenarios it runs.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use needle::FileId;
+use rdma_transport::server::auth::JwtKey;
+use rdma_transport::{ErrorKind, RdmaClient, RdmaClientConfig, RdmaError, ReadEngine};
+use sha2::{Digest, Sha256};
+use testbeds::ours::OurVolumeServer;
+use testbeds::weed::{UploadBody, upload};
+
+/// Makes a fresh engine (one per client).
+pub type EngineFactory = fn() -> Arc<dyn ReadEngine>;
+
+/// The device the guest set up.
+pub fn device_name() -> String {
+    std::env::var("SOFTROCE_DEVICE").unwrap_or_else(|_| "rxe0".to_owned())
+}
+
+/// Our `volume-server` binary: built by `cargo test --workspace --no-run` into the
+/// target directory this test executable lives in (`<target>/debug/deps/`).
+fn volume_server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let bin = exe.parent().and_then(Path::parent).expect("<target>/debug").join("volume-server");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p volume-server` first", bin.display());
+    bin
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// A running volume server with RDMA on, its data in a tmpfs directory.
+pub struct Server {
+    pub process: Option<OurVolumeServer>,
+    pub dir: tempfile::TempDir,
+    pub grpc_port: u16,
+    extra: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server on an empty data directory with `extra` flags.
+    pub fn start(extra: &[&str]) -> Self {
+        let dir =
+            tempfile::Builder::new().prefix("rdma-test-").tempdir_in("/dev/shm").expect("a tmpfs directory");
+        Self::start_in(dir, extra)
+    }
+
+    /// Starts a server on `dir` (which may hold volumes already).
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        let grpc_port = testbeds::process::free_port_pair().expect("a free port");
+        let mut server =
+            Server { process: None, dir, grpc_port, extra: extra.iter().map(|s| s.to_string()).collect() };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let mut args = vec![
+            "--rdma-device".to_owned(),
+            device_name(),
+            "--grpc-port".to_owned(),
+            self.grpc_port.to_string(),
+        ];
+        args.extend(self.extra.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.process = Some(
+            OurVolumeServer::start(&volume_server_binary(), self.dir.path(), &args)
+                .expect("volume-server starts"),
+        );
+    }
+
+    /// Stops the server gracefully and starts it again on the same data and gRPC port.
+    pub fn restart(&mut self) {
+        self.process.take().expect("running").stop();
+        self.launch();
+    }
+
+    pub fn http(&self) -> &str {
+        self.process.as_ref().expect("running").addr()
+    }
+
+    pub fn grpc(&self) -> String {
+        format!("127.0.0.1:{}", self.grpc_port)
+    }
+
+    pub fn client(&self, engine: EngineFactory, config: RdmaClientConfig) -> RdmaClient {
+        RdmaClient::new(&self.grpc(), engine(), config).expect("an RDMA client")
+    }
+
+    /// Uploads `data` (multipart, as weed's uploader does) and returns its fid.
+    pub fn upload(&self, data: &[u8]) -> FileId {
+        let assignment = testbeds::weed::assign(&format!("http://{}", self.http()), "").expect("/dir/assign");
+        let body = UploadBody::Multipart { filename: "blob.bin", content_type: "application/octet-stream" };
+        let (status, reply) = upload(self.http(), &assignment.fid, "", data, body, &[]).expect("upload");
+        assert_eq!(status, 201, "upload of {} bytes: {reply}", data.len());
+        assignment.fid.parse().expect("the assigned fid parses")
+    }
+
+    pub fn delete(&self, fid: &FileId) {
+        let response = ureq::delete(&format!("http://{}/{fid}", self.http())).call().expect("DELETE");
+        assert_eq!(response.status(), 202);
+    }
+
+    /// One figure of `/metrics`.
+    pub fn metric(&self, name: &str) -> u64 {
+        let text =
+            ureq::get(&format!("http://{}/metrics", self.http())).call().unwrap().into_string().unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no metric {name}"))
+            .parse()
+            .unwrap()
+    }
+
+    /// The `Rdma` object of `/status`.
+    pub fn rdma_status(&self) -> serde_json::Value {
+        let status: serde_json::Value =
+            ureq::get(&format!("http://{}/status", self.http())).call().unwrap().into_json().unwrap();
+        status["Rdma"].clone()
+    }
+}
+
+/// Reads `fid` over RDMA and returns its data (decompressed if stored gzipped).
+pub async fn read_data(client: &RdmaClient, fid: &FileId) -> Result<Vec<u8>, RdmaError> {
+    let record = client.read(fid).await?;
+    let needle = record.needle();
+    if needle.is_compressed() {
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(needle.data), &mut out).expect("gunzip");
+        Ok(out)
+    } else {
+        Ok(needle.data.to_vec())
+    }
+}
+
+async fn assert_reads(client: &RdmaClient, fid: &FileId, expected: &[u8]) {
+    match read_data(client, fid).await {
+        Ok(data) => assert!(
+            data == expected,
+            "{fid}: {} bytes read, {} expected, contents differ",
+            data.len(),
+            expected.len()
+        ),
+        Err(e) => panic!("{fid} ({} bytes): {e}", expected.len()),
+    }
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Scenarios
+// ---------------------------------------------------------------------------------------
+
+/// Every fixture written by the real weed 4.48 (v3 needles, named, gzipped, pairs, TTL,
+/// empty, deltas, overwritten, deleted), served by our server and read over RDMA, with
+/// 1 MiB extents so that the 1 MiB and 3 MiB files straddle extent boundaries.
+pub fn fixture_volumes_read_byte_exact(engine: EngineFactory) {
+    let fixtures = Path::new("/work/shared/fixtures/weed-4.48");
+    let fixtures = if fixtures.exists() {
+        fixtures.to_owned()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/weed-4.48")
+    };
+    let dir = tempfile::Builder::new().prefix("rdma-fixtures-").tempdir_in("/dev/shm").unwrap();
+    for entry in std::fs::read_dir(&fixtures).expect("the weed 4.48 fixtures") {
+        let path = entry.unwrap().path();
+        if matches!(path.extension().and_then(|e| e.to_str()), Some("dat" | "idx" | "vif")) {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures.join("manifest.json")).unwrap()).unwrap();
+    let server = Server::start_in(dir, &["--rdma-extent-mb", "1"]);
+    let client = server.client(engine, RdmaClientConfig::default());
+    runtime().block_on(async {
+        let cases = manifest["cases"].as_array().unwrap();
+        let overwritten: Vec<&str> = cases
+            .iter()
+            .filter(|c| c["kind"] == "overwritten-new")
+            .filter_map(|c| c["fid"].as_str())
+            .collect();
+        let mut checked = 0;
+        for case in cases {
+            let fid: FileId = case["fid"].as_str().unwrap().parse().unwrap();
+            let kind = case["kind"].as_str().unwrap();
+            match kind {
+                "deleted" => {
+                    let error = client.read(&fid).await.unwrap_err();
+                    assert!(matches!(error, RdmaError::Deleted { .. }), "{kind}: {error}");
+                    assert_eq!(error.kind(), ErrorKind::NotFound);
+                }
+                // Same fid as overwritten-new: the live record is the new one.
+                "overwritten-old" => assert!(overwritten.contains(&case["fid"].as_str().unwrap())),
+                _ => {
+                    let data = read_data(&client, &fid).await.unwrap_or_else(|e| panic!("{kind} {fid}: {e}"));
+                    assert_eq!(data.len() as u64, case["body_len"].as_u64().unwrap(), "{kind} {fid}");
+                    assert_eq!(sha256_hex(&data), case["body_sha256"].as_str().unwrap(), "{kind} {fid}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 30, "only {checked} fixture needles read");
+    });
+    assert!(server.metric("volume_server_rdma_region_misses_total") >= 1);
+}
+
+/// Needles of many sizes uploaded over HTTP read back byte for byte; with 1 MiB extents
+/// every record over 1 MiB straddles at least one extent boundary.
+pub fn uploaded_needles_of_many_sizes(engine: EngineFactory) {
+    let server = Server::start(&["--rdma-extent-mb", "1"]);
+    let sizes = [1usize, 100, 4095, 4096, 4097, 65_537, 300_000, 1 << 20, (1 << 20) + 1, 2_500_000, 7, 0];
+    let uploaded: Vec<(FileId, Vec<u8>)> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            let data = testbeds::pseudo_random(len, 100 + i as u64);
+            (server.upload(&data), data)
+        })
+        .collect();
+    let client = server.client(engine, RdmaClientConfig::default());
+    runtime().block_on(async {
+        for (fid, data) in &uploaded {
+            assert_reads(&client, fid, data).await;
+        }
+        // Again: now from cached locations and registered extents.
+        for (fid, data) in uploaded.iter().rev() {
+            assert_reads(&client, fid, data).await;
+        }
+        let stats = client.stats();
+        assert_eq!(stats.sessions_opened, 1);
+        assert!(stats.location_hits > 0, "{stats:?}");
+    });
+    assert!(server.metric("volume_server_rdma_region_hits_total") > 0);
+}
+
+/// The active volume grows while being read: each new needle is read right after its
+/// upload (its extent is registered again, longer), and the older ones stay readable.
+pub fn last_needle_of_a_growing_volume(engine: EngineFactory) {
+    let server = Server::start(&["--rdma-extent-mb", "1", "--max", "1"]);
+    let client = server.client(engine, RdmaClientConfig::default());
+    let rt = runtime();
+    let mut written = Vec::new();
+    for i in 0..40u64 {
+        let data = testbeds::pseudo_random(30_000 + (i as usize * 977), 1000 + i);
+        let fid = server.upload(&data);
+        rt.block_on(assert_reads(&client, &fid, &data));
+        written.push((fid, data));
+    }
+    rt.block_on(async {
+        for (fid, data) in &written {
+            assert_reads(&client, fid, data).await;
+        }
+    });
+    assert!(
+        server.metric("volume_server_rdma_region_misses_total") > 2,
+        "the last extent was registered again"
+    );
+}
+
+/// Several clients (one session each) and many concurrent reads per client, more than
+/// the queue depth.
+pub fn many_concurrent_readers(engine: EngineFactory) {
+    let server = Server::start(&[]);
+    let uploaded: Arc<Vec<(FileId, Vec<u8>)>> = Arc::new(
+        (0..48u64)
+            .map(|i| {
+                let data = testbeds::pseudo_random(1000 + (i as usize * 4099) % 200_000, 2000 + i);
+                (server.upload(&data), data)
+            })
+            .collect(),
+    );
+    let rt = runtime();
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for c in 0..4 {
+            let client = Arc::new(server.client(engine, RdmaClientConfig::default()));
+            for t in 0..8 {
+                let (client, uploaded) = (Arc::clone(&client), Arc::clone(&uploaded));
+                tasks.push(tokio::spawn(async move {
+                    for round in 0..3 {
+                        for (i, (fid, data)) in uploaded.iter().enumerate() {
+                            if (i + t + c + round) % 4 == 0 {
+                                assert_reads(&client, fid, data).await;
+                            }
+                        }
+                    }
+                    client.stats()
+                }));
+            }
+        }
+        for task in tasks {
+            let stats = task.await.expect("a reader task");
+            assert_eq!(stats.sessions_opened, 1, "no reconnects under load: {stats:?}");
+        }
+    });
+}
+
+/// Reads of existing and just-written needles while another thread keeps writing.
+pub fn reads_during_concurrent_writes(engine: EngineFactory) {
+    let server = Arc::new(Server::start(&["--rdma-extent-mb", "1"]));
+    let (sender, receiver) = std::sync::mpsc::channel::<(FileId, Vec<u8>)>();
+    let writer = {
+        let server = Arc::clone(&server);
+        std::thread::spawn(move || {
+            for i in 0..60u64 {
+                let data = testbeds::pseudo_random(5_000 + (i as usize * 7919) % 90_000, 3000 + i);
+                let fid = server.upload(&data);
+                if sender.send((fid, data)).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let client = server.client(engine, RdmaClientConfig::default());
+    let rt = runtime();
+    let mut seen: Vec<(FileId, Vec<u8>)> = Vec::new();
+    while let Ok(item) = receiver.recv_timeout(Duration::from_secs(60)) {
+        seen.push(item);
+        rt.block_on(async {
+            // The newest, and a few older ones, while the writer goes on.
+            let newest = seen.last().unwrap();
+            assert_reads(&client, &newest.0, &newest.1).await;
+            for (fid, data) in seen.iter().step_by(7) {
+                assert_reads(&client, fid, data).await;
+            }
+        });
+    }
+    writer.join().expect("the writer");
+    assert_eq!(seen.len(), 60);
+}
+
+/// A pinned budget of two 1 MiB extents over ~6 MiB of needles: extents are evicted and
+/// registered again, the budget holds, and every read is still right.
+pub fn eviction_under_a_tiny_pinned_budget(engine: EngineFactory) {
+    let server = Server::start(&["--rdma-extent-mb", "1", "--rdma-pinned-mb", "2"]);
+    let uploaded: Vec<(FileId, Vec<u8>)> = (0..24u64)
+        .map(|i| {
+            let data = testbeds::pseudo_random(250_000, 4000 + i);
+            (server.upload(&data), data)
+        })
+        .collect();
+    // No location cache: every read locates, so the server's LRU decides.
+    let config = RdmaClientConfig { location_ttl: Duration::ZERO, ..RdmaClientConfig::default() };
+    let client = server.client(engine, config);
+    runtime().block_on(async {
+        for _ in 0..2 {
+            for (fid, data) in &uploaded {
+                assert_reads(&client, fid, data).await;
+            }
+        }
+    });
+    assert!(server.metric("volume_server_rdma_region_evictions_total") > 0);
+    assert!(server.metric("volume_server_rdma_pinned_bytes") <= 2 << 20);
+    assert_eq!(client.stats().retries, 0, "sequential reads never hit an evicted region");
+}
+
+/// A session idle past the server's timeout is closed there; the client notices at its
+/// next Locate and opens a new one.
+pub fn session_expiry_and_reopen(engine: EngineFactory) {
+    let server = Server::start(&["--rdma-idle-timeout-secs", "1"]);
+    let data = testbeds::pseudo_random(10_000, 5000);
+    let fid = server.upload(&data);
+    let config = RdmaClientConfig { location_ttl: Duration::ZERO, ..RdmaClientConfig::default() };
+    let client = server.client(engine, config);
+    let rt = runtime();
+    rt.block_on(assert_reads(&client, &fid, &data));
+    assert_eq!(server.metric("volume_server_rdma_sessions"), 1);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(server.metric("volume_server_rdma_sessions"), 0, "the idle session was closed");
+    assert!(server.metric("volume_server_rdma_sessions_expired_total") >= 1);
+    rt.block_on(assert_reads(&client, &fid, &data));
+    let stats = client.stats();
+    assert_eq!((stats.sessions_opened, stats.retries), (2, 1), "{stats:?}");
+}
+
+/// The server restarts (same data, same gRPC port): the client's next read reconnects.
+pub fn server_restart_and_reconnect(engine: EngineFactory) {
+    let mut server = Server::start(&[]);
+    let data = testbeds::pseudo_random(70_000, 6000);
+    let fid = server.upload(&data);
+    let client = server.client(engine, RdmaClientConfig::default());
+    let rt = runtime();
+    rt.block_on(assert_reads(&client, &fid, &data));
+    server.restart();
+    rt.block_on(assert_reads(&client, &fid, &data));
+    let stats = client.stats();
+    assert_eq!(stats.sessions_opened, 2, "{stats:?}");
+}
+
+/// A byte of a needle's data flipped in the `.dat` under the live server: the READ sees
+/// it (the file itself is registered) and the client reports a checksum failure, never
+/// the bytes; from a cached location it retries once first.
+pub fn corrupted_byte_is_reported_not_returned(engine: EngineFactory) {
+    let server = Server::start(&[]);
+    let data = testbeds::pseudo_random(20_000, 7000);
+    let fid = server.upload(&data);
+    let client = server.client(engine, RdmaClientConfig::default());
+    let rt = runtime();
+    rt.block_on(assert_reads(&client, &fid, &data));
+
+    let dat = server.dir.path().join(format!("{}.dat", fid.volume.0));
+    let content = std::fs::read(&dat).unwrap();
+    let at = content.windows(64).position(|w| w == &data[5000..5064]).expect("the data in the .dat") + 10;
+    let file = std::fs::OpenOptions::new().write(true).open(&dat).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[content[at] ^ 0x01], at as u64).unwrap();
+
+    let error = rt.block_on(client.read(&fid)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Corrupt, "{error}");
+    assert!(error.to_string().contains("CRC32-C mismatch"), "{error}");
+    assert_eq!(client.stats().retries, 1, "the cached location was dropped and tried again");
+    // Not cached any more: a fresh client fails the same way, without a retry.
+    let fresh = server.client(engine, RdmaClientConfig::default());
+    let error = rt.block_on(fresh.read(&fid)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Corrupt, "{error}");
+    assert_eq!(fresh.stats().retries, 0);
+}
+
+/// Forced staging: located records are copied into registered buffers; reads are still
+/// byte-exact, and `/status` and the client show the mode.
+pub fn staging_mode(engine: EngineFactory) {
+    let server = Server::start(&["--rdma-staging", "--rdma-extent-mb", "1"]);
+    assert_eq!(server.rdma_status()["Mode"], "staging");
+    let uploaded: Vec<(FileId, Vec<u8>)> = [10usize, 4096, 1_500_000, 123_457]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            let data = testbeds::pseudo_random(len, 8000 + i as u64);
+            (server.upload(&data), data)
+        })
+        .collect();
+    let client = server.client(engine, RdmaClientConfig::default());
+    let rt = runtime();
+    rt.block_on(async {
+        for (fid, data) in &uploaded {
+            assert_reads(&client, fid, data).await;
+        }
+        assert_eq!(client.server_mode().await, Some(rdma_transport::proto::RegionMode::Staging));
+    });
+    assert_eq!(server.metric("volume_server_rdma_mode{mode=\"staging\"}"), 1);
+    assert!(server.metric("volume_server_rdma_pinned_bytes") >= 1_500_000);
+}
+
+/// Not found, deleted, another server's volume and a wrong cookie, each typed.
+pub fn missing_deleted_and_wrong_needles_are_typed(engine: EngineFactory) {
+    let server = Server::start(&[]);
+    let data = testbeds::pseudo_random(3000, 9000);
+    let fid = server.upload(&data);
+    let gone = server.upload(&data);
+    server.delete(&gone);
+    let client = server.client(engine, RdmaClientConfig::default());
+    runtime().block_on(async {
+        let missing = FileId { key: needle::NeedleId(fid.key.0 + 1000), ..fid };
+        let e = client.read(&missing).await.unwrap_err();
+        assert!(matches!(e, RdmaError::NotFound { .. }), "{e}");
+        let e = client.read(&gone).await.unwrap_err();
+        assert!(matches!(e, RdmaError::Deleted { .. }), "{e}");
+        let elsewhere = FileId { volume: needle::VolumeId(999), ..fid };
+        let e = client.read(&elsewhere).await.unwrap_err();
+        assert!(matches!(e, RdmaError::VolumeNotHere { .. }), "{e}");
+        assert_eq!(e.kind(), ErrorKind::Rejected);
+        let wrong_cookie = FileId { cookie: needle::Cookie(fid.cookie.0 ^ 1), ..fid };
+        let e = client.read(&wrong_cookie).await.unwrap_err();
+        assert!(e.to_string().contains("cookie"), "{e}");
+        // And the right one still reads.
+        assert_reads(&client, &fid, &data).await;
+    });
+}
+
+/// With a JWT key: no token is refused, a valid one opens a session, and a token for
+/// one fid locates only that fid.
+pub fn jwt_gates_sessions(engine: EngineFactory) {
+    let server = Server::start(&["--rdma-jwt-key", "test-secret"]);
+    let data = testbeds::pseudo_random(5000, 9100);
+    let (fid, other) = (server.upload(&data), server.upload(&data));
+    let key = JwtKey::new("test-secret");
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    runtime().block_on(async {
+        let anonymous = server.client(engine, RdmaClientConfig::default());
+        let e = anonymous.read(&fid).await.unwrap_err();
+        assert!(matches!(e, RdmaError::Refused(_)), "{e}");
+        assert_eq!(e.kind(), ErrorKind::Unavailable);
+
+        let forged = RdmaClientConfig {
+            jwt: Some(JwtKey::new("wrong").sign(&serde_json::json!({ "exp": exp }))),
+            ..RdmaClientConfig::default()
+        };
+        assert!(matches!(server.client(engine, forged).read(&fid).await, Err(RdmaError::Refused(_))));
+
+        let for_one = RdmaClientConfig {
+            jwt: Some(key.sign(&serde_json::json!({ "exp": exp, "fid": fid.to_string() }))),
+            ..RdmaClientConfig::default()
+        };
+        let client = server.client(engine, for_one);
+        assert_reads(&client, &fid, &data).await;
+        let e = client.read(&other).await.unwrap_err();
+        assert!(matches!(e, RdmaError::BadFid { .. }), "{e}");
+    });
+}

@@ -274,6 +274,10 @@ impl RdmaClient {
                 RdmaError::Refused(status.message().to_owned())
             }
             tonic::Code::FailedPrecondition => RdmaError::NoDevice(format!("server: {}", status.message())),
+            // A gRPC server without the RdmaControl service (e.g. weed's own volume server).
+            tonic::Code::Unimplemented => {
+                RdmaError::NoDevice(format!("the server does not offer RDMA: {}", status.message()))
+            }
             _ => control_plane(status),
         })?;
         let reply = reply.into_inner();

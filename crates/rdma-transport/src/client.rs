@@ -393,7 +393,9 @@ impl RdmaClient {
         }
     }
 
-    fn forget_location(&self, fid: &FileId) {
+    /// Drops the cached location of `fid`, e.g. after the caller deleted or overwrote
+    /// it, so that the next read locates it again.
+    pub fn forget_location(&self, fid: &FileId) {
         let mut locations = self.locations.lock().expect("location cache lock");
         if let Some(volume) = locations.get_mut(&fid.volume.0) {
             volume.needles.remove(&fid.needle_id().0);

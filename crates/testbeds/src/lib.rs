@@ -124,6 +124,9 @@
 //! working directory = the package's, `$SOFTROCE_SCRATCH` attached). The stage fails if a
 //! test fails, if an executable crashes, if the guest cannot boot or create rxe0, or if no
 //! RDMA test runs at all. `crates/testbeds/tests/rdma_verbs_smoke.rs` is the first one.
+//! Last, if `target/release/rdma-bench` was built (crates/benches, bench profile), it runs
+//! in the same boot and prints the read path's figures as ratios to that perftest
+//! baseline (figures only: it never fails the stage).
 //!
 //! Under emulation a 1 MiB READ takes ~20 ms and ~50-70 MB/s is the ceiling: size test
 //! workloads in MiB, not GiB, and never assert on timings.

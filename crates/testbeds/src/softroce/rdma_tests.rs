@@ -192,6 +192,7 @@ pub fn run_in_guest(
             }
         }
     }
+    run_read_path_benchmark(&guest, &baseline, report);
     guest.shutdown()?;
     if summary.passed == 0 && summary.failed == 0 && summary.broken_executables.is_empty() {
         return Err(Error::NoRdmaTests(format!(
@@ -200,6 +201,52 @@ pub fn run_in_guest(
         )));
     }
     Ok(summary)
+}
+
+/// `rdma-bench` (crates/benches), built in the bench profile next to this binary's
+/// target directory, if it was built: the read path's figures in the same boot as the
+/// perftest baseline, printed with their ratios to it. Figures only: it never fails the run.
+fn run_read_path_benchmark(
+    guest: &Guest,
+    baseline: &[perftest::PerftestResult],
+    report: &mut dyn FnMut(&str),
+) {
+    let Some(debug_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) else {
+        return;
+    };
+    let bench = debug_dir.with_file_name("release").join("rdma-bench");
+    if !bench.exists() {
+        report(&format!("read-path benchmark skipped: {} not built", bench.display()));
+        return;
+    }
+    let mut command = vec![
+        bench.display().to_string(),
+        "--volume-server".to_owned(),
+        debug_dir.join("volume-server").display().to_string(),
+    ];
+    for result in baseline {
+        match (result.case.kind, result.case.size, result.figures) {
+            (perftest::PerftestKind::ReadLatency, 4096, perftest::Figures::Latency { typical, .. }) => {
+                command.extend(["--ib-read-lat-us".to_owned(), typical.to_string()])
+            }
+            (
+                perftest::PerftestKind::ReadBandwidth,
+                1_048_576,
+                perftest::Figures::Bandwidth { average_mb_s, .. },
+            ) => command.extend(["--ib-read-bw-mbs".to_owned(), average_mb_s.to_string()]),
+            _ => {}
+        }
+    }
+    report("read-path benchmark (sideway engine vs the perftest figures above):");
+    match guest.run(&GuestCommand::argv(command).timeout(Duration::from_secs(120)), Echo::Live) {
+        Ok(output) if output.success() => {}
+        Ok(output) => report(&format!(
+            "read-path benchmark exited {}:\n{}",
+            output.exit_code,
+            tail_lines(&output.stderr, 20)
+        )),
+        Err(e) => report(&format!("read-path benchmark could not run: {e}")),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,263 @@
+//! `rdma-bench`: the RDMA read path's figures, measured in the Soft-RoCE guest against a
+//! live `volume-server`, printed beside perftest's (`ib_read_lat`, `ib_read_bw`) from the
+//! same boot as ratios. `testbeds rdma-tests` runs it after the RDMA tests, passing the
+//! perftest figures it measured; it prints figures and never passes or fails on them.
+//!
+//! What it measures, through the sideway engine:
+//! - 4 KiB READ latency at the engine (one READ of 4096 bytes of a registered extent,
+//!   nothing outstanding besides): the like-for-like figure for `ib_read_lat -s 4096`;
+//! - 4 KiB needle latency through `RdmaClient` (cached location, READ, header and CRC
+//!   verification): what an application sees;
+//! - 1 MiB READ throughput at the engine with several READs outstanding (like
+//!   `ib_read_bw -s 1048576`), and 1 MiB needles through `RdmaClient` with concurrent
+//!   readers.
+//!
+//! usage: rdma-bench [--device rxe0] [--volume-server PATH] [--seconds S]
+//!                   [--ib-read-lat-us X] [--ib-read-bw-mbs Y]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use needle::FileId;
+use rdma_transport::proto::rdma_control_client::RdmaControlClient;
+use rdma_transport::proto::{self, LocateStatus};
+use rdma_transport::verbs::{DeviceChoice, SidewayConfig, SidewayEngine};
+use rdma_transport::{EngineQp, QpEndpoint, RdmaClient, RdmaClientConfig, ReadEngine};
+use testbeds::ours::OurVolumeServer;
+use testbeds::weed::{UploadBody, assign, upload};
+
+struct Options {
+    device: String,
+    volume_server: PathBuf,
+    seconds: f64,
+    ib_read_lat_us: Option<f64>,
+    ib_read_bw_mbs: Option<f64>,
+}
+
+fn options() -> Result<Options, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut o = Options {
+        device: std::env::var("SOFTROCE_DEVICE").unwrap_or_else(|_| "rxe0".into()),
+        volume_server: exe.with_file_name("volume-server"),
+        seconds: 3.0,
+        ib_read_lat_us: None,
+        ib_read_bw_mbs: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let number = || value.parse::<f64>().map_err(|_| format!("{flag}: {value} is not a number"));
+        match flag.as_str() {
+            "--device" => o.device = value.clone(),
+            "--volume-server" => o.volume_server = PathBuf::from(&value),
+            "--seconds" => o.seconds = number()?,
+            "--ib-read-lat-us" => o.ib_read_lat_us = Some(number()?),
+            "--ib-read-bw-mbs" => o.ib_read_bw_mbs = Some(number()?),
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    Ok(o)
+}
+
+fn main() {
+    let options = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("rdma-bench: {e}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(&options) {
+        eprintln!("rdma-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const MIB: f64 = (1 << 20) as f64;
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index].as_secs_f64() * 1e6
+}
+
+fn ratio(ours: f64, theirs: Option<f64>, what: &str) -> String {
+    match theirs {
+        Some(t) if t > 0.0 => format!("{:.2}x {what}", ours / t),
+        _ => format!("({what} not given)"),
+    }
+}
+
+fn run(o: &Options) -> Result<(), BoxError> {
+    let dir = tempfile_dir()?;
+    let grpc_port = testbeds::process::free_port_pair()?;
+    let grpc_port_text = grpc_port.to_string();
+    let server = OurVolumeServer::start(
+        &o.volume_server,
+        &dir,
+        &["--rdma-device", &o.device, "--grpc-port", &grpc_port_text, "--max", "1"],
+    )?;
+    let grpc = format!("127.0.0.1:{grpc_port}");
+    let upload_one = |data: &[u8]| -> Result<FileId, BoxError> {
+        let a = assign(&format!("http://{}", server.addr()), "")?;
+        let body = UploadBody::Raw { content_type: "application/octet-stream" };
+        let (status, reply) = upload(server.addr(), &a.fid, "", data, body, &[])?;
+        if status != 201 {
+            return Err(format!("upload: {status} {reply}").into());
+        }
+        Ok(a.fid.parse()?)
+    };
+    let small = upload_one(&testbeds::pseudo_random(4096, 1))?;
+    let large: Vec<FileId> =
+        (0..8).map(|i| upload_one(&testbeds::pseudo_random(1 << 20, 10 + i))).collect::<Result<_, _>>()?;
+
+    let config = SidewayConfig::new(DeviceChoice::Name(o.device.clone()));
+    let depth = config.queue_depth;
+    let engine: Arc<dyn ReadEngine> = Arc::new(SidewayEngine::open(config)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let budget = Duration::from_secs_f64(o.seconds);
+    runtime.block_on(async {
+        println!("rdma-bench: engine {}, device {}, {} s per figure", engine.name(), o.device, o.seconds);
+
+        // Engine level: a session of our own and the location of a 1 MiB needle.
+        let (qp, segment) = raw_session(&grpc, engine.as_ref(), &large[0]).await?;
+        let lat = timed_reads(budget, 20_000, || qp.read(segment.addr, segment.rkey, 4096)).await?;
+        println!(
+            "rdma-bench: 4 KiB READ, engine          p50 {:8.2} us  p99 {:8.2} us  ({} reads)  p50 {}",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat.len(),
+            ratio(percentile(&lat, 0.5), o.ib_read_lat_us, "ib_read_lat typical")
+        );
+        let len = segment.len.min(1 << 20);
+        let mbs = throughput(budget, depth, len, || qp.read(segment.addr, segment.rkey, len)).await?;
+        println!(
+            "rdma-bench: 1 MiB READ, engine, {depth:>2} outstanding  {mbs:8.2} MB/s  {}",
+            ratio(mbs, o.ib_read_bw_mbs, "ib_read_bw average")
+        );
+
+        // Through RdmaClient: locate once (cached), READ, verify header and CRC32-C.
+        let config =
+            RdmaClientConfig { location_ttl: Duration::from_secs(3600), ..RdmaClientConfig::default() };
+        let client = Arc::new(RdmaClient::new(&grpc, Arc::clone(&engine), config)?);
+        client.read(&small).await?;
+        let lat =
+            timed_reads(budget, 20_000, || async { client.read(&small).await.map(|r| r.record) }).await?;
+        println!(
+            "rdma-bench: 4 KiB needle, RdmaClient    p50 {:8.2} us  p99 {:8.2} us  ({} reads)  p50 {}",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            lat.len(),
+            ratio(percentile(&lat, 0.5), o.ib_read_lat_us, "ib_read_lat typical")
+        );
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for t in 0..depth {
+            let (client, large) = (Arc::clone(&client), large.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut bytes = 0u64;
+                let mut i = t;
+                while started.elapsed() < budget {
+                    bytes += client.read(&large[i % large.len()]).await?.needle().data.len() as u64;
+                    i += 1;
+                }
+                Ok::<u64, rdma_transport::RdmaError>(bytes)
+            }));
+        }
+        let mut bytes = 0;
+        for task in tasks {
+            bytes += task.await??;
+        }
+        let mbs = bytes as f64 / MIB / started.elapsed().as_secs_f64();
+        println!(
+            "rdma-bench: 1 MiB needles, RdmaClient, {depth} readers  {mbs:8.2} MB/s  {}",
+            ratio(mbs, o.ib_read_bw_mbs, "ib_read_bw average")
+        );
+        Ok::<(), BoxError>(())
+    })?;
+    server.stop();
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+fn tempfile_dir() -> std::io::Result<PathBuf> {
+    let dir = PathBuf::from(format!("/dev/shm/rdma-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Opens a session by hand and returns the connected queue pair and the first segment
+/// of `fid`'s record.
+async fn raw_session(
+    grpc: &str,
+    engine: &dyn ReadEngine,
+    fid: &FileId,
+) -> Result<(Box<dyn EngineQp>, proto::Segment), BoxError> {
+    let mut control = RdmaControlClient::connect(format!("http://{grpc}")).await?;
+    let mut qp = engine.create_qp()?;
+    let reply = control
+        .open_session(proto::OpenSessionRequest { client: Some(qp.endpoint().into()), jwt: String::new() })
+        .await?
+        .into_inner();
+    let server = QpEndpoint::try_from(reply.server.as_ref().ok_or("no server endpoint")?)?;
+    qp.connect(&server)?;
+    let located = control
+        .locate(proto::LocateRequest { session_id: reply.session_id, fids: vec![fid.to_string()] })
+        .await?
+        .into_inner();
+    let result = located.results.into_iter().next().ok_or("no Locate result")?;
+    if result.status() != LocateStatus::Found {
+        return Err(format!("Locate: {:?} {}", result.status(), result.message).into());
+    }
+    let segment = result.segments.into_iter().max_by_key(|s| s.len).ok_or("no segment")?;
+    Ok((qp, segment))
+}
+
+/// Sequential reads for `budget` (at most `max`), after a warm-up; sorted latencies.
+async fn timed_reads<F, Fut, E>(budget: Duration, max: usize, mut read: F) -> Result<Vec<Duration>, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<u8>, E>>,
+{
+    for _ in 0..50 {
+        read().await?;
+    }
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < budget && latencies.len() < max {
+        let t = Instant::now();
+        read().await?;
+        latencies.push(t.elapsed());
+    }
+    latencies.sort();
+    Ok(latencies)
+}
+
+/// MB/s of `len`-byte reads with `depth` outstanding for `budget`.
+async fn throughput<F, Fut>(
+    budget: Duration,
+    depth: usize,
+    len: u32,
+    read: F,
+) -> Result<f64, rdma_transport::RdmaError>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<u8>, rdma_transport::RdmaError>>,
+{
+    let mut in_flight = futures_util::stream::FuturesUnordered::new();
+    let started = Instant::now();
+    let mut done = 0u64;
+    for _ in 0..depth {
+        in_flight.push(read());
+    }
+    while let Some(result) = futures_util::StreamExt::next(&mut in_flight).await {
+        result?;
+        done += 1;
+        if started.elapsed() < budget {
+            in_flight.push(read());
+        }
+    }
+    Ok(done as f64 * f64::from(len) / MIB / started.elapsed().as_secs_f64())
+}

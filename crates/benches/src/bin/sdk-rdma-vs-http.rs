@@ -215,8 +215,12 @@ async fn run(o: &Options) -> Result<(), BoxError> {
     let over_http = Client::builder(&server.addr).rdma_policy(RdmaPolicy::Off).build()?;
 
     println!(
-        "sdk-rdma-vs-http: SDK downloads from one volume-server ({} device {}), {} s per phase, {} concurrent for throughput",
-        server.addr, o.device, o.seconds, o.concurrency
+        "sdk-rdma-vs-http: SDK downloads from {} at {} (device {}), {} s per phase, {} concurrent for throughput",
+        o.volume_server.display(),
+        server.addr,
+        o.device,
+        o.seconds,
+        o.concurrency
     );
     println!(
         "{:>9} {:>5} {:>10} {:>10} {:>10} {:>14}",

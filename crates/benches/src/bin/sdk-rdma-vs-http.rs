@@ -14,6 +14,12 @@
 //!
 //! usage: sdk-rdma-vs-http [--device rxe0] [--volume-server PATH] [--seconds S]
 //!                         [--concurrency C] [--sizes 4096,65536,1048576]
+//!                         [--location-ttl-ms MS]
+//!
+//! An RDMA read needs the needle's location from the server's control plane (a gRPC
+//! call) unless the transport cached it within `--location-ttl-ms` (default: the SDK's,
+//! 1 s); an HTTP read needs only the volume's location, cached for minutes. Reading few
+//! needles often favours RDMA; 0 shows the cost when every read locates.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -31,6 +37,8 @@ struct Options {
     seconds: f64,
     concurrency: usize,
     sizes: Vec<usize>,
+    /// How long the RDMA transport reuses a needle's location (`None`: its default).
+    location_ttl: Option<Duration>,
 }
 
 fn options() -> Result<Options, String> {
@@ -41,6 +49,7 @@ fn options() -> Result<Options, String> {
         seconds: 2.0,
         concurrency: 4,
         sizes: vec![4096, 65536, 1 << 20],
+        location_ttl: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -50,6 +59,9 @@ fn options() -> Result<Options, String> {
             "--device" => o.device = value.clone(),
             "--volume-server" => o.volume_server = PathBuf::from(&value),
             "--seconds" => o.seconds = value.parse().ok().filter(|s: &f64| *s > 0.0).ok_or_else(bad)?,
+            "--location-ttl-ms" => {
+                o.location_ttl = Some(Duration::from_millis(value.parse().map_err(|_| bad())?))
+            }
             "--concurrency" => o.concurrency = value.parse().ok().filter(|c| *c > 0).ok_or_else(bad)?,
             "--sizes" => {
                 o.sizes = value
@@ -203,9 +215,12 @@ async fn measure(
 
 async fn run(o: &Options) -> Result<(), BoxError> {
     let server = Server::start(o)?;
+    let defaults = RdmaTransportConfig::default();
+    let location_ttl = o.location_ttl.unwrap_or(defaults.location_ttl);
     let rdma = RdmaTransport::new(RdmaTransportConfig {
         device: DeviceChoice::Name(o.device.clone()),
-        ..RdmaTransportConfig::default()
+        location_ttl,
+        ..defaults
     });
     let over_rdma = Client::builder(&server.addr)
         .rdma_transport(Arc::new(rdma))
@@ -215,12 +230,13 @@ async fn run(o: &Options) -> Result<(), BoxError> {
     let over_http = Client::builder(&server.addr).rdma_policy(RdmaPolicy::Off).build()?;
 
     println!(
-        "sdk-rdma-vs-http: SDK downloads from {} at {} (device {}), {} s per phase, {} concurrent for throughput",
+        "sdk-rdma-vs-http: SDK downloads from {} at {} (device {}), {} s per phase, {} concurrent for throughput, RDMA locations cached {:?}",
         o.volume_server.display(),
         server.addr,
         o.device,
         o.seconds,
-        o.concurrency
+        o.concurrency,
+        location_ttl
     );
     println!(
         "{:>9} {:>5} {:>10} {:>10} {:>10} {:>14}",

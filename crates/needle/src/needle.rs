@@ -225,6 +225,20 @@ impl<'a> Needle<'a> {
         self.flags.contains(Flags::CHUNK_MANIFEST)
     }
 
+    /// Whether the needle's TTL has run out at `now_ns` (Unix nanoseconds), counted from
+    /// its append time as weed does. Needles without a TTL or a last-modified time never
+    /// expire. An expired needle reads as not found.
+    pub fn is_expired_at(&self, now_ns: u64) -> bool {
+        let ttl_seconds = self.ttl.seconds();
+        if !self.flags.contains(Flags::HAS_TTL)
+            || !self.flags.contains(Flags::HAS_LAST_MODIFIED)
+            || ttl_seconds == 0
+        {
+            return false;
+        }
+        now_ns >= self.append_at_ns.saturating_add(ttl_seconds.saturating_mul(1_000_000_000))
+    }
+
     pub fn header(&self, version: Version) -> Result<NeedleHeader, FormatError> {
         Ok(NeedleHeader { cookie: self.cookie, id: self.id, size: self.body_size(version)? })
     }
@@ -462,6 +476,23 @@ impl<'a> Cursor<'a> {
 mod tests {
     use super::*;
     use crate::crc::legacy_masked;
+
+    #[test]
+    fn ttl_expiry_counts_from_the_append_time() {
+        let ttl: Ttl = "3m".parse().unwrap();
+        let base = 1_800_000_000_000_000_000u64;
+        let n = Needle::new(NeedleId(1), Cookie(2), b"x")
+            .with_ttl(ttl)
+            .with_last_modified(1)
+            .with_append_at_ns(base);
+        assert!(!n.is_expired_at(base + 179_999_999_999));
+        assert!(n.is_expired_at(base + 180_000_000_000));
+        // No TTL, or no last-modified time: never.
+        let plain = Needle::new(NeedleId(1), Cookie(2), b"x").with_last_modified(1).with_append_at_ns(base);
+        assert!(!plain.is_expired_at(u64::MAX));
+        let undated = Needle::new(NeedleId(1), Cookie(2), b"x").with_ttl(ttl).with_append_at_ns(base);
+        assert!(!undated.is_expired_at(u64::MAX));
+    }
 
     fn hex(s: &str) -> Vec<u8> {
         let s: String = s.split_whitespace().collect();

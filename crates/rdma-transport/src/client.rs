@@ -52,7 +52,7 @@ impl Default for RdmaClientConfig {
     }
 }
 
-/// A verified needle record as it is stored: header, body, checksum (and v3 timestamp).
+/// A verified, unexpired needle record as it is stored: header, body, checksum (and v3 timestamp).
 #[derive(Clone, Debug)]
 pub struct NeedleRecord {
     /// The record bytes (no padding).
@@ -116,6 +116,10 @@ struct Session {
 }
 
 /// Reads needles from one volume server over RDMA.
+///
+/// Use it from a tokio runtime with the time driver enabled (its calls are bounded by
+/// timeouts). It is `Send + Sync`: share one per server (e.g. in an `Arc`) and read from
+/// many tasks at once; they share the session and keep several READs outstanding.
 pub struct RdmaClient {
     endpoint: Endpoint,
     /// Made on first use: a channel needs the runtime it will run on.
@@ -245,6 +249,11 @@ impl RdmaClient {
         match verify_record(fid, location.needle_size, location.version, &record) {
             Ok(crc) => {
                 let version = location.version;
+                let expired = Needle::parse(&record, version).is_ok_and(|n| n.is_expired_at(unix_now_ns()));
+                if expired {
+                    // As weed's HTTP read says: a needle past its TTL is not found.
+                    return Attempt::Done(Err(RdmaError::NotFound { fid: fid.to_string() }));
+                }
                 if !cached {
                     self.remember_location(fid, location);
                 }
@@ -423,6 +432,10 @@ impl RdmaClient {
 enum LocateError {
     SessionLost(RdmaError),
     Other(RdmaError),
+}
+
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 fn control_plane(status: tonic::Status) -> RdmaError {

@@ -491,15 +491,7 @@ impl Volume {
 /// TTL expiry as weed checks it: from the needle's `AppendAtNs`, only for needles
 /// carrying both a TTL and a last-modified time.
 fn is_expired(needle: &Needle<'_>) -> bool {
-    use needle::Flags;
-    let ttl_seconds = needle.ttl.seconds();
-    if !needle.flags.contains(Flags::HAS_TTL)
-        || !needle.flags.contains(Flags::HAS_LAST_MODIFIED)
-        || ttl_seconds == 0
-    {
-        return false;
-    }
-    now_ns() >= needle.append_at_ns.saturating_add(ttl_seconds.saturating_mul(1_000_000_000))
+    needle.is_expired_at(now_ns())
 }
 
 fn read_super_block(dat: &File, path: &Path) -> Result<SuperBlock> {

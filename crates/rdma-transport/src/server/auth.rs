@@ -1,6 +1,8 @@
 //! weed-style JWTs: HS256 tokens signed with the volume server's key (weed's
 //! `jwt.signing.read.key`). `exp`, when present, must be in the future (weed's tokens
-//! always carry one); a `fid` claim limits the session to that one file id.
+//! always carry one); a `fid` claim limits the session to that one file id. The token is
+//! checked when the session opens; the session then lives until it is closed or idle
+//! past the timeout.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -9,7 +9,9 @@
 //! ```
 //!
 //! `--master HOST:PORT` (or `$SEAWEED_MASTER`) picks another master or standalone server.
-//! Downloads stream to the file and are verified before any byte is written.
+//! Downloads stream to the file and are verified before any byte is written; they go
+//! over RDMA when they can, and say why not when they cannot (e.g. `not over
+//! rdma-sideway: not_offered`).
 
 use client_sdk::{Client, Error, FileId, UploadOptions};
 use std::process::ExitCode;
@@ -35,7 +37,14 @@ async fn main() -> ExitCode {
 }
 
 async fn run(master: &str, args: &[String]) -> Result<(), String> {
-    let client = Client::builder(master).build().map_err(|e| e.to_string())?;
+    let builder = Client::builder(master);
+    // RDMA first when this host has a device and the server offers it; the download
+    // command says why it was not used otherwise.
+    #[cfg(feature = "rdma")]
+    let builder = builder.rdma_transport(std::sync::Arc::new(client_sdk::RdmaTransport::new(
+        client_sdk::RdmaTransportConfig::default(),
+    )));
+    let client = builder.build().map_err(|e| e.to_string())?;
     let fid = |text: &String| text.parse::<FileId>().map_err(|e| Error::from(e).to_string());
     match args {
         [cmd, file] if cmd == "upload" => {

@@ -3,7 +3,8 @@
 //!
 //! ## Transports and the fallback policy
 //! Reads go to a volume server through [`ReadTransport`]s: RDMA engines (given to the
-//! builder with [`ClientBuilder::rdma_transport`]) first, then HTTP ([`HttpTransport`],
+//! builder with [`ClientBuilder::rdma_transport`]; `RdmaTransport`, with the default
+//! `rdma` feature, is the one over `rdma-transport`) first, then HTTP ([`HttpTransport`],
 //! always present). Under [`RdmaPolicy::Prefer`] (the default), a read that RDMA cannot
 //! serve — not offered, unavailable, timed out ([`ClientBuilder::rdma_timeout`]), failed
 //! verification, server error — is served over HTTP for that request; a transport at
@@ -54,6 +55,8 @@
 mod error;
 mod master;
 mod policy;
+#[cfg(feature = "rdma")]
+mod rdma;
 mod stream;
 mod transport;
 
@@ -61,6 +64,8 @@ pub use error::Error;
 pub use master::{AssignOptions, Assignment};
 pub use needle::FileId;
 pub use policy::{Backoff, FallbackReason, RdmaPolicy, ReadMetrics, TransportHealth};
+#[cfg(feature = "rdma")]
+pub use rdma::{DeviceChoice, RdmaEngine, RdmaTransport, RdmaTransportConfig};
 pub use stream::NeedleStream;
 pub use transport::{
     BoxFuture, HttpTransport, NeedleData, ReadTransport, TransportError, TransportErrorKind,
@@ -579,6 +584,11 @@ impl Client {
             request = request.bearer_auth(jwt);
         }
         let response = request.send().await.map_err(|e| unreachable_server(server, fid, e))?;
+        // Whatever the answer, a location an RDMA transport cached for the needle may no
+        // longer hold it: it must not serve the needle's previous bytes.
+        for transport in &self.inner.rdma {
+            transport.forget_needle(server, fid);
+        }
         match response.status().as_u16() {
             202 => Ok(()),
             404 => Err(Error::NotFound { fid: fid.to_string() }),

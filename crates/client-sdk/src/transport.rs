@@ -111,6 +111,13 @@ pub trait ReadTransport: Send + Sync + fmt::Debug {
         fid: &'a FileId,
         jwt: Option<&'a str>,
     ) -> BoxFuture<'a, Result<NeedleData, TransportError>>;
+
+    /// Called when this client deleted `fid` at `server`: a transport that caches needle
+    /// locations drops `fid`'s, so it does not read the needle's previous bytes (still
+    /// intact on disk) from it. The default does nothing.
+    fn forget_needle(&self, server: &str, fid: &FileId) {
+        let _ = (server, fid);
+    }
 }
 
 /// HTTP, from the `fallback-http` crate: works against any volume server.

@@ -283,6 +283,10 @@ impl RdmaClient {
                 RdmaError::Refused(status.message().to_owned())
             }
             tonic::Code::FailedPrecondition => RdmaError::NoDevice(format!("server: {}", status.message())),
+            // A gRPC server without the RdmaControl service (e.g. weed's own volume server).
+            tonic::Code::Unimplemented => {
+                RdmaError::NoDevice(format!("the server does not offer RDMA: {}", status.message()))
+            }
             _ => control_plane(status),
         })?;
         let reply = reply.into_inner();
@@ -398,7 +402,9 @@ impl RdmaClient {
         }
     }
 
-    fn forget_location(&self, fid: &FileId) {
+    /// Drops the cached location of `fid`, e.g. after the caller deleted or overwrote
+    /// it, so that the next read locates it again.
+    pub fn forget_location(&self, fid: &FileId) {
         let mut locations = self.locations.lock().expect("location cache lock");
         if let Some(volume) = locations.get_mut(&fid.volume.0) {
             volume.needles.remove(&fid.needle_id().0);

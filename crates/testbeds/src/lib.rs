@@ -128,7 +128,8 @@
 //! RDMA test runs at all. `crates/testbeds/tests/rdma_verbs_smoke.rs` is the first one.
 //! Last, if `target/release/rdma-bench` was built (crates/benches, bench profile), it runs
 //! in the same boot and prints the read path's figures as ratios to that perftest
-//! baseline (figures only: it never fails the stage).
+//! baseline (figures only: it never fails the stage); so does `sdk-rdma-vs-http`, the
+//! SDK's downloads over RDMA and over HTTP.
 //!
 //! Under emulation a 1 MiB READ takes ~20 ms and ~50-70 MB/s is the ceiling: size test
 //! workloads in MiB, not GiB, and never assert on timings.

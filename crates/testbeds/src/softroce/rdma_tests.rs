@@ -201,6 +201,7 @@ pub fn run_in_guest(
         }
     }
     run_read_path_benchmark(&guest, &baseline, report);
+    run_sdk_benchmark(&guest, report);
     guest.shutdown()?;
     if summary.passed == 0 && summary.failed == 0 && summary.broken_executables.is_empty() {
         return Err(Error::NoRdmaTests(format!(
@@ -254,6 +255,35 @@ fn run_read_path_benchmark(
             tail_lines(&output.stderr, 20)
         )),
         Err(e) => report(&format!("read-path benchmark could not run: {e}")),
+    }
+}
+
+/// `sdk-rdma-vs-http` (crates/benches), if it was built in the bench profile: downloads
+/// through the SDK over RDMA and over HTTP from one volume server, in the same boot.
+/// Figures only: it never fails the run.
+fn run_sdk_benchmark(guest: &Guest, report: &mut dyn FnMut(&str)) {
+    let Some(debug_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) else {
+        return;
+    };
+    let bench = debug_dir.with_file_name("release").join("sdk-rdma-vs-http");
+    if !bench.exists() {
+        report(&format!("SDK benchmark skipped: {} not built", bench.display()));
+        return;
+    }
+    let command = [
+        bench.display().to_string(),
+        "--volume-server".to_owned(),
+        debug_dir.join("volume-server").display().to_string(),
+        "--seconds".to_owned(),
+        "1".to_owned(),
+    ];
+    report("SDK benchmark (downloads over RDMA vs over HTTP):");
+    match guest.run(&GuestCommand::argv(command).timeout(Duration::from_secs(180)), Echo::Live) {
+        Ok(output) if output.success() => {}
+        Ok(output) => {
+            report(&format!("SDK benchmark exited {}:\n{}", output.exit_code, tail_lines(&output.stderr, 20)))
+        }
+        Err(e) => report(&format!("SDK benchmark could not run: {e}")),
     }
 }
 

@@ -1,0 +1,292 @@
+//! `sdk-rdma-vs-http`: what an application sees through the SDK (`client_sdk::Client`)
+//! when it downloads needles over RDMA and over HTTP from the same live `volume-server`,
+//! in the Soft-RoCE guest. It prints figures and ratios and never passes or fails on them.
+//!
+//! For each needle size (default 4 KiB, 64 KiB, 1 MiB), and each path (RDMA:
+//! `RdmaPolicy::Require` with the sideway engine, so nothing can fall back; HTTP:
+//! `RdmaPolicy::Off`), after one warm-up read of every needle:
+//! - latency: one download at a time for `--seconds`, p50 and p99;
+//! - throughput: `--concurrency` downloads outstanding for `--seconds`, MB/s of needle data;
+//! - the server's CPU time (utime + stime of its process, from `/proc/<pid>/stat`) over
+//!   both phases, per GiB of needle data served.
+//!
+//! Every download is verified by the SDK (header and CRC32-C on RDMA, CRC32-C on HTTP).
+//!
+//! usage: sdk-rdma-vs-http [--device rxe0] [--volume-server PATH] [--seconds S]
+//!                         [--concurrency C] [--sizes 4096,65536,1048576]
+//!                         [--location-ttl-ms MS]
+//!
+//! An RDMA read needs the needle's location from the server's control plane (a gRPC
+//! call) unless the transport cached it within `--location-ttl-ms` (default: the SDK's,
+//! 1 s); an HTTP read needs only the volume's location, cached for minutes. Reading few
+//! needles often favours RDMA; 0 shows the cost when every read locates.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use client_sdk::{
+    Client, DeviceChoice, FileId, RdmaPolicy, RdmaTransport, RdmaTransportConfig, UploadOptions,
+};
+
+struct Options {
+    device: String,
+    volume_server: PathBuf,
+    seconds: f64,
+    concurrency: usize,
+    sizes: Vec<usize>,
+    /// How long the RDMA transport reuses a needle's location (`None`: its default).
+    location_ttl: Option<Duration>,
+}
+
+fn options() -> Result<Options, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut o = Options {
+        device: std::env::var("SOFTROCE_DEVICE").unwrap_or_else(|_| "rxe0".into()),
+        volume_server: exe.with_file_name("volume-server"),
+        seconds: 2.0,
+        concurrency: 4,
+        sizes: vec![4096, 65536, 1 << 20],
+        location_ttl: None,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let bad = || format!("{flag}: {value} is not valid");
+        match flag.as_str() {
+            "--device" => o.device = value.clone(),
+            "--volume-server" => o.volume_server = PathBuf::from(&value),
+            "--seconds" => o.seconds = value.parse().ok().filter(|s: &f64| *s > 0.0).ok_or_else(bad)?,
+            "--location-ttl-ms" => {
+                o.location_ttl = Some(Duration::from_millis(value.parse().map_err(|_| bad())?))
+            }
+            "--concurrency" => o.concurrency = value.parse().ok().filter(|c| *c > 0).ok_or_else(bad)?,
+            "--sizes" => {
+                o.sizes = value
+                    .split(',')
+                    .map(|s| s.parse().ok().filter(|n| *n > 0))
+                    .collect::<Option<_>>()
+                    .ok_or_else(bad)?
+            }
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    Ok(o)
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() {
+    let options = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("sdk-rdma-vs-http: {e}");
+            std::process::exit(2);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+    let result = runtime.map_err(BoxError::from).and_then(|rt| rt.block_on(run(&options)));
+    if let Err(e) = result {
+        eprintln!("sdk-rdma-vs-http: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// The volume server under test, killed when dropped.
+struct Server {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(o: &Options) -> Result<Self, BoxError> {
+        let dir = tempfile::Builder::new().prefix("sdk-bench-").tempdir_in("/dev/shm")?;
+        let port = testbeds::process::free_port_pair()?;
+        let log = std::fs::File::create(dir.path().with_extension("log"))?;
+        let child = Command::new(&o.volume_server)
+            .args(["--dir", &dir.path().display().to_string(), "--ip", "127.0.0.1"])
+            .args(["--port", &port.to_string(), "--rdma-device", &o.device, "--max", "8"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("{}: {e}", o.volume_server.display()))?;
+        let server = Server { child, addr: format!("127.0.0.1:{port}"), _dir: dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(&server.addr).is_err() {
+            if Instant::now() > deadline {
+                return Err("the volume server did not listen within 30 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    /// CPU seconds (user + system) the server process has used so far.
+    fn cpu_seconds(&self) -> Result<f64, BoxError> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command name (which may hold spaces) in parentheses.
+        let rest = stat.rsplit_once(')').ok_or("unreadable /proc/<pid>/stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
+        let ticks: u64 = fields
+            .get(11..13)
+            .ok_or("short /proc/<pid>/stat")?
+            .iter()
+            .map(|f| f.parse::<u64>().unwrap_or(0))
+            .sum();
+        // SAFETY: sysconf only reads a configuration value.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+        Ok(ticks as f64 / per_second as f64)
+    }
+}
+
+/// One path's figures at one size.
+struct Figures {
+    p50: Duration,
+    p99: Duration,
+    mb_per_s: f64,
+    cpu_s_per_gib: f64,
+}
+
+async fn measure(
+    client: &Client,
+    server: &Server,
+    fids: &Arc<Vec<FileId>>,
+    size: usize,
+    o: &Options,
+) -> Result<Figures, BoxError> {
+    for fid in fids.iter() {
+        client.download(fid).await?;
+    }
+    let phase = Duration::from_secs_f64(o.seconds);
+    let cpu_before = server.cpu_seconds()?;
+    let mut latencies = Vec::new();
+    let started = Instant::now();
+    while started.elapsed() < phase {
+        let fid = &fids[latencies.len() % fids.len()];
+        let t = Instant::now();
+        let data = client.download(fid).await?;
+        latencies.push(t.elapsed());
+        if data.len() != size {
+            return Err(format!("{fid}: {} bytes, {size} expected", data.len()).into());
+        }
+    }
+    let served = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..o.concurrency {
+        let (client, fids, served) = (client.clone(), Arc::clone(fids), Arc::clone(&served));
+        tasks.push(tokio::spawn(async move {
+            let mut i = t;
+            while started.elapsed() < phase {
+                let data = client.download(&fids[i % fids.len()]).await?;
+                served.fetch_add(data.len() as u64, Ordering::Relaxed);
+                i += 1;
+            }
+            Ok::<(), client_sdk::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = server.cpu_seconds()? - cpu_before;
+    let bytes = served.load(Ordering::Relaxed) + (latencies.len() * size) as u64;
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    Ok(Figures {
+        p50: at(0.50),
+        p99: at(0.99),
+        mb_per_s: served.load(Ordering::Relaxed) as f64 / 1e6 / elapsed,
+        cpu_s_per_gib: cpu / (bytes as f64 / (1u64 << 30) as f64),
+    })
+}
+
+async fn run(o: &Options) -> Result<(), BoxError> {
+    let server = Server::start(o)?;
+    let defaults = RdmaTransportConfig::default();
+    let location_ttl = o.location_ttl.unwrap_or(defaults.location_ttl);
+    let rdma = RdmaTransport::new(RdmaTransportConfig {
+        device: DeviceChoice::Name(o.device.clone()),
+        location_ttl,
+        ..defaults
+    });
+    let over_rdma = Client::builder(&server.addr)
+        .rdma_transport(Arc::new(rdma))
+        .rdma_policy(RdmaPolicy::Require)
+        .rdma_timeout(Duration::from_secs(10))
+        .build()?;
+    let over_http = Client::builder(&server.addr).rdma_policy(RdmaPolicy::Off).build()?;
+
+    println!(
+        "sdk-rdma-vs-http: SDK downloads from {} at {} (device {}), {} s per phase, {} concurrent for throughput, RDMA locations cached {:?}",
+        o.volume_server.display(),
+        server.addr,
+        o.device,
+        o.seconds,
+        o.concurrency,
+        location_ttl
+    );
+    println!(
+        "{:>9} {:>5} {:>10} {:>10} {:>10} {:>14}",
+        "size", "path", "p50 us", "p99 us", "MB/s", "srv CPU s/GiB"
+    );
+    let mut rows = Vec::new();
+    for &size in &o.sizes {
+        let count = (16usize << 20).div_ceil(size).clamp(4, 64);
+        let mut fids = Vec::with_capacity(count);
+        for i in 0..count {
+            let data = testbeds::pseudo_random(size, 9000 + i as u64);
+            fids.push(over_http.upload(data, &UploadOptions::named("bench.bin")).await?.fid);
+        }
+        let fids = Arc::new(fids);
+        let rdma = measure(&over_rdma, &server, &fids, size, o).await?;
+        let http = measure(&over_http, &server, &fids, size, o).await?;
+        for (path, f) in [("rdma", &rdma), ("http", &http)] {
+            println!(
+                "{:>9} {:>5} {:>10.0} {:>10.0} {:>10.1} {:>14.2}",
+                human(size),
+                path,
+                f.p50.as_secs_f64() * 1e6,
+                f.p99.as_secs_f64() * 1e6,
+                f.mb_per_s,
+                f.cpu_s_per_gib
+            );
+        }
+        rows.push((size, rdma, http));
+    }
+    println!("ratios RDMA / HTTP (targets: p50 at 4 KiB <= 0.5, MB/s at 1 MiB >= 2, CPU per GiB <= 0.1):");
+    for (size, rdma, http) in &rows {
+        println!(
+            "{:>9}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x, server CPU per GiB {:.3}x",
+            human(*size),
+            rdma.p50.as_secs_f64() / http.p50.as_secs_f64(),
+            rdma.p99.as_secs_f64() / http.p99.as_secs_f64(),
+            rdma.mb_per_s / http.mb_per_s,
+            rdma.cpu_s_per_gib / http.cpu_s_per_gib,
+        );
+    }
+    println!(
+        "note: with Soft-RoCE the RDMA responder runs in the guest kernel (rxe), outside the server process, so its CPU is not in the server's figure; on an RNIC it is the NIC's."
+    );
+    Ok(())
+}
+
+fn human(size: usize) -> String {
+    match size {
+        s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} MiB", s >> 20),
+        s if s >= 1 << 10 && s % (1 << 10) == 0 => format!("{} KiB", s >> 10),
+        s => format!("{s} B"),
+    }
+}

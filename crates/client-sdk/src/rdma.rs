@@ -1,0 +1,313 @@
+//! The RDMA read transport: `rdma-transport`'s [`RdmaClient`] behind [`ReadTransport`].
+//!
+//! One [`RdmaClient`] (one control-plane channel, one session and queue pair) per volume
+//! server, made on the first read from that server and kept in a bounded map (the least
+//! recently used one goes when it is full). A client whose connection failed is dropped,
+//! so the next attempt after the policy's backoff starts afresh. The engine (the opened
+//! device) is shared by all of them; it is opened on the first read, and again on a
+//! later one if there was no device then.
+//!
+//! `rdma-transport`'s typed errors become the [`TransportErrorKind`]s the fallback policy
+//! decides on:
+//!
+//! | `RdmaError`                                   | kind            | the read          |
+//! |-----------------------------------------------|-----------------|-------------------|
+//! | `NoDevice` (this host, or the server has none, or no RDMA service) | `NotOffered` | falls back, backs off |
+//! | `ControlPlane`, `Transfer`, `Protocol`, `Refused` | `Unavailable` | falls back, backs off |
+//! | `NotFound`, `Deleted`, `VolumeNotHere`        | `NotFound`      | ends (authoritative) |
+//! | `Corrupt` (header or CRC32-C, after one retry) | `Corrupt`      | falls back        |
+//! | `BadFid` (the server rejects the fid or the token's scope) | `Server(400)` | falls back, backs off |
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use needle::FileId;
+use rdma_transport::verbs::{SidewayConfig, SidewayEngine};
+use rdma_transport::{NeedleRecord, RdmaClient, RdmaClientConfig, RdmaError, ReadEngine};
+
+use crate::transport::{BoxFuture, NeedleData, ReadTransport, TransportError, TransportErrorKind};
+
+pub use rdma_transport::verbs::DeviceChoice;
+
+/// Which `rdma-transport` engine does the READs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RdmaEngine {
+    /// sideway (libibverbs loaded at run time): the default.
+    #[default]
+    Sideway,
+}
+
+impl RdmaEngine {
+    /// The transport's name in metrics and logs.
+    fn transport_name(self) -> &'static str {
+        match self {
+            RdmaEngine::Sideway => "rdma-sideway",
+        }
+    }
+
+    fn open(self, device: &DeviceChoice) -> Result<Arc<dyn ReadEngine>, RdmaError> {
+        match self {
+            RdmaEngine::Sideway => Ok(Arc::new(SidewayEngine::open(SidewayConfig::new(device.clone()))?)),
+        }
+    }
+}
+
+/// How an [`RdmaTransport`] is set up.
+#[derive(Clone, Debug)]
+pub struct RdmaTransportConfig {
+    pub engine: RdmaEngine,
+    /// The local RDMA device. The default, `Ip(0.0.0.0)`, takes the first device with an
+    /// IPv4 RoCE v2 GID.
+    pub device: DeviceChoice,
+    /// The control plane listens on the volume server's HTTP port plus this (weed's gRPC
+    /// convention, default 10000).
+    pub grpc_port_offset: u16,
+    /// Most volume servers with a live RDMA client at once.
+    pub max_servers: usize,
+    /// How long a needle's location (from the control plane) is reused; zero locates
+    /// every read. Within it, a needle another client deleted or overwrote may still be
+    /// read in its previous, intact version (this client's own deletes drop the
+    /// location at once).
+    pub location_ttl: Duration,
+    /// Bound on each control-plane call.
+    pub rpc_timeout: Duration,
+    /// Bound on the READs of one needle. The client's RDMA timeout
+    /// ([`ClientBuilder::rdma_timeout`](crate::ClientBuilder::rdma_timeout)) bounds the
+    /// whole attempt as well.
+    pub read_timeout: Duration,
+}
+
+impl Default for RdmaTransportConfig {
+    fn default() -> Self {
+        let client = RdmaClientConfig::default();
+        Self {
+            engine: RdmaEngine::default(),
+            device: DeviceChoice::Ip([0, 0, 0, 0].into()),
+            grpc_port_offset: 10000,
+            max_servers: 256,
+            location_ttl: client.location_ttl,
+            rpc_timeout: client.rpc_timeout,
+            read_timeout: client.read_timeout,
+        }
+    }
+}
+
+/// Reads needles over RDMA; give it to
+/// [`ClientBuilder::rdma_transport`](crate::ClientBuilder::rdma_transport).
+///
+/// ```no_run
+/// use client_sdk::{Client, RdmaPolicy, RdmaTransport, RdmaTransportConfig};
+/// use std::sync::Arc;
+///
+/// let rdma = RdmaTransport::new(RdmaTransportConfig::default());
+/// let client = Client::builder("127.0.0.1:9333")
+///     .rdma_transport(Arc::new(rdma))
+///     .rdma_policy(RdmaPolicy::Prefer)
+///     .build()?;
+/// # drop(client);
+/// # Ok::<(), client_sdk::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct RdmaTransport {
+    config: RdmaTransportConfig,
+    /// Opened on first use; stays `None` while there is no device.
+    engine: Mutex<Option<Arc<dyn ReadEngine>>>,
+    clients: Mutex<HashMap<ClientKey, Cached>>,
+}
+
+/// A client per server and token: the session is opened with the token.
+type ClientKey = (String, Option<String>);
+
+#[derive(Debug)]
+struct Cached {
+    client: Arc<RdmaClient>,
+    used: Instant,
+}
+
+impl RdmaTransport {
+    /// Nothing is opened or dialed until the first read.
+    pub fn new(config: RdmaTransportConfig) -> Self {
+        Self { config, engine: Mutex::new(None), clients: Mutex::new(HashMap::new()) }
+    }
+
+    /// Volume servers with a live client now.
+    pub fn connected_servers(&self) -> usize {
+        self.clients.lock().expect("not poisoned").len()
+    }
+
+    fn engine(&self) -> Result<Arc<dyn ReadEngine>, RdmaError> {
+        let mut engine = self.engine.lock().expect("not poisoned");
+        if let Some(engine) = engine.as_ref() {
+            return Ok(Arc::clone(engine));
+        }
+        let opened = self.config.engine.open(&self.config.device)?;
+        *engine = Some(Arc::clone(&opened));
+        Ok(opened)
+    }
+
+    /// The client for `server`, made if there is none.
+    fn client(&self, server: &str, jwt: Option<&str>) -> Result<Arc<RdmaClient>, RdmaError> {
+        let key = (server.to_owned(), jwt.map(str::to_owned));
+        let now = Instant::now();
+        if let Some(cached) = self.clients.lock().expect("not poisoned").get_mut(&key) {
+            cached.used = now;
+            return Ok(Arc::clone(&cached.client));
+        }
+        let engine = self.engine()?;
+        let grpc = grpc_address(server, self.config.grpc_port_offset)?;
+        let config = RdmaClientConfig {
+            jwt: key.1.clone(),
+            location_ttl: self.config.location_ttl,
+            rpc_timeout: self.config.rpc_timeout,
+            read_timeout: self.config.read_timeout,
+        };
+        let client = Arc::new(RdmaClient::new(&grpc, engine, config)?);
+        let mut clients = self.clients.lock().expect("not poisoned");
+        if clients.len() >= self.config.max_servers.max(1)
+            && !clients.contains_key(&key)
+            && let Some(oldest) = clients.iter().min_by_key(|(_, c)| c.used).map(|(k, _)| k.clone())
+        {
+            clients.remove(&oldest);
+        }
+        // Another read may have made one meanwhile: use the one in the map.
+        let cached = clients.entry(key).or_insert(Cached { client, used: now });
+        Ok(Arc::clone(&cached.client))
+    }
+
+    /// Drops `client` (if it is still the one for `server`) so the next read reconnects.
+    fn forget(&self, server: &str, jwt: Option<&str>, client: &Arc<RdmaClient>) {
+        let key = (server.to_owned(), jwt.map(str::to_owned));
+        let mut clients = self.clients.lock().expect("not poisoned");
+        if clients.get(&key).is_some_and(|c| Arc::ptr_eq(&c.client, client)) {
+            clients.remove(&key);
+        }
+    }
+}
+
+impl ReadTransport for RdmaTransport {
+    fn name(&self) -> &'static str {
+        self.config.engine.transport_name()
+    }
+
+    fn read_needle<'a>(
+        &'a self,
+        server: &'a str,
+        fid: &'a FileId,
+        jwt: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<NeedleData, TransportError>> {
+        Box::pin(async move {
+            let client = self.client(server, jwt).map_err(|e| transport_error(&e))?;
+            match client.read(fid).await {
+                Ok(record) => Ok(needle_data(record)),
+                Err(e) => {
+                    if breaks_connection(&e) {
+                        self.forget(server, jwt, &client);
+                    }
+                    Err(transport_error(&e))
+                }
+            }
+        })
+    }
+
+    fn forget_needle(&self, server: &str, fid: &FileId) {
+        let clients = self.clients.lock().expect("not poisoned");
+        for ((at, _), cached) in clients.iter() {
+            if at == server {
+                cached.client.forget_location(fid);
+            }
+        }
+    }
+}
+
+/// The control plane's `host:port` for the volume server at HTTP `host:port`.
+fn grpc_address(server: &str, offset: u16) -> Result<String, RdmaError> {
+    let bad = || RdmaError::NoDevice(format!("no RDMA control-plane address for server {server:?}"));
+    let (host, port) = server.rsplit_once(':').ok_or_else(bad)?;
+    let port = port.parse::<u16>().ok().and_then(|p| p.checked_add(offset)).ok_or_else(bad)?;
+    Ok(format!("{host}:{port}"))
+}
+
+/// Whether the client's connection is suspect after `e`: then it is rebuilt.
+fn breaks_connection(e: &RdmaError) -> bool {
+    matches!(
+        e,
+        RdmaError::NoDevice(_) | RdmaError::ControlPlane(_) | RdmaError::Transfer(_) | RdmaError::Protocol(_)
+    )
+}
+
+/// The kind the fallback policy decides on (see the module docs).
+fn transport_error(e: &RdmaError) -> TransportError {
+    let kind = match e {
+        RdmaError::NoDevice(_) => TransportErrorKind::NotOffered,
+        RdmaError::ControlPlane(_)
+        | RdmaError::Transfer(_)
+        | RdmaError::Protocol(_)
+        | RdmaError::Refused(_) => TransportErrorKind::Unavailable,
+        RdmaError::NotFound { .. } | RdmaError::Deleted { .. } | RdmaError::VolumeNotHere { .. } => {
+            TransportErrorKind::NotFound
+        }
+        RdmaError::Corrupt { .. } => TransportErrorKind::Corrupt,
+        RdmaError::BadFid { .. } => TransportErrorKind::Server(400),
+    };
+    TransportError { kind, message: e.to_string() }
+}
+
+/// The needle's stored data out of its verified record, without copying it.
+fn needle_data(record: NeedleRecord) -> NeedleData {
+    let needle = record.needle();
+    let compressed = needle.is_compressed();
+    let content_type = (!needle.mime.is_empty()).then(|| String::from_utf8_lossy(needle.mime).into_owned());
+    let start = needle.data.as_ptr() as usize - record.record.as_ptr() as usize;
+    let data = start..start + needle.data.len();
+    NeedleData { bytes: Bytes::from(record.record).slice(data), compressed, crc: record.crc, content_type }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_control_plane_is_on_the_http_port_plus_the_offset() {
+        assert_eq!(grpc_address("127.0.0.1:8080", 10000).unwrap(), "127.0.0.1:18080");
+        assert_eq!(grpc_address("[::1]:8080", 10000).unwrap(), "[::1]:18080");
+        for bad in ["localhost", "h:x", "h:60000"] {
+            assert!(matches!(grpc_address(bad, 10000), Err(RdmaError::NoDevice(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_map_to_what_the_policy_decides_on() {
+        let fid = || "3,01637037d6".to_owned();
+        let cases = [
+            (RdmaError::NoDevice("none".into()), TransportErrorKind::NotOffered),
+            (RdmaError::ControlPlane("refused".into()), TransportErrorKind::Unavailable),
+            (RdmaError::Transfer("qp".into()), TransportErrorKind::Unavailable),
+            (RdmaError::Protocol("?".into()), TransportErrorKind::Unavailable),
+            (RdmaError::Refused("jwt".into()), TransportErrorKind::Unavailable),
+            (RdmaError::NotFound { fid: fid() }, TransportErrorKind::NotFound),
+            (RdmaError::Deleted { fid: fid() }, TransportErrorKind::NotFound),
+            (RdmaError::VolumeNotHere { fid: fid() }, TransportErrorKind::NotFound),
+            (RdmaError::Corrupt { fid: fid(), reason: "crc".into() }, TransportErrorKind::Corrupt),
+            (RdmaError::BadFid { fid: fid(), message: "scope".into() }, TransportErrorKind::Server(400)),
+        ];
+        for (error, kind) in cases {
+            let mapped = transport_error(&error);
+            assert_eq!(mapped.kind, kind, "{error}");
+            assert_eq!(mapped.message, error.to_string());
+        }
+    }
+
+    #[test]
+    fn stored_data_is_sliced_from_the_verified_record() {
+        let data = b"some stored bytes";
+        let needle =
+            needle::Needle::new(needle::NeedleId(7), needle::Cookie(9), data).with_mime(b"text/plain");
+        let record = needle.to_bytes(needle::Version::V3).unwrap();
+        let crc = needle::crc::crc32c(data);
+        let out = needle_data(NeedleRecord { record, version: needle::Version::V3, crc });
+        assert_eq!(&out.bytes[..], data);
+        assert_eq!((out.crc, out.compressed, out.content_type.as_deref()), (crc, false, Some("text/plain")));
+    }
+}

@@ -8,7 +8,8 @@
 //! cargo run -p client-sdk --example weed-cli -- delete 1,01a2b3c4d5
 //! ```
 //!
-//! `--master HOST:PORT` (or `$SEAWEED_MASTER`) picks another master or standalone server.
+//! `--master HOST:PORT` (or `$SEAWEED_MASTER`) picks another master or standalone server;
+//! `$SEAWEED_RDMA_ENGINE` the RDMA engine (`sideway`, or `async-rdma` with that feature).
 //! Downloads stream to the file and are verified before any byte is written; they go
 //! over RDMA when they can, and say why not when they cannot (e.g. `not over
 //! rdma-sideway: not_offered`).
@@ -40,10 +41,19 @@ async fn run(master: &str, args: &[String]) -> Result<(), String> {
     let builder = Client::builder(master);
     // RDMA first when this host has a device and the server offers it; the download
     // command says why it was not used otherwise.
+    // `$SEAWEED_RDMA_ENGINE` picks the engine: sideway (default), or async-rdma when built
+    // with the `async-rdma` feature.
     #[cfg(feature = "rdma")]
-    let builder = builder.rdma_transport(std::sync::Arc::new(client_sdk::RdmaTransport::new(
-        client_sdk::RdmaTransportConfig::default(),
-    )));
+    let builder = {
+        let engine = match std::env::var("SEAWEED_RDMA_ENGINE").as_deref() {
+            Err(_) | Ok("sideway") => client_sdk::RdmaEngine::Sideway,
+            #[cfg(feature = "async-rdma")]
+            Ok("async-rdma") => client_sdk::RdmaEngine::AsyncRdma,
+            Ok(other) => return Err(format!("SEAWEED_RDMA_ENGINE={other}: not an engine built in")),
+        };
+        let config = client_sdk::RdmaTransportConfig { engine, ..client_sdk::RdmaTransportConfig::default() };
+        builder.rdma_transport(std::sync::Arc::new(client_sdk::RdmaTransport::new(config)))
+    };
     let client = builder.build().map_err(|e| e.to_string())?;
     let fid = |text: &String| text.parse::<FileId>().map_err(|e| Error::from(e).to_string());
     match args {

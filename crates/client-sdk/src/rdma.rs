@@ -37,6 +37,11 @@ pub enum RdmaEngine {
     /// sideway (libibverbs loaded at run time): the default.
     #[default]
     Sideway,
+    /// async-rdma 0.5.0 (feature `async-rdma`; GPL-3.0). Its completions are polled on the
+    /// tokio runtime that made the first read to a server, so that runtime must keep
+    /// running (and have IO enabled) while the client reads.
+    #[cfg(feature = "async-rdma")]
+    AsyncRdma,
 }
 
 impl RdmaEngine {
@@ -44,12 +49,19 @@ impl RdmaEngine {
     fn transport_name(self) -> &'static str {
         match self {
             RdmaEngine::Sideway => "rdma-sideway",
+            #[cfg(feature = "async-rdma")]
+            RdmaEngine::AsyncRdma => "rdma-async-rdma",
         }
     }
 
     fn open(self, device: &DeviceChoice) -> Result<Arc<dyn ReadEngine>, RdmaError> {
         match self {
             RdmaEngine::Sideway => Ok(Arc::new(SidewayEngine::open(SidewayConfig::new(device.clone()))?)),
+            #[cfg(feature = "async-rdma")]
+            RdmaEngine::AsyncRdma => {
+                use rdma_transport::async_rdma_engine::{AsyncRdmaConfig, AsyncRdmaEngine};
+                Ok(Arc::new(AsyncRdmaEngine::open(AsyncRdmaConfig::new(device.clone()))?))
+            }
         }
     }
 }

@@ -3,8 +3,9 @@
 //! in the Soft-RoCE guest. It prints figures and ratios and never passes or fails on them.
 //!
 //! For each needle size (default 4 KiB, 64 KiB, 1 MiB), and each path (RDMA:
-//! `RdmaPolicy::Require` with the sideway engine, so nothing can fall back; HTTP:
-//! `RdmaPolicy::Off`), after one warm-up read of every needle:
+//! `RdmaPolicy::Require`, so nothing can fall back, once per engine built in: sideway, and
+//! async-rdma with the `async-rdma` feature; HTTP: `RdmaPolicy::Off`), after one warm-up
+//! read of every needle:
 //! - latency: one download at a time for `--seconds`, p50 and p99;
 //! - throughput: `--concurrency` downloads outstanding for `--seconds`, MB/s of needle data;
 //! - the server's CPU time (utime + stime of its process, from `/proc/<pid>/stat`) over
@@ -28,7 +29,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use client_sdk::{
-    Client, DeviceChoice, FileId, RdmaPolicy, RdmaTransport, RdmaTransportConfig, UploadOptions,
+    Client, DeviceChoice, FileId, RdmaEngine, RdmaPolicy, RdmaTransport, RdmaTransportConfig, ReadTransport,
+    UploadOptions,
 };
 
 struct Options {
@@ -217,16 +219,28 @@ async fn run(o: &Options) -> Result<(), BoxError> {
     let server = Server::start(o)?;
     let defaults = RdmaTransportConfig::default();
     let location_ttl = o.location_ttl.unwrap_or(defaults.location_ttl);
-    let rdma = RdmaTransport::new(RdmaTransportConfig {
-        device: DeviceChoice::Name(o.device.clone()),
-        location_ttl,
-        ..defaults
-    });
-    let over_rdma = Client::builder(&server.addr)
-        .rdma_transport(Arc::new(rdma))
-        .rdma_policy(RdmaPolicy::Require)
-        .rdma_timeout(Duration::from_secs(10))
-        .build()?;
+    let engines = [
+        RdmaEngine::Sideway,
+        #[cfg(feature = "async-rdma")]
+        RdmaEngine::AsyncRdma,
+    ];
+    // One client per engine, named as the transport names itself ("rdma-sideway", ...).
+    let mut over_rdma = Vec::new();
+    for engine in engines {
+        let rdma = RdmaTransport::new(RdmaTransportConfig {
+            engine,
+            device: DeviceChoice::Name(o.device.clone()),
+            location_ttl,
+            ..defaults.clone()
+        });
+        let name = rdma.name();
+        let client = Client::builder(&server.addr)
+            .rdma_transport(Arc::new(rdma))
+            .rdma_policy(RdmaPolicy::Require)
+            .rdma_timeout(Duration::from_secs(10))
+            .build()?;
+        over_rdma.push((name, client));
+    }
     let over_http = Client::builder(&server.addr).rdma_policy(RdmaPolicy::Off).build()?;
 
     println!(
@@ -239,7 +253,7 @@ async fn run(o: &Options) -> Result<(), BoxError> {
         location_ttl
     );
     println!(
-        "{:>9} {:>5} {:>10} {:>10} {:>10} {:>14}",
+        "{:>9} {:>15} {:>10} {:>10} {:>10} {:>14}",
         "size", "path", "p50 us", "p99 us", "MB/s", "srv CPU s/GiB"
     );
     let mut rows = Vec::new();
@@ -251,11 +265,14 @@ async fn run(o: &Options) -> Result<(), BoxError> {
             fids.push(over_http.upload(data, &UploadOptions::named("bench.bin")).await?.fid);
         }
         let fids = Arc::new(fids);
-        let rdma = measure(&over_rdma, &server, &fids, size, o).await?;
+        let mut rdma = Vec::new();
+        for (name, client) in &over_rdma {
+            rdma.push((*name, measure(client, &server, &fids, size, o).await?));
+        }
         let http = measure(&over_http, &server, &fids, size, o).await?;
-        for (path, f) in [("rdma", &rdma), ("http", &http)] {
+        for (path, f) in rdma.iter().map(|(name, f)| (*name, f)).chain([("http", &http)]) {
             println!(
-                "{:>9} {:>5} {:>10.0} {:>10.0} {:>10.1} {:>14.2}",
+                "{:>9} {:>15} {:>10.0} {:>10.0} {:>10.1} {:>14.2}",
                 human(size),
                 path,
                 f.p50.as_secs_f64() * 1e6,
@@ -268,14 +285,17 @@ async fn run(o: &Options) -> Result<(), BoxError> {
     }
     println!("ratios RDMA / HTTP (targets: p50 at 4 KiB <= 0.5, MB/s at 1 MiB >= 2, CPU per GiB <= 0.1):");
     for (size, rdma, http) in &rows {
-        println!(
-            "{:>9}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x, server CPU per GiB {:.3}x",
-            human(*size),
-            rdma.p50.as_secs_f64() / http.p50.as_secs_f64(),
-            rdma.p99.as_secs_f64() / http.p99.as_secs_f64(),
-            rdma.mb_per_s / http.mb_per_s,
-            rdma.cpu_s_per_gib / http.cpu_s_per_gib,
-        );
+        for (name, rdma) in rdma {
+            println!(
+                "{:>9} {:>15}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x, server CPU per GiB {:.3}x",
+                human(*size),
+                name,
+                rdma.p50.as_secs_f64() / http.p50.as_secs_f64(),
+                rdma.p99.as_secs_f64() / http.p99.as_secs_f64(),
+                rdma.mb_per_s / http.mb_per_s,
+                rdma.cpu_s_per_gib / http.cpu_s_per_gib,
+            );
+        }
     }
     println!(
         "note: with Soft-RoCE the RDMA responder runs in the guest kernel (rxe), outside the server process, so its CPU is not in the server's figure; on an RNIC it is the NIC's."

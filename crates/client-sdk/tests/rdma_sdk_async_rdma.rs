@@ -1,0 +1,24 @@
+//! The SDK scenarios of `rdma_sdk.rs` (in `sdk_scenarios`) through the async-rdma engine
+//! (feature `async-rdma`), in the Soft-RoCE guest (`testbeds rdma-tests`).
+
+mod common;
+mod sdk_scenarios;
+
+use client_sdk::RdmaEngine;
+
+macro_rules! rdma_sdk_tests {
+    ($($scenario:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[ignore = "needs an RDMA device: runs in the Soft-RoCE guest (scripts/test-all)"]
+        async fn $scenario() {
+            sdk_scenarios::$scenario(RdmaEngine::AsyncRdma).await;
+        }
+    )*};
+}
+
+rdma_sdk_tests!(
+    uploads_read_back_over_rdma_byte_exact,
+    a_corrupted_byte_fails_verification_over_rdma_and_over_http,
+    a_killed_server_means_fallback_or_a_clear_error_then_rdma_resumes,
+    many_concurrent_readers_on_mixed_sizes,
+);

@@ -1,0 +1,286 @@
+//! The SDK's RDMA scenarios, run once per engine by `rdma_sdk.rs` (sideway) and
+//! `rdma_sdk_async_rdma.rs` (async-rdma, feature `async-rdma`) in the Soft-RoCE guest: a
+//! real `volume-server` process with RDMA on (rxe0), data on tmpfs, uploads through the
+//! SDK, reads through [`RdmaTransport`] with the engine given. `RdmaPolicy::Require` proves
+//! a read came over RDMA (it cannot fall back); `Prefer` shows the fallback doing its job.
+
+use crate::common;
+use client_sdk::{
+    Backoff, Client, DeviceChoice, Error, FallbackReason, FileId, RdmaEngine, RdmaPolicy, RdmaTransport,
+    RdmaTransportConfig, ReadTransport, UploadOptions,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use testbeds::process::ServerProcess;
+use testbeds::pseudo_random;
+
+fn device() -> String {
+    std::env::var("SOFTROCE_DEVICE").unwrap_or_else(|_| "rxe0".to_owned())
+}
+
+/// A `volume-server` with RDMA on, standalone (it answers the master API itself), that
+/// can be killed and started again on the same ports and data.
+struct RdmaVolumeServer {
+    process: Option<ServerProcess>,
+    dir: tempfile::TempDir,
+    port: u16,
+    starts: u32,
+}
+
+impl RdmaVolumeServer {
+    fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("sdk-rdma-").tempdir_in("/dev/shm").expect("tmpfs");
+        let port = testbeds::process::free_port_pair().expect("a free port pair");
+        let mut server = Self { process: None, dir, port, starts: 0 };
+        server.launch();
+        server
+    }
+
+    fn launch(&mut self) {
+        let args: Vec<String> = [
+            "--dir",
+            &self.dir.path().display().to_string(),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            &self.port.to_string(),
+            "--rdma-device",
+            &device(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.starts += 1;
+        let log = self.dir.path().with_extension(format!("log-{}", self.starts));
+        let mut process =
+            ServerProcess::spawn(&common::volume_server_bin(), "volume-server", &args, log).expect("spawn");
+        let health = format!("http://{}/healthz", self.addr());
+        process
+            .wait_ready(|| ureq::get(&health).timeout(Duration::from_secs(2)).call().is_ok())
+            .expect("volume-server ready");
+        self.process = Some(process);
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL: sessions, queue pairs and registrations vanish with the process.
+    fn kill(&mut self) {
+        self.process.take().expect("running").kill();
+    }
+
+    fn dat(&self, fid: &FileId) -> std::path::PathBuf {
+        self.dir.path().join(format!("{}.dat", fid.volume.0))
+    }
+}
+
+fn rdma_transport(engine: RdmaEngine) -> Arc<RdmaTransport> {
+    Arc::new(RdmaTransport::new(RdmaTransportConfig {
+        engine,
+        device: DeviceChoice::Name(device()),
+        read_timeout: Duration::from_secs(3),
+        rpc_timeout: Duration::from_secs(3),
+        ..RdmaTransportConfig::default()
+    }))
+}
+
+/// The transport's name in the client's metrics and errors.
+fn rdma_name(engine: RdmaEngine) -> &'static str {
+    rdma_transport(engine).name()
+}
+
+fn client(server: &RdmaVolumeServer, engine: RdmaEngine, policy: RdmaPolicy) -> Client {
+    Client::builder(server.addr())
+        .rdma_transport(rdma_transport(engine))
+        .rdma_policy(policy)
+        .rdma_timeout(Duration::from_secs(4))
+        .request_timeout(Duration::from_secs(10))
+        .backoff(Backoff { initial: Duration::from_millis(200), max: Duration::from_millis(200) })
+        .build()
+        .expect("a client")
+}
+
+async fn upload(client: &Client, data: &[u8]) -> FileId {
+    client.upload(data.to_vec(), &UploadOptions::named("blob.bin")).await.expect("upload").fid
+}
+
+pub async fn uploads_read_back_over_rdma_byte_exact(engine: RdmaEngine) {
+    let rdma = rdma_name(engine);
+    let server = RdmaVolumeServer::start();
+    let client = client(&server, engine, RdmaPolicy::Require);
+    let sizes = [1usize, 4096, 65_536, 65_537, 1 << 20, 3 * (1 << 20) + 7];
+    let mut uploaded = Vec::new();
+    for (i, &len) in sizes.iter().enumerate() {
+        let data = pseudo_random(len, 500 + i as u64);
+        uploaded.push((upload(&client, &data).await, data));
+    }
+    for (fid, data) in &uploaded {
+        let read = client.download(fid).await.unwrap_or_else(|e| panic!("{fid} ({} bytes): {e}", data.len()));
+        assert!(
+            read == data[..],
+            "{fid}: {} bytes read, {} expected, contents differ",
+            read.len(),
+            data.len()
+        );
+    }
+    // Ranged and streamed reads take the RDMA path too (whole needle, verified, sliced).
+    let (fid, data) = &uploaded[4];
+    assert_eq!(client.read_range(fid, 1000..300_000).await.unwrap(), &data[1000..300_000]);
+    let mut stream = client.download_stream(fid).await.unwrap();
+    let mut streamed = Vec::new();
+    while let Some(chunk) = stream.next_chunk().await {
+        streamed.extend_from_slice(&chunk.unwrap());
+    }
+    assert!(streamed == *data);
+
+    // Deleted: "not found" over RDMA is authoritative.
+    client.delete(&uploaded[0].0).await.unwrap();
+    assert!(matches!(client.download(&uploaded[0].0).await, Err(Error::NotFound { .. })));
+
+    let metrics = client.metrics();
+    assert!(metrics.reads.get(rdma).copied().unwrap_or(0) >= sizes.len() as u64 + 2, "{metrics:?}");
+    assert_eq!(metrics.reads.get("http"), None, "Require never reads over HTTP: {metrics:?}");
+}
+
+pub async fn a_corrupted_byte_fails_verification_over_rdma_and_over_http(engine: RdmaEngine) {
+    let rdma = rdma_name(engine);
+    let server = RdmaVolumeServer::start();
+    let strict = client(&server, engine, RdmaPolicy::Require);
+    let data = pseudo_random(40_000, 600);
+    let fid = upload(&strict, &data).await;
+    assert_eq!(strict.download(&fid).await.unwrap(), data);
+
+    let dat = server.dat(&fid);
+    let content = std::fs::read(&dat).unwrap();
+    let at = content.windows(64).position(|w| w == &data[9000..9064]).expect("the data in the .dat") + 20;
+    let file = std::fs::OpenOptions::new().write(true).open(&dat).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[content[at] ^ 0x40], at as u64).unwrap();
+
+    // RDMA only: the READ sees the flipped byte (the file is registered) and the CRC
+    // check refuses it.
+    match strict.download(&fid).await {
+        Err(Error::ChecksumMismatch { detail, .. }) => assert!(detail.contains(rdma), "{detail}"),
+        other => panic!("RDMA: expected a checksum mismatch, got {other:?}"),
+    }
+    // HTTP only, and RDMA first with HTTP fallback: an error every time, never bytes.
+    let http = client(&server, engine, RdmaPolicy::Off);
+    let prefer = client(&server, engine, RdmaPolicy::Prefer);
+    for (which, client) in [("http", &http), ("prefer", &prefer)] {
+        match client.download(&fid).await {
+            Err(Error::ChecksumMismatch { .. }) => {}
+            Err(Error::Server { status, .. }) if status >= 500 => {}
+            other => panic!("{which}: expected a verification failure, got {other:?}"),
+        }
+    }
+    let counts = prefer.fallback_counts();
+    assert_eq!(counts.get(&(rdma, FallbackReason::VerificationFailed)), Some(&1), "{counts:?}");
+}
+
+pub async fn a_killed_server_means_fallback_or_a_clear_error_then_rdma_resumes(engine: RdmaEngine) {
+    let rdma = rdma_name(engine);
+    let mut server = RdmaVolumeServer::start();
+    let client = client(&server, engine, RdmaPolicy::Prefer);
+    let mut uploaded = Vec::new();
+    for i in 0..12u64 {
+        let data = pseudo_random([3000, 70_000, 400_000][i as usize % 3], 700 + i);
+        uploaded.push((upload(&client, &data).await, data));
+    }
+    let uploaded = Arc::new(uploaded);
+    for (fid, data) in uploaded.iter() {
+        assert_eq!(client.download(fid).await.unwrap(), data[..]);
+    }
+    let over_rdma = |c: &Client| c.metrics().reads.get(rdma).copied().unwrap_or(0);
+    assert_eq!(over_rdma(&client), uploaded.len() as u64, "warm: every read over RDMA");
+
+    // Readers keep going while the server is killed and started again.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for r in 0..4usize {
+        let (client, uploaded, stop) = (client.clone(), Arc::clone(&uploaded), Arc::clone(&stop));
+        readers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            let mut i = r;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (fid, data) = &uploaded[i % uploaded.len()];
+                match client.download(fid).await {
+                    Ok(read) => {
+                        assert!(read == data[..], "{fid}: wrong bytes returned");
+                        ok += 1;
+                    }
+                    Err(e) => failed.push(e.to_string()),
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok, failed)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::task::block_in_place(|| server.launch());
+    let back = over_rdma(&client);
+
+    // RDMA resumes: reads are served over RDMA again within a bounded time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while over_rdma(&client) < back + 8 {
+        assert!(Instant::now() < deadline, "RDMA did not resume: {:?}", client.metrics());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for reader in readers {
+        let (o, f) = tokio::time::timeout(Duration::from_secs(60), reader)
+            .await
+            .expect("every read completes within bounded time")
+            .expect("a reader task");
+        ok += o;
+        failed.extend(f);
+    }
+    let counts = client.fallback_counts();
+    let fell_back: u64 =
+        counts.iter().filter(|((t, r), _)| *t == rdma && *r != FallbackReason::Backoff).map(|(_, n)| n).sum();
+    assert!(fell_back >= 1, "the dead server made RDMA fall back: {counts:?}");
+    for error in &failed {
+        // Only while the server was down: nothing reached it on any transport.
+        assert!(
+            error.contains("no transport reached") || error.contains("master"),
+            "an unclear error: {error}"
+        );
+    }
+    eprintln!("{ok} reads verified, {} failed while the server was down; fallbacks {counts:?}", failed.len());
+    // And after all that, a plain RDMA-only read works again.
+    let strict = self::client(&server, engine, RdmaPolicy::Require);
+    assert_eq!(strict.download(&uploaded[1].0).await.unwrap(), uploaded[1].1[..]);
+}
+
+pub async fn many_concurrent_readers_on_mixed_sizes(engine: RdmaEngine) {
+    let rdma = rdma_name(engine);
+    let server = RdmaVolumeServer::start();
+    let client = client(&server, engine, RdmaPolicy::Require);
+    let sizes = [4096usize, 65_536, 1 << 20, 150_001, 333];
+    let mut uploaded = Vec::new();
+    for i in 0..30u64 {
+        let data = pseudo_random(sizes[i as usize % sizes.len()], 800 + i);
+        uploaded.push((upload(&client, &data).await, data));
+    }
+    let uploaded = Arc::new(uploaded);
+    let mut tasks = Vec::new();
+    for t in 0..16usize {
+        let (client, uploaded) = (client.clone(), Arc::clone(&uploaded));
+        tasks.push(tokio::spawn(async move {
+            for n in 0..12usize {
+                let (fid, data) = &uploaded[(t * 7 + n * 5) % uploaded.len()];
+                let read = client.download(fid).await.unwrap_or_else(|e| panic!("{fid}: {e}"));
+                assert!(read == data[..], "{fid}: contents differ");
+            }
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(300), task).await.expect("bounded").expect("a reader");
+    }
+    let metrics = client.metrics();
+    assert_eq!(metrics.reads.get(rdma), Some(&(16 * 12)), "{metrics:?}");
+    assert!(metrics.fallbacks.is_empty(), "{metrics:?}");
+}

@@ -5,8 +5,7 @@
 //! Keys come from one sequence for the whole server, started above the largest key
 //! any volume holds, so an assigned fid never names an existing needle; cookies are
 //! random. Assign picks a writable volume of the requested collection, replication
-//! and TTL at random, first creating one while there are fewer than weed master's seven
-//! and `--max` allows.
+//! and TTL, and creates one when there is none and `--max` allows.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -20,10 +19,6 @@ use serde::Serialize;
 use crate::http::{SharedState, json_response, query_params};
 use crate::store::Store;
 use crate::upload::go_json;
-
-/// Writable volumes assign keeps per collection, replication and TTL (while `--max`
-/// allows): weed master's growth count for a single copy.
-const WRITABLE_VOLUMES: usize = 7;
 
 pub struct MasterApi {
     /// `ip:port` clients should send reads and writes to.
@@ -92,21 +87,19 @@ pub async fn assign(State(state): State<SharedState>, request: Request) -> Respo
                 && store.is_writable(v)
         })
         .collect();
-    // Grow like weed master: several writable volumes per layout, because each volume
-    // appends under its own lock and concurrent writers spread over them.
-    if candidates.len() < WRITABLE_VOLUMES {
+    let volume = if candidates.is_empty() {
         match store.create_volume(&collection, replica, ttl) {
-            Ok(v) => candidates.push(v),
-            Err(e) if candidates.is_empty() => {
+            Ok(v) => v,
+            Err(e) => {
                 return not_acceptable(format!(
                     "failed to find writable volumes for collection:{collection} replication:{replication} ttl:{ttl} error: {e}"
                 ));
             }
-            // `--max` reached: the volumes there are will do.
-            Err(_) => {}
         }
-    }
-    let volume = candidates.swap_remove(rand::rng().random_range(0..candidates.len()));
+    } else {
+        let i = rand::rng().random_range(0..candidates.len());
+        candidates.swap_remove(i)
+    };
     let key = master.next_key.fetch_add(count, Ordering::Relaxed);
     let fid = FileId::new(volume.id(), NeedleId(key), Cookie(rand::rng().random()));
     reply(

@@ -262,12 +262,17 @@ fn check_run_dir_path(path: &Path) -> Result<(), Error> {
             "{text} contains a space or a comma; set SEAWEED_RDMA_GUEST_CACHE to a plain path"
         )));
     }
-    if let Some(mount) = GUEST_OWN_MOUNTS.iter().find(|m| path.starts_with(m)) {
+    if let Some(mount) = hidden_in_guest(path) {
         return Err(Error::InvalidSetup(format!(
             "{text} is under {mount}, which the guest mounts over; set SEAWEED_RDMA_GUEST_CACHE elsewhere"
         )));
     }
     Ok(())
+}
+
+/// The guest's own mount that hides the host's `path` from it, if any.
+pub(crate) fn hidden_in_guest(path: &Path) -> Option<&'static str> {
+    GUEST_OWN_MOUNTS.iter().copied().find(|m| path.starts_with(m))
 }
 
 /// What init reported on the console.
@@ -917,6 +922,13 @@ mod tests {
         }
         // Only whole components count: /tmpfoo is not under /tmp.
         assert!(check_run_dir_path(Path::new("/tmpfoo/runs/1")).is_ok());
+    }
+
+    #[test]
+    fn test_binaries_under_the_guests_own_mounts_are_caught() {
+        assert_eq!(hidden_in_guest(Path::new("/tmp/target/debug/deps/rdma_sdk-0123")), Some("/tmp"));
+        assert_eq!(hidden_in_guest(Path::new("/root/.cache/seaweed-rdma/target/debug/deps/x")), None);
+        assert_eq!(hidden_in_guest(Path::new("/tmpfoo/target/x")), None);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::guest::{Echo, Guest, GuestCommand, GuestConfig};
+use super::guest::{Echo, Guest, GuestCommand, GuestConfig, hidden_in_guest};
 use super::image::GuestImage;
 use super::perftest::{self, SELFCHECK_CASES};
 use super::{Error, tail_lines};
@@ -143,6 +143,15 @@ pub fn run_in_guest(
     if executables.is_empty() {
         return Err(Error::NoRdmaTests(format!(
             "no integration-test target named {TARGET_PREFIX}* in the workspace"
+        )));
+    }
+    // Host binaries run in the guest at the same path, which the guest must see.
+    if let Some((executable, mount)) =
+        executables.iter().find_map(|e| hidden_in_guest(&e.path).map(|mount| (e, mount)))
+    {
+        return Err(Error::InvalidSetup(format!(
+            "{} is under {mount}, which the guest mounts over: build with CARGO_TARGET_DIR elsewhere",
+            executable.path.display()
         )));
     }
     let config = GuestConfig {

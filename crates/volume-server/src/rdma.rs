@@ -97,7 +97,7 @@ impl NeedleSource for StoreSource {
                 offset: location.offset,
                 size: location.size,
                 version: location.version,
-                compaction_revision: v.status().compaction_revision,
+                compaction_revision: v.compaction_revision(),
             }),
             Err(Error::NeedleNotFound(_)) => Lookup::NotFound,
             Err(Error::AlreadyDeleted(_)) => Lookup::Deleted,

@@ -264,7 +264,7 @@ impl Store {
             volumes.insert(id.0, (dir_index, Arc::clone(&new)));
             new
         };
-        tracing::info!(volume = id.0, revision = new.status().compaction_revision, "compaction committed");
+        tracing::info!(volume = id.0, revision = new.compaction_revision(), "compaction committed");
         self.changed.notify_one();
         Ok(new)
     }

@@ -52,10 +52,15 @@ pub struct NeedleLocation {
     pub offset: u64,
     /// The header's `Size` (body length).
     pub size: u32,
-    /// Bytes the record occupies, padding included.
-    pub record_size: u64,
     /// Record format, needed to decode it.
     pub version: Version,
+}
+
+impl NeedleLocation {
+    /// Bytes the record occupies, padding included.
+    pub fn record_size(&self) -> u64 {
+        self.version.record_size(self.size)
+    }
 }
 
 /// A needle read and verified (header, CRC, cookie, TTL): the record's bytes.
@@ -273,6 +278,11 @@ impl Volume {
         self.super_block.ttl
     }
 
+    /// Bumped by every vacuum commit: records are elsewhere in a file of another revision.
+    pub fn compaction_revision(&self) -> u16 {
+        self.super_block.compaction_revision
+    }
+
     pub fn replica_placement(&self) -> ReplicaPlacement {
         self.super_block.replica_placement
     }
@@ -311,7 +321,7 @@ impl Volume {
             version: self.version(),
             replica_placement: self.replica_placement(),
             ttl: self.ttl(),
-            compaction_revision: self.super_block.compaction_revision,
+            compaction_revision: self.compaction_revision(),
             read_only: self.is_read_only(),
             dat_size: self.dat_size(),
             modified_at_second: self.modified_at.load(Ordering::Relaxed),
@@ -319,15 +329,8 @@ impl Volume {
         }
     }
 
-    /// Where the live needle `id` is in the `.dat`, without reading it; `None` if it
-    /// does not exist or was deleted. For the RDMA control plane.
-    pub fn locate(&self, id: NeedleId) -> Result<Option<NeedleLocation>> {
-        Ok(self.map.get(id)?.filter(|v| !v.deleted).map(|v| self.location(v)))
-    }
-
     fn location(&self, v: NeedleValue) -> NeedleLocation {
-        let version = self.version();
-        NeedleLocation { offset: v.offset, size: v.size, record_size: version.record_size(v.size), version }
+        NeedleLocation { offset: v.offset, size: v.size, version: self.version() }
     }
 
     fn read_record(&self, offset: u64, size: u32) -> Result<Vec<u8>> {
@@ -647,8 +650,8 @@ mod tests {
             assert!(matches!(put(&v, 1, 7, b"hello"), WriteOutcome::Written(_)));
             assert_eq!(put(&v, 1, 7, b"hello"), WriteOutcome::Unchanged, "identical rewrite");
             let WriteOutcome::Written(loc) = put(&v, 2, 8, b"world!") else { panic!("not written") };
-            assert_eq!(v.locate(NeedleId(2)).unwrap(), Some(loc));
-            assert_eq!(loc.record_size, Version::V3.record_size(loc.size));
+            assert_eq!(v.locate_readable(NeedleId(2), false).unwrap(), loc);
+            assert_eq!(loc.record_size(), Version::V3.record_size(loc.size));
             let read = v.read(NeedleId(1), Cookie(7)).unwrap();
             assert_eq!(
                 (read.needle().data, read.needle().name, read.crc),
@@ -666,7 +669,7 @@ mod tests {
             assert!(matches!(v.read(NeedleId(2), Cookie(8)), Err(Error::AlreadyDeleted(_))));
             assert_eq!(v.read_maybe_deleted(NeedleId(2), Cookie(8), true).unwrap().needle().data, b"world!");
             assert!(matches!(v.delete(NeedleId(2), Cookie(8)), Err(Error::NeedleNotFound(_))));
-            assert_eq!(v.locate(NeedleId(2)).unwrap(), None);
+            assert!(matches!(v.locate_readable(NeedleId(2), false), Err(Error::AlreadyDeleted(_))));
             let before = v.status();
             let last_ns = v.writer.lock().unwrap().last_append_ns;
             let dat_len = std::fs::metadata(v.dat_path()).unwrap().len();

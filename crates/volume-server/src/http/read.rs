@@ -42,7 +42,7 @@ fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
     let read = || volume.read_at(id, url.fid.cookie, location);
     // A large record may come from disk rather than the page cache: let the runtime
     // move other connections off this worker while it is read.
-    let stored = if location.record_size > LARGE_READ { tokio::task::block_in_place(read) } else { read() }
+    let stored = if location.record_size() > LARGE_READ { tokio::task::block_in_place(read) } else { read() }
         .map_err(ApiError::for_read)?;
     let needle = stored.needle();
     let headers_in = request.headers();

@@ -157,11 +157,13 @@ pub fn parse_dat_name(file_name: &str) -> Option<(String, VolumeId)> {
     Some((collection.to_owned(), vid.parse().ok()?))
 }
 
-fn now_seconds() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+/// The server's one wall clock, in Unix seconds (TTLs, modification times).
+pub(crate) fn now_seconds() -> u64 {
+    now_ns() / 1_000_000_000
 }
 
-fn now_ns() -> u64 {
+/// The server's one wall clock, in Unix nanoseconds (AppendAtNs, TTL expiry).
+pub(crate) fn now_ns() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 

@@ -5,7 +5,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use needle::{FileId, ReplicaPlacement, Ttl, VolumeId};
 use tokio_stream::Stream;
@@ -65,8 +64,9 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work).await.map_err(|e| Status::internal(e.to_string()))?.map_err(status)
 }
 
+/// Ping's clock readings: weed's proto carries them as int64 nanoseconds.
 fn now_ns() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+    crate::volume::now_ns() as i64
 }
 
 /// weed's per-file answer to a batch delete: HTTP status codes in a gRPC reply.

@@ -15,7 +15,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
@@ -153,13 +153,7 @@ async fn common_headers(State(state): State<SharedState>, request: Request, next
     response
 }
 
-pub(crate) fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-}
-
-pub(crate) fn now_seconds() -> u64 {
-    now_ns() / 1_000_000_000
-}
+pub(crate) use crate::volume::{now_ns, now_seconds};
 
 /// Query parameters, first value of each (Go's `FormValue`).
 pub(crate) fn query_params(request: &Request) -> BTreeMap<String, String> {

@@ -93,9 +93,15 @@ struct Counters {
 #[derive(Clone, Debug)]
 struct Location {
     segments: Vec<proto::Segment>,
-    read_size: u64,
     needle_size: u32,
     version: Version,
+}
+
+impl Location {
+    /// Bytes of the record the segments add up to (no padding).
+    fn read_size(&self) -> usize {
+        self.version.unpadded_record_size(self.needle_size)
+    }
 }
 
 struct CachedLocation {
@@ -246,10 +252,11 @@ impl RdmaClient {
                 return Attempt::Retry(e);
             }
         };
-        match verify_record(fid, location.needle_size, location.version, &record) {
-            Ok(crc) => {
+        let verified = verify_record(fid, location.needle_size, location.version, &record)
+            .map(|(needle, crc)| (needle.is_expired_at(unix_now_ns()), crc));
+        match verified {
+            Ok((expired, crc)) => {
                 let version = location.version;
-                let expired = Needle::parse(&record, version).is_ok_and(|n| n.is_expired_at(unix_now_ns()));
                 if expired {
                     // As weed's HTTP read says: a needle past its TTL is not found.
                     return Attempt::Done(Err(RdmaError::NotFound { fid: fid.to_string() }));
@@ -365,12 +372,7 @@ impl RdmaClient {
             volume.revision = result.compaction_revision;
             volume.needles.clear();
         }
-        Ok(Location {
-            segments: result.segments.clone(),
-            read_size: result.read_size,
-            needle_size: result.needle_size,
-            version,
-        })
+        Ok(Location { segments: result.segments.clone(), needle_size: result.needle_size, version })
     }
 
     fn cached_location(&self, fid: &FileId) -> Option<Location> {
@@ -421,7 +423,7 @@ impl RdmaClient {
         if parts.len() == 1 {
             return Ok(parts.into_iter().next().expect("one part"));
         }
-        let mut record = Vec::with_capacity(location.read_size as usize);
+        let mut record = Vec::with_capacity(location.read_size());
         for part in parts {
             record.extend_from_slice(&part);
         }

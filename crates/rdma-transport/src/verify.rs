@@ -4,18 +4,21 @@
 use needle::{FileId, FormatError, Needle, NeedleHeader, Version};
 
 /// Checks `record` (header, body, checksum, v3 timestamp; no padding needed) against the
-/// fid and the body size Locate reported. Returns the raw CRC32-C of the data.
-pub fn verify_record(
+/// fid and the body size Locate reported. Returns the parsed needle (borrowing the
+/// record, for the checks after verification) and the raw CRC32-C of its data.
+pub fn verify_record<'r>(
     fid: &FileId,
     needle_size: u32,
     version: Version,
-    record: &[u8],
-) -> Result<u32, FormatError> {
+    record: &'r [u8],
+) -> Result<(Needle<'r>, u32), FormatError> {
     let header = NeedleHeader::parse(record)?;
     header.expect(fid.needle_id(), needle_size)?;
     header.expect_cookie(fid.cookie)?;
     // parse + verify_checksum is Needle::decode, with the CRC it computes kept: one pass.
-    Needle::parse(record, version)?.verify_checksum()
+    let needle = Needle::parse(record, version)?;
+    let crc = needle.verify_checksum()?;
+    Ok((needle, crc))
 }
 
 #[cfg(test)]
@@ -34,7 +37,8 @@ mod tests {
         let bytes = record(&fid, data);
         let size = NeedleHeader::parse(&bytes).unwrap().size;
         let unpadded = Version::V3.unpadded_record_size(size);
-        assert_eq!(verify_record(&fid, size, Version::V3, &bytes[..unpadded]), Ok(needle::crc::crc32c(data)));
+        let verified = verify_record(&fid, size, Version::V3, &bytes[..unpadded]).map(|(_, crc)| crc);
+        assert_eq!(verified, Ok(needle::crc::crc32c(data)));
     }
 
     #[test]

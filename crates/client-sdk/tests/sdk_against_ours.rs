@@ -9,6 +9,7 @@ use common::{FakeRdma, Script, our_server};
 use proptest::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
+use testbeds::canned::serve_once;
 use testbeds::pseudo_random;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -142,22 +143,6 @@ fn corrupt_on_disk(dir: &std::path::Path, needle_bytes: &[u8]) {
     panic!("needle bytes not found in any .dat under {}", dir.display());
 }
 
-/// A one-shot HTTP server that answers with `response`: it fakes a volume server whose
-/// bytes were corrupted in flight, which no real server produces on demand (a corrupt
-/// `.dat` is caught by the server itself, tested below).
-fn serve_once(response: Vec<u8>) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut request = [0u8; 4096];
-        let _ = stream.read(&mut request);
-        let _ = stream.write_all(&response);
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_failure_has_its_typed_error() {
     let root = tempfile::tempdir().unwrap();
@@ -192,7 +177,8 @@ async fn every_failure_has_its_typed_error() {
         );
     }
 
-    // Bytes corrupted in flight: "hellp" with the ETag of "hello".
+    // Bytes corrupted in flight (a canned answer: no real server produces it on demand;
+    // a corrupt .dat is caught by the server itself, above): "hellp" with the ETag of "hello".
     let lying = b"HTTP/1.1 200 OK\r\nETag: \"9a71bb4c\"\r\nContent-Length: 5\r\n\r\nhellp".to_vec();
     let fake = Client::builder_for_volume_server(serve_once(lying)).build().unwrap();
     let err = fake.download(&stored.fid).await.unwrap_err();

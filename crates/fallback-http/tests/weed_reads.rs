@@ -6,6 +6,7 @@ use fallback_http::{HttpReadConfig, HttpReadError, HttpReader};
 use needle::{FileId, OffsetWidth, SuperBlock};
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
+use testbeds::canned::serve_once;
 use testbeds::pseudo_random;
 use testbeds::weed::{UploadBody, WeedMaster, WeedVolume, assign, upload};
 
@@ -102,22 +103,9 @@ async fn verified_reads_from_a_live_weed() {
     master.stop();
 }
 
-/// A one-shot HTTP server on loopback that answers every request with `response`.
-/// It fakes a volume server whose bytes were corrupted in flight (or that lies about
-/// its checksum), which no real weed produces on demand; the real-server paths are
-/// covered above.
-fn serve_once(response: Vec<u8>) -> String {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut request = [0u8; 4096];
-        let _ = stream.read(&mut request);
-        let _ = stream.write_all(&response);
-    });
-    addr
-}
+// The tests below fake, with canned answers, a volume server whose bytes were corrupted
+// in flight or that lies about its checksum, which no real weed produces on demand; the
+// real-server paths are covered above.
 
 #[tokio::test]
 async fn corrupt_bytes_in_flight_are_rejected() {

@@ -160,6 +160,7 @@
 //!   ~60-70 µs typical, `ib_read_bw` ~50-75 MB/s at 4 KiB and 1 MiB; across two guests a
 //!   4 KiB READ is ~0.3 ms typical (bandwidth there is limited by the lossy wire, above).
 
+pub mod canned;
 pub mod ours;
 mod payload;
 pub mod process;

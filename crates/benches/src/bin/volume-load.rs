@@ -22,7 +22,10 @@
 //! turn (`-writeOnly`, then `-readOnly` of the files written). Its write phase
 //! includes the gRPC assign to the master per file, as weed's users see it. It
 //! prints weed benchmark's own req/s, p50 and p99, the CPU time per request of the
-//! volume server and of the master (from `/proc`), and the ours/weed ratios.
+//! volume server and of the master (from `/proc`) and of `weed benchmark` itself (its
+//! rusage), and the ours/weed ratios. When the machine is CPU-bound (2 cores running
+//! client, master and server), req/s follows the total CPU per request, so it also
+//! prints the ceiling: the ratio ours would reach if our server cost no CPU at all.
 //!
 //! The client is a minimal keep-alive HTTP/1.1 client (one connection per worker):
 //! both servers see the same requests, byte for byte.
@@ -377,9 +380,10 @@ struct WeedPhase {
     p50_ms: f64,
     p99_ms: f64,
     failed: u64,
-    /// CPU microseconds per request of the volume server and of the master.
+    /// CPU microseconds per request of the volume server, the master and `weed benchmark`.
     server_cpu_us: f64,
     master_cpu_us: f64,
+    client_cpu_us: f64,
 }
 
 /// Parses the "Requests per second", "Failed requests" and 50%/99% lines of the phase
@@ -404,6 +408,7 @@ fn weed_phase(output: &str, banner: &str) -> Result<WeedPhase, Error> {
         failed: number("Failed requests:")? as u64,
         server_cpu_us: 0.0,
         master_cpu_us: 0.0,
+        client_cpu_us: 0.0,
     })
 }
 
@@ -420,6 +425,7 @@ fn medians(runs: Vec<(WeedPhase, WeedPhase)>) -> (WeedPhase, WeedPhase) {
         failed: phases.iter().map(|p| p.failed).sum(),
         server_cpu_us: median(phases.iter().map(|p| p.server_cpu_us).collect()),
         master_cpu_us: median(phases.iter().map(|p| p.master_cpu_us).collect()),
+        client_cpu_us: median(phases.iter().map(|p| p.client_cpu_us).collect()),
     };
     (of(runs.iter().map(|r| &r.0).collect()), of(runs.iter().map(|r| &r.1).collect()))
 }
@@ -447,6 +453,7 @@ fn run_weed_phase(
         Ok((server, master))
     };
     let (server_before, master_before) = cpu()?;
+    let client_before = reaped_children_cpu();
     let output = std::process::Command::new("weed")
         .args([
             "benchmark".to_owned(),
@@ -460,6 +467,8 @@ fn run_weed_phase(
         .stdin(std::process::Stdio::null())
         .output()?;
     let (server_after, master_after) = cpu()?;
+    // `weed benchmark` is the only child reaped in between (servers and masters run on).
+    let client = reaped_children_cpu() - client_before;
     let text =
         String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
     if !output.status.success() {
@@ -469,8 +478,19 @@ fn run_weed_phase(
     Ok(WeedPhase {
         server_cpu_us: per_request(server_after - server_before),
         master_cpu_us: per_request(master_after - master_before),
+        client_cpu_us: per_request(client),
         ..weed_phase(&text, banner)?
     })
+}
+
+/// User + system CPU of this process's terminated and reaped children.
+fn reaped_children_cpu() -> Duration {
+    // SAFETY: getrusage fills the zeroed struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid `who` and a valid pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// The write phase, then the read phase of the files it wrote.
@@ -517,19 +537,29 @@ fn weed_benchmark(o: &Options) -> Result<(), Error> {
         cpus.describe()
     );
     println!(
-        "{:<5} {:>6} {:<5} {:>10} {:>8} {:>8} {:>6} {:>14} {:>14}",
-        "srv", "size", "op", "req/s", "p50 ms", "p99 ms", "failed", "server cpu/req", "master cpu/req"
+        "{:<5} {:>6} {:<5} {:>10} {:>8} {:>8} {:>6} {:>14} {:>14} {:>14}",
+        "srv",
+        "size",
+        "op",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "failed",
+        "server cpu/req",
+        "master cpu/req",
+        "client cpu/req"
     );
     let row = |who: &str, size: usize, op: &str, p: &WeedPhase| {
         println!(
-            "{who:<5} {:>6} {op:<5} {:>10.0} {:>8.1} {:>8.1} {:>6} {:>12.0}us {:>12.0}us",
+            "{who:<5} {:>6} {op:<5} {:>10.0} {:>8.1} {:>8.1} {:>6} {:>12.0}us {:>12.0}us {:>12.0}us",
             human(size),
             p.rate,
             p.p50_ms,
             p.p99_ms,
             p.failed,
             p.server_cpu_us,
-            p.master_cpu_us
+            p.master_cpu_us,
+            p.client_cpu_us
         );
     };
     let ours_cpu = || ours.cpu_time();
@@ -572,14 +602,18 @@ fn weed_benchmark(o: &Options) -> Result<(), Error> {
                 ours.p50_ms / weed.p50_ms,
                 ours.p99_ms / weed.p99_ms,
                 ours.server_cpu_us / weed.server_cpu_us,
+                cpu_bound_ceiling(ours, weed),
             ));
         }
     }
     println!(
-        "\nours/weed      req/s ratio   p50 ratio   p99 ratio   server cpu/req ratio (lower is better but req/s)"
+        "\nours/weed      req/s ratio   p50 ratio   p99 ratio   server cpu/req ratio   req/s ceiling (server at 0 cpu)"
     );
-    for (size, op, rate, p50, p99, cpu) in ratios {
-        println!("{:>6} {op:<5}  {rate:>10.2}x  {p50:>9.2}x  {p99:>9.2}x  {cpu:>19.2}x", human(size));
+    for (size, op, rate, p50, p99, cpu, ceiling) in ratios {
+        println!(
+            "{:>6} {op:<5}  {rate:>10.2}x  {p50:>9.2}x  {p99:>9.2}x  {cpu:>19.2}x  {ceiling:>29.2}x",
+            human(size)
+        );
     }
     ours.stop();
     weed.stop();
@@ -587,6 +621,14 @@ fn weed_benchmark(o: &Options) -> Result<(), Error> {
     weed_master.stop();
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+/// The req/s ratio ours would reach with a volume server that costs no CPU, when every
+/// process shares the same cores and they are saturated (req/s = cores / total CPU per
+/// request): weed's total over what the client and master spend with ours.
+fn cpu_bound_ceiling(ours: &WeedPhase, weed: &WeedPhase) -> f64 {
+    let weed_total = weed.client_cpu_us + weed.master_cpu_us + weed.server_cpu_us;
+    weed_total / (ours.client_cpu_us + ours.master_cpu_us)
 }
 
 /// Which CPUs the volume servers get (`--server-cpus`) and which the rest gets. Servers

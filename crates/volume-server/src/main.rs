@@ -54,7 +54,9 @@ struct Cli {
     /// Bytes per `.idx` offset: 5 is what the PyPI `weed` writes, 4 weed's default build.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(4..=5))]
     offset_width: u8,
-    /// fsync `.dat` and `.idx` before acknowledging each write.
+    /// Acknowledge a write only once `.dat` and `.idx` are fdatasync'ed (survives power
+    /// loss; concurrent writers share each sync). Without it a write survives a crash of
+    /// the server process but not of the machine, as with `weed volume`.
     #[arg(long)]
     fsync: bool,
     /// A volume this large gets no more assignments (weed master's -volumeSizeLimitMB).

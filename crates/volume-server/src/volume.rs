@@ -10,8 +10,8 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use needle::idx::TOMBSTONE_SIZE;
@@ -140,6 +140,30 @@ pub struct Volume {
     load_report: LoadReport,
     /// A compaction waiting for commit or cleanup; held while compacting.
     compaction: Mutex<Option<compaction::Compacted>>,
+    /// With `--fsync`: the group commit writers wait on before they are acknowledged.
+    durability: Option<Durability>,
+}
+
+/// Group commit (`--fsync`): a writer appends under the writer lock, lets it go, then
+/// waits until `.dat` and `.idx` are synced past its record. One writer at a time
+/// syncs, for every record appended so far, while the others wait for it: concurrent
+/// writers share one fdatasync pair instead of each holding the writer lock through
+/// its own (which serialized every write behind a disk flush).
+struct Durability {
+    /// A second handle on the `.idx` (the writer's is under the writer lock).
+    idx: File,
+    state: Mutex<SyncState>,
+    synced: Condvar,
+}
+
+struct SyncState {
+    /// `.dat` bytes known to be on disk, with their `.idx` entries.
+    synced_to: u64,
+    /// Someone is syncing right now; the others wait on `synced`.
+    syncing: bool,
+    /// An fdatasync failed. The kernel may have dropped the dirty pages it could not
+    /// write and report success next time, so nothing later is acknowledged either.
+    failed: bool,
 }
 
 /// `<collection>_<vid>` or `<vid>`: the file name of a volume without extension.
@@ -240,6 +264,14 @@ impl Volume {
             .and_then(|m| m.modified().ok())
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs());
+        let durability = match options.fsync {
+            true => Some(Durability {
+                idx: idx.try_clone().map_err(|e| Error::io(&idx_path, e))?,
+                state: Mutex::new(SyncState { synced_to: recovered.dat_end, syncing: false, failed: false }),
+                synced: Condvar::new(),
+            }),
+            false => None,
+        };
         Ok(Self {
             id,
             collection: collection.to_owned(),
@@ -261,6 +293,7 @@ impl Volume {
             dat_size: AtomicU64::new(recovered.dat_end),
             load_report: recovered.report,
             compaction: Mutex::new(None),
+            durability,
         })
     }
 
@@ -431,6 +464,8 @@ impl Volume {
         }
         let offset = self.append(&mut writer, &record, needle.id, size)?;
         writer.last_append_ns = append_at_ns;
+        drop(writer);
+        self.wait_durable(offset + record.len() as u64)?;
         Ok(WriteOutcome::Written(self.location(NeedleValue { offset, size, deleted: false })))
     }
 
@@ -458,8 +493,10 @@ impl Volume {
         let append_at_ns = now_ns().max(writer.last_append_ns + 1);
         let raw_crc = needle::crc::crc32c(old.data);
         let record = Needle::tombstone(id, old.cookie, raw_crc, append_at_ns).to_bytes(version)?;
-        self.append(&mut writer, &record, id, TOMBSTONE_SIZE)?;
+        let offset = self.append(&mut writer, &record, id, TOMBSTONE_SIZE)?;
         writer.last_append_ns = append_at_ns;
+        drop(writer);
+        self.wait_durable(offset + record.len() as u64)?;
         Ok(v.size)
     }
 
@@ -584,12 +621,7 @@ impl Volume {
         };
         let result = (|| {
             self.dat.write_all_at(record, offset).map_err(|e| Error::io(&self.dat_path, e))?;
-            writer.idx.write_all_at(&entry_bytes, idx_end).map_err(|e| Error::io(&self.idx_path, e))?;
-            if self.options.fsync {
-                self.dat.sync_data().map_err(|e| Error::io(&self.dat_path, e))?;
-                writer.idx.sync_data().map_err(|e| Error::io(&self.idx_path, e))?;
-            }
-            Ok(())
+            writer.idx.write_all_at(&entry_bytes, idx_end).map_err(|e| Error::io(&self.idx_path, e))
         })();
         if let Err(e) = result {
             rollback(writer);
@@ -604,9 +636,51 @@ impl Volume {
         }
         writer.dat_end = offset + record.len() as u64;
         writer.idx_end = new_idx_end;
-        self.dat_size.store(writer.dat_end, Ordering::Relaxed);
+        // Release: a syncer that reads this end also sees the writes before it.
+        self.dat_size.store(writer.dat_end, Ordering::Release);
         self.modified_at.store(now_seconds(), Ordering::Relaxed);
         Ok(offset)
+    }
+
+    /// With `--fsync`, returns once `.dat` up to `end` and its `.idx` entries are on
+    /// disk (see [`Durability`]); at once without it.
+    fn wait_durable(&self, end: u64) -> Result<()> {
+        let Some(durability) = &self.durability else { return Ok(()) };
+        let lock = || durability.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = lock();
+        while state.synced_to < end {
+            if state.failed {
+                let why = std::io::Error::other("an earlier fsync of this volume failed");
+                return Err(Error::io(&self.dat_path, why));
+            }
+            if state.syncing {
+                state = durability.synced.wait(state).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            state.syncing = true;
+            // Everything appended so far, not just this record: one sync for everyone
+            // who appended meanwhile.
+            let target = self.dat_size.load(Ordering::Acquire);
+            drop(state);
+            let synced = self
+                .dat
+                .sync_data()
+                .map_err(|e| Error::io(&self.dat_path, e))
+                .and_then(|()| durability.idx.sync_data().map_err(|e| Error::io(&self.idx_path, e)));
+            state = lock();
+            state.syncing = false;
+            durability.synced.notify_all();
+            match synced {
+                Ok(()) => state.synced_to = state.synced_to.max(target),
+                Err(e) => {
+                    tracing::error!(volume = %self.id, error = %e, "fsync failed: the volume is now read-only");
+                    state.failed = true;
+                    self.read_only.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -688,6 +762,41 @@ mod tests {
             assert!(!v.load_report().repaired());
             let expected_replay = if index == IndexKind::Memory { 4 } else { 0 };
             assert_eq!(v.load_report().replayed_entries, expected_replay, "{index:?}");
+        }
+    }
+
+    #[test]
+    fn fsync_group_commit_acknowledges_concurrent_writers_only_once_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let fsync = VolumeOptions { fsync: true, ..opts(IndexKind::Memory) };
+        let v = Volume::create(dir.path(), "", VolumeId(1), ReplicaPlacement::default(), Ttl::EMPTY, fsync)
+            .unwrap();
+        std::thread::scope(|scope| {
+            for t in 0..8u64 {
+                let v = &v;
+                scope.spawn(move || {
+                    for i in 0..25u64 {
+                        let id = t * 100 + i + 1;
+                        assert!(matches!(put(v, id, 7, &id.to_be_bytes()), WriteOutcome::Written(_)));
+                        let synced = v.durability.as_ref().unwrap().state.lock().unwrap().synced_to;
+                        let end = v.locate_readable(NeedleId(id), false).unwrap();
+                        assert!(synced >= end.offset + end.record_size(), "acknowledged before its sync");
+                    }
+                    v.delete(NeedleId(t * 100 + 1), Cookie(7)).unwrap();
+                });
+            }
+        });
+        let state = v.durability.as_ref().unwrap().state.lock().unwrap();
+        assert_eq!((state.synced_to, state.syncing, state.failed), (v.dat_size(), false, false));
+        drop(state);
+        drop(v);
+        let v = Volume::load(dir.path(), "", VolumeId(1), fsync).unwrap();
+        for t in 0..8u64 {
+            assert!(matches!(v.read(NeedleId(t * 100 + 1), Cookie(7)), Err(Error::AlreadyDeleted(_))));
+            for i in 1..25u64 {
+                let id = t * 100 + i + 1;
+                assert_eq!(v.read(NeedleId(id), Cookie(7)).unwrap().needle().data, id.to_be_bytes());
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 //!   byte-identical to weed's writer (padding included);
 //! - [`SuperBlock`], [`idx`] entries with 4- or 5-byte offsets, [`Ttl`],
 //!   [`ReplicaPlacement`];
+//! - [`ChunkManifest`]: the JSON of a chunk-manifest needle (`weed upload -maxMB`);
 //! - [`crc`]: CRC32-C in its raw and legacy masked forms, and the ETag.
 //!
 //! The crate is pure: no network, no files; everything works on byte slices. Every
@@ -27,6 +28,7 @@ pub mod crc;
 mod error;
 mod fid;
 pub mod idx;
+mod manifest;
 mod needle;
 mod replica;
 pub mod scan;
@@ -36,6 +38,7 @@ mod ttl;
 pub use error::FormatError;
 pub use fid::{Cookie, FidError, FileId, NeedleId, VolumeId, format_key_cookie};
 pub use idx::{IdxEntry, OffsetWidth};
+pub use manifest::{Chunk, ChunkManifest, ManifestError};
 pub use needle::{
     CHECKSUM_SIZE, Flags, HEADER_SIZE, MAX_BODY_SIZE, MAX_NAME_LEN, MAX_PAIRS_LEN, Needle, NeedleHeader,
     TIMESTAMP_SIZE, Version,

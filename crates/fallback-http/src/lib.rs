@@ -15,6 +15,15 @@
 //! callers that keep only part of a large needle or spill it to disk — they must hold
 //! every chunk back until the end verified.
 //!
+//! ## Chunk manifests
+//! A volume server answers a GET of a chunk-manifest needle (flag 0x80, `weed upload
+//! -maxMB`) with the chunks' concatenation, marked `X-File-Store: chunked`, under the
+//! manifest's ETag: those bytes cannot be checked against it. Such a reply is dropped
+//! unread and the needle asked for again with `?cm=false`, which returns the manifest
+//! JSON as stored; that is verified like any needle and handed out with
+//! `chunk_manifest: true`, for the caller to read the chunks (each a needle of its own).
+//! One extra round trip, for manifests only.
+//!
 //! No `Range` requests: weed keeps one CRC32-C per needle, so a partial body could not be
 //! verified. A ranged read takes the whole body through the CRC and keeps the range.
 
@@ -23,6 +32,9 @@ use needle::FileId;
 use reqwest::StatusCode;
 use reqwest::header::{ACCEPT_ENCODING, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, ETAG};
 use std::time::Duration;
+
+/// The header a volume server marks an expanded chunk manifest with (`chunked`).
+const FILE_STORE: &str = "x-file-store";
 
 /// Why an HTTP read failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +86,8 @@ pub struct StoredData {
     /// The stored bytes: gzip when `compressed`.
     pub bytes: Bytes,
     pub compressed: bool,
+    /// `bytes` are a chunk manifest's JSON (gzip when `compressed`), not file data.
+    pub chunk_manifest: bool,
     /// The raw CRC32-C of `bytes`, which the server's ETag matched.
     pub crc: u32,
     pub content_type: Option<String>,
@@ -112,6 +126,7 @@ impl HttpReader {
         Ok(StoredData {
             bytes: bytes.freeze(),
             compressed: body.compressed,
+            chunk_manifest: body.chunk_manifest,
             crc: body.expected,
             content_type: body.content_type,
         })
@@ -120,7 +135,8 @@ impl HttpReader {
     /// Starts reading the whole needle `fid` from `server`: the status and the ETag are
     /// checked here, the bytes as they arrive through [`NeedleBody`], which verifies the
     /// CRC32-C when the body ends. For callers that must not hold a large needle in
-    /// memory (ranged and streaming reads).
+    /// memory (ranged and streaming reads). A chunk manifest comes back as its JSON,
+    /// with [`NeedleBody::chunk_manifest`] set (see the crate docs).
     pub async fn open_needle(
         &self,
         server: &str,
@@ -128,11 +144,20 @@ impl HttpReader {
         jwt: Option<&str>,
     ) -> Result<NeedleBody, HttpReadError> {
         let transport = |source| HttpReadError::Transport { server: server.to_owned(), source };
-        let mut request = self.client.get(format!("http://{server}/{fid}")).header(ACCEPT_ENCODING, "gzip");
-        if let Some(token) = jwt {
-            request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+        let get = |query: &str| {
+            let mut request =
+                self.client.get(format!("http://{server}/{fid}{query}")).header(ACCEPT_ENCODING, "gzip");
+            if let Some(token) = jwt {
+                request = request.header(AUTHORIZATION, format!("Bearer {token}"));
+            }
+            request.send()
+        };
+        let mut response = get("").await.map_err(transport)?;
+        let chunk_manifest = response.headers().get(FILE_STORE).is_some_and(|v| v.as_bytes() == b"chunked");
+        if chunk_manifest {
+            drop(response);
+            response = get("?cm=false").await.map_err(transport)?;
         }
-        let response = request.send().await.map_err(transport)?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND {
             return Err(HttpReadError::NotFound { server: server.to_owned(), fid: fid.to_string() });
@@ -164,6 +189,7 @@ impl HttpReader {
             expected,
             crc: 0,
             compressed,
+            chunk_manifest,
             content_type,
         })
     }
@@ -184,6 +210,8 @@ pub struct NeedleBody {
     pub content_length: Option<u64>,
     /// The stored bytes are gzip.
     pub compressed: bool,
+    /// The bytes are a chunk manifest's JSON, not file data.
+    pub chunk_manifest: bool,
     pub content_type: Option<String>,
 }
 

@@ -110,6 +110,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         server_header: HeaderValue::from_str(&format!("SeaweedFS Volume {version}"))?,
         version,
         master,
+        masters: cli.mserver.clone().unwrap_or_default(),
         metrics: Metrics::new(),
         rdma: rdma.clone(),
     });

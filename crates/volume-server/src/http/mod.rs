@@ -5,6 +5,7 @@
 
 mod admin;
 mod error;
+mod manifest;
 mod path;
 mod read;
 mod write;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub version: String,
     /// The embedded master API, when no `--mserver` is given.
     pub master: Option<MasterApi>,
+    /// The `--mserver` masters (`host:port`), asked where chunks of a chunk manifest are.
+    pub masters: Vec<String>,
     pub metrics: Metrics,
     /// The RDMA read path, shown in `/status` and `/metrics`.
     pub rdma: rdma_transport::server::RdmaServer,
@@ -156,7 +159,7 @@ async fn common_headers(State(state): State<SharedState>, request: Request, next
 pub(crate) use crate::volume::{now_ns, now_seconds};
 
 /// Query parameters, first value of each (Go's `FormValue`).
-pub(crate) fn query_params(request: &Request) -> BTreeMap<String, String> {
+pub(crate) fn query_params<B>(request: &axum::http::Request<B>) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     if let Some(query) = request.uri().query() {
         for pair in query.split('&').filter(|p| !p.is_empty()) {

@@ -9,7 +9,7 @@ use axum::response::Response;
 use bytes::Bytes;
 use needle::Flags;
 
-use super::{ApiError, AppState, path, query_params};
+use super::{ApiError, AppState, manifest, path, query_params};
 use crate::mime;
 use crate::range::{self, RangeError};
 use crate::upload::{gunzip, parse_bool};
@@ -19,7 +19,10 @@ const LARGE_READ: u64 = 1 << 20;
 
 pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response {
     let is_head = request.method() == Method::HEAD;
-    respond(state, &request).unwrap_or_else(|e| {
+    // Without the body (not `Sync`), the request can be held across the awaits of a
+    // chunked file's reply.
+    let request = axum::http::Request::from_parts(request.into_parts().0, ());
+    respond(state, &request).await.unwrap_or_else(|e| {
         let mut response = e.into_response();
         if is_head {
             // Go sends no Content-Length on a HEAD error (there is no body to measure).
@@ -30,7 +33,7 @@ pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response 
     })
 }
 
-fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
+async fn respond(state: &AppState, request: &axum::http::Request<()>) -> Result<Response, ApiError> {
     let url = path::parse(request.uri().path())
         .map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, format!("{e}\n")))?;
     let volume = state.store.volume(url.volume).map_err(ApiError::for_read)?;
@@ -73,6 +76,9 @@ fn respond(state: &AppState, request: &Request) -> Result<Response, ApiError> {
                 }
             }
         }
+    }
+    if let Some(manifest) = manifest::to_expand(&needle, request) {
+        return manifest::serve(state, request, builder, manifest, url.filename.clone()).await;
     }
     let filename = match &url.filename {
         Some(name) => name.clone(),

@@ -147,12 +147,19 @@ pub(super) async fn delete(state: &AppState, request: Request) -> Response {
         }
         Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
     };
+    let manifest_size = match super::manifest::delete_chunks(state, &url.fid).await {
+        Ok(size) => size,
+        Err(e) => return e.into_response(),
+    };
     let delete =
         || state.store.write_to(url.volume, |volume| volume.delete(url.fid.needle_id(), url.fid.cookie));
     let result =
         if state.store.config().volume.fsync { tokio::task::block_in_place(delete) } else { delete() };
     match result {
-        Ok(size) => json_response(StatusCode::ACCEPTED, format!("{{\"size\":{size}}}")),
+        Ok(size) => {
+            let size = manifest_size.unwrap_or(u64::from(size));
+            json_response(StatusCode::ACCEPTED, format!("{{\"size\":{size}}}"))
+        }
         Err(e) => ApiError::for_delete(e).into_response(),
     }
 }

@@ -143,7 +143,10 @@ mod tests {
     #[test]
     fn parses_weeds_json_and_sorts_by_offset() {
         let m = ChunkManifest::parse(WEED.as_bytes()).unwrap();
-        assert_eq!((m.name.as_str(), m.mime.as_str(), m.size, m.total_size()), ("big.bin", "application/octet-stream", 5, 5));
+        assert_eq!(
+            (m.name.as_str(), m.mime.as_str(), m.size, m.total_size()),
+            ("big.bin", "application/octet-stream", 5, 5)
+        );
         assert_eq!(m.chunks[0].fid.to_string(), "3,01637037d6");
         assert_eq!(m.chunks[1].offset, 2);
         let again = ChunkManifest::parse(m.to_json().as_bytes()).unwrap();

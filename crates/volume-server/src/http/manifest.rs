@@ -71,12 +71,12 @@ pub(super) async fn serve(
     url_filename: Option<String>,
 ) -> Result<Response, ApiError> {
     let filename = url_filename.filter(|n| !n.is_empty()).unwrap_or_else(|| manifest.name.clone());
-    let mut content_type = if !manifest.mime.is_empty() && !manifest.mime.starts_with("application/octet-stream")
-    {
-        manifest.mime.clone()
-    } else {
-        mime::type_by_extension(mime::extension(&filename))
-    };
+    let mut content_type =
+        if !manifest.mime.is_empty() && !manifest.mime.starts_with("application/octet-stream") {
+            manifest.mime.clone()
+        } else {
+            mime::type_by_extension(mime::extension(&filename))
+        };
     builder = builder.header("x-file-store", "chunked").header(header::ACCEPT_RANGES, "bytes");
     if !filename.is_empty() {
         let dl = query_params(request).get("dl").and_then(|v| parse_bool(v)).unwrap_or(false);
@@ -243,7 +243,8 @@ impl ChunkSource {
             tokio::task::spawn_blocking(move || -> Result<(Bytes, bool), String> {
                 let volume = store.volume(fid.volume).map_err(|e| e.to_string())?;
                 let location = volume.locate_readable(fid.needle_id(), false).map_err(|e| e.to_string())?;
-                let stored = volume.read_at(fid.needle_id(), fid.cookie, location).map_err(|e| e.to_string())?;
+                let stored =
+                    volume.read_at(fid.needle_id(), fid.cookie, location).map_err(|e| e.to_string())?;
                 let needle = stored.needle();
                 if needle.flags.contains(Flags::CHUNK_MANIFEST) {
                     return Err("is itself a chunk manifest".into());

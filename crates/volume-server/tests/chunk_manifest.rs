@@ -1,0 +1,254 @@
+//! Chunk manifests (`weed upload -maxMB`) on our server in a real `weed master` cluster:
+//! weed's tools and plain GETs get the file byte-exact, with weed's headers (compared
+//! with a `weed volume` cluster); `cm=false`, ranges and DELETE behave as weed's; chunks
+//! on another server are fetched; a corrupt chunk never yields a complete reply.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use testbeds::weed::{WeedMaster, WeedVolume};
+
+/// ~3.5 MiB: four chunks at `-maxMB=1`.
+const FILE_SIZE: usize = 3 * (1 << 20) + (1 << 19) + 12_345;
+
+fn run_weed(args: &[&str]) -> String {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new("weed")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.reopen().unwrap())
+        .stderr(out.reopen().unwrap())
+        .spawn()
+        .expect("weed is on PATH");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("weed {args:?} did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(out.path()).unwrap();
+    assert!(status.success(), "weed {args:?}: {text}");
+    text
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn join(dir: &Path, master: &WeedMaster) -> OurServer {
+    let ours = OurServer::start(dir, &["--mserver", &master.addr(), "--max", "20"]);
+    wait_until("the master lists our server", || master.knows_volume_server(&ours.addr));
+    ours
+}
+
+/// `weed upload -maxMB=1` of `data` as `big.bin`; the manifest's fid.
+fn upload_chunked(master: &WeedMaster, dir: &Path, data: &[u8]) -> String {
+    let file = dir.join("big.bin");
+    std::fs::write(&file, data).unwrap();
+    let out =
+        run_weed(&["upload", &format!("-master={}", master.addr()), "-maxMB=1", file.to_str().unwrap()]);
+    let reply: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    reply[0]["fid"].as_str().expect("fid").to_owned()
+}
+
+fn holder(master: &WeedMaster, fid: &str) -> String {
+    let vid = fid.split(',').next().unwrap();
+    let reply = get(&master.addr(), &format!("/dir/lookup?volumeId={vid}"));
+    reply.json()["locations"][0]["url"].as_str().expect("a location").to_owned()
+}
+
+/// The chunk fids a manifest lists (read with `cm=false`).
+fn chunk_fids(server: &str, fid: &str) -> Vec<String> {
+    let raw = get(server, &format!("/{fid}?cm=false"));
+    assert_eq!(raw.status, 200);
+    assert_eq!(raw.header("x-file-store"), None, "cm=false is the manifest as stored");
+    let manifest = raw.json();
+    let chunks = manifest["chunks"].as_array().unwrap_or_else(|| panic!("a manifest: {}", raw.text()));
+    chunks.iter().map(|c| c["fid"].as_str().unwrap().to_owned()).collect()
+}
+
+/// What one cluster's server answered to the same requests on a chunked upload.
+#[derive(Debug, PartialEq)]
+struct Seen {
+    get: (u16, Vec<(String, String)>),
+    head: (u16, Vec<(String, String)>),
+    range: (u16, Vec<(String, String)>),
+    delete: (u16, String),
+}
+
+/// Headers whose value must match between the servers, and those that only must exist.
+const SAME: [&str; 6] = [
+    "content-length",
+    "x-file-store",
+    "accept-ranges",
+    "content-type",
+    "content-disposition",
+    "content-range",
+];
+const PRESENT: [&str; 2] = ["etag", "last-modified"];
+
+fn headers_of(reply: &Reply) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> =
+        SAME.iter().filter_map(|h| reply.header(h).map(|v| (h.to_string(), v.to_owned()))).collect();
+    out.extend(PRESENT.iter().filter(|h| reply.header(h).is_some()).map(|h| (h.to_string(), "*".into())));
+    out
+}
+
+/// Everything a client can see of a chunked upload on the cluster of `master`, checked
+/// for content, and summarized for the comparison with the other cluster.
+fn exercise(master: &WeedMaster, scratch: &Path, data: &[u8]) -> Seen {
+    let fid = upload_chunked(master, scratch, data);
+    let server = holder(master, &fid);
+
+    let downloads = scratch.join("downloads");
+    std::fs::create_dir_all(&downloads).unwrap();
+    run_weed(&[
+        "download",
+        &format!("-server={}", master.addr()),
+        &format!("-dir={}", downloads.display()),
+        &fid,
+    ]);
+    assert!(std::fs::read(downloads.join("big.bin")).unwrap() == data, "weed download of {fid} on {server}");
+
+    let whole = get(&server, &format!("/{fid}"));
+    assert_eq!(whole.status, 200);
+    assert!(whole.body == data, "GET {fid}: {} bytes, byte-exact", whole.body.len());
+    let head = request(&server, "HEAD", &format!("/{fid}"), &[], b"").unwrap();
+    let (from, to) = (1_000_000usize, 2_200_000usize);
+    let range_header = format!("bytes={from}-{}", to - 1);
+    let range = request(&server, "GET", &format!("/{fid}"), &[("Range", &range_header)], b"").unwrap();
+    assert_eq!(range.status, 206);
+    assert!(range.body == data[from..to], "a range over three chunks");
+
+    let chunks = chunk_fids(&server, &fid);
+    assert_eq!(chunks.len(), 4, "{chunks:?}");
+    let deleted = request(&server, "DELETE", &format!("/{fid}"), &[], b"").unwrap();
+    for chunk in &chunks {
+        assert_eq!(get(&holder(master, chunk), &format!("/{chunk}")).status, 404, "chunk {chunk} deleted");
+    }
+    assert_eq!(get(&server, &format!("/{fid}")).status, 404);
+    Seen {
+        get: (whole.status, headers_of(&whole)),
+        head: (head.status, headers_of(&head)),
+        range: (range.status, headers_of(&range)),
+        delete: (deleted.status, deleted.text()),
+    }
+}
+
+#[test]
+fn weed_upload_max_mb_on_ours_behaves_as_on_weed_volume() {
+    let data = pseudo_random(FILE_SIZE, 42);
+    let scratch = tempfile::tempdir().unwrap();
+    let master = WeedMaster::start(&scratch.path().join("m1"), 64).unwrap();
+    let ours = join(&scratch.path().join("ours"), &master);
+    let seen_ours = exercise(&master, scratch.path(), &data);
+
+    let reference = tempfile::tempdir().unwrap();
+    let weed_master = WeedMaster::start(&reference.path().join("m2"), 64).unwrap();
+    let weed = WeedVolume::start(&reference.path().join("weed"), &weed_master).unwrap();
+    let seen_weed = exercise(&weed_master, reference.path(), &data);
+
+    assert_eq!(
+        seen_ours.get.1.iter().find(|(h, _)| h == "x-file-store").map(|h| h.1.as_str()),
+        Some("chunked")
+    );
+    assert_eq!(seen_ours, seen_weed, "ours (left) and weed volume (right)");
+    ours.stop();
+    master.stop();
+    weed.stop();
+    weed_master.stop();
+}
+
+#[test]
+fn chunks_on_a_weed_volume_are_fetched_and_a_corrupt_chunk_aborts_the_reply() {
+    let data = pseudo_random(FILE_SIZE, 7);
+    let scratch = tempfile::tempdir().unwrap();
+    let master = WeedMaster::start(&scratch.path().join("m"), 64).unwrap();
+    let weed = WeedVolume::start(&scratch.path().join("weed"), &master).unwrap();
+    let ours = join(&scratch.path().join("ours"), &master);
+
+    // Uploads until a manifest on ours lists chunks on both servers (the master spreads
+    // assignments over both).
+    let mut mixed = None;
+    for _ in 0..20 {
+        let fid = upload_chunked(&master, scratch.path(), &data);
+        if holder(&master, &fid) != ours.addr {
+            continue;
+        }
+        let holders: Vec<String> = chunk_fids(&ours.addr, &fid).iter().map(|c| holder(&master, c)).collect();
+        if holders.contains(&weed.addr()) && holders.contains(&ours.addr) {
+            mixed = Some(fid);
+            break;
+        }
+    }
+    let fid = mixed.expect("a manifest on ours with chunks on both servers");
+    let whole = get(&ours.addr, &format!("/{fid}"));
+    assert_eq!((whole.status, whole.header("x-file-store")), (200, Some("chunked")));
+    assert!(whole.body == data, "chunks from both servers, byte-exact");
+
+    // Flip one byte of the last chunk held by ours, in its .dat: the reply must not
+    // complete (the headers of a 200 are out by the time that chunk is read).
+    let chunks = chunk_fids(&ours.addr, &fid);
+    let (index, _) = chunks
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| *i > 0 && holder(&master, c) == ours.addr)
+        .last()
+        .expect("a chunk after the first on ours (re-run: placement is random)");
+    let at = index * (1 << 20) + 4096;
+    flip_in_dat(&scratch.path().join("ours"), &data[at..at + 64]);
+    let reply = request(&ours.addr, "GET", &format!("/{fid}"), &[], b"");
+    match reply {
+        Err(e) => eprintln!("the reply was aborted: {e}"),
+        Ok(reply) => {
+            let length: usize = reply.header("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+            eprintln!("the reply: {} with {} of {length} bytes", reply.status, reply.body.len());
+            assert!(
+                reply.status != 200 || reply.body.len() < length,
+                "a corrupt chunk gave a complete reply: {} of {length} bytes",
+                reply.body.len()
+            );
+        }
+    }
+    ours.stop();
+    weed.stop();
+    master.stop();
+}
+
+/// Flips a byte in the middle of the one place `needle` occurs in the `.dat`s under `dir`.
+fn flip_in_dat(dir: &Path, needle: &[u8]) {
+    for entry in walk(dir) {
+        if entry.extension().is_some_and(|e| e == "dat") {
+            let mut bytes = std::fs::read(&entry).unwrap();
+            if let Some(pos) = bytes.windows(needle.len()).position(|w| w == needle) {
+                bytes[pos + needle.len() / 2] ^= 0xff;
+                std::fs::write(&entry, bytes).unwrap();
+                return;
+            }
+        }
+    }
+    panic!("the bytes are in no .dat under {}", dir.display());
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
+    }
+    out
+}

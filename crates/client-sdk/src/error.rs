@@ -33,6 +33,10 @@ pub enum Error {
     /// The upload was acknowledged with a checksum that does not match what was sent.
     #[error("{fid}: the server stored CRC32-C {stored}, the data sent has {sent}")]
     UploadCorrupted { fid: String, stored: String, sent: String },
+    /// A chunk manifest (`weed upload -maxMB`) that does not describe a file: bad JSON,
+    /// chunks that do not tile it, a chunk whose verified data is not the size listed.
+    #[error("{fid}: chunk manifest: {detail}")]
+    BadManifest { fid: String, detail: String },
     /// A streamed needle could not be held in or read back from its temporary file.
     #[error("{fid}: local temporary file: {source}")]
     LocalIo { fid: String, source: std::io::Error },

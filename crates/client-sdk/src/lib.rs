@@ -37,6 +37,18 @@
 //!   the whole needle verified; above [`ClientBuilder::stream_memory_limit`] the needle
 //!   is held in an unlinked temporary file rather than in memory.
 //!
+//! ## Chunked files
+//! A needle flagged as a chunk manifest (flag 0x80: `weed upload -maxMB`, or
+//! [`Client::upload_chunked`]) holds JSON listing the needles ("chunks") that hold the
+//! file. [`Client::download`], [`Client::read_range`] and [`Client::download_stream`]
+//! read the manifest as stored (verified like any needle), then each chunk it lists as
+//! a needle of its own — RDMA first, HTTP as the fallback, CRC32-C verified — and
+//! return the file. A ranged read reads only the chunks the range touches. A stream of
+//! a chunked file is put together from all its verified chunks before its first chunk
+//! is released, as for one needle. [`Client::read_stored`] returns the manifest itself
+//! ([`NeedleData::chunk_manifest`] set). Every chunk must have exactly the size the
+//! manifest lists, else [`Error::BadManifest`].
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), client_sdk::Error> {
 //! use client_sdk::{Client, UploadOptions};
@@ -72,8 +84,9 @@ pub use transport::{
 };
 
 use bytes::Bytes;
-use fallback_http::{HttpReadConfig, HttpReader};
+use fallback_http::{HttpReadConfig, HttpReader, NeedleBody};
 use master::{MasterApi, Source};
+use needle::{Chunk, ChunkManifest};
 use policy::PolicyState;
 use std::collections::HashMap;
 use std::ops::Range;
@@ -266,6 +279,8 @@ enum Done {
     Stored(NeedleData),
     Range(Bytes),
     Stream(Box<NeedleStream>),
+    /// A range or stream read met a chunk manifest: its verified stored data.
+    Manifest(NeedleData),
     Stat(FileStat),
     Deleted,
 }
@@ -311,7 +326,77 @@ impl Client {
 
     /// Assigns a file id through the master and writes `data` to it.
     pub async fn upload(&self, data: impl Into<Bytes>, options: &UploadOptions) -> Result<Uploaded, Error> {
-        let data = data.into();
+        self.upload_needle(data.into(), options, false).await
+    }
+
+    /// Uploads `data` as `weed upload -maxMB` does: in chunks of at most `chunk_size`
+    /// bytes, each a needle of its own, then a chunk manifest listing them (JSON,
+    /// uploaded with `cm=true`), whose fid is the file's. Chunks already stored are
+    /// deleted again (best effort) when a later upload fails. Reads of the returned fid
+    /// give the whole file (see the crate docs).
+    pub async fn upload_chunked(
+        &self,
+        data: impl Into<Bytes>,
+        options: &UploadOptions,
+        chunk_size: u64,
+    ) -> Result<Uploaded, Error> {
+        let data: Bytes = data.into();
+        if chunk_size == 0 {
+            return Err(Error::Config("chunk_size must be above zero".into()));
+        }
+        let name = options.name.clone().unwrap_or_default();
+        let mut chunks = Vec::new();
+        let mut offset = 0u64;
+        for (i, piece) in data.chunks(chunk_size as usize).enumerate() {
+            let chunk_options = UploadOptions {
+                name: Some(format!("{name}-{}", i + 1)),
+                mime: None,
+                pairs: Vec::new(),
+                ..options.clone()
+            };
+            match self.upload_needle(data.slice_ref(piece), &chunk_options, false).await {
+                Ok(stored) => {
+                    chunks.push(Chunk { fid: stored.fid, offset, size: stored.size });
+                    offset += stored.size;
+                }
+                Err(e) => {
+                    self.delete_chunks(&chunks).await;
+                    return Err(e);
+                }
+            }
+        }
+        let manifest = ChunkManifest {
+            name,
+            mime: options.mime.clone().unwrap_or_else(|| "application/octet-stream".into()),
+            size: data.len() as u64,
+            chunks,
+        };
+        let json = Bytes::from(manifest.to_json());
+        let manifest_options = UploadOptions { mime: Some("application/json".into()), ..options.clone() };
+        match self.upload_needle(json, &manifest_options, true).await {
+            Ok(stored) => Ok(Uploaded { size: data.len() as u64, ..stored }),
+            Err(e) => {
+                self.delete_chunks(&manifest.chunks).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn delete_chunks(&self, chunks: &[Chunk]) {
+        for chunk in chunks {
+            if let Err(e) = self.delete(&chunk.fid).await {
+                tracing::warn!(fid = %chunk.fid, error = %e, "left behind a chunk of a failed upload");
+            }
+        }
+    }
+
+    /// One needle's upload; `chunk_manifest` flags it as a manifest (`cm=true`).
+    async fn upload_needle(
+        &self,
+        data: Bytes,
+        options: &UploadOptions,
+        chunk_manifest: bool,
+    ) -> Result<Uploaded, Error> {
         let mut assign = options.assign.clone();
         assign.ttl = assign.ttl.or_else(|| options.ttl.clone());
         let assignment = self.inner.master.assign(&assign).await?;
@@ -336,6 +421,9 @@ impl Client {
             .body(body);
         if let Some(ttl) = &options.ttl {
             request = request.query(&[("ttl", ttl)]);
+        }
+        if chunk_manifest {
+            request = request.query(&[("cm", "true")]);
         }
         for (key, value) in &options.pairs {
             request = request.header(format!("Seaweed-{key}"), value);
@@ -368,10 +456,69 @@ impl Client {
         Ok(Uploaded { fid, server, size: data.len() as u64, etag })
     }
 
-    /// The whole file, verified and decompressed.
+    /// The whole file, verified and decompressed; a chunked file put together from its
+    /// verified chunks.
     pub async fn download(&self, fid: &FileId) -> Result<Bytes, Error> {
         let stored = self.read_stored(fid).await?;
-        plain_bytes(fid, stored)
+        if !stored.chunk_manifest {
+            return plain_bytes(fid, stored);
+        }
+        let manifest = manifest_of(fid, stored)?;
+        let mut file = Vec::with_capacity(manifest.total_size().min(1 << 30) as usize);
+        for chunk in &manifest.chunks {
+            file.extend_from_slice(&self.chunk_data(fid, chunk).await?);
+        }
+        Ok(file.into())
+    }
+
+    /// A chunk of the chunked file `fid`: its plain data, verified, of the listed size.
+    async fn chunk_data(&self, fid: &FileId, chunk: &Chunk) -> Result<Bytes, Error> {
+        let stored = self.read_stored(&chunk.fid).await?;
+        let bad = |detail: String| Error::BadManifest { fid: fid.to_string(), detail };
+        if stored.chunk_manifest {
+            return Err(bad(format!("chunk {} is itself a chunk manifest", chunk.fid)));
+        }
+        let data = plain_bytes(&chunk.fid, stored)?;
+        if data.len() as u64 != chunk.size {
+            return Err(bad(format!("chunk {} holds {} bytes, not {}", chunk.fid, data.len(), chunk.size)));
+        }
+        Ok(data)
+    }
+
+    /// Bytes `range` of a chunked file: only the chunks the range touches are read.
+    async fn chunked_range(
+        &self,
+        fid: &FileId,
+        stored: NeedleData,
+        range: Range<u64>,
+    ) -> Result<Bytes, Error> {
+        let manifest = manifest_of(fid, stored)?;
+        let len = manifest.total_size();
+        if range.end > len {
+            return Err(Error::RangeNotSatisfiable {
+                fid: fid.to_string(),
+                start: range.start,
+                end: range.end,
+                len,
+            });
+        }
+        let mut out = Vec::with_capacity((range.end - range.start) as usize);
+        for (chunk, part) in manifest.chunks_in(range.start, range.end) {
+            let data = self.chunk_data(fid, chunk).await?;
+            out.extend_from_slice(&data[part.start as usize..part.end as usize]);
+        }
+        Ok(out.into())
+    }
+
+    /// A chunked file as a stream, released once every chunk verified.
+    async fn chunked_stream(&self, fid: &FileId, stored: NeedleData) -> Result<NeedleStream, Error> {
+        let manifest = manifest_of(fid, stored)?;
+        let mut assembly =
+            stream::Assembly::new(fid, manifest.total_size(), self.inner.stream_memory_limit).await?;
+        for chunk in &manifest.chunks {
+            assembly.push(&self.chunk_data(fid, chunk).await?).await?;
+        }
+        assembly.finish((!manifest.mime.is_empty()).then_some(manifest.mime)).await
     }
 
     /// Bytes `range` of the file (after decompression), verified: see the crate docs for
@@ -385,8 +532,9 @@ impl Client {
                 len: 0,
             });
         }
-        match self.at_volume(fid, &Op::Range(range)).await? {
+        match self.at_volume(fid, &Op::Range(range.clone())).await? {
             Done::Range(bytes) => Ok(bytes),
+            Done::Manifest(stored) => self.chunked_range(fid, stored, range).await,
             _ => unreachable!("a range read gives a range"),
         }
     }
@@ -407,6 +555,7 @@ impl Client {
     pub async fn download_stream(&self, fid: &FileId) -> Result<NeedleStream, Error> {
         match self.at_volume(fid, &Op::Stream).await? {
             Done::Stream(stream) => Ok(*stream),
+            Done::Manifest(stored) => self.chunked_stream(fid, stored).await,
             _ => unreachable!("a streaming read gives a stream"),
         }
     }
@@ -468,6 +617,7 @@ impl Client {
         if let Some(result) = self.try_rdma(server, fid).await {
             let data = result?;
             return match op {
+                Op::Range(_) | Op::Stream if data.chunk_manifest => Ok(Done::Manifest(data)),
                 Op::Range(range) => slice_range(fid, plain_bytes(fid, data)?, range.clone()).map(Done::Range),
                 Op::Stream => Ok(Done::Stream(Box::new(NeedleStream::in_memory(fid, data)))),
                 _ => Ok(Done::Stored(data)),
@@ -488,6 +638,7 @@ impl Client {
                 .await
                 .map_err(|e| transport_error(server, fid, "http", transport::http_error(e)))?;
             match op {
+                _ if body.chunk_manifest => Done::Manifest(whole_manifest(server, fid, body).await?),
                 Op::Range(range) => Done::Range(stream::range_of(server, fid, body, range.clone()).await?),
                 _ => Done::Stream(Box::new(
                     NeedleStream::receive(server, fid, body, self.inner.stream_memory_limit).await?,
@@ -688,6 +839,29 @@ fn slice_range(fid: &FileId, plain: Bytes, range: Range<u64>) -> Result<Bytes, E
         });
     }
     Ok(plain.slice(range.start as usize..range.end as usize))
+}
+
+/// A chunk manifest's whole body, verified (manifests are small).
+async fn whole_manifest(server: &str, fid: &FileId, mut body: NeedleBody) -> Result<NeedleData, Error> {
+    let http_error = |e| transport_error(server, fid, "http", transport::http_error(e));
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.next_unverified_chunk().await.map_err(http_error)? {
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(NeedleData {
+        bytes: bytes.into(),
+        compressed: body.compressed,
+        chunk_manifest: true,
+        crc: body.expected_crc(),
+        content_type: body.content_type.clone(),
+    })
+}
+
+/// The manifest in a chunk manifest's verified stored data.
+fn manifest_of(fid: &FileId, stored: NeedleData) -> Result<ChunkManifest, Error> {
+    let json = plain_bytes(fid, stored)?;
+    ChunkManifest::parse(&json)
+        .map_err(|e| Error::BadManifest { fid: fid.to_string(), detail: e.to_string() })
 }
 
 /// Decompresses verified stored data when it is gzip.

@@ -273,7 +273,14 @@ fn needle_data(record: NeedleRecord) -> NeedleData {
     let content_type = (!needle.mime.is_empty()).then(|| String::from_utf8_lossy(needle.mime).into_owned());
     let start = needle.data.as_ptr() as usize - record.record.as_ptr() as usize;
     let data = start..start + needle.data.len();
-    NeedleData { bytes: Bytes::from(record.record).slice(data), compressed, crc: record.crc, content_type }
+    let chunk_manifest = needle.is_chunk_manifest();
+    NeedleData {
+        bytes: Bytes::from(record.record).slice(data),
+        compressed,
+        chunk_manifest,
+        crc: record.crc,
+        content_type,
+    }
 }
 
 #[cfg(test)]

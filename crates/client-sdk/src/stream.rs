@@ -111,6 +111,60 @@ pub(crate) async fn range_of(
     Ok(sink.kept.into())
 }
 
+/// A chunked file put together from its verified chunks before a [`NeedleStream`]
+/// releases any of it: in memory up to the memory limit, else in an unlinked temporary
+/// file, like a single needle.
+pub(crate) struct Assembly {
+    fid: FileId,
+    sink: Sink,
+}
+
+enum Sink {
+    Memory(Vec<u8>),
+    File(tokio::fs::File),
+}
+
+impl Assembly {
+    pub(crate) async fn new(fid: &FileId, total: u64, memory_limit: u64) -> Result<Self, Error> {
+        let sink = if total <= memory_limit {
+            Sink::Memory(Vec::with_capacity(total as usize))
+        } else {
+            let io_error = |source| Error::LocalIo { fid: fid.to_string(), source };
+            let file = tokio::task::spawn_blocking(tempfile::tempfile)
+                .await
+                .map_err(|e| io_error(std::io::Error::other(e)))?
+                .map_err(io_error)?;
+            Sink::File(tokio::fs::File::from_std(file))
+        };
+        Ok(Self { fid: *fid, sink })
+    }
+
+    /// Appends verified plain bytes.
+    pub(crate) async fn push(&mut self, plain: &[u8]) -> Result<(), Error> {
+        match &mut self.sink {
+            Sink::Memory(bytes) => bytes.extend_from_slice(plain),
+            Sink::File(file) => file
+                .write_all(plain)
+                .await
+                .map_err(|source| Error::LocalIo { fid: self.fid.to_string(), source })?,
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn finish(self, content_type: Option<String>) -> Result<NeedleStream, Error> {
+        let held = match self.sink {
+            Sink::Memory(bytes) => Held::Memory(bytes.into()),
+            Sink::File(mut file) => {
+                let io_error = |source| Error::LocalIo { fid: self.fid.to_string(), source };
+                file.flush().await.map_err(io_error)?;
+                file.rewind().await.map_err(io_error)?;
+                Held::File(file)
+            }
+        };
+        Ok(NeedleStream::new(&self.fid, held, false, content_type))
+    }
+}
+
 /// A verified file as a stream of plain chunks, from [`Client::download_stream`](crate::Client::download_stream).
 ///
 /// **What is guaranteed:** the stream exists only once the *whole* needle has arrived and
@@ -188,7 +242,8 @@ impl NeedleStream {
         Ok(Self::new(fid, held, compressed, content_type))
     }
 
-    /// The stored `Content-Type`, when the server sent one.
+    /// The stored `Content-Type`, when the server sent one (for a chunked file, the
+    /// manifest's MIME type).
     pub fn content_type(&self) -> Option<&str> {
         self.content_type.as_deref()
     }

@@ -17,6 +17,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct NeedleData {
     pub bytes: Bytes,
     pub compressed: bool,
+    /// The needle is a chunk manifest (flag 0x80): `bytes` are its JSON, listing the
+    /// needles that hold the file. A transport reads the needle as stored: over HTTP
+    /// with `?cm=false`, over RDMA the record itself.
+    pub chunk_manifest: bool,
     /// Raw CRC32-C of `bytes` (the ETag).
     pub crc: u32,
     pub content_type: Option<String>,
@@ -153,6 +157,7 @@ impl ReadTransport for HttpTransport {
             Ok(NeedleData {
                 bytes: stored.bytes,
                 compressed: stored.compressed,
+                chunk_manifest: stored.chunk_manifest,
                 crc: stored.crc,
                 content_type: stored.content_type,
             })

@@ -91,6 +91,7 @@ impl ReadTransport for FakeRdma {
                     Ok(NeedleData {
                         bytes: stored.bytes,
                         compressed: stored.compressed,
+                        chunk_manifest: stored.chunk_manifest,
                         crc: stored.crc,
                         content_type: stored.content_type,
                     })

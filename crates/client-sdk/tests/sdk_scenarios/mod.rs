@@ -284,3 +284,46 @@ pub async fn many_concurrent_readers_on_mixed_sizes(engine: RdmaEngine) {
     assert_eq!(metrics.reads.get(rdma), Some(&(16 * 12)), "{metrics:?}");
     assert!(metrics.fallbacks.is_empty(), "{metrics:?}");
 }
+
+/// A chunked file (a chunk manifest and four chunks) over RDMA alone: the manifest and
+/// then each chunk are read and verified as needles of their own; a flipped byte in one
+/// chunk is a checksum mismatch found by the RDMA read, never bytes.
+pub async fn a_chunked_file_reads_over_rdma_chunk_by_chunk(engine: RdmaEngine) {
+    let rdma = rdma_name(engine);
+    let server = RdmaVolumeServer::start();
+    let client = client(&server, engine, RdmaPolicy::Require);
+    let mib = 1usize << 20;
+    let data = pseudo_random(3 * mib + 4321, 700);
+    let fid = client
+        .upload_chunked(data.clone(), &UploadOptions::named("big.bin"), mib as u64)
+        .await
+        .expect("upload_chunked")
+        .fid;
+    assert!(client.download(&fid).await.unwrap() == data, "the whole file, byte-exact");
+    let range = client.read_range(&fid, (mib - 10) as u64..(2 * mib + 10) as u64).await.unwrap();
+    assert!(range[..] == data[mib - 10..2 * mib + 10]);
+    let metrics = client.metrics();
+    // Manifest + 4 chunks, then manifest + 2 chunks (and an upload check or none).
+    assert!(metrics.reads.get(rdma).copied().unwrap_or(0) >= 8, "{metrics:?}");
+    assert_eq!(metrics.reads.get("http"), None, "Require never reads over HTTP: {metrics:?}");
+
+    let stored = client.read_stored(&fid).await.unwrap();
+    assert!(stored.chunk_manifest, "the manifest's flag is seen in the RDMA record");
+    let manifest = needle::ChunkManifest::parse(&stored.bytes).unwrap();
+    let third = manifest.chunks[2];
+    let dat = server.dat(&third.fid);
+    let content = std::fs::read(&dat).unwrap();
+    let at = 2 * mib + 5000;
+    let pos = content.windows(64).position(|w| w == &data[at..at + 64]).expect("the chunk in its .dat") + 20;
+    let file = std::fs::OpenOptions::new().write(true).open(&dat).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[content[pos] ^ 0x40], pos as u64).unwrap();
+    match client.download(&fid).await {
+        Err(Error::ChecksumMismatch { fid: bad, detail }) => {
+            assert_eq!(bad, third.fid.to_string(), "the corrupt chunk is named");
+            assert!(detail.contains(rdma), "{detail}");
+        }
+        other => panic!("expected a checksum mismatch, got {:?}", other.map(|b| b.len())),
+    }
+    let untouched = client.read_range(&fid, 0..(2 * mib) as u64).await.unwrap();
+    assert!(untouched[..] == data[..2 * mib], "chunks before it still read");
+}

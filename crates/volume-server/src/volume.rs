@@ -422,6 +422,28 @@ impl Volume {
         Ok(StoredNeedle { record, version: self.version(), crc })
     }
 
+    /// Whether the record at `location` is flagged as a chunk manifest, from its flag
+    /// byte alone (two small reads, no CRC pass), so that a DELETE of an ordinary needle
+    /// does not read its data. A record too short to hold the flag is not a manifest
+    /// (the delete that follows reports it). Version 1 needles have no flags.
+    pub fn is_chunk_manifest(&self, location: NeedleLocation) -> Result<bool> {
+        if location.version == Version::V1 || location.size < 5 {
+            return Ok(false);
+        }
+        let read = |buf: &mut [u8], at: u64| {
+            self.dat.read_exact_at(buf, at).map_err(|e| Error::io(&self.dat_path, e))
+        };
+        let mut data_size = [0u8; 4];
+        read(&mut data_size, location.offset + HEADER_SIZE as u64)?;
+        let data_size = u64::from(u32::from_be_bytes(data_size));
+        if 4 + data_size + 1 > u64::from(location.size) {
+            return Ok(false);
+        }
+        let mut flags = [0u8; 1];
+        read(&mut flags, location.offset + HEADER_SIZE as u64 + 4 + data_size)?;
+        Ok(needle::Flags(flags[0]).contains(needle::Flags::CHUNK_MANIFEST))
+    }
+
     /// Appends `needle` (its `append_at_ns` is set here). Identical rewrites of a
     /// live needle append nothing; a rewrite with another cookie is refused.
     pub fn write(&self, needle: &Needle<'_>) -> Result<WriteOutcome> {
@@ -716,6 +738,20 @@ mod tests {
             .with_name(b"f.bin")
             .with_last_modified(1_700_000_000);
         v.write(&n).unwrap()
+    }
+
+    #[test]
+    fn the_chunk_manifest_flag_is_read_without_the_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = new_volume(dir.path(), IndexKind::Memory);
+        let json = br#"{"chunks":[]}"#;
+        let manifest = Needle::new(NeedleId(1), Cookie(7), json).with_flags(needle::Flags::CHUNK_MANIFEST);
+        let WriteOutcome::Written(flagged) = v.write(&manifest).unwrap() else { panic!("not written") };
+        let WriteOutcome::Written(plain) = put(&v, 2, 7, json) else { panic!("not written") };
+        let WriteOutcome::Written(empty) = put(&v, 3, 7, b"") else { panic!("not written") };
+        assert!(v.is_chunk_manifest(flagged).unwrap());
+        assert!(!v.is_chunk_manifest(plain).unwrap());
+        assert!(!v.is_chunk_manifest(empty).unwrap());
     }
 
     #[test]

@@ -191,6 +191,9 @@ async fn read_manifest(store: &Arc<Store>, fid: &FileId) -> Option<Result<ChunkM
     tokio::task::spawn_blocking(move || {
         let volume = store.volume(fid.volume).ok()?;
         let location = volume.locate_readable(fid.needle_id(), false).ok()?;
+        if !volume.is_chunk_manifest(location).ok()? {
+            return None;
+        }
         let stored = volume.read_at(fid.needle_id(), fid.cookie, location).ok()?;
         let needle = stored.needle();
         needle.flags.contains(Flags::CHUNK_MANIFEST).then(|| load(&needle))

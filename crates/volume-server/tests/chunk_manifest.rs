@@ -1,7 +1,9 @@
 //! Chunk manifests (`weed upload -maxMB`) on our server in a real `weed master` cluster:
 //! weed's tools and plain GETs get the file byte-exact, with weed's headers (compared
 //! with a `weed volume` cluster); `cm=false`, ranges and DELETE behave as weed's; chunks
-//! on another server are fetched; a corrupt chunk never yields a complete reply.
+//! on another server are fetched; a corrupt chunk never yields a complete reply. And
+//! manifests written by hand on a standalone server: order, `cm=true`/`cm=false`, a
+//! manifest that does not parse, a chunk that cannot be had (GET and DELETE fail).
 
 mod common;
 
@@ -250,4 +252,75 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         if path.is_dir() { out.extend(walk(&path)) } else { out.push(path) }
     }
     out
+}
+
+/// Uploads `data` to `fid` on a standalone server as a multipart POST, `?cm=true` when
+/// `manifest`.
+fn post(server: &OurServer, fid: &str, data: &[u8], manifest: bool) {
+    let (content_type, body) = multipart_body("f.json", Some("application/json"), &[], data);
+    let path = if manifest { format!("/{fid}?cm=true") } else { format!("/{fid}") };
+    let reply = request(&server.addr, "POST", &path, &[("Content-Type", &content_type)], &body).unwrap();
+    assert_eq!(reply.status, 201, "upload: {}", reply.text());
+}
+
+#[test]
+fn manifests_by_hand_on_a_standalone_server() {
+    let scratch = tempfile::tempdir().unwrap();
+    let ours = OurServer::start(scratch.path(), &[]);
+    let chunks: Vec<(String, Vec<u8>)> =
+        (0..3u64).map(|i| (ours.assign(""), pseudo_random(100_000 + i as usize, i))).collect();
+    for (fid, data) in &chunks {
+        post(&ours, fid, data, false);
+    }
+    // Listed out of order: served in offset order.
+    let mut listed = Vec::new();
+    let mut offset = 0;
+    for (fid, data) in &chunks {
+        listed.push(serde_json::json!({"fid": fid, "offset": offset, "size": data.len()}));
+        offset += data.len();
+    }
+    listed.reverse();
+    let whole: Vec<u8> = chunks.iter().flat_map(|(_, d)| d.clone()).collect();
+    let json = serde_json::json!({"name": "hand.txt", "size": whole.len(), "chunks": listed}).to_string();
+    let manifest = ours.assign("");
+    post(&ours, &manifest, json.as_bytes(), true);
+
+    let reply = get(&ours.addr, &format!("/{manifest}"));
+    assert_eq!((reply.status, reply.header("x-file-store")), (200, Some("chunked")));
+    assert!(reply.body == whole, "chunks in offset order");
+    assert_eq!(reply.header("content-type"), Some("text/plain; charset=utf-8"), "type from the name");
+    let raw = get(&ours.addr, &format!("/{manifest}?cm=false"));
+    assert_eq!(raw.body, json.as_bytes(), "cm=false: the manifest as stored");
+
+    // The same JSON without cm=true is an ordinary file.
+    let plain = ours.assign("");
+    post(&ours, &plain, json.as_bytes(), false);
+    assert_eq!(get(&ours.addr, &format!("/{plain}")).body, json.as_bytes());
+    // A flagged needle that is no manifest is served as stored, as weed does.
+    let junk = ours.assign("");
+    post(&ours, &junk, b"not json", true);
+    assert_eq!(get(&ours.addr, &format!("/{junk}")).body, b"not json");
+
+    // A chunk this standalone server does not have: GET is an empty 500 (the first chunk
+    // fails before the headers), DELETE a 500 that leaves the manifest in place.
+    let (first, _) = &chunks[0];
+    let elsewhere = format!("999,{}", first.split_once(',').unwrap().1);
+    let json = serde_json::json!({"chunks": [{"fid": elsewhere, "offset": 0, "size": 10}]}).to_string();
+    let orphan = ours.assign("");
+    post(&ours, &orphan, json.as_bytes(), true);
+    let reply = get(&ours.addr, &format!("/{orphan}"));
+    assert_eq!((reply.status, reply.body.len()), (500, 0));
+    let reply = request(&ours.addr, "DELETE", &format!("/{orphan}"), &[], b"").unwrap();
+    assert_eq!(reply.status, 500);
+    assert!(reply.json()["error"].as_str().unwrap().starts_with("Delete chunks error: "), "{}", reply.text());
+    assert_eq!(get(&ours.addr, &format!("/{orphan}?cm=false")).status, 200, "the manifest stays");
+
+    // DELETE of the good manifest: chunks first, the manifest's size reported.
+    let reply = request(&ours.addr, "DELETE", &format!("/{manifest}"), &[], b"").unwrap();
+    assert_eq!((reply.status, reply.json()["size"].as_u64()), (202, Some(whole.len() as u64)));
+    for (fid, _) in &chunks {
+        assert_eq!(get(&ours.addr, &format!("/{fid}")).status, 404, "chunk {fid}");
+    }
+    assert_eq!(get(&ours.addr, &format!("/{manifest}")).status, 404);
+    ours.stop();
 }

@@ -94,22 +94,55 @@ pub fn exceeds(ranges: &[ByteRange], size: u64) -> bool {
 /// A `multipart/byteranges` body for several ranges of `data`, laid out as Go's
 /// `mime/multipart` writer does (60 hex digits of boundary, sorted part headers).
 pub fn multipart(data: &[u8], ranges: &[ByteRange], content_type: &str) -> (String, Vec<u8>) {
-    let mut raw = [0u8; 30];
-    rand::rng().fill_bytes(&mut raw);
-    let boundary: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    let total = data.len() as u64;
-    let mut body = Vec::new();
-    for (i, r) in ranges.iter().enumerate() {
-        let sep = if i == 0 { "" } else { "\r\n" };
-        let head = format!(
-            "{sep}--{boundary}\r\nContent-Range: {}\r\nContent-Type: {content_type}\r\n\r\n",
-            r.content_range(total)
-        );
+    let layout = Multipart::new(data.len() as u64, ranges, content_type);
+    let mut body = Vec::with_capacity(layout.body_len() as usize);
+    for (head, r) in layout.heads.iter().zip(ranges) {
         body.extend_from_slice(head.as_bytes());
         body.extend_from_slice(&data[r.start as usize..(r.start + r.length) as usize]);
     }
-    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    (format!("multipart/byteranges; boundary={boundary}"), body)
+    body.extend_from_slice(layout.tail.as_bytes());
+    (layout.content_type, body)
+}
+
+/// The framing of a `multipart/byteranges` body: the text before each range's bytes and
+/// after the last, for a body sent piece by piece (see [`multipart`]).
+pub struct Multipart {
+    /// `multipart/byteranges; boundary=...`
+    pub content_type: String,
+    /// One per range, sent before its bytes.
+    pub heads: Vec<String>,
+    pub tail: String,
+    ranges_len: u64,
+}
+
+impl Multipart {
+    pub fn new(total: u64, ranges: &[ByteRange], content_type: &str) -> Self {
+        let mut raw = [0u8; 30];
+        rand::rng().fill_bytes(&mut raw);
+        let boundary: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let heads = ranges
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let sep = if i == 0 { "" } else { "\r\n" };
+                format!(
+                    "{sep}--{boundary}\r\nContent-Range: {}\r\nContent-Type: {content_type}\r\n\r\n",
+                    r.content_range(total)
+                )
+            })
+            .collect();
+        Self {
+            content_type: format!("multipart/byteranges; boundary={boundary}"),
+            heads,
+            tail: format!("\r\n--{boundary}--\r\n"),
+            ranges_len: ranges.iter().map(|r| r.length).sum(),
+        }
+    }
+
+    /// The whole body's length.
+    pub fn body_len(&self) -> u64 {
+        self.heads.iter().map(|h| h.len() as u64).sum::<u64>() + self.ranges_len + self.tail.len() as u64
+    }
 }
 
 #[cfg(test)]

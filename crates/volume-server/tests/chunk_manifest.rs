@@ -89,6 +89,8 @@ struct Seen {
     get: (u16, Vec<(String, String)>),
     head: (u16, Vec<(String, String)>),
     range: (u16, Vec<(String, String)>),
+    /// Status, Content-Length and the type without its (random) boundary.
+    ranges: (u16, Option<String>, Option<String>),
     delete: (u16, String),
 }
 
@@ -136,6 +138,14 @@ fn exercise(master: &WeedMaster, scratch: &Path, data: &[u8]) -> Seen {
     assert_eq!(range.status, 206);
     assert!(range.body == data[from..to], "a range over three chunks");
 
+    let two =
+        request(&server, "GET", &format!("/{fid}"), &[("Range", "bytes=0-99,2000000-2000099")], b"").unwrap();
+    assert_eq!(two.status, 206);
+    let text = |b: &[u8]| b.iter().map(|&c| c as char).collect::<String>();
+    let body = text(&two.body);
+    assert!(body.contains(&text(&data[..100])) && body.contains(&text(&data[2_000_000..2_000_100])));
+    assert!(body.contains(&format!("Content-Range: bytes 2000000-2000099/{}", data.len())), "{body:.300}");
+
     let chunks = chunk_fids(&server, &fid);
     assert_eq!(chunks.len(), 4, "{chunks:?}");
     let deleted = request(&server, "DELETE", &format!("/{fid}"), &[], b"").unwrap();
@@ -147,6 +157,11 @@ fn exercise(master: &WeedMaster, scratch: &Path, data: &[u8]) -> Seen {
         get: (whole.status, headers_of(&whole)),
         head: (head.status, headers_of(&head)),
         range: (range.status, headers_of(&range)),
+        ranges: (
+            two.status,
+            two.header("content-length").map(str::to_owned),
+            two.header("content-type").and_then(|t| t.split(';').next()).map(str::to_owned),
+        ),
         delete: (deleted.status, deleted.text()),
     }
 }

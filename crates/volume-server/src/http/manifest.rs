@@ -17,10 +17,10 @@
 //! an empty 500, later by aborting the connection, so that a client always sees a
 //! short body under the `Content-Length` as an error, never as a complete file.
 //!
-//! **Ranges.** One range is served as weed does (206 over the concatenation, reading
-//! only the chunks it touches). Several ranges are answered with the whole file (200):
-//! HTTP lets a server ignore `Range`, and a multipart body would have to be assembled
-//! in memory.
+//! **Ranges** are served as weed serves them, over the concatenation: one range as a
+//! 206 with `Content-Range`, several as a `multipart/byteranges` 206 whose framing is
+//! laid out first (so its length is known) and whose parts stream like the rest. Only
+//! the chunks the ranges touch are read (a chunk touched by two ranges is read twice).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -92,8 +92,14 @@ pub(super) async fn serve(
         return Ok(finish(builder.header(header::CONTENT_LENGTH, total), Body::empty()));
     }
 
-    let (status, start, end) = match request.headers().get(header::RANGE) {
-        None => (StatusCode::OK, 0, total),
+    // What to send: text (multipart framing) and parts of chunks, in order.
+    let mut pieces = Vec::new();
+    let mut multipart_type = None;
+    let status = match request.headers().get(header::RANGE) {
+        None => {
+            pieces.extend(chunk_pieces(&manifest, 0, total));
+            StatusCode::OK
+        }
         Some(value) => match range::parse(value.to_str().unwrap_or(""), total) {
             Err(e) => {
                 if e == RangeError::NoOverlap {
@@ -113,46 +119,64 @@ pub(super) async fn serve(
                 }
                 return Ok(finish(builder.header(header::CONTENT_LENGTH, 0), Body::empty()));
             }
-            Ok(ranges) => match ranges.as_slice() {
-                [one] => {
+            Ok(ranges) => {
+                if let [one] = ranges.as_slice() {
                     builder = builder.header(header::CONTENT_RANGE, one.content_range(total));
-                    (StatusCode::PARTIAL_CONTENT, one.start, one.start + one.length)
+                    pieces.extend(chunk_pieces(&manifest, one.start, one.start + one.length));
+                } else {
+                    // Parts carry the type as it is, even empty: weed sniffs nothing here.
+                    let layout = range::Multipart::new(total, &ranges, &content_type);
+                    for (head, r) in layout.heads.iter().zip(&ranges) {
+                        pieces.push(Piece::Text(Bytes::from(head.clone())));
+                        pieces.extend(chunk_pieces(&manifest, r.start, r.start + r.length));
+                    }
+                    pieces.push(Piece::Text(Bytes::from(layout.tail.clone())));
+                    multipart_type = Some(layout.content_type);
                 }
-                _ => (StatusCode::OK, 0, total),
-            },
+                StatusCode::PARTIAL_CONTENT
+            }
         },
     };
+    let length: u64 = pieces.iter().map(Piece::len).sum();
 
-    let mut pieces: Vec<(Chunk, std::ops::Range<u64>)> =
-        manifest.chunks_in(start, end).map(|(c, r)| (*c, r)).collect::<Vec<_>>();
-    pieces.reverse(); // popped from the end, in file order
+    // The first chunk is read before the headers go out: a failure there is a clean 500,
+    // and it gives Go's type sniffing its bytes.
     let mut source = ChunkSource::new(state);
-    let first = match pieces.pop() {
-        Some((chunk, part)) => Some(source.read_part(&chunk, part).await.map_err(|e| {
+    let mut pieces = pieces.into_iter();
+    let mut ready = Vec::new();
+    for piece in pieces.by_ref() {
+        let bytes = source.bytes_of(piece).await.map_err(|e| {
             tracing::error!(error = %e, "chunked file: first chunk");
             ApiError::empty(StatusCode::INTERNAL_SERVER_ERROR)
-        })?),
-        None => None,
-    };
-    if content_type.is_empty()
-        && let Some(first) = &first
-    {
-        content_type = mime::sniff(first).to_owned();
+        })?;
+        ready.push(bytes);
+        if ready.len() > 1 || multipart_type.is_none() {
+            break;
+        }
     }
-    if !content_type.is_empty() {
-        builder = builder.header(header::CONTENT_TYPE, &content_type);
+    if let Some(multipart_type) = multipart_type {
+        builder = builder.header(header::CONTENT_TYPE, multipart_type);
+    } else {
+        if content_type.is_empty()
+            && let Some(first) = ready.first()
+        {
+            content_type = mime::sniff(first).to_owned();
+        }
+        if !content_type.is_empty() {
+            builder = builder.header(header::CONTENT_TYPE, &content_type);
+        }
     }
-    builder = builder.status(status).header(header::CONTENT_LENGTH, end - start);
+    builder = builder.status(status).header(header::CONTENT_LENGTH, length);
 
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     tokio::spawn(async move {
-        if let Some(first) = first
-            && tx.send(Ok(first)).await.is_err()
-        {
-            return;
+        for bytes in ready {
+            if tx.send(Ok(bytes)).await.is_err() {
+                return;
+            }
         }
-        while let Some((chunk, part)) = pieces.pop() {
-            let next = source.read_part(&chunk, part).await.map_err(|e| {
+        for piece in pieces {
+            let next = source.bytes_of(piece).await.map_err(|e| {
                 tracing::error!(error = %e, "chunked file: aborting the reply");
                 std::io::Error::other(e)
             });
@@ -164,6 +188,28 @@ pub(super) async fn serve(
         }
     });
     Ok(finish(builder, Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))))
+}
+
+/// A piece of a chunked file's reply.
+enum Piece {
+    /// Multipart framing.
+    Text(Bytes),
+    /// Bytes `range` of a chunk's data.
+    Chunk(Chunk, std::ops::Range<u64>),
+}
+
+impl Piece {
+    fn len(&self) -> u64 {
+        match self {
+            Piece::Text(text) => text.len() as u64,
+            Piece::Chunk(_, range) => range.end - range.start,
+        }
+    }
+}
+
+/// The chunk parts that make up bytes `start..end` of the file.
+fn chunk_pieces(manifest: &ChunkManifest, start: u64, end: u64) -> impl Iterator<Item = Piece> + '_ {
+    manifest.chunks_in(start, end).map(|(chunk, part)| Piece::Chunk(*chunk, part))
 }
 
 /// DELETE of a manifest: its chunks first, local ones in the store and remote ones by an
@@ -232,10 +278,15 @@ impl ChunkSource {
         Self { store: Arc::clone(&state.store), masters: state.masters.clone(), locations: HashMap::new() }
     }
 
-    /// Bytes `part` of `chunk`'s file data, after the whole chunk verified.
-    async fn read_part(&mut self, chunk: &Chunk, part: std::ops::Range<u64>) -> Result<Bytes, String> {
-        let data = self.read(chunk).await?;
-        Ok(data.slice(part.start as usize..part.end as usize))
+    /// A piece's bytes; for a part of a chunk, after the whole chunk verified.
+    async fn bytes_of(&mut self, piece: Piece) -> Result<Bytes, String> {
+        match piece {
+            Piece::Text(text) => Ok(text),
+            Piece::Chunk(chunk, part) => {
+                let data = self.read(&chunk).await?;
+                Ok(data.slice(part.start as usize..part.end as usize))
+            }
+        }
     }
 
     /// `chunk`'s plain data, verified, and exactly as long as the manifest says.

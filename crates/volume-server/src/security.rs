@@ -23,8 +23,9 @@ pub fn search_path() -> Vec<PathBuf> {
     paths
 }
 
-/// weed's template default for `expires_after_seconds`.
-const DEFAULT_EXPIRES_AFTER: u64 = 10;
+/// weed's defaults for `expires_after_seconds` (master and volume server set them so).
+const DEFAULT_WRITE_EXPIRES_AFTER: u64 = 10;
+const DEFAULT_READ_EXPIRES_AFTER: u64 = 60;
 
 /// One signing key and the lifetime of the tokens issued with it.
 #[derive(Clone, Debug)]
@@ -126,20 +127,30 @@ impl Security {
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: File = toml::from_str(text).map_err(|e| e.to_string())?;
         let signing = file.jwt.signing;
-        let key = |key: String, expires: Option<u64>| {
-            (!key.is_empty()).then(|| SigningKey::new(key, expires.unwrap_or(DEFAULT_EXPIRES_AFTER)))
+        let key = |key: String, expires: Option<u64>, default: u64| {
+            (!key.is_empty()).then(|| SigningKey::new(key, expires.unwrap_or(default)))
         };
         Ok(Self {
-            write: key(signing.key, signing.expires_after_seconds),
-            read: key(signing.read.key, signing.read.expires_after_seconds),
+            write: key(signing.key, signing.expires_after_seconds, DEFAULT_WRITE_EXPIRES_AFTER),
+            read: key(signing.read.key, signing.read.expires_after_seconds, DEFAULT_READ_EXPIRES_AFTER),
         })
     }
 
     /// weed's environment overrides (a set variable wins over the file).
     fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), SecurityError> {
-        for (slot, key_var, expires_var) in [
-            (&mut self.write, "WEED_JWT_SIGNING_KEY", "WEED_JWT_SIGNING_EXPIRES_AFTER_SECONDS"),
-            (&mut self.read, "WEED_JWT_SIGNING_READ_KEY", "WEED_JWT_SIGNING_READ_EXPIRES_AFTER_SECONDS"),
+        for (slot, key_var, expires_var, default) in [
+            (
+                &mut self.write,
+                "WEED_JWT_SIGNING_KEY",
+                "WEED_JWT_SIGNING_EXPIRES_AFTER_SECONDS",
+                DEFAULT_WRITE_EXPIRES_AFTER,
+            ),
+            (
+                &mut self.read,
+                "WEED_JWT_SIGNING_READ_KEY",
+                "WEED_JWT_SIGNING_READ_EXPIRES_AFTER_SECONDS",
+                DEFAULT_READ_EXPIRES_AFTER,
+            ),
         ] {
             let expires = match var(expires_var) {
                 Some(text) => Some(text.trim().parse::<u64>().map_err(|e| SecurityError::Env {
@@ -152,7 +163,7 @@ impl Security {
                 Some(key) if key.is_empty() => *slot = None,
                 Some(key) => {
                     let expires = expires.or(slot.as_ref().map(|s| s.expires_after));
-                    *slot = Some(SigningKey::new(key, expires.unwrap_or(DEFAULT_EXPIRES_AFTER)));
+                    *slot = Some(SigningKey::new(key, expires.unwrap_or(default)));
                 }
                 None => {
                     if let (Some(slot), Some(expires)) = (slot.as_mut(), expires) {
@@ -358,7 +369,9 @@ mod tests {
         "#;
         let security = Security::parse(text).unwrap();
         assert_eq!(security.write.as_ref().map(|k| k.expires_after), Some(30));
-        assert_eq!(security.read.as_ref().map(|k| k.expires_after), Some(DEFAULT_EXPIRES_AFTER));
+        assert_eq!(security.read.as_ref().map(|k| k.expires_after), Some(DEFAULT_READ_EXPIRES_AFTER));
+        let defaults = Security::parse("[jwt.signing]\nkey = \"w\"\n").unwrap();
+        assert_eq!(defaults.write.map(|k| k.expires_after), Some(DEFAULT_WRITE_EXPIRES_AFTER));
         assert_eq!(security.describe(), "JWT: writes signed, reads signed");
 
         let empty_keys =

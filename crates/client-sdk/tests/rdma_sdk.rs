@@ -23,4 +23,5 @@ rdma_sdk_tests!(
     a_corrupted_byte_fails_verification_over_rdma_and_over_http,
     a_killed_server_means_fallback_or_a_clear_error_then_rdma_resumes,
     many_concurrent_readers_on_mixed_sizes,
+    signed_reads_need_a_read_key_token_for_rdma_sessions,
 );

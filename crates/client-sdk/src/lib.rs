@@ -164,7 +164,12 @@ impl ClientBuilder {
         self
     }
 
-    /// A read JWT for clusters that sign reads.
+    /// A token presented on every read and delete, and when an RDMA session opens. In
+    /// a cluster that signs reads or writes, HTTP reads, stats and deletes need none: on
+    /// a 401 they get the file's own token from the master (`/dir/lookup?fileId=`) and
+    /// try once more. RDMA sessions only ever present this one: for clusters that sign
+    /// reads, give a token signed with the read key (without a `fid` claim it opens
+    /// sessions for any file).
     pub fn jwt(mut self, token: impl Into<String>) -> Self {
         self.jwt = Some(token.into());
         self
@@ -607,14 +612,13 @@ impl Client {
         Err(last)
     }
 
-    /// Reads: RDMA per the policy, then HTTP. Stat and delete: HTTP.
+    /// Reads: RDMA per the policy, then HTTP. Stat and delete: HTTP. An HTTP 401 means
+    /// the cluster signs this access: the request is made once more with the file's
+    /// token from the master, as weed clients do.
     async fn at_server(&self, server: &str, fid: &FileId, op: &Op) -> Result<Done, Error> {
-        match op {
-            Op::Stat => return self.stat_at(server, fid).await.map(Done::Stat),
-            Op::Delete => return self.delete_at(server, fid).await.map(|()| Done::Deleted),
-            Op::Stored | Op::Range(_) | Op::Stream => {}
-        }
-        if let Some(result) = self.try_rdma(server, fid).await {
+        if let Op::Stored | Op::Range(_) | Op::Stream = op
+            && let Some(result) = self.try_rdma(server, fid).await
+        {
             let data = result?;
             return match op {
                 Op::Range(_) | Op::Stream if data.chunk_manifest => Ok(Done::Manifest(data)),
@@ -623,7 +627,23 @@ impl Client {
                 _ => Ok(Done::Stored(data)),
             };
         }
-        let jwt = self.inner.jwt.as_deref();
+        let result = self.over_http(server, fid, op, self.inner.jwt.as_deref()).await;
+        if let Err(Error::Server { status: 401, .. }) = &result {
+            let read = !matches!(op, Op::Delete);
+            if let Some(token) = self.inner.master.file_token(fid, read).await? {
+                return self.over_http(server, fid, op, Some(&token)).await;
+            }
+        }
+        result
+    }
+
+    /// `op` over HTTP, presenting `jwt`.
+    async fn over_http(&self, server: &str, fid: &FileId, op: &Op, jwt: Option<&str>) -> Result<Done, Error> {
+        match op {
+            Op::Stat => return self.stat_at(server, fid, jwt).await.map(Done::Stat),
+            Op::Delete => return self.delete_at(server, fid, jwt).await.map(|()| Done::Deleted),
+            Op::Stored | Op::Range(_) | Op::Stream => {}
+        }
         let http = &self.inner.http_transport;
         let done = if let Op::Stored = op {
             Done::Stored(
@@ -729,9 +749,9 @@ impl Client {
         self.at_volume(fid, &Op::Delete).await.map(|_| ())
     }
 
-    async fn delete_at(&self, server: &str, fid: &FileId) -> Result<(), Error> {
+    async fn delete_at(&self, server: &str, fid: &FileId, jwt: Option<&str>) -> Result<(), Error> {
         let mut request = self.inner.http.delete(format!("http://{server}/{fid}"));
-        if let Some(jwt) = &self.inner.jwt {
+        if let Some(jwt) = jwt {
             request = request.bearer_auth(jwt);
         }
         let response = request.send().await.map_err(|e| unreachable_server(server, fid, e))?;
@@ -759,13 +779,13 @@ impl Client {
         }
     }
 
-    async fn stat_at(&self, server: &str, fid: &FileId) -> Result<FileStat, Error> {
+    async fn stat_at(&self, server: &str, fid: &FileId, jwt: Option<&str>) -> Result<FileStat, Error> {
         let mut request = self
             .inner
             .http
             .head(format!("http://{server}/{fid}"))
             .header(reqwest::header::ACCEPT_ENCODING, "gzip");
-        if let Some(jwt) = &self.inner.jwt {
+        if let Some(jwt) = jwt {
             request = request.bearer_auth(jwt);
         }
         let response = request.send().await.map_err(|e| unreachable_server(server, fid, e))?;

@@ -22,4 +22,5 @@ rdma_sdk_tests!(
     a_killed_server_means_fallback_or_a_clear_error_then_rdma_resumes,
     many_concurrent_readers_on_mixed_sizes,
     a_chunked_file_reads_over_rdma_chunk_by_chunk,
+    signed_reads_need_a_read_key_token_for_rdma_sessions,
 );

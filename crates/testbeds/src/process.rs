@@ -69,10 +69,26 @@ impl ServerProcess {
     /// Starts `program args...` with stdout and stderr going to `log`; `what` names it
     /// in errors (e.g. "weed master").
     pub fn spawn(program: &Path, what: &str, args: &[String], log: PathBuf) -> Result<Self, Error> {
+        Self::spawn_in(program, what, args, log, None)
+    }
+
+    /// [`ServerProcess::spawn`] with the working directory `cwd` (weed reads
+    /// `./security.toml` from it).
+    pub fn spawn_in(
+        program: &Path,
+        what: &str,
+        args: &[String],
+        log: PathBuf,
+        cwd: Option<&Path>,
+    ) -> Result<Self, Error> {
         let log_file =
             std::fs::File::create(&log).map_err(|source| Error::Io { path: log.clone(), source })?;
         let err_file = log_file.try_clone().map_err(|source| Error::Io { path: log.clone(), source })?;
-        let child = Command::new(program)
+        let mut command = Command::new(program);
+        if let Some(cwd) = cwd {
+            command.current_dir(cwd);
+        }
+        let child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(log_file)

@@ -32,16 +32,24 @@ pub struct WeedMaster {
     port: u16,
     args: Vec<String>,
     log: PathBuf,
+    /// The working directory, whose `security.toml` weed reads; None: the caller's.
+    config_dir: Option<PathBuf>,
 }
 
 impl WeedMaster {
     /// Starts a master keeping its metadata under `dir`, with a small volume size
     /// limit so tests see volumes fill up.
     pub fn start(dir: &Path, volume_size_limit_mb: u32) -> Result<Self, Error> {
+        Self::start_in(dir, volume_size_limit_mb, None)
+    }
+
+    /// [`WeedMaster::start`] running in `config_dir`, so it reads the
+    /// `security.toml` there (weed looks in `.` first): a master that signs tokens.
+    pub fn start_in(dir: &Path, volume_size_limit_mb: u32, config_dir: Option<&Path>) -> Result<Self, Error> {
         let port = free_port_pair()?;
         let (args, log) = Self::prepare(dir, "master", port, volume_size_limit_mb, &[])?;
-        let process = Self::spawn(port, &args, &log)?;
-        Ok(Self { process, port, args, log })
+        let process = Self::spawn(port, &args, &log, config_dir)?;
+        Ok(Self { process, port, args, log, config_dir: config_dir.map(Path::to_owned) })
     }
 
     /// Starts `count` masters forming one raft cluster (`-peers`), the i-th keeping its
@@ -62,7 +70,7 @@ impl WeedMaster {
             let (args, log) = Self::prepare(dir, &format!("master-{i}"), port, volume_size_limit_mb, &extra)?;
             // All start before any is waited for: none answers until a quorum is up.
             let process = ServerProcess::spawn(&weed_binary()?, "weed master", &args, log.clone())?;
-            masters.push(Self { process, port, args, log });
+            masters.push(Self { process, port, args, log, config_dir: None });
         }
         for master in &mut masters {
             let url = format!("{}/cluster/status", master.url());
@@ -101,8 +109,8 @@ impl WeedMaster {
         status["Leader"].as_str().filter(|l| !l.is_empty()).map(str::to_owned)
     }
 
-    fn spawn(port: u16, args: &[String], log: &Path) -> Result<ServerProcess, Error> {
-        let mut process = ServerProcess::spawn(&weed_binary()?, "weed master", args, log.to_owned())?;
+    fn spawn(port: u16, args: &[String], log: &Path, cwd: Option<&Path>) -> Result<ServerProcess, Error> {
+        let mut process = ServerProcess::spawn_in(&weed_binary()?, "weed master", args, log.to_owned(), cwd)?;
         process.wait_ready(|| http_ok(&format!("http://127.0.0.1:{port}/cluster/status")).is_some())?;
         Ok(process)
     }
@@ -111,7 +119,7 @@ impl WeedMaster {
     /// (its log restarts in `master.log`), as an operator restarting it would.
     pub fn restart(&mut self) -> Result<(), Error> {
         self.process.stop();
-        self.process = Self::spawn(self.port, &self.args, &self.log)?;
+        self.process = Self::spawn(self.port, &self.args, &self.log, self.config_dir.as_deref())?;
         Ok(())
     }
 
@@ -152,6 +160,12 @@ impl WeedVolume {
     /// Starts a volume server over `dir` (created if missing) that joins `master`,
     /// and waits until the master lists it.
     pub fn start(dir: &Path, master: &WeedMaster) -> Result<Self, Error> {
+        Self::start_in(dir, master, None)
+    }
+
+    /// [`WeedVolume::start`] running in `config_dir`, so it reads the `security.toml`
+    /// there: a volume server that checks tokens.
+    pub fn start_in(dir: &Path, master: &WeedMaster, config_dir: Option<&Path>) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
         let port = free_port_pair()?;
         let args = vec![
@@ -167,7 +181,7 @@ impl WeedVolume {
             "-readMode=local".to_owned(),
         ];
         let log = dir.with_extension(format!("volume-{port}.log"));
-        let mut process = ServerProcess::spawn(&weed_binary()?, "weed volume", &args, log)?;
+        let mut process = ServerProcess::spawn_in(&weed_binary()?, "weed volume", &args, log, config_dir)?;
         let addr = format!("127.0.0.1:{port}");
         process.wait_ready(|| master.knows_volume_server(&addr))?;
         Ok(Self { process, port, dir: dir.to_owned() })

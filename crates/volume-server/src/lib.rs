@@ -11,6 +11,7 @@
 //! - [`heartbeat`], [`volume_grpc`], [`pb`]: membership in a `weed master` cluster and
 //!   weed's `VolumeServer` gRPC service.
 //! - [`rdma`]: the `--rdma*` flags and the store as the RDMA control plane's needle source.
+//! - [`security`]: weed's `security.toml` JWT keys guarding the HTTP API.
 
 mod compaction;
 pub mod error;
@@ -25,6 +26,7 @@ pub mod pb;
 pub mod range;
 pub mod rdma;
 pub mod recovery;
+pub mod security;
 pub mod store;
 pub mod upload;
 pub mod vif;

@@ -16,6 +16,7 @@ use volume_server::http::{AppState, router, version_string};
 use volume_server::master_api::MasterApi;
 use volume_server::metrics::Metrics;
 use volume_server::rdma::RdmaArgs;
+use volume_server::security::Security;
 use volume_server::volume_grpc::VolumeGrpc;
 use volume_server::{IndexKind, Store, StoreConfig, VolumeOptions};
 
@@ -70,6 +71,11 @@ struct Cli {
     /// kernel's TCP processing and the clients need the other core.
     #[arg(long)]
     workers: Option<usize>,
+    /// weed's security.toml ([jwt.signing] key guards writes and deletes, [jwt.signing.read]
+    /// key guards reads). Default: the first of ./security.toml,
+    /// $HOME/.seaweedfs/security.toml, /etc/seaweedfs/security.toml, as weed looks.
+    #[arg(long)]
+    security_config: Option<PathBuf>,
     #[command(flatten)]
     rdma: RdmaArgs,
 }
@@ -92,6 +98,11 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let (security, security_file) = Security::load(cli.security_config.as_deref())?;
+    match &security_file {
+        Some(file) => tracing::info!(config = %file.display(), "{}", security.describe()),
+        None => tracing::info!("{} (no security.toml)", security.describe()),
+    }
     let width = if cli.offset_width == 4 { OffsetWidth::Four } else { OffsetWidth::Five };
     let config = StoreConfig {
         dirs: cli.dir.clone(),
@@ -102,7 +113,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(config)).await??);
     let public_url = format!("{}:{}", cli.ip, cli.port);
     let master = cli.mserver.is_none().then(|| MasterApi::new(&store, public_url.clone()));
-    let rdma = cli.rdma.start(&store, &cli.ip);
+    let rdma = cli.rdma.start(&store, &cli.ip, security.read.as_ref().map(|k| k.jwt_key()));
     let version = version_string(width);
     let state = Arc::new(AppState {
         store: Arc::clone(&store),
@@ -113,6 +124,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         masters: cli.mserver.clone().unwrap_or_default(),
         metrics: Metrics::new(),
         rdma: rdma.clone(),
+        security,
     });
     let addr: SocketAddr = format!("{}:{}", cli.ip, cli.port).parse()?;
     let grpc_port = cli

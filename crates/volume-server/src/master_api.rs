@@ -6,17 +6,22 @@
 //! any volume holds, so an assigned fid never names an existing needle; cookies are
 //! random. Assign picks a writable volume of the requested collection, replication
 //! and TTL, and creates one when there is none and `--max` allows.
+//!
+//! With JWT keys configured it issues tokens as weed master does (`Authorization:
+//! BEARER <jwt>`): a write token for the assigned fid, and for a `/dir/lookup` with a
+//! `fileId`, a write token (deletes) or, with `read=yes`, a read token.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use needle::{Cookie, FileId, NeedleId, ReplicaPlacement, Ttl};
 use rand::Rng;
 use serde::Serialize;
 
 use crate::http::{SharedState, json_response, query_params};
+use crate::security::Access;
 use crate::store::Store;
 use crate::upload::go_json;
 
@@ -101,17 +106,27 @@ pub async fn assign(State(state): State<SharedState>, request: Request) -> Respo
         candidates.swap_remove(i)
     };
     let key = master.next_key.fetch_add(count, Ordering::Relaxed);
-    let fid = FileId::new(volume.id(), NeedleId(key), Cookie(rand::rng().random()));
-    reply(
+    let fid = FileId::new(volume.id(), NeedleId(key), Cookie(rand::rng().random())).to_string();
+    let token = state.security.issue(Access::Write, &fid);
+    let response = reply(
         StatusCode::OK,
         &AssignReply {
-            fid: fid.to_string(),
+            fid,
             url: master.public_url.clone(),
             public_url: master.public_url.clone(),
             count,
             error: String::new(),
         },
-    )
+    );
+    with_token(response, token)
+}
+
+/// weed master's `maybeAddJwtAuthorization`: the token in `Authorization: BEARER <jwt>`.
+fn with_token(mut response: Response, token: Option<String>) -> Response {
+    if let Some(value) = token.and_then(|t| HeaderValue::from_str(&format!("BEARER {t}")).ok()) {
+        response.headers_mut().insert(header::AUTHORIZATION, value);
+    }
+    response
 }
 
 #[derive(Serialize)]
@@ -136,7 +151,14 @@ struct LookupReply<'a> {
 pub async fn lookup(State(state): State<SharedState>, request: Request) -> Response {
     let Some(master) = &state.master else { return not_acceptable("no master API".into()) };
     let query = query_params(&request);
-    let asked = query.get("volumeId").or_else(|| query.get("fileId")).cloned().unwrap_or_default();
+    let file_id = query.get("fileId").filter(|f| !f.is_empty());
+    // weed takes the volume from a fileId with a comma over a volumeId.
+    let asked = file_id
+        .filter(|f| f.contains(','))
+        .or(query.get("volumeId"))
+        .or(file_id)
+        .cloned()
+        .unwrap_or_default();
     // A full fid works too: the volume id is what precedes the comma.
     let vid = asked.split(',').next().unwrap_or("");
     let (status, reply_body) = match vid.parse::<needle::VolumeId>() {
@@ -169,5 +191,15 @@ pub async fn lookup(State(state): State<SharedState>, request: Request) -> Respo
             },
         ),
     };
-    reply(status, &reply_body)
+    // Like weed master: a token only for a file id that was found; a write token (for
+    // deletes) unless `read=yes` asks for a read one.
+    let token = match file_id {
+        Some(fid) if status == StatusCode::OK => {
+            let access =
+                if query.get("read").is_some_and(|r| r == "yes") { Access::Read } else { Access::Write };
+            state.security.issue(access, fid)
+        }
+        _ => None,
+    };
+    with_token(reply(status, &reply_body), token)
 }

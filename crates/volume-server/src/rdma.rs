@@ -48,14 +48,16 @@ pub struct RdmaArgs {
     /// A session unused for this many seconds is closed and its queue pair destroyed.
     #[arg(long = "rdma-idle-timeout-secs", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_secs: u64,
-    /// HS256 key RDMA clients' JWTs must be signed with (weed's jwt.signing.read.key).
+    /// HS256 key RDMA clients' JWTs must be signed with. Default: security.toml's
+    /// jwt.signing.read.key (sessions are reads), none when reads are open.
     #[arg(long = "rdma-jwt-key")]
     pub jwt_key: Option<String>,
 }
 
 impl RdmaArgs {
-    /// Starts the RDMA side for a server listening on `ip`.
-    pub fn start(&self, store: &Arc<Store>, ip: &str) -> RdmaServer {
+    /// Starts the RDMA side for a server listening on `ip`; sessions need a token
+    /// signed with `--rdma-jwt-key`, else with `read_key` (the HTTP read key).
+    pub fn start(&self, store: &Arc<Store>, ip: &str, read_key: Option<&JwtKey>) -> RdmaServer {
         let device = match (self.switch, &self.device) {
             (RdmaSwitch::Off, _) => None,
             (RdmaSwitch::Auto, Some(name)) => Some(DeviceChoice::Name(name.clone())),
@@ -73,7 +75,7 @@ impl RdmaArgs {
             },
             max_sessions: self.max_sessions,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
-            jwt_key: self.jwt_key.as_ref().map(|k| JwtKey::new(k.as_bytes())),
+            jwt_key: self.jwt_key.as_ref().map(|k| JwtKey::new(k.as_bytes())).or_else(|| read_key.cloned()),
         };
         let server = RdmaServer::start(config, Arc::new(StoreSource(Arc::clone(store))));
         // A compacted or deleted volume's old `.dat` must stop being readable remotely.

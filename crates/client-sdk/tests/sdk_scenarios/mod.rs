@@ -25,19 +25,26 @@ struct RdmaVolumeServer {
     dir: tempfile::TempDir,
     port: u16,
     starts: u32,
+    /// More flags for every start.
+    extra: Vec<String>,
 }
 
 impl RdmaVolumeServer {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("sdk-rdma-").tempdir_in("/dev/shm").expect("tmpfs");
         let port = testbeds::process::free_port_pair().expect("a free port pair");
-        let mut server = Self { process: None, dir, port, starts: 0 };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut server = Self { process: None, dir, port, starts: 0, extra };
         server.launch();
         server
     }
 
     fn launch(&mut self) {
-        let args: Vec<String> = [
+        let mut args: Vec<String> = [
             "--dir",
             &self.dir.path().display().to_string(),
             "--ip",
@@ -50,6 +57,7 @@ impl RdmaVolumeServer {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(self.extra.iter().cloned());
         self.starts += 1;
         let log = self.dir.path().with_extension(format!("log-{}", self.starts));
         let mut process =
@@ -91,14 +99,25 @@ fn rdma_name(engine: RdmaEngine) -> &'static str {
 }
 
 fn client(server: &RdmaVolumeServer, engine: RdmaEngine, policy: RdmaPolicy) -> Client {
-    Client::builder(server.addr())
+    client_with_jwt(server, engine, policy, None)
+}
+
+fn client_with_jwt(
+    server: &RdmaVolumeServer,
+    engine: RdmaEngine,
+    policy: RdmaPolicy,
+    jwt: Option<String>,
+) -> Client {
+    let mut builder = Client::builder(server.addr())
         .rdma_transport(rdma_transport(engine))
         .rdma_policy(policy)
         .rdma_timeout(Duration::from_secs(4))
         .request_timeout(Duration::from_secs(10))
-        .backoff(Backoff { initial: Duration::from_millis(200), max: Duration::from_millis(200) })
-        .build()
-        .expect("a client")
+        .backoff(Backoff { initial: Duration::from_millis(200), max: Duration::from_millis(200) });
+    if let Some(jwt) = jwt {
+        builder = builder.jwt(jwt);
+    }
+    builder.build().expect("a client")
 }
 
 async fn upload(client: &Client, data: &[u8]) -> FileId {
@@ -326,4 +345,37 @@ pub async fn a_chunked_file_reads_over_rdma_chunk_by_chunk(engine: RdmaEngine) {
     }
     let untouched = client.read_range(&fid, 0..(2 * mib) as u64).await.unwrap();
     assert!(untouched[..] == data[..2 * mib], "chunks before it still read");
+}
+
+/// A cluster that signs reads (`security.toml` with a read key, no `--rdma-jwt-key`):
+/// RDMA sessions need a token signed with the read key; without one, or with one signed
+/// with another key, none opens, and `Prefer` falls back to HTTP, which gets the file's
+/// read token from the master.
+pub async fn signed_reads_need_a_read_key_token_for_rdma_sessions(engine: RdmaEngine) {
+    use rdma_transport::server::auth::JwtKey;
+    let rdma = rdma_name(engine);
+    let config_dir = tempfile::Builder::new().prefix("sdk-jwt-").tempdir_in("/dev/shm").expect("tmpfs");
+    let config = config_dir.path().join("security.toml");
+    std::fs::write(&config, "[jwt.signing]\nkey = \"write-key\"\n[jwt.signing.read]\nkey = \"read-key\"\n")
+        .unwrap();
+    let server = RdmaVolumeServer::start_with(&["--security-config", config.to_str().unwrap()]);
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let session_token = |key: &str| JwtKey::new(key).sign(&serde_json::json!({ "exp": exp }));
+
+    let signed = client_with_jwt(&server, engine, RdmaPolicy::Require, Some(session_token("read-key")));
+    let data = pseudo_random(100_000, 900);
+    let fid = upload(&signed, &data).await;
+    assert_eq!(signed.download(&fid).await.unwrap(), data);
+    assert_eq!(signed.metrics().reads.get(rdma), Some(&1), "{:?}", signed.metrics());
+
+    for jwt in [None, Some(session_token("write-key"))] {
+        let strict = client_with_jwt(&server, engine, RdmaPolicy::Require, jwt.clone());
+        match strict.download(&fid).await {
+            Err(Error::TransportUnavailable { .. }) => {}
+            other => panic!("a session with token {jwt:?}: expected a refusal, got {other:?}"),
+        }
+    }
+    let prefer = client_with_jwt(&server, engine, RdmaPolicy::Prefer, None);
+    assert_eq!(prefer.download(&fid).await.unwrap(), data);
+    assert_eq!(prefer.metrics().reads.get("http"), Some(&1), "{:?}", prefer.metrics());
 }

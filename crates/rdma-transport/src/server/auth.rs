@@ -2,7 +2,8 @@
 //! `jwt.signing.read.key`). `exp`, when present, must be in the future (weed's tokens
 //! always carry one); a `fid` claim limits the session to that one file id. The token is
 //! checked when the session opens; the session then lives until it is closed or idle
-//! past the timeout.
+//! past the timeout. The volume server's HTTP checks (`volume_server::security`) use this
+//! same implementation, with weed's stricter HTTP rule on the `fid` claim.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -44,6 +44,11 @@ impl ApiError {
         Self { status, body: ErrorBody::Text(message.into()) }
     }
 
+    /// A request the JWT check refused: weed's 401 on reads, writes and deletes alike.
+    pub fn wrong_jwt() -> Self {
+        Self::json(StatusCode::UNAUTHORIZED, "wrong jwt")
+    }
+
     pub fn empty(status: StatusCode) -> Self {
         Self { status, body: ErrorBody::Empty }
     }

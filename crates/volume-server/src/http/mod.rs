@@ -29,6 +29,7 @@ use rand::Rng;
 
 use crate::master_api::MasterApi;
 use crate::metrics::Metrics;
+use crate::security::Security;
 use crate::store::Store;
 
 pub use error::ApiError;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The RDMA read path, shown in `/status` and `/metrics`.
     pub rdma: rdma_transport::server::RdmaServer,
+    /// The JWT keys guarding writes, deletes and reads (`security.toml`).
+    pub security: Security,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -170,7 +173,7 @@ pub(crate) fn query_params<B>(request: &axum::http::Request<B>) -> BTreeMap<Stri
     out
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

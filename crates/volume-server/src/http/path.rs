@@ -27,7 +27,19 @@ pub enum PathError {
     Shape(String),
 }
 
-pub fn parse(path: &str) -> Result<FileUrl, PathError> {
+/// A file URL cut into its parts' text, nothing validated yet (weed's `parseURLPath`):
+/// what weed's JWT check compares with a token's `fid` claim.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RawUrl<'a> {
+    pub vid: &'a str,
+    /// The file id, extension cut off.
+    pub fid: &'a str,
+    filename: Option<&'a str>,
+    ext: &'a str,
+    comma_form: bool,
+}
+
+pub fn split(path: &str) -> Result<RawUrl<'_>, PathError> {
     let segments: Vec<&str> = path.split('/').collect();
     let (vid, fid, filename, comma_form) = match segments.as_slice() {
         ["", one] => {
@@ -35,24 +47,45 @@ pub fn parse(path: &str) -> Result<FileUrl, PathError> {
             (vid, fid, None, true)
         }
         ["", vid, fid] => (*vid, *fid, None, false),
-        ["", vid, fid, name] => (*vid, *fid, Some((*name).to_owned()), false),
+        ["", vid, fid, name] => (*vid, *fid, Some(*name), false),
         _ => return Err(PathError::Shape(path.to_owned())),
     };
-    let volume: VolumeId = vid.parse().map_err(PathError::BadVolume)?;
-    let (fid, ext) = match (&filename, fid.rfind('.')) {
-        (None, Some(dot)) if dot > 0 => (&fid[..dot], fid[dot..].to_owned()),
-        (Some(name), _) => (fid, crate::mime::extension(name).to_owned()),
-        _ => (fid, String::new()),
+    let (fid, ext) = match (filename, fid.rfind('.')) {
+        (None, Some(dot)) if dot > 0 => (&fid[..dot], &fid[dot..]),
+        (Some(name), _) => (fid, crate::mime::extension(name)),
+        _ => (fid, ""),
     };
-    let fid = FileId::parse_in_volume(volume, fid)
-        .map_err(|source| PathError::BadFid { input: fid.to_owned(), source })?;
-    Ok(FileUrl { volume, fid, filename, ext, comma_form })
+    Ok(RawUrl { vid, fid, filename, ext, comma_form })
+}
+
+impl RawUrl<'_> {
+    /// The volume id, alone (writes check it before the token).
+    pub fn volume(&self) -> Result<VolumeId, PathError> {
+        self.vid.parse().map_err(PathError::BadVolume)
+    }
+
+    pub fn parse(&self) -> Result<FileUrl, PathError> {
+        let volume = self.volume()?;
+        let fid = FileId::parse_in_volume(volume, self.fid)
+            .map_err(|source| PathError::BadFid { input: self.fid.to_owned(), source })?;
+        Ok(FileUrl {
+            volume,
+            fid,
+            filename: self.filename.map(str::to_owned),
+            ext: self.ext.to_owned(),
+            comma_form: self.comma_form,
+        })
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use needle::{Cookie, NeedleId};
+
+    fn parse(path: &str) -> Result<FileUrl, PathError> {
+        split(path)?.parse()
+    }
 
     #[test]
     fn url_forms() {
@@ -71,5 +104,8 @@ mod tests {
         assert!(matches!(parse("/3,zz"), Err(PathError::BadFid { .. })));
         assert!(matches!(parse("/1,ffffffffffffffff00000000_1"), Err(PathError::BadFid { .. })));
         assert!(matches!(parse("/a/b/c/d"), Err(PathError::Shape(_))));
+        let raw = split("/3/01637037d6_1.jpg").unwrap();
+        assert_eq!((raw.vid, raw.fid), ("3", "01637037d6_1"));
+        assert_eq!(split("/x,zz").map(|r| (r.vid, r.fid)), Ok(("x", "zz")));
     }
 }

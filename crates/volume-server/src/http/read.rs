@@ -12,6 +12,7 @@ use needle::Flags;
 use super::{ApiError, AppState, manifest, path, query_params};
 use crate::mime;
 use crate::range::{self, RangeError};
+use crate::security::Access;
 use crate::upload::{gunzip, parse_bool};
 
 /// Records above this size are read with `block_in_place` (weed's paged-read limit).
@@ -34,8 +35,13 @@ pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response 
 }
 
 async fn respond(state: &AppState, request: &axum::http::Request<()>) -> Result<Response, ApiError> {
-    let url = path::parse(request.uri().path())
-        .map_err(|e| ApiError::text(StatusCode::BAD_REQUEST, format!("{e}\n")))?;
+    let bad_path = |e: path::PathError| ApiError::text(StatusCode::BAD_REQUEST, format!("{e}\n"));
+    let raw = path::split(request.uri().path()).map_err(bad_path)?;
+    // weed checks the token before it validates the ids.
+    if !state.security.allows(Access::Read, request.uri().query(), request.headers(), raw.vid, raw.fid) {
+        return Err(ApiError::wrong_jwt());
+    }
+    let url = raw.parse().map_err(bad_path)?;
     let volume = state.store.volume(url.volume).map_err(ApiError::for_read)?;
     let id = url.fid.needle_id();
     // Most reads carry no query: look for the parameter before parsing it.

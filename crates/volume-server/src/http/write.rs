@@ -9,6 +9,7 @@ use needle::{Flags, Needle};
 use serde::Serialize;
 
 use super::{ApiError, AppState, json_response, now_seconds, path, query_params};
+use crate::security::Access;
 use crate::upload::{self, UploadError};
 use crate::volume::WriteOutcome;
 
@@ -43,7 +44,14 @@ pub(super) async fn post(state: &AppState, request: Request) -> Response {
 
 async fn upload_file(state: &AppState, request: Request) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
-    let url = path::parse(parts.uri.path()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let bad_path = |e: path::PathError| ApiError::bad_request(e.to_string());
+    let raw = path::split(parts.uri.path()).map_err(bad_path)?;
+    // weed's order: the volume id, then the token, then everything else.
+    raw.volume().map_err(bad_path)?;
+    if !state.security.allows(Access::Write, parts.uri.query(), &parts.headers, raw.vid, raw.fid) {
+        return Err(ApiError::wrong_jwt());
+    }
+    let url = raw.parse().map_err(bad_path)?;
     if !url.comma_form {
         return Err(ApiError::bad_request(format!("writes take /<vid>,<fid>, not {}", parts.uri.path())));
     }
@@ -139,13 +147,21 @@ fn too_large(limit: u64) -> ApiError {
 }
 
 pub(super) async fn delete(state: &AppState, request: Request) -> Response {
-    let url = match path::parse(request.uri().path()) {
-        Ok(url) => url,
-        // weed reads a bad volume id as volume 0, which is never there.
-        Err(path::PathError::BadVolume(_)) => {
-            return ApiError::for_delete(crate::Error::VolumeNotFound(needle::VolumeId(0))).into_response();
-        }
+    let raw = match path::split(request.uri().path()) {
+        Ok(raw) => raw,
         Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+    };
+    let url = match raw.parse() {
+        Ok(url) => Some(url),
+        // weed reads a bad volume id as volume 0, which is never there (after the token check).
+        Err(path::PathError::BadVolume(_)) => None,
+        Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
+    };
+    if !state.security.allows(Access::Write, request.uri().query(), request.headers(), raw.vid, raw.fid) {
+        return ApiError::wrong_jwt().into_response();
+    }
+    let Some(url) = url else {
+        return ApiError::for_delete(crate::Error::VolumeNotFound(needle::VolumeId(0))).into_response();
     };
     let manifest_size = match super::manifest::delete_chunks(state, &url.fid).await {
         Ok(size) => size,

@@ -245,19 +245,29 @@ fn chunks_on_a_weed_volume_are_fetched_and_a_corrupt_chunk_aborts_the_reply() {
     master.stop();
 }
 
-/// Flips a byte in the middle of the one place `needle` occurs in the `.dat`s under `dir`.
+/// Flips a byte in the middle of every place `needle` occurs in the `.dat`s under `dir`
+/// (the same file may have been uploaded more than once).
 fn flip_in_dat(dir: &Path, needle: &[u8]) {
+    let mut flipped = 0;
     for entry in walk(dir) {
         if entry.extension().is_some_and(|e| e == "dat") {
             let mut bytes = std::fs::read(&entry).unwrap();
-            if let Some(pos) = bytes.windows(needle.len()).position(|w| w == needle) {
+            let places: Vec<usize> = bytes
+                .windows(needle.len())
+                .enumerate()
+                .filter(|(_, w)| *w == needle)
+                .map(|(i, _)| i)
+                .collect();
+            for pos in &places {
                 bytes[pos + needle.len() / 2] ^= 0xff;
+            }
+            if !places.is_empty() {
                 std::fs::write(&entry, bytes).unwrap();
-                return;
+                flipped += places.len();
             }
         }
     }
-    panic!("the bytes are in no .dat under {}", dir.display());
+    assert!(flipped > 0, "the bytes are in no .dat under {}", dir.display());
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -338,4 +348,74 @@ fn manifests_by_hand_on_a_standalone_server() {
     }
     assert_eq!(get(&ours.addr, &format!("/{manifest}")).status, 404);
     ours.stop();
+}
+
+/// A request with a token signed with `key` for `fid`.
+fn signed(addr: &str, method: &str, fid: &str, query: &str, key: &str) -> Reply {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    let token =
+        rdma_transport::server::auth::JwtKey::new(key).sign(&serde_json::json!({"fid": fid, "exp": exp}));
+    let auth = format!("Bearer {token}");
+    request(addr, method, &format!("/{fid}{query}"), &[("Authorization", &auth)], b"").unwrap()
+}
+
+#[test]
+fn in_a_signed_cluster_ours_signs_its_chunk_reads_and_deletes() {
+    const WRITE_KEY: &str = "chunk-write-key";
+    const READ_KEY: &str = "chunk-read-key";
+    let scratch = tempfile::tempdir().unwrap();
+    let config_dir = scratch.path().join("config");
+    std::fs::create_dir_all(&config_dir).unwrap();
+    let config = config_dir.join("security.toml");
+    std::fs::write(
+        &config,
+        format!("[jwt.signing]\nkey = \"{WRITE_KEY}\"\n[jwt.signing.read]\nkey = \"{READ_KEY}\"\n"),
+    )
+    .unwrap();
+    let master = WeedMaster::start_in(&scratch.path().join("m"), 64, Some(&config_dir)).unwrap();
+    let weed = WeedVolume::start_in(&scratch.path().join("weed"), &master, Some(&config_dir)).unwrap();
+    let ours = OurServer::start(
+        &scratch.path().join("ours"),
+        &["--mserver", &master.addr(), "--max", "20", "--security-config", config.to_str().unwrap()],
+    );
+    wait_until("the master lists our server", || master.knows_volume_server(&ours.addr));
+
+    let data = pseudo_random(FILE_SIZE, 11);
+    let manifest_chunks = |fid: &str| -> Vec<String> {
+        let raw = signed(&ours.addr, "GET", fid, "?cm=false", READ_KEY);
+        assert_eq!(raw.status, 200, "{}", raw.text());
+        let chunks = raw.json()["chunks"].as_array().cloned().unwrap_or_default();
+        chunks.iter().map(|c| c["fid"].as_str().unwrap().to_owned()).collect()
+    };
+    let mut found = None;
+    for _ in 0..20 {
+        let fid = upload_chunked(&master, scratch.path(), &data);
+        if holder(&master, &fid) == ours.addr {
+            let chunks = manifest_chunks(&fid);
+            if chunks.iter().any(|c| holder(&master, c) == weed.addr()) {
+                found = Some((fid, chunks));
+                break;
+            }
+        }
+    }
+    let (fid, chunks) = found.expect("a manifest on ours with a chunk on the weed volume");
+    assert_eq!(get(&ours.addr, &format!("/{fid}")).status, 401, "the manifest itself needs a token");
+    let whole = signed(&ours.addr, "GET", &fid, "", READ_KEY);
+    assert_eq!(whole.status, 200);
+    assert!(whole.body == data, "chunks on the weed volume read with our tokens");
+
+    let deleted = signed(&ours.addr, "DELETE", &fid, "", WRITE_KEY);
+    assert_eq!(
+        (deleted.status, deleted.json()["size"].as_u64()),
+        (202, Some(FILE_SIZE as u64)),
+        "{}",
+        deleted.text()
+    );
+    for chunk in &chunks {
+        let reply = signed(&holder(&master, chunk), "GET", chunk, "", READ_KEY);
+        assert_eq!(reply.status, 404, "chunk {chunk} deleted with our token");
+    }
+    ours.stop();
+    weed.stop();
+    master.stop();
 }

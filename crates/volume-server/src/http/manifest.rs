@@ -9,7 +9,9 @@
 //! HTTP `/dir/lookup` (`--mserver`; HTTP rather than gRPC `LookupVolume` because the
 //! chunks themselves are fetched over HTTP, so one client does both and the master
 //! proto subset stays as it is; any master answers, followers ask the leader). A
-//! standalone server has no master and knows only its own volumes.
+//! standalone server has no master and knows only its own volumes. In a cluster that
+//! signs requests (`security.toml`), the server signs each remote chunk read or delete
+//! with its own keys, as weed master would for that fid.
 //!
 //! The response streams: at most one chunk is held in memory, plus one being sent.
 //! A chunk that cannot be read or does not verify ends the reply: before the headers
@@ -37,6 +39,7 @@ use tokio::sync::mpsc;
 use super::{ApiError, AppState, query_params};
 use crate::mime;
 use crate::range::{self, RangeError};
+use crate::security::{Access, Security};
 use crate::store::Store;
 use crate::upload::{gunzip, parse_bool};
 
@@ -254,6 +257,7 @@ async fn read_manifest(store: &Arc<Store>, fid: &FileId) -> Option<Result<ChunkM
 struct ChunkSource {
     store: Arc<Store>,
     masters: Vec<String>,
+    security: Security,
     locations: HashMap<u32, Vec<String>>,
 }
 
@@ -275,7 +279,12 @@ fn clients() -> &'static (HttpReader, reqwest::Client) {
 
 impl ChunkSource {
     fn new(state: &AppState) -> Self {
-        Self { store: Arc::clone(&state.store), masters: state.masters.clone(), locations: HashMap::new() }
+        Self {
+            store: Arc::clone(&state.store),
+            masters: state.masters.clone(),
+            security: state.security.clone(),
+            locations: HashMap::new(),
+        }
     }
 
     /// A piece's bytes; for a part of a chunk, after the whole chunk verified.
@@ -327,8 +336,9 @@ impl ChunkSource {
     /// A chunk from the first server holding its volume that serves it verified.
     async fn read_remote(&mut self, fid: &FileId) -> Result<(Bytes, bool), String> {
         let mut last = String::new();
+        let jwt = self.security.issue(Access::Read, &fid.to_string());
         for server in self.lookup(fid.volume.0).await? {
-            match clients().0.read_needle(&server, fid, None).await {
+            match clients().0.read_needle(&server, fid, jwt.as_deref()).await {
                 Ok(stored) if stored.chunk_manifest => {
                     return Err(format!("chunk {fid} is itself a chunk manifest"));
                 }
@@ -352,8 +362,13 @@ impl ChunkSource {
             .map_err(|e| e.to_string())?;
         }
         let mut last = String::new();
+        let jwt = self.security.issue(Access::Write, &fid.to_string());
         for server in self.lookup(fid.volume.0).await? {
-            match clients().1.delete(format!("http://{server}/{fid}")).send().await {
+            let mut request = clients().1.delete(format!("http://{server}/{fid}"));
+            if let Some(jwt) = &jwt {
+                request = request.bearer_auth(jwt);
+            }
+            match request.send().await {
                 Ok(reply) if matches!(reply.status().as_u16(), 202 | 404) => return Ok(()),
                 Ok(reply) => {
                     let status = reply.status();

@@ -137,6 +137,8 @@ fn weed_upload_max_mb_files_read_through_the_sdk() {
         let fid = weed_upload(&master.addr(), &file);
         let holders = rt.block_on(client.lookup(fid.volume)).unwrap();
         rt.block_on(async {
+            let stored = client.read_stored(&fid).await.unwrap();
+            assert!(stored.chunk_manifest, "{fid} on {holders:?}: the manifest, seen as one");
             assert!(client.download(&fid).await.unwrap() == data, "{fid} on {holders:?}");
             let got = client.read_range(&fid, MIB as u64 - 3..2 * MIB as u64 + 3).await.unwrap();
             assert!(got[..] == data[MIB - 3..2 * MIB + 3]);

@@ -16,8 +16,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use needle::idx::TOMBSTONE_SIZE;
 use needle::{
-    Cookie, HEADER_SIZE, IdxEntry, Needle, NeedleHeader, NeedleId, OffsetWidth, ReplicaPlacement,
-    SUPER_BLOCK_SIZE, SuperBlock, Ttl, Version, VolumeId,
+    Cookie, DataSpan, HEADER_SIZE, IdxEntry, Needle, NeedleHeader, NeedleId, NeedleMeta, OffsetWidth,
+    ReplicaPlacement, SUPER_BLOCK_SIZE, SuperBlock, Ttl, Version, VolumeId,
 };
 
 use crate::compaction;
@@ -87,6 +87,25 @@ impl StoredNeedle {
         let start = if data.is_empty() { 0 } else { data.as_ptr() as usize - self.record.as_ptr() as usize };
         let range = start..start + data.len();
         (self.record, range)
+    }
+}
+
+/// A needle whose metadata was read and checked (header, cookie, TTL) while its data
+/// stays in the `.dat`, for a reader that sends the data in pieces
+/// ([`Volume::read_data`]). Its CRC is not checked here: only a reader of all the data can.
+#[derive(Debug)]
+pub struct StoredMeta {
+    span: DataSpan,
+    tail: Vec<u8>,
+    /// Where the data starts in the `.dat`.
+    pub data_at: u64,
+}
+
+impl StoredMeta {
+    /// The needle's metadata, borrowing from the tail read.
+    pub fn meta(&self) -> NeedleMeta<'_> {
+        // The same bytes parsed successfully when the metadata was read.
+        NeedleMeta::parse(&self.span, &self.tail).expect("tail was parsed at read time")
     }
 }
 
@@ -420,6 +439,36 @@ impl Volume {
             return Err(Error::NeedleNotFound(id));
         }
         Ok(StoredNeedle { record, version: self.version(), crc })
+    }
+
+    /// Reads and checks the metadata of needle `id` at `location` without its data: a
+    /// positioned read of the header and `DataSize`, then one of the fields after the
+    /// data; header check (id and size), cookie check, TTL expiry as in
+    /// [`Volume::read_at`], but no CRC check (the caller streams the data and checks it).
+    pub fn read_meta_at(&self, id: NeedleId, cookie: Cookie, location: NeedleLocation) -> Result<StoredMeta> {
+        let version = self.version();
+        let corrupt = |source| Error::Corrupt { id, offset: location.offset, source };
+        let mut prefix = [0u8; HEADER_SIZE + 4];
+        let prefix = &mut prefix[..DataSpan::prefix_len(version)];
+        self.read_data(location.offset, prefix)?;
+        NeedleHeader::parse(prefix).and_then(|h| h.expect(id, location.size)).map_err(corrupt)?;
+        let span = DataSpan::parse(prefix, version).map_err(corrupt)?;
+        let mut tail = vec![0u8; span.tail_len()];
+        self.read_data(location.offset + span.tail_offset(), &mut tail)?;
+        let meta = NeedleMeta::parse(&span, &tail).map_err(corrupt)?;
+        if meta.cookie != cookie {
+            return Err(Error::CookieMismatch { id });
+        }
+        if meta.is_expired_at(now_ns()) {
+            return Err(Error::NeedleNotFound(id));
+        }
+        Ok(StoredMeta { data_at: location.offset + span.data_offset, span, tail })
+    }
+
+    /// Fills `buf` from the `.dat` at offset `at` (one positioned read); a file that ends
+    /// first is an I/O error.
+    pub fn read_data(&self, at: u64, buf: &mut [u8]) -> Result<()> {
+        self.dat.read_exact_at(buf, at).map_err(|e| Error::io(&self.dat_path, e))
     }
 
     /// Appends `needle` (its `append_at_ns` is set here). Identical rewrites of a

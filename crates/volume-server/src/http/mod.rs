@@ -6,6 +6,7 @@
 mod admin;
 mod error;
 mod path;
+mod payload;
 mod read;
 mod write;
 

@@ -5,7 +5,8 @@
 //! its entry to `.idx` (fsynced when `--fsync`), then into the map, and only then is
 //! the write acknowledged. Reads take no volume lock: a map lookup, then one
 //! positioned read (`pread`) of the record, which the map only names once it is
-//! completely written.
+//! completely written (or, for a large needle sent as a stream, preads of its metadata
+//! and then of its data, piece by piece: [`Volume::read_meta_at`], [`Volume::read_data`]).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;

@@ -4,8 +4,9 @@
 //! A needle whose data is over [`LARGE_READ`] and which is neither gzip nor a chunk
 //! manifest (weed's `PagedReadLimit` rule) is not read whole: only its metadata is
 //! (two small preads), and the body is a stream of [`CHUNK`]-sized preads run on the
-//! blocking pool, one at a time, each polled only when hyper wants more, so a request
-//! holds about one chunk however large the needle and however slow the client.
+//! blocking pool, one ahead of what hyper is sending (hyper asks for the next piece
+//! only when it has written the last), so a request holds about two chunks however
+//! large the needle and however slow the client.
 //!
 //! Verification: a whole needle read at once has its CRC32-C checked before anything
 //! is sent. A streamed one is checked as it goes out when all its data is sent (a GET
@@ -251,6 +252,27 @@ impl DatBody {
     }
 }
 
+impl DatBody {
+    /// Starts the pread of the next chunk if the next segment is in the `.dat`.
+    fn start_read(&mut self) {
+        let Some(Segment::Dat { at, len }) = self.segments.front_mut() else {
+            return;
+        };
+        let (from, n) = (*at, (*len).min(CHUNK));
+        *at += n;
+        *len -= n;
+        if *len == 0 {
+            self.segments.pop_front();
+        }
+        let volume = Arc::clone(&self.volume);
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; n as usize];
+            volume.read_data(from, &mut buf)?;
+            Ok(Bytes::from(buf))
+        }));
+    }
+}
+
 impl http_body::Body for DatBody {
     type Data = Bytes;
     type Error = std::io::Error;
@@ -279,6 +301,8 @@ impl http_body::Body for DatBody {
                         return this.fail(error);
                     }
                 }
+                // Read ahead while hyper sends this one.
+                this.start_read();
                 return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
             match this.segments.front_mut() {
@@ -289,20 +313,7 @@ impl http_body::Body for DatBody {
                     this.remaining -= bytes.len() as u64;
                     return Poll::Ready(Some(Ok(Frame::data(bytes))));
                 }
-                Some(Segment::Dat { at, len }) => {
-                    let (from, n) = (*at, (*len).min(CHUNK));
-                    *at += n;
-                    *len -= n;
-                    if *len == 0 {
-                        this.segments.pop_front();
-                    }
-                    let volume = Arc::clone(&this.volume);
-                    this.pending = Some(tokio::task::spawn_blocking(move || {
-                        let mut buf = vec![0u8; n as usize];
-                        volume.read_data(from, &mut buf)?;
-                        Ok(Bytes::from(buf))
-                    }));
-                }
+                Some(Segment::Dat { .. }) => this.start_read(),
             }
         }
     }

@@ -2,7 +2,8 @@
 //!
 //! - [`FileId`] and its parts: `3,01637037d6_2`, parsed and printed exactly as weed does;
 //! - [`Needle`]: records v1/v2/v3, decoded without copying the payload and encoded
-//!   byte-identical to weed's writer (padding included);
+//!   byte-identical to weed's writer (padding included); [`DataSpan`] and [`NeedleMeta`]
+//!   give a record's metadata from its prefix and tail alone, for streamed reads;
 //! - [`SuperBlock`], [`idx`] entries with 4- or 5-byte offsets, [`Ttl`],
 //!   [`ReplicaPlacement`];
 //! - [`ChunkManifest`]: the JSON of a chunk-manifest needle (`weed upload -maxMB`);
@@ -29,6 +30,7 @@ mod error;
 mod fid;
 pub mod idx;
 mod manifest;
+mod meta;
 mod needle;
 mod replica;
 pub mod scan;
@@ -39,6 +41,7 @@ pub use error::FormatError;
 pub use fid::{Cookie, FidError, FileId, NeedleId, VolumeId, format_key_cookie};
 pub use idx::{IdxEntry, OffsetWidth};
 pub use manifest::{Chunk, ChunkManifest, ManifestError};
+pub use meta::{DataSpan, NeedleMeta};
 pub use needle::{
     CHECKSUM_SIZE, Flags, HEADER_SIZE, MAX_BODY_SIZE, MAX_NAME_LEN, MAX_PAIRS_LEN, Needle, NeedleHeader,
     TIMESTAMP_SIZE, Version,

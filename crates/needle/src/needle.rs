@@ -14,7 +14,7 @@
 
 use crate::crc::{crc32c, stored_checksum_matches};
 use crate::error::{array_prefix, prefix};
-use crate::{Cookie, FormatError, NeedleId, Ttl};
+use crate::{Cookie, FormatError, NeedleId, NeedleMeta, Ttl};
 
 pub const HEADER_SIZE: usize = 16;
 pub const CHECKSUM_SIZE: usize = 4;
@@ -229,14 +229,24 @@ impl<'a> Needle<'a> {
     /// its append time as weed does. Needles without a TTL or a last-modified time never
     /// expire. An expired needle reads as not found.
     pub fn is_expired_at(&self, now_ns: u64) -> bool {
-        let ttl_seconds = self.ttl.seconds();
-        if !self.flags.contains(Flags::HAS_TTL)
-            || !self.flags.contains(Flags::HAS_LAST_MODIFIED)
-            || ttl_seconds == 0
-        {
-            return false;
+        self.meta().is_expired_at(now_ns)
+    }
+
+    /// Everything but the data: what a reader that streams the data works from.
+    pub fn meta(&self) -> NeedleMeta<'a> {
+        NeedleMeta {
+            cookie: self.cookie,
+            id: self.id,
+            data_size: self.data.len() as u32,
+            flags: self.flags,
+            name: self.name,
+            mime: self.mime,
+            last_modified: self.last_modified,
+            ttl: self.ttl,
+            pairs: self.pairs,
+            checksum: self.checksum,
+            append_at_ns: self.append_at_ns,
         }
-        now_ns >= self.append_at_ns.saturating_add(ttl_seconds.saturating_mul(1_000_000_000))
     }
 
     pub fn header(&self, version: Version) -> Result<NeedleHeader, FormatError> {
@@ -426,6 +436,16 @@ fn parse_body(body: &[u8]) -> Result<Needle<'_>, FormatError> {
     let mut cursor = Cursor { body, at: 0 };
     let data_len = u32::from_be_bytes(cursor.take("DataSize", 4)?.try_into().expect("4 bytes")) as usize;
     needle.data = cursor.take("Data", data_len)?;
+    parse_metadata(&mut cursor, &mut needle)?;
+    Ok(needle)
+}
+
+/// Parses the fields after `Data` (flags, then each flagged field in weed's order) into
+/// `needle`; nothing may follow the last one.
+pub(crate) fn parse_metadata<'a>(
+    cursor: &mut Cursor<'a>,
+    needle: &mut Needle<'a>,
+) -> Result<(), FormatError> {
     needle.flags = Flags(cursor.take("Flags", 1)?[0]);
     if needle.flags.contains(Flags::HAS_NAME) {
         let len = cursor.take("NameSize", 1)?[0] as usize;
@@ -448,19 +468,19 @@ fn parse_body(body: &[u8]) -> Result<Needle<'_>, FormatError> {
         let len = u16::from_be_bytes([len[0], len[1]]) as usize;
         needle.pairs = cursor.take("Pairs", len)?;
     }
-    if cursor.at < body.len() {
-        return Err(FormatError::TrailingBodyBytes { count: body.len() - cursor.at });
+    if cursor.at < cursor.body.len() {
+        return Err(FormatError::TrailingBodyBytes { count: cursor.body.len() - cursor.at });
     }
-    Ok(needle)
+    Ok(())
 }
 
-struct Cursor<'a> {
-    body: &'a [u8],
-    at: usize,
+pub(crate) struct Cursor<'a> {
+    pub(crate) body: &'a [u8],
+    pub(crate) at: usize,
 }
 
 impl<'a> Cursor<'a> {
-    fn take(&mut self, field: &'static str, len: usize) -> Result<&'a [u8], FormatError> {
+    pub(crate) fn take(&mut self, field: &'static str, len: usize) -> Result<&'a [u8], FormatError> {
         let end = self
             .at
             .checked_add(len)

@@ -38,6 +38,11 @@ impl OurVolumeServer {
         &self.addr
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// CPU time the server process has used so far.
     pub fn cpu_time(&self) -> Option<std::time::Duration> {
         self.process.cpu_time()

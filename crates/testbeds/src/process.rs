@@ -148,6 +148,11 @@ impl ServerProcess {
         self.kill();
     }
 
+    /// The process id (for reading `/proc/PID/...`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// CPU time (user + system) the process has used so far, from `/proc/PID/stat`;
     /// `None` once it has exited or where there is no `/proc`.
     pub fn cpu_time(&self) -> Option<Duration> {

@@ -38,4 +38,4 @@ mod recovery_tests;
 
 pub use error::{Error, Result};
 pub use store::{Store, StoreConfig};
-pub use volume::{IndexKind, NeedleLocation, StoredNeedle, Volume, VolumeOptions, WriteOutcome};
+pub use volume::{IndexKind, NeedleLocation, StoredMeta, StoredNeedle, Volume, VolumeOptions, WriteOutcome};

@@ -94,28 +94,28 @@ pub fn exceeds(ranges: &[ByteRange], size: u64) -> bool {
 /// A `multipart/byteranges` body for several ranges of `data`, laid out as Go's
 /// `mime/multipart` writer does (60 hex digits of boundary, sorted part headers).
 pub fn multipart(data: &[u8], ranges: &[ByteRange], content_type: &str) -> (String, Vec<u8>) {
-    let layout = Multipart::new(data.len() as u64, ranges, content_type);
-    let mut body = Vec::with_capacity(layout.body_len() as usize);
+    let layout = MultipartLayout::new(data.len() as u64, ranges, content_type);
+    let mut body = Vec::new();
     for (head, r) in layout.heads.iter().zip(ranges) {
         body.extend_from_slice(head.as_bytes());
         body.extend_from_slice(&data[r.start as usize..(r.start + r.length) as usize]);
     }
-    body.extend_from_slice(layout.tail.as_bytes());
+    body.extend_from_slice(layout.closing.as_bytes());
     (layout.content_type, body)
 }
 
-/// The framing of a `multipart/byteranges` body: the text before each range's bytes and
-/// after the last, for a body sent piece by piece (see [`multipart`]).
-pub struct Multipart {
-    /// `multipart/byteranges; boundary=...`
+/// The text of a `multipart/byteranges` body around its parts, for a writer that sends
+/// the parts' bytes from elsewhere: `heads[i]`, part `i`, …, then `closing`.
+pub struct MultipartLayout {
+    /// The reply's `Content-Type`, with the boundary.
     pub content_type: String,
-    /// One per range, sent before its bytes.
+    /// What precedes each part: separator, boundary line, part headers.
     pub heads: Vec<String>,
-    pub tail: String,
-    ranges_len: u64,
+    pub closing: String,
 }
 
-impl Multipart {
+impl MultipartLayout {
+    /// The layout for `ranges` of a body of `total` bytes whose parts have `content_type`.
     pub fn new(total: u64, ranges: &[ByteRange], content_type: &str) -> Self {
         let mut raw = [0u8; 30];
         rand::rng().fill_bytes(&mut raw);
@@ -134,14 +134,14 @@ impl Multipart {
         Self {
             content_type: format!("multipart/byteranges; boundary={boundary}"),
             heads,
-            tail: format!("\r\n--{boundary}--\r\n"),
-            ranges_len: ranges.iter().map(|r| r.length).sum(),
+            closing: format!("\r\n--{boundary}--\r\n"),
         }
     }
 
-    /// The whole body's length.
-    pub fn body_len(&self) -> u64 {
-        self.heads.iter().map(|h| h.len() as u64).sum::<u64>() + self.ranges_len + self.tail.len() as u64
+    /// Bytes of the whole body when the parts are `ranges`.
+    pub fn body_len(&self, ranges: &[ByteRange]) -> u64 {
+        let text: usize = self.heads.iter().map(String::len).sum::<usize>() + self.closing.len();
+        text as u64 + ranges.iter().map(|r| r.length).sum::<u64>()
     }
 }
 
@@ -182,5 +182,7 @@ mod tests {
             "--{boundary}\r\nContent-Range: bytes 0-1/10\r\nContent-Type: text/plain\r\n\r\nab\r\n--{boundary}\r\nContent-Range: bytes 8-9/10\r\nContent-Type: text/plain\r\n\r\nij\r\n--{boundary}--\r\n"
         );
         assert_eq!(String::from_utf8(body).unwrap(), expected);
+        let layout = MultipartLayout::new(10, &[r(0, 2), r(8, 2)], "text/plain");
+        assert_eq!(layout.body_len(&[r(0, 2), r(8, 2)]), expected.len() as u64);
     }
 }

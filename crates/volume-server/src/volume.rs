@@ -5,7 +5,8 @@
 //! its entry to `.idx` (fsynced when `--fsync`), then into the map, and only then is
 //! the write acknowledged. Reads take no volume lock: a map lookup, then one
 //! positioned read (`pread`) of the record, which the map only names once it is
-//! completely written.
+//! completely written (or, for a large needle sent as a stream, preads of its metadata
+//! and then of its data, piece by piece: [`Volume::read_meta_at`], [`Volume::read_data`]).
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -16,8 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use needle::idx::TOMBSTONE_SIZE;
 use needle::{
-    Cookie, HEADER_SIZE, IdxEntry, Needle, NeedleHeader, NeedleId, OffsetWidth, ReplicaPlacement,
-    SUPER_BLOCK_SIZE, SuperBlock, Ttl, Version, VolumeId,
+    Cookie, DataSpan, HEADER_SIZE, IdxEntry, Needle, NeedleHeader, NeedleId, NeedleMeta, OffsetWidth,
+    ReplicaPlacement, SUPER_BLOCK_SIZE, SuperBlock, Ttl, Version, VolumeId,
 };
 
 use crate::compaction;
@@ -87,6 +88,25 @@ impl StoredNeedle {
         let start = if data.is_empty() { 0 } else { data.as_ptr() as usize - self.record.as_ptr() as usize };
         let range = start..start + data.len();
         (self.record, range)
+    }
+}
+
+/// A needle whose metadata was read and checked (header, cookie, TTL) while its data
+/// stays in the `.dat`, for a reader that sends the data in pieces
+/// ([`Volume::read_data`]). Its CRC is not checked here: only a reader of all the data can.
+#[derive(Debug)]
+pub struct StoredMeta {
+    span: DataSpan,
+    tail: Vec<u8>,
+    /// Where the data starts in the `.dat`.
+    pub data_at: u64,
+}
+
+impl StoredMeta {
+    /// The needle's metadata, borrowing from the tail read.
+    pub fn meta(&self) -> NeedleMeta<'_> {
+        // The same bytes parsed successfully when the metadata was read.
+        NeedleMeta::parse(&self.span, &self.tail).expect("tail was parsed at read time")
     }
 }
 
@@ -422,26 +442,34 @@ impl Volume {
         Ok(StoredNeedle { record, version: self.version(), crc })
     }
 
-    /// Whether the record at `location` is flagged as a chunk manifest, from its flag
-    /// byte alone (two small reads, no CRC pass), so that a DELETE of an ordinary needle
-    /// does not read its data. A record too short to hold the flag is not a manifest
-    /// (the delete that follows reports it). Version 1 needles have no flags.
-    pub fn is_chunk_manifest(&self, location: NeedleLocation) -> Result<bool> {
-        if location.version == Version::V1 || location.size < 5 {
-            return Ok(false);
+    /// Reads and checks the metadata of needle `id` at `location` without its data: a
+    /// positioned read of the header and `DataSize`, then one of the fields after the
+    /// data; header check (id and size), cookie check, TTL expiry as in
+    /// [`Volume::read_at`], but no CRC check (the caller streams the data and checks it).
+    pub fn read_meta_at(&self, id: NeedleId, cookie: Cookie, location: NeedleLocation) -> Result<StoredMeta> {
+        let version = self.version();
+        let corrupt = |source| Error::Corrupt { id, offset: location.offset, source };
+        let mut prefix = [0u8; HEADER_SIZE + 4];
+        let prefix = &mut prefix[..DataSpan::prefix_len(version)];
+        self.read_data(location.offset, prefix)?;
+        NeedleHeader::parse(prefix).and_then(|h| h.expect(id, location.size)).map_err(corrupt)?;
+        let span = DataSpan::parse(prefix, version).map_err(corrupt)?;
+        let mut tail = vec![0u8; span.tail_len()];
+        self.read_data(location.offset + span.tail_offset(), &mut tail)?;
+        let meta = NeedleMeta::parse(&span, &tail).map_err(corrupt)?;
+        if meta.cookie != cookie {
+            return Err(Error::CookieMismatch { id });
         }
-        let read = |buf: &mut [u8], at: u64| {
-            self.dat.read_exact_at(buf, at).map_err(|e| Error::io(&self.dat_path, e))
-        };
-        let mut data_size = [0u8; 4];
-        read(&mut data_size, location.offset + HEADER_SIZE as u64)?;
-        let data_size = u64::from(u32::from_be_bytes(data_size));
-        if 4 + data_size + 1 > u64::from(location.size) {
-            return Ok(false);
+        if meta.is_expired_at(now_ns()) {
+            return Err(Error::NeedleNotFound(id));
         }
-        let mut flags = [0u8; 1];
-        read(&mut flags, location.offset + HEADER_SIZE as u64 + 4 + data_size)?;
-        Ok(needle::Flags(flags[0]).contains(needle::Flags::CHUNK_MANIFEST))
+        Ok(StoredMeta { data_at: location.offset + span.data_offset, span, tail })
+    }
+
+    /// Fills `buf` from the `.dat` at offset `at` (one positioned read); a file that ends
+    /// first is an I/O error.
+    pub fn read_data(&self, at: u64, buf: &mut [u8]) -> Result<()> {
+        self.dat.read_exact_at(buf, at).map_err(|e| Error::io(&self.dat_path, e))
     }
 
     /// Appends `needle` (its `append_at_ns` is set here). Identical rewrites of a
@@ -738,20 +766,6 @@ mod tests {
             .with_name(b"f.bin")
             .with_last_modified(1_700_000_000);
         v.write(&n).unwrap()
-    }
-
-    #[test]
-    fn the_chunk_manifest_flag_is_read_without_the_data() {
-        let dir = tempfile::tempdir().unwrap();
-        let v = new_volume(dir.path(), IndexKind::Memory);
-        let json = br#"{"chunks":[]}"#;
-        let manifest = Needle::new(NeedleId(1), Cookie(7), json).with_flags(needle::Flags::CHUNK_MANIFEST);
-        let WriteOutcome::Written(flagged) = v.write(&manifest).unwrap() else { panic!("not written") };
-        let WriteOutcome::Written(plain) = put(&v, 2, 7, json) else { panic!("not written") };
-        let WriteOutcome::Written(empty) = put(&v, 3, 7, b"") else { panic!("not written") };
-        assert!(v.is_chunk_manifest(flagged).unwrap());
-        assert!(!v.is_chunk_manifest(plain).unwrap());
-        assert!(!v.is_chunk_manifest(empty).unwrap());
     }
 
     #[test]

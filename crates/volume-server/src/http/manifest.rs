@@ -33,7 +33,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
 use fallback_http::{HttpReadConfig, HttpReader};
-use needle::{Chunk, ChunkManifest, FileId, Flags, Needle};
+use needle::{Chunk, ChunkManifest, FileId, Flags};
 use tokio::sync::mpsc;
 
 use super::{ApiError, AppState, query_params};
@@ -45,21 +45,23 @@ use crate::upload::{gunzip, parse_bool};
 
 /// The manifest to expand for this GET/HEAD: the needle is flagged and the request does
 /// not say `cm=false`. A manifest that does not parse is served as stored, as weed does.
-pub(super) fn to_expand(needle: &Needle<'_>, request: &Request<()>) -> Option<ChunkManifest> {
-    if !needle.flags.contains(Flags::CHUNK_MANIFEST)
-        || query_params(request).get("cm").is_some_and(|v| v == "false")
+pub(super) fn to_expand(flags: Flags, data: &[u8], request: &Request<()>) -> Option<ChunkManifest> {
+    if !flags.contains(Flags::CHUNK_MANIFEST) || query_params(request).get("cm").is_some_and(|v| v == "false")
     {
         return None;
     }
-    load(needle).inspect_err(|e| tracing::warn!(error = %e, "chunk manifest unreadable: served raw")).ok()
+    load(flags, data)
+        .inspect_err(|e| tracing::warn!(error = %e, "chunk manifest unreadable: served raw"))
+        .ok()
 }
 
-fn load(needle: &Needle<'_>) -> Result<ChunkManifest, String> {
-    if needle.flags.contains(Flags::COMPRESSED) {
-        let json = gunzip(needle.data).map_err(|e| format!("gunzip: {e}"))?;
+/// The manifest in a manifest needle's data (gzip when flagged compressed).
+fn load(flags: Flags, data: &[u8]) -> Result<ChunkManifest, String> {
+    if flags.contains(Flags::COMPRESSED) {
+        let json = gunzip(data).map_err(|e| format!("gunzip: {e}"))?;
         ChunkManifest::parse(&json)
     } else {
-        ChunkManifest::parse(needle.data)
+        ChunkManifest::parse(data)
     }
     .map_err(|e| e.to_string())
 }
@@ -128,12 +130,12 @@ pub(super) async fn serve(
                     pieces.extend(chunk_pieces(&manifest, one.start, one.start + one.length));
                 } else {
                     // Parts carry the type as it is, even empty: weed sniffs nothing here.
-                    let layout = range::Multipart::new(total, &ranges, &content_type);
+                    let layout = range::MultipartLayout::new(total, &ranges, &content_type);
                     for (head, r) in layout.heads.iter().zip(&ranges) {
                         pieces.push(Piece::Text(Bytes::from(head.clone())));
                         pieces.extend(chunk_pieces(&manifest, r.start, r.start + r.length));
                     }
-                    pieces.push(Piece::Text(Bytes::from(layout.tail.clone())));
+                    pieces.push(Piece::Text(Bytes::from(layout.closing.clone())));
                     multipart_type = Some(layout.content_type);
                 }
                 StatusCode::PARTIAL_CONTENT
@@ -240,12 +242,14 @@ async fn read_manifest(store: &Arc<Store>, fid: &FileId) -> Option<Result<ChunkM
     tokio::task::spawn_blocking(move || {
         let volume = store.volume(fid.volume).ok()?;
         let location = volume.locate_readable(fid.needle_id(), false).ok()?;
-        if !volume.is_chunk_manifest(location).ok()? {
+        // The metadata alone first: a DELETE of an ordinary needle need not read its data.
+        let meta = volume.read_meta_at(fid.needle_id(), fid.cookie, location).ok()?;
+        if !meta.meta().flags.contains(Flags::CHUNK_MANIFEST) {
             return None;
         }
         let stored = volume.read_at(fid.needle_id(), fid.cookie, location).ok()?;
         let needle = stored.needle();
-        needle.flags.contains(Flags::CHUNK_MANIFEST).then(|| load(&needle))
+        needle.flags.contains(Flags::CHUNK_MANIFEST).then(|| load(needle.flags, needle.data))
     })
     .await
     .ok()

@@ -7,6 +7,7 @@ mod admin;
 mod error;
 mod manifest;
 mod path;
+mod payload;
 mod read;
 mod write;
 

@@ -1,22 +1,20 @@
 //! GET and HEAD of a file, in weed's order (`GetOrHeadHandler`): parse the fid, find
 //! the volume, read and verify the needle (map lookup, pread, CRC, header, cookie),
-//! then conditional requests, headers, gzip and ranges.
+//! then conditional requests, headers, gzip and ranges. Large needles stored plain are
+//! streamed from the `.dat` rather than read whole (`payload`).
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
-use bytes::Bytes;
 use needle::Flags;
 
+use super::payload::{Payload, ReadNeedle};
 use super::{ApiError, AppState, manifest, path, query_params};
 use crate::mime;
 use crate::range::{self, RangeError};
 use crate::security::Access;
 use crate::upload::{gunzip, parse_bool};
-
-/// Records above this size are read with `block_in_place` (weed's paged-read limit).
-const LARGE_READ: u64 = 1 << 20;
 
 pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response {
     let is_head = request.method() == Method::HEAD;
@@ -48,12 +46,8 @@ async fn respond(state: &AppState, request: &axum::http::Request<()>) -> Result<
     let read_deleted = request.uri().query().is_some_and(|q| q.contains("readDeleted="))
         && query_params(request).get("readDeleted").is_some_and(|v| v == "true");
     let location = volume.locate_readable(id, read_deleted).map_err(ApiError::for_read)?;
-    let read = || volume.read_at(id, url.fid.cookie, location);
-    // A large record may come from disk rather than the page cache: let the runtime
-    // move other connections off this worker while it is read.
-    let stored = if location.record_size() > LARGE_READ { tokio::task::block_in_place(read) } else { read() }
-        .map_err(ApiError::for_read)?;
-    let needle = stored.needle();
+    let stored = ReadNeedle::read(&volume, id, url.fid.cookie, location).map_err(ApiError::for_read)?;
+    let needle = stored.meta();
     let headers_in = request.headers();
     let mut builder = Response::builder();
 
@@ -67,7 +61,7 @@ async fn respond(state: &AppState, request: &axum::http::Request<()>) -> Result<
             return Ok(not_modified(builder));
         }
     }
-    let etag = format!("\"{}\"", needle::crc::etag(stored.crc));
+    let etag = format!("\"{}\"", needle::crc::etag(stored.etag_crc()));
     if headers_in.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
         return Ok(not_modified(builder));
     }
@@ -83,7 +77,10 @@ async fn respond(state: &AppState, request: &axum::http::Request<()>) -> Result<
             }
         }
     }
-    if let Some(manifest) = manifest::to_expand(&needle, request) {
+    // Chunk manifests are never streamed: their data is here whole.
+    if let Some(manifest) =
+        stored.whole_data().and_then(|data| manifest::to_expand(needle.flags, data, request))
+    {
         return manifest::serve(state, request, builder, manifest, url.filename.clone()).await;
     }
     let filename = match &url.filename {
@@ -103,26 +100,24 @@ async fn respond(state: &AppState, request: &axum::http::Request<()>) -> Result<
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("gzip"));
-    let plain = if needle.flags.contains(Flags::COMPRESSED) {
-        if accepts_gzip && needle.data.starts_with(&[0x1f, 0x8b]) {
-            builder = builder.header(header::CONTENT_ENCODING, "gzip");
-            None
-        } else {
-            Some(gunzip(needle.data).map_err(|e| {
-                tracing::error!(fid = %url.fid, error = %e, "stored gzip data does not decompress");
-                ApiError::empty(StatusCode::INTERNAL_SERVER_ERROR)
-            })?)
+    let plain = match stored.whole_data() {
+        Some(data) if needle.flags.contains(Flags::COMPRESSED) => {
+            if accepts_gzip && data.starts_with(&[0x1f, 0x8b]) {
+                builder = builder.header(header::CONTENT_ENCODING, "gzip");
+                None
+            } else {
+                Some(gunzip(data).map_err(|e| {
+                    tracing::error!(fid = %url.fid, error = %e, "stored gzip data does not decompress");
+                    ApiError::empty(StatusCode::INTERNAL_SERVER_ERROR)
+                })?)
+            }
         }
-    } else {
-        None
+        _ => None,
     };
-    // The bytes to send, sharing the record's buffer when they are stored as sent.
-    let data: Bytes = match plain {
-        Some(plain) => plain.into(),
-        None => {
-            let (record, range) = stored.into_record();
-            Bytes::from(record).slice(range)
-        }
+    // The bytes to send: the record's buffer when they are stored as sent, or a stream.
+    let data = match plain {
+        Some(plain) => Payload::Bytes(plain.into()),
+        None => stored.into_payload(volume, url.fid),
     };
 
     builder = builder.header(header::ACCEPT_RANGES, "bytes");
@@ -136,7 +131,7 @@ async fn respond(state: &AppState, request: &axum::http::Request<()>) -> Result<
         builder =
             builder.header(header::CONTENT_DISPOSITION, mime::content_disposition(disposition, &filename));
     }
-    let total = data.len() as u64;
+    let total = data.len();
     if *request.method() == Method::HEAD {
         if !content_type.is_empty() {
             builder = builder.header(header::CONTENT_TYPE, &content_type);
@@ -145,7 +140,7 @@ async fn respond(state: &AppState, request: &axum::http::Request<()>) -> Result<
     }
 
     let Some(range_header) = headers_in.get(header::RANGE) else {
-        return Ok(body_response(builder, StatusCode::OK, &content_type, data));
+        return body_response(builder, StatusCode::OK, &content_type, data);
     };
     let ranges = match range::parse(range_header.to_str().unwrap_or(""), total) {
         Ok(ranges) => ranges,
@@ -170,33 +165,35 @@ async fn respond(state: &AppState, request: &axum::http::Request<()>) -> Result<
         return Ok(finish(builder.header(header::CONTENT_LENGTH, 0), Body::empty()));
     }
     if let [one] = ranges.as_slice() {
-        let part = data.slice(one.start as usize..(one.start + one.length) as usize);
         builder = builder.header(header::CONTENT_RANGE, one.content_range(total));
-        return Ok(body_response(builder, StatusCode::PARTIAL_CONTENT, &content_type, part));
+        let part = data.slice(one.start, one.length);
+        return body_response(builder, StatusCode::PARTIAL_CONTENT, &content_type, part);
     }
     // Parts carry the type as it is, even empty: weed sniffs nothing here.
-    let (multipart_type, body) = range::multipart(&data, &ranges, &content_type);
+    let (multipart_type, length, body) = data.multipart(&ranges, &content_type);
     let response = builder
         .status(StatusCode::PARTIAL_CONTENT)
         .header(header::CONTENT_TYPE, multipart_type)
-        .header(header::CONTENT_LENGTH, body.len());
-    Ok(finish(response, Body::from(body)))
+        .header(header::CONTENT_LENGTH, length);
+    Ok(finish(response, body))
 }
 
-/// A body reply; without a known type, Go's server sniffs one from the bytes it sends.
+/// A body reply; without a known type, Go's server sniffs one from the first 512 bytes
+/// it sends.
 fn body_response(
     builder: axum::http::response::Builder,
     status: StatusCode,
     content_type: &str,
-    body: Bytes,
-) -> Response {
+    body: Payload,
+) -> Result<Response, ApiError> {
     let mut builder = builder.status(status).header(header::CONTENT_LENGTH, body.len());
     if !content_type.is_empty() {
         builder = builder.header(header::CONTENT_TYPE, content_type);
-    } else if !body.is_empty() {
-        builder = builder.header(header::CONTENT_TYPE, mime::sniff(&body));
+    } else if body.len() > 0 {
+        let head = body.head(512).map_err(ApiError::for_read)?;
+        builder = builder.header(header::CONTENT_TYPE, mime::sniff(&head));
     }
-    finish(builder, Body::from(body))
+    Ok(finish(builder, body.into_body()))
 }
 
 fn not_modified(builder: axum::http::response::Builder) -> Response {

@@ -137,6 +137,11 @@ impl OurServer {
         Self { addr: server.addr().to_owned(), server }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.server.pid()
+    }
+
     /// SIGTERM and wait: a clean stop.
     pub fn stop(self) {
         self.server.stop();

@@ -107,7 +107,11 @@ proptest! {
     #[test]
     fn fid_parsing_never_panics_and_reparses_what_it_prints(s in "\\PC{0,40}", digits in "[0-9]{1,3},[0-9a-fA-F_]{0,30}") {
         for input in [&s, &digits] {
-            if let Ok(fid) = input.parse::<FileId>() {
+            // Key 0 prints as weed prints it, the cookie's 8 digits alone, which weed's
+            // parser (and ours) refuses as too short; masters never assign key 0.
+            if let Ok(fid) = input.parse::<FileId>()
+                && fid.key.0 != 0
+            {
                 prop_assert_eq!(fid.to_string().parse::<FileId>(), Ok(fid));
             }
         }

@@ -32,6 +32,7 @@ pub mod upload;
 pub mod vif;
 pub mod volume;
 pub mod volume_grpc;
+pub mod volume_move;
 
 #[cfg(test)]
 mod recovery_tests;

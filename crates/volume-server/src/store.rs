@@ -158,23 +158,7 @@ impl Store {
         ttl: Ttl,
     ) -> Result<Arc<Volume>> {
         let _creating = self.create.lock().unwrap_or_else(|e| e.into_inner());
-        let (id, dir_index) = {
-            let volumes = self.volumes.read().unwrap_or_else(|e| e.into_inner());
-            let id = match id {
-                Some(id) if volumes.contains_key(&id.0) => return Err(Error::VolumeExists(id)),
-                Some(id) => id.0,
-                None => volumes.keys().next_back().map_or(1, |last| last + 1),
-            };
-            let free = |d: usize| {
-                let used = volumes.values().filter(|(dir, _)| *dir == d).count();
-                self.max_for(d).saturating_sub(used)
-            };
-            let dir_index = (0..self.config.dirs.len())
-                .filter(|&d| free(d) > 0)
-                .max_by_key(|&d| (free(d), std::cmp::Reverse(d)))
-                .ok_or(Error::NoFreeSlot)?;
-            (VolumeId(id), dir_index)
-        };
+        let (id, dir_index) = self.place_new_volume(id)?;
         let dir = &self.config.dirs[dir_index];
         let volume = Arc::new(Volume::create(dir, collection, id, replica, ttl, self.config.volume)?);
         tracing::info!(volume = id.0, collection, dir = %dir.display(), "created volume");
@@ -184,6 +168,91 @@ impl Store {
             .insert(id.0, (dir_index, Arc::clone(&volume)));
         self.changed.notify_one();
         Ok(volume)
+    }
+
+    /// Where a new volume goes: its id (`id`, or with `None` the next free one) and
+    /// the directory with the most free slots. Fails when `id` is taken or every
+    /// directory is at its `--max`.
+    fn place_new_volume(&self, id: Option<VolumeId>) -> Result<(VolumeId, usize)> {
+        let volumes = self.volumes.read().unwrap_or_else(|e| e.into_inner());
+        let id = match id {
+            Some(id) if volumes.contains_key(&id.0) => return Err(Error::VolumeExists(id)),
+            Some(id) => id.0,
+            None => volumes.keys().next_back().map_or(1, |last| last + 1),
+        };
+        let free = |d: usize| {
+            let used = volumes.values().filter(|(dir, _)| *dir == d).count();
+            self.max_for(d).saturating_sub(used)
+        };
+        let dir_index = (0..self.config.dirs.len())
+            .filter(|&d| free(d) > 0)
+            .max_by_key(|&d| (free(d), std::cmp::Reverse(d)))
+            .ok_or(Error::NoFreeSlot)?;
+        Ok((VolumeId(id), dir_index))
+    }
+
+    /// The directory a volume `id` copied from another server should be written to
+    /// (see [`Store::mount_copied`]).
+    pub fn dir_for_copy(&self, id: VolumeId) -> Result<PathBuf> {
+        let (_, dir_index) = self.place_new_volume(Some(id))?;
+        Ok(self.config.dirs[dir_index].clone())
+    }
+
+    /// Loads volume `id` from files already complete in `dir` (a copy from another
+    /// server) and serves it; the next heartbeat reports it to the master.
+    pub fn mount_copied(&self, dir: &Path, collection: &str, id: VolumeId) -> Result<Arc<Volume>> {
+        let dir_index = self.config.dirs.iter().position(|d| d == dir).ok_or(Error::VolumeNotFound(id))?;
+        self.mount_from(dir_index, collection, id)
+    }
+
+    /// weed's `VolumeMount`: serves volume `id` again from its files on disk (after
+    /// [`Store::unmount`], or files put there by hand).
+    pub fn mount(&self, id: VolumeId) -> Result<Arc<Volume>> {
+        if let Ok(volume) = self.volume(id) {
+            return Ok(volume);
+        }
+        for (dir_index, dir) in self.config.dirs.iter().enumerate() {
+            for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+                let entry = entry.map_err(|e| Error::io(dir, e))?;
+                if let Some((collection, found)) = entry.file_name().to_str().and_then(parse_dat_name)
+                    && found == id
+                {
+                    return self.mount_from(dir_index, &collection, id);
+                }
+            }
+        }
+        Err(Error::VolumeNotFound(id))
+    }
+
+    fn mount_from(&self, dir_index: usize, collection: &str, id: VolumeId) -> Result<Arc<Volume>> {
+        let _creating = self.create.lock().unwrap_or_else(|e| e.into_inner());
+        if self.volume(id).is_ok() {
+            return Err(Error::VolumeExists(id));
+        }
+        let dir = &self.config.dirs[dir_index];
+        let volume = Arc::new(Volume::load(dir, collection, id, self.config.volume)?);
+        tracing::info!(volume = id.0, collection, dir = %dir.display(), report = ?volume.load_report(), "mounted");
+        self.volumes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.0, (dir_index, Arc::clone(&volume)));
+        self.changed.notify_one();
+        Ok(volume)
+    }
+
+    /// weed's `VolumeUnmount`: stops serving volume `id` but keeps its files.
+    pub fn unmount(&self, id: VolumeId) -> Result<()> {
+        let volume = self
+            .volumes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id.0)
+            .map(|(_, v)| v)
+            .ok_or(Error::VolumeNotFound(id))?;
+        volume.stop_writes();
+        self.retire(&volume, "unmounted");
+        self.changed.notify_one();
+        Ok(())
     }
 
     /// Deletes a volume and its files (`only_empty`: refuse if it holds live needles).

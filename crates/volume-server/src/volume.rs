@@ -119,6 +119,17 @@ pub enum WriteOutcome {
     Unchanged,
 }
 
+/// See [`Volume::file_status`].
+#[derive(Clone, Copy, Debug)]
+pub struct FileStatus {
+    pub dat_size: u64,
+    pub idx_size: u64,
+    /// AppendAtNs of the last record below `dat_size` (0 before version 3).
+    pub last_append_ns: u64,
+    pub modified_at_second: u64,
+    pub file_count: u64,
+}
+
 /// A snapshot of a volume for `/status` and assign.
 #[derive(Clone, Debug)]
 pub struct VolumeStatus {
@@ -362,6 +373,26 @@ impl Volume {
     /// Bytes in the `.dat` (superblock included).
     pub fn dat_size(&self) -> u64 {
         self.dat_size.load(Ordering::Relaxed)
+    }
+
+    /// A consistent cut of the volume's files, for copying them to another server:
+    /// taken under the writer lock, so every `.idx` entry below `idx_size` points at
+    /// a record that ends at or below `dat_size`. Appends after the cut only add bytes
+    /// past both sizes; the copy's tail catches up with them.
+    pub fn file_status(&self) -> FileStatus {
+        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        FileStatus {
+            dat_size: writer.dat_end,
+            idx_size: writer.idx_end,
+            last_append_ns: writer.last_append_ns,
+            modified_at_second: self.modified_at.load(Ordering::Relaxed),
+            file_count: self.map.stats().file_count,
+        }
+    }
+
+    /// Where the first record starts (the end of the superblock).
+    pub fn data_start(&self) -> u64 {
+        self.super_block.block_size() as u64
     }
 
     /// The largest needle id this volume has seen.

@@ -1,6 +1,7 @@
 //! weed's `VolumeServer` gRPC service, the calls `weed master` and weed's tools make:
 //! allocate and delete volumes, mark them read-only or writable, the vacuum cycle,
-//! batch delete, status and ping. Calls not implemented here answer `Unimplemented`
+//! batch delete, status and ping, and both sides of moving a volume between servers
+//! (see [`crate::volume_move`]). Calls not implemented here answer `Unimplemented`
 //! (tonic's router does that for every method the service does not declare).
 
 use std::pin::Pin;
@@ -15,6 +16,7 @@ use crate::pb::volume_server_pb::volume_server_server::{VolumeServer, VolumeServ
 use crate::pb::volume_server_pb::*;
 use crate::pb::{grpc_address, master_pb};
 use crate::store::Store;
+use crate::volume_move::{self, CopiesUnderWay};
 
 /// The service over one store.
 pub struct VolumeGrpc {
@@ -23,13 +25,14 @@ pub struct VolumeGrpc {
     version: String,
     data_center: String,
     rack: String,
+    copies: CopiesUnderWay,
 }
 
 impl VolumeGrpc {
     /// The service over `store`; `version`, `data_center` and `rack` are what
     /// `VolumeServerStatus` reports.
     pub fn new(store: Arc<Store>, version: String, data_center: String, rack: String) -> Self {
-        Self { store, version, data_center, rack }
+        Self { store, version, data_center, rack, copies: CopiesUnderWay::default() }
     }
 
     /// The tonic service, ready to add to the server's `Routes`.
@@ -39,7 +42,7 @@ impl VolumeGrpc {
 }
 
 /// Maps a store error to the gRPC status weed's callers act on.
-fn status(e: Error) -> Status {
+pub(crate) fn status(e: Error) -> Status {
     match e {
         Error::VolumeNotFound(_) | Error::NeedleNotFound(_) | Error::AlreadyDeleted(_) => {
             Status::not_found(e.to_string())
@@ -303,6 +306,71 @@ impl VolumeServer for VolumeGrpc {
             rack: self.rack.clone(),
             state: Some(VolumeServerState::default()),
         }))
+    }
+
+    async fn volume_mount(
+        &self,
+        request: Request<VolumeMountRequest>,
+    ) -> Result<Response<VolumeMountResponse>, Status> {
+        let id = VolumeId(request.into_inner().volume_id);
+        let store = Arc::clone(&self.store);
+        blocking(move || store.mount(id).map(drop)).await?;
+        Ok(Response::new(VolumeMountResponse {}))
+    }
+
+    async fn volume_unmount(
+        &self,
+        request: Request<VolumeUnmountRequest>,
+    ) -> Result<Response<VolumeUnmountResponse>, Status> {
+        let id = VolumeId(request.into_inner().volume_id);
+        let store = Arc::clone(&self.store);
+        blocking(move || store.unmount(id)).await?;
+        Ok(Response::new(VolumeUnmountResponse {}))
+    }
+
+    type VolumeCopyStream = volume_move::VolumeCopyStream;
+
+    async fn volume_copy(
+        &self,
+        request: Request<VolumeCopyRequest>,
+    ) -> Result<Response<Self::VolumeCopyStream>, Status> {
+        let stream = volume_move::volume_copy(Arc::clone(&self.store), &self.copies, request.into_inner())?;
+        Ok(Response::new(stream))
+    }
+
+    async fn read_volume_file_status(
+        &self,
+        request: Request<ReadVolumeFileStatusRequest>,
+    ) -> Result<Response<ReadVolumeFileStatusResponse>, Status> {
+        let volume = self.store.volume(VolumeId(request.into_inner().volume_id)).map_err(status)?;
+        let response = blocking(move || volume_move::read_file_status(&volume)).await?;
+        Ok(Response::new(response))
+    }
+
+    type CopyFileStream = volume_move::CopyFileStream;
+
+    async fn copy_file(
+        &self,
+        request: Request<CopyFileRequest>,
+    ) -> Result<Response<Self::CopyFileStream>, Status> {
+        Ok(Response::new(volume_move::copy_file(&self.store, request.into_inner())?))
+    }
+
+    type VolumeTailSenderStream = volume_move::TailSenderStream;
+
+    async fn volume_tail_sender(
+        &self,
+        request: Request<VolumeTailSenderRequest>,
+    ) -> Result<Response<Self::VolumeTailSenderStream>, Status> {
+        Ok(Response::new(volume_move::tail_sender(Arc::clone(&self.store), request.into_inner())?))
+    }
+
+    async fn volume_tail_receiver(
+        &self,
+        request: Request<VolumeTailReceiverRequest>,
+    ) -> Result<Response<VolumeTailReceiverResponse>, Status> {
+        volume_move::tail_receiver(Arc::clone(&self.store), request.into_inner()).await?;
+        Ok(Response::new(VolumeTailReceiverResponse {}))
     }
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {

@@ -209,6 +209,10 @@ impl WeedVolume {
     pub fn stop(mut self) {
         self.process.stop();
     }
+    /// SIGKILL: the server dies mid-whatever (a copy it is serving, say).
+    pub fn kill(mut self) {
+        self.process.kill();
+    }
 }
 
 /// A failed test-helper HTTP call (connection, non-2xx status, or a bad reply body).

@@ -231,7 +231,8 @@ pub fn volume_copy(
     let ticket = copies.start(id.0)?;
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
-        let result = pull_volume(&store, id, &request.source_data_node, &tx).await;
+        let pace = Pace::new(request.io_byte_per_second);
+        let result = pull_volume(&store, id, &request.source_data_node, pace, &tx).await;
         drop(ticket);
         let last =
             result.map(|last_append_at_ns| VolumeCopyResponse { last_append_at_ns, processed_bytes: 0 });
@@ -247,6 +248,7 @@ async fn pull_volume(
     store: &Arc<Store>,
     id: VolumeId,
     source: &str,
+    pace: Pace,
     progress: &mpsc::Sender<Result<VolumeCopyResponse, Status>>,
 ) -> Result<u64, Status> {
     let mut client = connect(source).await?;
@@ -273,6 +275,7 @@ async fn pull_volume(
         id: id.0,
         collection: &cut.collection,
         revision: cut.compaction_revision,
+        pace,
     };
     let mut reported = 0u64;
     let dat = fetch
@@ -334,6 +337,34 @@ struct FileFetch<'a> {
     id: u32,
     collection: &'a str,
     revision: u32,
+    pace: Pace,
+}
+
+/// The shell's `-ioBytePerSecond` for a copy (weed applies it on the target): after
+/// each chunk, waits until the bytes so far are no ahead of the rate.
+struct Pace {
+    bytes_per_second: u64,
+    started: tokio::time::Instant,
+    done: u64,
+}
+
+impl Pace {
+    /// No limit for 0 or less (weed's default).
+    fn new(bytes_per_second: i64) -> Self {
+        Self {
+            bytes_per_second: bytes_per_second.max(0) as u64,
+            started: tokio::time::Instant::now(),
+            done: 0,
+        }
+    }
+
+    async fn account(&mut self, bytes: usize) {
+        self.done += bytes as u64;
+        if self.bytes_per_second > 0 {
+            let due = Duration::from_secs_f64(self.done as f64 / self.bytes_per_second as f64);
+            tokio::time::sleep_until(self.started + due).await;
+        }
+    }
 }
 
 impl FileFetch<'_> {
@@ -376,6 +407,7 @@ impl FileFetch<'_> {
                 )));
             }
             file.write_all(&message.file_content).await.map_err(io)?;
+            self.pace.account(message.file_content.len()).await;
             if let Some(processed_bytes) = report(written) {
                 let message =
                     VolumeCopyResponse { last_append_at_ns: 0, processed_bytes: processed_bytes as i64 };

@@ -179,9 +179,11 @@ fn calls_we_do_not_serve_answer_unimplemented() {
             .unwrap();
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.unwrap();
-        // VolumeCopy exists in weed's service but not in ours; the body is irrelevant.
-        let path =
-            tonic::codegen::http::uri::PathAndQuery::from_static("/volume_server_pb.VolumeServer/VolumeCopy");
+        // VolumeEcShardsGenerate (erasure coding) exists in weed's service but not in
+        // ours; the body is irrelevant.
+        let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+            "/volume_server_pb.VolumeServer/VolumeEcShardsGenerate",
+        );
         let codec = tonic_prost::ProstCodec::<VolumeStatusRequest, VolumeStatusResponse>::default();
         grpc.unary(tonic::Request::new(VolumeStatusRequest { volume_id: 1 }), path, codec).await.unwrap_err()
     });

@@ -137,6 +137,14 @@ impl OurServer {
         Self { addr: server.addr().to_owned(), server }
     }
 
+    /// [`OurServer::start`] listening on and advertising `ip`.
+    pub fn start_on(dir: &Path, ip: &str, extra: &[&str]) -> Self {
+        let bin = Path::new(env!("CARGO_BIN_EXE_volume-server"));
+        let server =
+            testbeds::ours::OurVolumeServer::start_on(bin, dir, ip, extra).unwrap_or_else(|e| panic!("{e}"));
+        Self { addr: server.addr().to_owned(), server }
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.server.pid()

@@ -1,0 +1,302 @@
+//! `weed shell`'s volume.move between a real `weed volume` and ours, both ways: the
+//! files read byte-exact on the target, the master locates the volume there, and the
+//! source no longer has it. Also a failed copy: a clear gRPC error, nothing mounted.
+//!
+//! weed 4.48's VolumeCopy refuses to pull from a loopback address, so when ours is
+//! the source it listens on this machine's first non-loopback IPv4 address.
+
+mod common;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use testbeds::weed::{UploadBody, WeedMaster, WeedVolume};
+use tonic::Code;
+use volume_server::pb::volume_server_pb::volume_server_client::VolumeServerClient;
+use volume_server::pb::volume_server_pb::*;
+
+/// Runs `script` in `weed shell` against `master` (at most two minutes); returns its
+/// output. The shell's exit status says nothing about the commands, so callers check
+/// the output.
+fn weed_shell(master: &WeedMaster, script: &str) -> String {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new("weed")
+        .args(["shell", &format!("-master={}", master.addr())])
+        .stdin(Stdio::piped())
+        .stdout(out.reopen().unwrap())
+        .stderr(out.reopen().unwrap())
+        .spawn()
+        .expect("weed is on PATH");
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("weed shell did not finish:\n{}", std::fs::read_to_string(out.path()).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::read_to_string(out.path()).unwrap()
+}
+
+/// Headers of a raw (not multipart) upload.
+const RAW: &[(&str, &str)] = &[("Content-Type", "application/octet-stream")];
+
+fn move_volume(master: &WeedMaster, vid: u32, source: &str, target: &str) -> String {
+    let out = weed_shell(
+        master,
+        &format!("lock\nvolume.move -source {source} -target {target} -volumeId {vid}\nunlock\n"),
+    );
+    assert!(out.contains(&format!("moved volume {vid} from {source} to {target}")), "volume.move:\n{out}");
+    out
+}
+
+fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn lookup(master: &WeedMaster, vid: u32) -> Vec<String> {
+    let reply = get(&master.addr(), &format!("/dir/lookup?volumeId={vid}"));
+    let locations = reply.json()["locations"].as_array().cloned().unwrap_or_default();
+    locations.iter().filter_map(|l| l["url"].as_str().map(str::to_owned)).collect()
+}
+
+fn volume_ids(addr: &str) -> Vec<u32> {
+    let status = get(addr, "/status").json();
+    let volumes = status["Volumes"].as_array().cloned().unwrap_or_default();
+    volumes.iter().filter_map(|v| v["Id"].as_u64().map(|id| id as u32)).collect()
+}
+
+fn vid(fid: &str) -> u32 {
+    fid.split(',').next().unwrap().parse().unwrap()
+}
+
+/// Uploads `data` where the master assigns it; returns (fid, server).
+fn put(master: &WeedMaster, data: &[u8]) -> (String, String) {
+    let a = testbeds::weed::assign(&master.url(), "").unwrap_or_else(|e| panic!("assign: {e}"));
+    let body = UploadBody::Multipart { filename: "f.bin", content_type: "application/octet-stream" };
+    let (status, reply) = testbeds::weed::upload(&a.url, &a.fid, "", data, body, &[]).unwrap();
+    assert_eq!(status, 201, "upload {}: {reply}", a.fid);
+    (a.fid, a.url)
+}
+
+/// Files of several sizes (one spans more than one 2 MiB copy chunk); returns those
+/// on the volume holding the most of them, that volume, and one of its files deleted.
+fn fill(master: &WeedMaster, server: &str) -> (u32, Vec<(String, Vec<u8>)>, String) {
+    let mut files = Vec::new();
+    for i in 0..30u64 {
+        let len = if i == 0 { 5 * 1024 * 1024 + 17 } else { 1000 + i as usize * 3001 };
+        let data = pseudo_random(len, i);
+        let (fid, at) = put(master, &data);
+        assert_eq!(at, server, "only {server} holds volumes yet");
+        files.push((fid, data));
+    }
+    let mut count = std::collections::BTreeMap::<u32, usize>::new();
+    for (fid, _) in &files {
+        *count.entry(vid(fid)).or_default() += 1;
+    }
+    let (&moved, _) = count.iter().max_by_key(|(_, n)| **n).unwrap();
+    let mut on: Vec<_> = files.into_iter().filter(|(fid, _)| vid(fid) == moved).collect();
+    assert!(on.len() >= 2, "volume {moved} holds {} files", on.len());
+    let (deleted, _) = on.pop().unwrap();
+    let reply = request(server, "DELETE", &format!("/{deleted}"), &[], b"").unwrap();
+    assert_eq!(reply.status, 202, "delete {deleted}: {}", reply.text());
+    (moved, on, deleted)
+}
+
+/// Every file reads byte-exact from `server`; the deleted one stays deleted.
+fn check(server: &str, files: &[(String, Vec<u8>)], deleted: &str) {
+    for (fid, data) in files {
+        let reply = get(server, &format!("/{fid}"));
+        assert_eq!(reply.status, 200, "{fid} on {server}");
+        assert!(reply.body == *data, "{fid} on {server}: {} bytes differ from the upload", reply.body.len());
+    }
+    assert_eq!(get(server, &format!("/{deleted}")).status, 404, "{deleted} stays deleted on {server}");
+}
+
+fn no_files_of(dir: &Path, vid: u32) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with(&format!("{vid}.")), "{name} left in {}", dir.display());
+    }
+}
+
+/// This machine's first non-loopback IPv4 address.
+fn routable_ip() -> String {
+    let out = Command::new("hostname").arg("-I").output().expect("hostname -I");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| !ip.is_loopback()))
+        .expect("weed refuses loopback copy sources: this test needs a non-loopback IPv4 address")
+        .to_owned()
+}
+
+#[test]
+fn a_volume_moves_from_weed_volume_to_ours() {
+    let scratch = tempfile::tempdir().unwrap();
+    let master = WeedMaster::start(scratch.path(), 64).unwrap();
+    let weed = WeedVolume::start(&scratch.path().join("weed"), &master).unwrap();
+    let (moved, files, deleted) = fill(&master, &weed.addr());
+    let dir = scratch.path().join("ours");
+    let ours = OurServer::start(&dir, &["--mserver", &master.addr(), "--max", "20"]);
+    wait_until(Duration::from_secs(20), "the master lists ours", || master.knows_volume_server(&ours.addr));
+
+    move_volume(&master, moved, &weed.addr(), &ours.addr);
+    check(&ours.addr, &files, &deleted);
+    wait_until(Duration::from_secs(20), "the master locates the volume on ours only", || {
+        lookup(&master, moved) == vec![ours.addr.clone()]
+    });
+    assert!(!volume_ids(&weed.addr()).contains(&moved), "weed still serves volume {moved}");
+    no_files_of(weed.dir(), moved);
+    assert!(dir.join(format!("{moved}.dat")).exists());
+    assert!(!dir.join(format!("{moved}.dat.copying")).exists(), "no temporary copy left");
+    // The moved volume takes writes on ours.
+    let fid = format!("{moved},{:x}{:08x}", 0xabcdef_u64, 0x1234_5678_u32);
+    let reply = request(&ours.addr, "POST", &format!("/{fid}"), RAW, b"after the move").unwrap();
+    assert_eq!(reply.status, 201, "write after the move: {}", reply.text());
+    assert_eq!(get(&ours.addr, &format!("/{fid}")).body, b"after the move");
+    ours.stop();
+    weed.stop();
+    master.stop();
+}
+
+#[test]
+fn a_volume_moves_from_ours_to_weed_volume_while_a_writer_keeps_writing() {
+    let ip = routable_ip();
+    let scratch = tempfile::tempdir().unwrap();
+    let master = WeedMaster::start(scratch.path(), 64).unwrap();
+    let dir = scratch.path().join("ours");
+    let ours = OurServer::start_on(&dir, &ip, &["--mserver", &master.addr(), "--max", "20"]);
+    wait_until(Duration::from_secs(20), "the master lists ours", || master.knows_volume_server(&ours.addr));
+    let (moved, mut files, deleted) = fill(&master, &ours.addr);
+    let weed = WeedVolume::start(&scratch.path().join("weed"), &master).unwrap();
+
+    // A writer to the moving volume, straight to ours, until the move is over. The
+    // shell marks the source read-only before copying, so ours refuses most of these
+    // writes; every write ours acknowledged must reach weed (the copy or the tail).
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let writer = {
+        let (stop, acknowledged, addr) = (Arc::clone(&stop), Arc::clone(&acknowledged), ours.addr.clone());
+        std::thread::spawn(move || {
+            let mut refused = 0;
+            for key in 0x10_0000u64.. {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let fid = format!("{moved},{key:x}{:08x}", key as u32 ^ 0x5eed);
+                let data = pseudo_random(3000, key);
+                match request(&addr, "POST", &format!("/{fid}"), RAW, &data) {
+                    Ok(reply) if reply.status == 201 => acknowledged.lock().unwrap().push((fid, data)),
+                    _ => refused += 1,
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            refused
+        })
+    };
+    wait_until(Duration::from_secs(10), "the writer's first writes land", || {
+        acknowledged.lock().unwrap().len() >= 5
+    });
+    move_volume(&master, moved, &ours.addr, &weed.addr());
+    stop.store(true, Ordering::Relaxed);
+    let refused = writer.join().unwrap();
+    let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
+    println!("writer: {} writes acknowledged, {refused} refused during the move", acknowledged.len());
+    files.extend(acknowledged);
+
+    check(&weed.addr(), &files, &deleted);
+    wait_until(Duration::from_secs(20), "the master locates the volume on weed only", || {
+        lookup(&master, moved) == vec![weed.addr()]
+    });
+    assert!(!volume_ids(&ours.addr).contains(&moved), "ours still serves volume {moved}");
+    no_files_of(&dir, moved);
+    // And weed opens the files it received when it starts over them.
+    let weed_dir = weed.dir().to_owned();
+    weed.stop();
+    let weed = WeedVolume::start(&weed_dir, &master).unwrap();
+    check(&weed.addr(), &files, &deleted);
+    ours.stop();
+    weed.stop();
+    master.stop();
+}
+
+#[test]
+fn a_failed_copy_answers_a_clear_error_and_mounts_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let master = WeedMaster::start(scratch.path(), 64).unwrap();
+    let weed = WeedVolume::start(&scratch.path().join("weed"), &master).unwrap();
+    // Some 12 MiB on weed's volumes; the largest volume is copied.
+    for i in 0..12u64 {
+        put(&master, &pseudo_random(1024 * 1024, i));
+    }
+    let big = volume_ids(&weed.addr())
+        .into_iter()
+        .max_by_key(|v| std::fs::metadata(weed.dir().join(format!("{v}.dat"))).map_or(0, |m| m.len()))
+        .unwrap();
+    let size = std::fs::metadata(weed.dir().join(format!("{big}.dat"))).unwrap().len();
+    assert!(size > 2 * 1024 * 1024, "volume {big} is {size} bytes");
+    let dir = scratch.path().join("ours");
+    let ours = OurServer::start(&dir, &["--mserver", &master.addr(), "--max", "20"]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let grpc = volume_server::pb::grpc_address(&ours.addr).unwrap();
+    let mut client = rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .connect()
+            .await
+            .unwrap();
+        VolumeServerClient::new(channel)
+    });
+    let copy = |volume_id: u32, source: String, io_byte_per_second: i64| VolumeCopyRequest {
+        volume_id,
+        source_data_node: source,
+        io_byte_per_second,
+        ..Default::default()
+    };
+    let run = |client: &mut VolumeServerClient<_>, request| {
+        rt.block_on(async {
+            let mut stream = client.volume_copy(request).await?.into_inner();
+            while stream.message().await?.is_some() {}
+            Ok::<(), tonic::Status>(())
+        })
+    };
+
+    // A volume the source does not have.
+    let e = run(&mut client, copy(999, weed.addr(), 0)).unwrap_err();
+    assert!(e.message().contains("999"), "{e}");
+    // A source nobody listens on.
+    let e = run(&mut client, copy(big, "127.0.0.1:1".into(), 0)).unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e}");
+
+    // The source dies mid-copy: the copy runs at 1 MiB/s, the source is killed after 1 s.
+    let weed_addr = weed.addr();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        weed.kill();
+    });
+    let e = run(&mut client, copy(big, weed_addr, 1024 * 1024)).unwrap_err();
+    killer.join().unwrap();
+    // Which file the copy was on when the source died depends on how much the
+    // transport had buffered; either way the copy fails and names what it was doing.
+    assert!(e.message().contains("copying .") && e.message().contains(&format!("of volume {big}")), "{e}");
+
+    // Nothing of those copies is mounted or left on disk.
+    assert!(!volume_ids(&ours.addr).contains(&big) && !volume_ids(&ours.addr).contains(&999));
+    no_files_of(&dir, big);
+    no_files_of(&dir, 999);
+    ours.stop();
+    master.stop();
+}

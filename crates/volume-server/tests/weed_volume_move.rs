@@ -114,14 +114,16 @@ fn fill(master: &WeedMaster, server: &str) -> (u32, Vec<(String, Vec<u8>)>, Stri
     (moved, on, deleted)
 }
 
-/// Every file reads byte-exact from `server`; the deleted one stays deleted.
-fn check(server: &str, files: &[(String, Vec<u8>)], deleted: &str) {
+/// Every file reads byte-exact from `server`; the deleted one (if any) stays deleted.
+fn check(server: &str, files: &[(String, Vec<u8>)], deleted: Option<&str>) {
     for (fid, data) in files {
         let reply = get(server, &format!("/{fid}"));
         assert_eq!(reply.status, 200, "{fid} on {server}");
         assert!(reply.body == *data, "{fid} on {server}: {} bytes differ from the upload", reply.body.len());
     }
-    assert_eq!(get(server, &format!("/{deleted}")).status, 404, "{deleted} stays deleted on {server}");
+    if let Some(deleted) = deleted {
+        assert_eq!(get(server, &format!("/{deleted}")).status, 404, "{deleted} stays deleted on {server}");
+    }
 }
 
 fn no_files_of(dir: &Path, vid: u32) {
@@ -152,7 +154,7 @@ fn a_volume_moves_from_weed_volume_to_ours() {
     wait_until(Duration::from_secs(20), "the master lists ours", || master.knows_volume_server(&ours.addr));
 
     move_volume(&master, moved, &weed.addr(), &ours.addr);
-    check(&ours.addr, &files, &deleted);
+    check(&ours.addr, &files, Some(&deleted));
     wait_until(Duration::from_secs(20), "the master locates the volume on ours only", || {
         lookup(&master, moved) == vec![ours.addr.clone()]
     });
@@ -215,7 +217,7 @@ fn a_volume_moves_from_ours_to_weed_volume_while_a_writer_keeps_writing() {
     println!("writer: {} writes acknowledged, {refused} refused during the move", acknowledged.len());
     files.extend(acknowledged);
 
-    check(&weed.addr(), &files, &deleted);
+    check(&weed.addr(), &files, Some(&deleted));
     wait_until(Duration::from_secs(20), "the master locates the volume on weed only", || {
         lookup(&master, moved) == vec![weed.addr()]
     });
@@ -225,7 +227,7 @@ fn a_volume_moves_from_ours_to_weed_volume_while_a_writer_keeps_writing() {
     let weed_dir = weed.dir().to_owned();
     weed.stop();
     let weed = WeedVolume::start(&weed_dir, &master).unwrap();
-    check(&weed.addr(), &files, &deleted);
+    check(&weed.addr(), &files, Some(&deleted));
     ours.stop();
     weed.stop();
     master.stop();
@@ -297,6 +299,125 @@ fn a_failed_copy_answers_a_clear_error_and_mounts_nothing() {
     assert!(!volume_ids(&ours.addr).contains(&big) && !volume_ids(&ours.addr).contains(&999));
     no_files_of(&dir, big);
     no_files_of(&dir, 999);
+    ours.stop();
+    master.stop();
+}
+
+fn grpc_client(
+    rt: &tokio::runtime::Runtime,
+    http_addr: &str,
+) -> VolumeServerClient<tonic::transport::Channel> {
+    let grpc = volume_server::pb::grpc_address(http_addr).unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+            .unwrap()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .connect()
+            .await
+            .unwrap();
+        VolumeServerClient::new(channel)
+    })
+}
+
+/// The copy-then-tail protocol step by step, with the source still writable (as
+/// volume.copy and volume.fix.replication leave it): records the source takes after
+/// the copy, a delete among them, reach the target through `VolumeTailReceiver`.
+/// The target is started (`start_target`: the server and its address) once the
+/// source holds the files. Returns the target.
+fn copy_then_tail<T>(
+    master: &WeedMaster,
+    source: &str,
+    start_target: impl FnOnce() -> (T, String),
+    check_delete: bool,
+) -> T {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (moved, files, _) = fill(master, source);
+    let (server, target) = start_target();
+    let mut target_client = grpc_client(&rt, &target);
+    let copy = VolumeCopyRequest { volume_id: moved, source_data_node: source.into(), ..Default::default() };
+    let since_ns = rt.block_on(async {
+        let mut stream = target_client.volume_copy(copy).await.unwrap().into_inner();
+        let mut last = 0;
+        while let Some(message) = stream.message().await.unwrap() {
+            last = message.last_append_at_ns.max(last);
+        }
+        last
+    });
+    assert!(since_ns > 0, "the copy reports where the tail starts");
+    check(&target, &files, None);
+
+    // After the copy: new files (one over a 2 MiB tail chunk) and a delete on the source.
+    let later: Vec<(String, Vec<u8>)> = (0..4u64)
+        .map(|i| {
+            let fid = format!("{moved},{:x}{:08x}", 0x77_0000 + i, 0xc0ffee_u32 + i as u32);
+            let data = pseudo_random(if i == 0 { 3 * 1024 * 1024 } else { 5000 }, 100 + i);
+            let reply = request(source, "POST", &format!("/{fid}"), RAW, &data).unwrap();
+            assert_eq!(reply.status, 201, "write {fid} to {source}: {}", reply.text());
+            (fid, data)
+        })
+        .collect();
+    let gone = &files[0].0;
+    assert_eq!(request(source, "DELETE", &format!("/{gone}"), &[], b"").unwrap().status, 202);
+
+    let tail = VolumeTailReceiverRequest {
+        volume_id: moved,
+        since_ns,
+        idle_timeout_seconds: 1,
+        source_volume_server: source.into(),
+    };
+    rt.block_on(target_client.volume_tail_receiver(tail)).unwrap_or_else(|e| panic!("tail: {e}"));
+    check(&target, &later, None);
+    check(&target, &files[1..], None);
+    if check_delete {
+        assert_eq!(get(&target, &format!("/{gone}")).status, 404, "the delete reached {target}");
+    }
+    server
+}
+
+#[test]
+fn the_tail_carries_writes_and_deletes_made_after_a_copy_from_weed_to_ours() {
+    let scratch = tempfile::tempdir().unwrap();
+    let master = WeedMaster::start(scratch.path(), 64).unwrap();
+    let weed = WeedVolume::start(&scratch.path().join("weed"), &master).unwrap();
+    let ours = copy_then_tail(
+        &master,
+        &weed.addr(),
+        || {
+            let ours =
+                OurServer::start(&scratch.path().join("ours"), &["--mserver", &master.addr(), "--max", "20"]);
+            let addr = ours.addr.clone();
+            (ours, addr)
+        },
+        true,
+    );
+    ours.stop();
+    weed.stop();
+    master.stop();
+}
+
+#[test]
+fn the_tail_carries_writes_made_after_a_copy_from_ours_to_weed() {
+    let ip = routable_ip();
+    let scratch = tempfile::tempdir().unwrap();
+    let master = WeedMaster::start(scratch.path(), 64).unwrap();
+    let ours =
+        OurServer::start_on(&scratch.path().join("ours"), &ip, &["--mserver", &master.addr(), "--max", "20"]);
+    wait_until(Duration::from_secs(20), "the master lists ours", || master.knows_volume_server(&ours.addr));
+    // weed 4.48's tail receiver does not apply tombstones as deletes (checked: the
+    // deleted file still reads on weed after the tail), so only writes are checked
+    // this way round; volume.move keeps the source read-only, where no deletes land.
+    let weed = copy_then_tail(
+        &master,
+        &ours.addr,
+        || {
+            let weed = WeedVolume::start(&scratch.path().join("weed"), &master).unwrap();
+            let addr = weed.addr();
+            (weed, addr)
+        },
+        false,
+    );
+    weed.stop();
     ours.stop();
     master.stop();
 }

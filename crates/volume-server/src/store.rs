@@ -403,6 +403,37 @@ mod tests {
     }
 
     #[test]
+    fn unmount_retires_and_keeps_files_mount_serves_them_again_delete_retires() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(config(vec![root.path().to_owned()], vec![4])).unwrap();
+        let retired = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&retired);
+        assert!(store.set_retire_hook(Box::new(move |id| seen.lock().unwrap().push(id.0))).is_ok());
+        let v = store.create_volume("pics", ReplicaPlacement::default(), Ttl::EMPTY).unwrap();
+        let id = v.id();
+        v.write(&Needle::new(NeedleId(5), Cookie(6), b"kept")).unwrap();
+        drop(v);
+
+        store.unmount(id).unwrap();
+        assert!(matches!(store.volume(id), Err(Error::VolumeNotFound(_))));
+        assert!(root.path().join(format!("pics_{id}.dat")).exists(), "unmount keeps the files");
+        assert_eq!(*retired.lock().unwrap(), vec![id.0], "unmount retires the volume's regions");
+        assert!(matches!(store.unmount(id), Err(Error::VolumeNotFound(_))));
+
+        let v = store.mount(id).unwrap();
+        assert_eq!(v.collection(), "pics");
+        assert_eq!(v.read(NeedleId(5), Cookie(6)).unwrap().needle().data, b"kept");
+        assert!(matches!(store.mount(VolumeId(77)), Err(Error::VolumeNotFound(_))));
+        // A copy of a volume this store already serves has nowhere to go.
+        assert!(matches!(store.dir_for_copy(id), Err(Error::VolumeExists(_))));
+
+        // The delete after a move retires the volume (the RDMA path drops its regions).
+        store.delete_volume(id, false).unwrap();
+        assert_eq!(*retired.lock().unwrap(), vec![id.0, id.0]);
+        assert!(!root.path().join(format!("pics_{id}.dat")).exists());
+    }
+
+    #[test]
     fn compaction_keeps_live_needles_and_writes_made_meanwhile() {
         for index in [IndexKind::Memory, IndexKind::Rocksdb] {
             let root = tempfile::tempdir().unwrap();

@@ -33,6 +33,10 @@ use crate::volume_grpc::status;
 /// default message limit on either side.
 const CHUNK: usize = 2 * 1024 * 1024;
 
+/// The longest a copy waits for the source's next message before giving up on it
+/// (a source that stalls without closing its connection).
+const STALL: Duration = Duration::from_secs(60);
+
 /// How often `VolumeCopy` reports progress to the shell.
 const PROGRESS_EVERY: u64 = 128 * 1024 * 1024;
 
@@ -397,7 +401,12 @@ impl FileFetch<'_> {
         let io = |e: std::io::Error| status(Error::io(path, e));
         let mut file = tokio::fs::File::create(path).await.map_err(io)?;
         let (mut written, mut found) = (0u64, false);
-        while let Some(message) = stream.message().await.map_err(failed)? {
+        let stalled = || {
+            Status::deadline_exceeded(format!("copying {ext} of volume {}: no data for {STALL:?}", self.id))
+        };
+        while let Some(message) =
+            tokio::time::timeout(STALL, stream.message()).await.map_err(|_| stalled())?.map_err(failed)?
+        {
             found |= message.modified_ts_ns != 0;
             written += message.file_content.len() as u64;
             if written > stop_offset {
@@ -566,7 +575,24 @@ pub async fn tail_receiver(store: Arc<Store>, request: VolumeTailReceiverRequest
         .into_inner();
     let mut record: Vec<u8> = Vec::new();
     let mut expected = 0u64;
-    while let Some(message) = stream.message().await? {
+    // The sender goes quiet for up to `idle_timeout_seconds` rounds before it ends;
+    // quieter than that (plus slack) means it is stuck. Without a timeout it never ends
+    // by itself, and neither does this call.
+    let quiet_limit = match request.idle_timeout_seconds {
+        0 => Duration::MAX,
+        rounds => TAIL_ROUND * rounds + STALL,
+    };
+    loop {
+        let next = match quiet_limit {
+            Duration::MAX => stream.message().await?,
+            limit => tokio::time::timeout(limit, stream.message()).await.map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "the tail from {} went quiet",
+                    request.source_volume_server
+                ))
+            })??,
+        };
+        let Some(message) = next else { break };
         if message.needle_header.is_empty() {
             continue;
         }

@@ -167,6 +167,21 @@ fn a_volume_moves_from_weed_volume_to_ours() {
     let reply = request(&ours.addr, "POST", &format!("/{fid}"), RAW, b"after the move").unwrap();
     assert_eq!(reply.status, 201, "write after the move: {}", reply.text());
     assert_eq!(get(&ours.addr, &format!("/{fid}")).body, b"after the move");
+
+    // volume.unmount / volume.mount on ours: the master forgets, then relearns it.
+    let out =
+        weed_shell(&master, &format!("lock\nvolume.unmount -node {} -volumeId {moved}\nunlock\n", ours.addr));
+    wait_until(Duration::from_secs(20), &format!("the master forgets the unmounted volume:\n{out}"), || {
+        lookup(&master, moved).is_empty()
+    });
+    assert_eq!(get(&ours.addr, &format!("/{fid}")).status, 404, "an unmounted volume is not served");
+    assert!(dir.join(format!("{moved}.dat")).exists(), "unmount keeps the files");
+    let out =
+        weed_shell(&master, &format!("lock\nvolume.mount -node {} -volumeId {moved}\nunlock\n", ours.addr));
+    wait_until(Duration::from_secs(20), &format!("the master relearns the mounted volume:\n{out}"), || {
+        lookup(&master, moved) == vec![ours.addr.clone()]
+    });
+    check(&ours.addr, &files, Some(&deleted));
     ours.stop();
     weed.stop();
     master.stop();

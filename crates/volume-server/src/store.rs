@@ -54,7 +54,13 @@ impl Store {
             let mut found = Vec::new();
             for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
                 let entry = entry.map_err(|e| Error::io(dir, e))?;
-                if let Some((collection, id)) = entry.file_name().to_str().and_then(parse_dat_name) {
+                let name = entry.file_name();
+                let name = name.to_str().unwrap_or_default();
+                if name.ends_with(crate::volume_move::PARTIAL_SUFFIX) {
+                    // A copy from another server that a crash interrupted: never mounted.
+                    tracing::warn!(file = %entry.path().display(), "removing an unfinished volume copy");
+                    std::fs::remove_file(entry.path()).map_err(|e| Error::io(&entry.path(), e))?;
+                } else if let Some((collection, id)) = parse_dat_name(name) {
                     found.push((collection, id));
                 }
             }
@@ -422,6 +428,13 @@ mod tests {
 
         let v = store.mount(id).unwrap();
         assert_eq!(v.collection(), "pics");
+        // Files of a copy a crash interrupted are removed when the store opens.
+        let partial = root.path().join("9.dat.copying");
+        std::fs::write(&partial, b"half").unwrap();
+        let reopened = Store::open(config(vec![root.path().to_owned()], vec![4])).unwrap();
+        assert!(!partial.exists());
+        assert_eq!(reopened.volumes().len(), 1, "the volume itself stays");
+        drop(reopened);
         assert_eq!(v.read(NeedleId(5), Cookie(6)).unwrap().needle().data, b"kept");
         assert!(matches!(store.mount(VolumeId(77)), Err(Error::VolumeNotFound(_))));
         // A copy of a volume this store already serves has nowhere to go.

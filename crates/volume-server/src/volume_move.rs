@@ -29,6 +29,10 @@ use crate::vif::VolumeInfo as VifFile;
 use crate::volume::{Volume, base_name};
 use crate::volume_grpc::status;
 
+/// Appended to the names of a copy's files until the copy is complete; the store
+/// removes such leftovers when it opens.
+pub const PARTIAL_SUFFIX: &str = ".copying";
+
 /// Bytes per streamed message (weed's `BufferSizeLimit`): well under gRPC's 4 MiB
 /// default message limit on either side.
 const CHUNK: usize = 2 * 1024 * 1024;
@@ -271,7 +275,7 @@ async fn pull_volume(
     }
     let dir = store.dir_for_copy(id).map_err(status)?;
     let base = base_name(&cut.collection, id);
-    let temp = |ext: &str| dir.join(format!("{base}.{ext}.copying"));
+    let temp = |ext: &str| dir.join(format!("{base}.{ext}{PARTIAL_SUFFIX}"));
     let mut staged = Staged { paths: vec![temp("dat"), temp("idx"), temp("vif")], keep: false };
 
     let mut fetch = FileFetch {

@@ -436,3 +436,67 @@ fn the_tail_carries_writes_made_after_a_copy_from_ours_to_weed() {
     ours.stop();
     master.stop();
 }
+
+#[test]
+fn copy_file_streams_bounded_chunks_up_to_the_stop_offset_and_checks_the_revision() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("ours");
+    let ours = OurServer::start(&dir, &[]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut client = grpc_client(&rt, &ours.addr);
+    rt.block_on(client.allocate_volume(AllocateVolumeRequest { volume_id: 3, ..Default::default() }))
+        .unwrap();
+    let big = pseudo_random(5 * 1024 * 1024, 9);
+    let reply = request(&ours.addr, "POST", "/3,01000000aa", RAW, &big).unwrap();
+    assert_eq!(reply.status, 201, "{}", reply.text());
+
+    let status = rt
+        .block_on(client.read_volume_file_status(ReadVolumeFileStatusRequest { volume_id: 3 }))
+        .unwrap()
+        .into_inner();
+    let dat = std::fs::read(dir.join("3.dat")).unwrap();
+    assert_eq!(status.dat_file_size, dat.len() as u64);
+    assert_eq!(status.idx_file_size, std::fs::metadata(dir.join("3.idx")).unwrap().len());
+    assert_eq!((status.file_count, status.version, status.compaction_revision), (1, 3, 0));
+
+    let fetch = |client: &mut VolumeServerClient<_>, request: CopyFileRequest| {
+        rt.block_on(async {
+            let mut stream = client.copy_file(request).await?.into_inner();
+            let mut messages = Vec::new();
+            while let Some(message) = stream.message().await? {
+                messages.push(message);
+            }
+            Ok::<_, tonic::Status>(messages)
+        })
+    };
+    let ask = |ext: &str, revision: u32, stop_offset: u64| CopyFileRequest {
+        volume_id: 3,
+        ext: ext.into(),
+        compaction_revision: revision,
+        stop_offset,
+        ..Default::default()
+    };
+    // The whole .dat, in bounded messages; the first one carries the modification time.
+    let messages = fetch(&mut client, ask(".dat", 0, status.dat_file_size)).unwrap();
+    assert!(messages.len() >= 3, "{} messages for {} bytes", messages.len(), dat.len());
+    assert!(messages.iter().all(|m| m.file_content.len() <= 2 * 1024 * 1024));
+    assert!(messages[0].modified_ts_ns > 0 && messages[1..].iter().all(|m| m.modified_ts_ns == 0));
+    assert!(messages.iter().flat_map(|m| m.file_content.iter().copied()).eq(dat.iter().copied()));
+    // Up to the stop offset only; any revision with u32::MAX.
+    let messages = fetch(&mut client, ask(".dat", u32::MAX, 1000)).unwrap();
+    assert!(messages.iter().flat_map(|m| m.file_content.iter().copied()).eq(dat[..1000].iter().copied()));
+
+    // A compaction revision other than the volume's is refused, as weed does.
+    let e = fetch(&mut client, ask(".dat", 1, status.dat_file_size)).unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e}");
+    // Files other than the volume's own, and EC shards, are not served.
+    for ext in ["../3.dat", ".ecx", ""] {
+        let e = fetch(&mut client, ask(ext, 0, 10)).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{ext:?}: {e}");
+    }
+    let ec = CopyFileRequest { is_ec_volume: true, ..ask(".ec00", 0, 10) };
+    assert_eq!(fetch(&mut client, ec).unwrap_err().code(), Code::Unimplemented);
+    let e = fetch(&mut client, CopyFileRequest { volume_id: 99, ..ask(".dat", 0, 10) }).unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e}");
+    ours.stop();
+}

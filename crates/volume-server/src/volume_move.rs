@@ -273,8 +273,20 @@ async fn pull_volume(
             "volume {id} on {source} uses {theirs}-byte .idx offsets; this server runs with {ours}"
         )));
     }
+    if matches!(cut.collection.as_str(), "." | "..") || cut.collection.contains(['/', '\\', '\0']) {
+        return Err(Status::invalid_argument(format!(
+            "volume {id} on {source} names collection {:?}, which is no file name",
+            cut.collection
+        )));
+    }
     let dir = store.dir_for_copy(id).map_err(status)?;
     let base = base_name(&cut.collection, id);
+    if dir.join(format!("{base}.dat")).exists() {
+        return Err(Status::already_exists(format!(
+            "{} holds files of volume {id} that are not mounted; mount or remove them first",
+            dir.display()
+        )));
+    }
     let temp = |ext: &str| dir.join(format!("{base}.{ext}{PARTIAL_SUFFIX}"));
     let mut staged = Staged { paths: vec![temp("dat"), temp("idx"), temp("vif")], keep: false };
 
@@ -418,6 +430,9 @@ impl FileFetch<'_> {
                     "copying {ext} of volume {}: the source sent more than the {stop_offset} bytes asked",
                     self.id
                 )));
+            }
+            if progress.is_closed() {
+                return Err(Status::cancelled("the caller of VolumeCopy hung up"));
             }
             file.write_all(&message.file_content).await.map_err(io)?;
             self.pace.account(message.file_content.len()).await;

@@ -500,3 +500,41 @@ fn copy_file_streams_bounded_chunks_up_to_the_stop_offset_and_checks_the_revisio
     assert_eq!(e.code(), Code::NotFound, "{e}");
     ours.stop();
 }
+
+#[test]
+fn a_copy_is_refused_over_a_mounted_or_unmounted_volume_of_the_same_id() {
+    let scratch = tempfile::tempdir().unwrap();
+    let source = OurServer::start(&scratch.path().join("a"), &[]);
+    let target_dir = scratch.path().join("b");
+    let target = OurServer::start(&target_dir, &[]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut source_client = grpc_client(&rt, &source.addr);
+    let mut target_client = grpc_client(&rt, &target.addr);
+    let allocate = AllocateVolumeRequest { volume_id: 4, collection: "pics".into(), ..Default::default() };
+    rt.block_on(source_client.allocate_volume(allocate)).unwrap();
+    let data = pseudo_random(70_000, 4);
+    assert_eq!(request(&source.addr, "POST", "/4,0200000bb", RAW, &data).unwrap().status, 201);
+
+    let copy =
+        || VolumeCopyRequest { volume_id: 4, source_data_node: source.addr.clone(), ..Default::default() };
+    let run = |client: &mut VolumeServerClient<_>, request| {
+        rt.block_on(async {
+            let mut stream = client.volume_copy(request).await?.into_inner();
+            while stream.message().await?.is_some() {}
+            Ok::<(), tonic::Status>(())
+        })
+    };
+    run(&mut target_client, copy()).unwrap();
+    assert_eq!(get(&target.addr, "/4,0200000bb").body, data, "the copy serves the file");
+    assert!(target_dir.join("pics_4.dat").exists(), "the collection is part of the file names");
+
+    let e = run(&mut target_client, copy()).unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "a mounted copy: {e}");
+    rt.block_on(target_client.volume_unmount(VolumeUnmountRequest { volume_id: 4 })).unwrap();
+    let e = run(&mut target_client, copy()).unwrap_err();
+    assert_eq!(e.code(), Code::AlreadyExists, "unmounted files: {e}");
+    rt.block_on(target_client.volume_mount(VolumeMountRequest { volume_id: 4 })).unwrap();
+    assert_eq!(get(&target.addr, "/4,0200000bb").body, data, "the files were left alone");
+    source.stop();
+    target.stop();
+}

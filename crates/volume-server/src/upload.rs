@@ -144,7 +144,9 @@ pub fn parse(req: &Request<'_>) -> Result<Upload, UploadError> {
             Err(_) => None,
         }
     } else {
-        if !upload.chunk_manifest && is_compressible(&upload.mime) {
+        // A replica stores what the first server stored: compressed or not, as sent.
+        let replica = req.query.get("type").is_some_and(|t| t == "replicate");
+        if !upload.chunk_manifest && !replica && is_compressible(&upload.mime) {
             let compressed = gzip(&upload.data);
             if compressed.len() * 10 < upload.data.len() * 9 {
                 let plain = std::mem::replace(&mut upload.data, compressed.into());

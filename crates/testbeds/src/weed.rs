@@ -46,20 +46,22 @@ impl WeedMaster {
     /// [`WeedMaster::start`] running in `config_dir`, so it reads the
     /// `security.toml` there (weed looks in `.` first): a master that signs tokens.
     pub fn start_in(dir: &Path, volume_size_limit_mb: u32, config_dir: Option<&Path>) -> Result<Self, Error> {
-        let port = free_port_pair()?;
-        let (args, log) = Self::prepare(dir, "master", port, volume_size_limit_mb, &[])?;
-        let process = Self::spawn(port, &args, &log, config_dir)?;
-        Ok(Self { process, port, args, log, config_dir: config_dir.map(Path::to_owned) })
+        Self::start_with(dir, volume_size_limit_mb, config_dir, &[])
     }
 
-    /// [`WeedMaster::start`] with more flags, e.g. `-defaultReplication=001` (a flag
+    /// [`WeedMaster::start_in`] with more flags, e.g. `-defaultReplication=001` (a flag
     /// given again overrides the default one).
-    pub fn start_with(dir: &Path, volume_size_limit_mb: u32, extra: &[&str]) -> Result<Self, Error> {
+    pub fn start_with(
+        dir: &Path,
+        volume_size_limit_mb: u32,
+        config_dir: Option<&Path>,
+        extra: &[&str],
+    ) -> Result<Self, Error> {
         let port = free_port_pair()?;
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
         let (args, log) = Self::prepare(dir, "master", port, volume_size_limit_mb, &extra)?;
-        let process = Self::spawn(port, &args, &log, None)?;
-        Ok(Self { process, port, args, log, config_dir: None })
+        let process = Self::spawn(port, &args, &log, config_dir)?;
+        Ok(Self { process, port, args, log, config_dir: config_dir.map(Path::to_owned) })
     }
 
     /// Starts `count` masters forming one raft cluster (`-peers`), the i-th keeping its

@@ -113,7 +113,7 @@ fn writes_and_deletes_reach_both(master: &WeedMaster, a: &str, b: &str) {
 #[test]
 fn ours_and_weed_volume_replicate_each_others_writes_and_deletes() {
     let scratch = tempfile::tempdir().unwrap();
-    let master = WeedMaster::start_with(scratch.path(), 64, &["-defaultReplication=001"]).unwrap();
+    let master = WeedMaster::start_with(scratch.path(), 64, None, &["-defaultReplication=001"]).unwrap();
     let weed = WeedVolume::start(&scratch.path().join("weed"), &master).unwrap();
     let ours = join(&scratch.path().join("ours"), &master, &[]);
     writes_and_deletes_reach_both(&master, &ours.addr, &weed.addr());
@@ -125,7 +125,7 @@ fn ours_and_weed_volume_replicate_each_others_writes_and_deletes() {
 #[test]
 fn two_of_ours_replicate_each_others_writes_and_deletes() {
     let scratch = tempfile::tempdir().unwrap();
-    let master = WeedMaster::start_with(scratch.path(), 64, &["-defaultReplication=001"]).unwrap();
+    let master = WeedMaster::start_with(scratch.path(), 64, None, &["-defaultReplication=001"]).unwrap();
     let first = join(&scratch.path().join("first"), &master, &[]);
     let second = join(&scratch.path().join("second"), &master, &[]);
     writes_and_deletes_reach_both(&master, &first.addr, &second.addr);
@@ -145,7 +145,7 @@ fn two_of_ours_replicate_each_others_writes_and_deletes() {
 #[test]
 fn a_write_to_ours_with_its_replica_down_fails_until_the_replica_is_back() {
     let scratch = tempfile::tempdir().unwrap();
-    let master = WeedMaster::start_with(scratch.path(), 64, &["-defaultReplication=001"]).unwrap();
+    let master = WeedMaster::start_with(scratch.path(), 64, None, &["-defaultReplication=001"]).unwrap();
     let weed_dir = scratch.path().join("weed");
     let weed = WeedVolume::start(&weed_dir, &master).unwrap();
     let ours = join(&scratch.path().join("ours"), &master, &[]);
@@ -213,6 +213,14 @@ fn a_read_of_a_volume_held_elsewhere_is_proxied_like_weed_volume_does() {
     let local = join(&scratch.path().join("ours"), &master, &["--read-mode", "local"]);
     assert_eq!(get(&local.addr, &format!("/{fid}")).status, 404);
     local.stop();
+    // With --read-mode redirect, a 301 to the holder, as weed's -readMode=redirect.
+    let redirecting = join(&scratch.path().join("ours"), &master, &["--read-mode", "redirect"]);
+    let reply = get(&redirecting.addr, &format!("/{fid}.bin?collection=&x=1"));
+    assert_eq!(reply.status, 301);
+    let (vid, rest) = fid.split_once(',').unwrap();
+    let expected = format!("http://{}/{vid},{rest}?proxied=true", weed.addr());
+    assert_eq!(reply.header("Location"), Some(expected.as_str()));
+    redirecting.stop();
     weed.stop();
     master.stop();
 }

@@ -43,7 +43,7 @@ async fn respond(state: &AppState, request: &axum::http::Request<()>) -> Result<
     let volume = match state.store.volume(url.volume) {
         Ok(volume) => volume,
         Err(e) => {
-            return match replicate::read_elsewhere(state, request, url.volume).await {
+            return match replicate::read_elsewhere(state, request, url.volume, (raw.vid, raw.fid)).await {
                 Some(response) => Ok(response),
                 None => Err(ApiError::for_read(e)),
             };

@@ -268,10 +268,12 @@ fn pair_headers(pairs: Option<&[u8]>) -> Vec<(String, HeaderValue)> {
 /// GET/HEAD of a volume not on this server, as `state.read_mode` says. `None` when
 /// the read should be answered as a plain miss (404): standalone, `local`, a request
 /// already proxied, or no other server listed.
+/// `vid` and `fid` are the URL's text for them.
 pub(super) async fn read_elsewhere(
     state: &AppState,
     request: &Request<()>,
     volume: VolumeId,
+    (vid, fid): (&str, &str),
 ) -> Option<Response> {
     if state.read_mode == ReadMode::Local || !state.locations.clustered() {
         return None;
@@ -289,15 +291,11 @@ pub(super) async fn read_elsewhere(
     };
     let others: Vec<&String> = servers.iter().filter(|s| **s != state.public_url).collect();
     let server = *others.get(rand::random_range(0..others.len().max(1)))?;
+    if state.read_mode == ReadMode::Redirect {
+        return Some(redirect(server, request, (vid, fid)));
+    }
     let query = if query.is_empty() { "proxied=true".to_owned() } else { format!("{query}&proxied=true") };
     let url = format!("http://{server}{}?{query}", request.uri().path());
-    if state.read_mode == ReadMode::Redirect {
-        return Response::builder()
-            .status(StatusCode::MOVED_PERMANENTLY)
-            .header(header::LOCATION, url)
-            .body(Body::empty())
-            .ok();
-    }
     let mut forwarded = clients().1.request(request.method().clone(), &url);
     for (name, value) in request.headers() {
         if ![header::HOST, header::CONNECTION].contains(name) {
@@ -337,6 +335,29 @@ pub(super) async fn read_elsewhere(
         }
     });
     response.body(Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))).ok()
+}
+
+/// weed's redirect: a 301 to `/<vid>,<fid>` on `server`, keeping only `collection`, as
+/// Go's `http.Redirect` words it.
+fn redirect(server: &str, request: &Request<()>, (vid, fid): (&str, &str)) -> Response {
+    let collection = super::query_params(request).remove("collection").filter(|c| !c.is_empty());
+    let query = match collection {
+        Some(c) => format!("collection={}&proxied=true", percent_encode(&c)),
+        None => "proxied=true".to_owned(),
+    };
+    let url = format!("http://{server}/{vid},{fid}?{query}");
+    let mut response =
+        Response::builder().status(StatusCode::MOVED_PERMANENTLY).header(header::LOCATION, &url);
+    let body = if request.method() == axum::http::Method::GET {
+        response = response.header(header::CONTENT_TYPE, "text/html; charset=utf-8");
+        format!("<a href=\"{}\">Moved Permanently</a>.\n\n", url.replace('&', "&amp;"))
+    } else {
+        String::new()
+    };
+    response
+        .header(header::CONTENT_LENGTH, body.len())
+        .body(Body::from(body))
+        .unwrap_or_else(|_| super::ApiError::empty(StatusCode::INTERNAL_SERVER_ERROR).into_response())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //!   stores an empty needle: we do the same;
 //! - the mime type from the part or request, unless it is what the extension says;
 //! - `Seaweed-*` request headers become the pairs JSON;
-//! - text is gzipped when that saves at least 10%; `Content-Encoding: gzip` uploads
+//! - text is gzipped when that saves at least 10% (not on a replica write, stored as sent); `Content-Encoding: gzip` uploads
 //!   are stored as sent;
 //! - `Content-MD5` is checked against the uncompressed data.
 

@@ -96,6 +96,9 @@ pub(super) async fn write(
     if upload.chunk_manifest {
         params.push("cm=true".to_owned());
     }
+    if query.is_some_and(|q| q.split('&').any(|pair| pair == "fsync=true")) {
+        params.push("fsync=true".to_owned());
+    }
     if upload.last_modified > 0 {
         params.push(format!("ts={}", upload.last_modified));
     }

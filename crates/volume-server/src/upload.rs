@@ -6,8 +6,8 @@
 //!   stores an empty needle: we do the same;
 //! - the mime type from the part or request, unless it is what the extension says;
 //! - `Seaweed-*` request headers become the pairs JSON;
-//! - text is gzipped when that saves at least 10% (not on a replica write, stored as sent); `Content-Encoding: gzip` uploads
-//!   are stored as sent;
+//! - text is gzipped when that saves at least 10% (not on a replica write: stored as
+//!   sent); `Content-Encoding: gzip` uploads are stored as sent;
 //! - `Content-MD5` is checked against the uncompressed data.
 
 use std::collections::BTreeMap;

@@ -108,6 +108,16 @@ fn writes_and_deletes_reach_both(master: &WeedMaster, a: &str, b: &str) {
             assert_eq!(get(server, &format!("/{fid}")).status, 200, "{fid} kept on {server}");
         }
     }
+    // Replica traffic never fans out: a `type=replicate` delete on `a` (ours) leaves `b`'s
+    // copy, as a delete whose fan-out failed would. Deleting again through `a` answers
+    // weed's 404 and still reaches `b`.
+    let (fid, _, _) = &files[1];
+    let reply = request(a, "DELETE", &format!("/{fid}?type=replicate"), &[], b"").unwrap();
+    assert_eq!(reply.status, 202, "replica delete of {fid} on {a}: {}", reply.text());
+    assert_eq!(get(b, &format!("/{fid}")).status, 200, "{fid}: a replica delete does not fan out");
+    let reply = request(a, "DELETE", &format!("/{fid}"), &[], b"").unwrap();
+    assert_eq!((reply.status, reply.text()), (404, r#"{"size":0}"#.to_owned()), "{fid} already gone on {a}");
+    assert_eq!(get(b, &format!("/{fid}")).status, 404, "{fid}: the second delete reached {b}");
 }
 
 #[test]

@@ -66,11 +66,13 @@ pub(super) async fn targets(
         .locations
         .lookup(volume.0)
         .await
-        .map_err(|e| format!("replicating lookup failed for {}: {e}", volume.0))?;
+        .map_err(|e| format!("replicating lookup failed for {}: {e}", volume.0))
+        .inspect_err(|e| tracing::warn!(volume = volume.0, error = %e, "no replica list"))?;
     if let Some(copies) = copies
         && listed.len() < copies
     {
         state.locations.forget(volume.0);
+        tracing::warn!(volume = volume.0, listed = listed.len(), copies, "fewer servers than copies");
         return Err(format!(
             "replicating operations [{}] is less than volume {} replication copy count [{copies}]",
             listed.len(),

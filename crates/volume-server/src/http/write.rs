@@ -209,6 +209,14 @@ pub(super) async fn delete(state: &AppState, request: Request) -> Response {
             let size = manifest_size.unwrap_or(u64::from(size));
             json_response(StatusCode::ACCEPTED, format!("{{\"size\":{size}}}"))
         }
+        Err(e @ (crate::Error::NeedleNotFound(_) | crate::Error::AlreadyDeleted(_))) => {
+            // Gone here already, e.g. a retry of a delete whose fan-out failed: the
+            // replicas may still hold it. The answer stays weed's 404.
+            if let Err(cause) = replicate::delete(state, url.volume, replicas, path, headers, query).await {
+                tracing::warn!(fid = %url.fid, %cause, "delete of a needle gone here: replicas still failing");
+            }
+            ApiError::for_delete(e).into_response()
+        }
         Err(e) => ApiError::for_delete(e).into_response(),
     }
 }

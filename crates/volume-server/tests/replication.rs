@@ -63,7 +63,9 @@ fn writes_and_deletes_reach_both(master: &WeedMaster, a: &str, b: &str) {
         let (writer, other) = if i % 2 == 0 { (a, b) } else { (b, a) };
         let fid = assign_on_both(master, a, b);
         // Text gets gzipped by the first server: the replica must store it as sent.
-        let (data, name, mime) = if i % 3 == 0 {
+        let (data, name, mime) = if i == 5 {
+            (pseudo_random(3 << 20, i), "large.bin", "application/octet-stream")
+        } else if i % 3 == 0 {
             ("replicated text ".repeat(200 + i as usize).into_bytes(), "notes.txt", "text/plain")
         } else {
             (pseudo_random(5000 + i as usize * 777, i), "blob.bin", "application/octet-stream")
@@ -217,6 +219,15 @@ fn a_read_of_a_volume_held_elsewhere_is_proxied_like_weed_volume_does() {
     // Already proxied once: not passed on again.
     let (fid, _) = &on[&weed.addr()];
     assert_eq!(get(&ours.addr, &format!("/{fid}?proxied=true")).status, 404);
+    // A write to ours for weed's volume is forwarded there, not stored here (weed's way).
+    let (vid, rest) = fid.split_once(',').unwrap();
+    let forwarded = format!("{vid},ee{}", &rest[2..]);
+    let body = UploadBody::Multipart { filename: "fw.bin", content_type: "application/octet-stream" };
+    let (status, reply) =
+        testbeds::weed::upload(&ours.addr, &forwarded, "", b"forwarded", body, &[]).unwrap();
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(get(&weed.addr(), &format!("/{forwarded}")).body, b"forwarded");
+    assert_eq!(get(&ours.addr, &format!("/{forwarded}?proxied=true")).status, 404, "nothing stored on ours");
     ours.stop();
 
     // With --read-mode local, ours answers 404 as weed's -readMode=local does.

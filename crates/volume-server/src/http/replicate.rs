@@ -218,7 +218,9 @@ async fn failure(status: StatusCode, reply: reqwest::Response) -> String {
 fn multipart(upload: &Upload) -> (String, Bytes) {
     let boundary = format!("{:032x}", rand::random::<u128>());
     let mut head = format!("--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; ");
-    if upload.name.is_ascii() {
+    // Go's mime.FormatMediaType: control characters and non-ASCII go RFC 2231-encoded,
+    // so no name can break the part's header lines.
+    if upload.name.bytes().all(|b| (b >= b' ' || b == b'\t') && b < 0x7f) {
         let quoted = upload.name.replace('\\', "\\\\").replace('"', "\\\"");
         head.push_str(&format!("filename=\"{quoted}\"\r\n"));
     } else {
@@ -262,7 +264,8 @@ fn pair_headers(pairs: Option<&[u8]>) -> Vec<(String, HeaderValue)> {
     };
     map.into_iter()
         .filter_map(|(key, value)| {
-            let value = HeaderValue::from_str(value.as_str()?).ok()?;
+            // UTF-8 goes through as the bytes Go would send.
+            let value = HeaderValue::from_bytes(value.as_str()?.as_bytes()).ok()?;
             let name = format!("Seaweed-{key}");
             axum::http::HeaderName::from_bytes(name.as_bytes()).ok()?;
             Some((name, value))
@@ -380,10 +383,10 @@ mod tests {
     fn the_replica_upload_parses_back_to_the_same_needle() {
         let upload = Upload {
             data: Bytes::from_static(b"\x1f\x8b stored as sent"),
-            name: "r\u{e9}sum\u{e9} \"1\".txt".into(),
+            name: "r\u{e9}sum\u{e9} \"1\"\r\nContent-Encoding: x.txt".into(),
             mime: "text/plain".into(),
             gzipped: true,
-            pairs: Some(br#"{"Color":"blue"}"#.to_vec()),
+            pairs: Some("{\"Color\":\"bl\u{fc}e\"}".as_bytes().to_vec()),
             ..Upload::default()
         };
         let (content_type, body) = multipart(&upload);

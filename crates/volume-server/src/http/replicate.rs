@@ -48,12 +48,14 @@ pub(super) fn is_replica(query: Option<&str>) -> bool {
 /// The other servers a write or delete of `volume` must reach too (weed's
 /// `GetWritableRemoteReplications`): none for replica traffic, for a single-copy local
 /// volume, or on a standalone server; otherwise the master's list without this server.
-/// `local` is the volume when it is on this server.
+/// `local` is the volume when it is on this server; `write` tells a write from a
+/// delete, which weed 4.48 words differently when replicas are missing.
 pub(super) async fn targets(
     state: &AppState,
     volume: VolumeId,
     local: Option<&Volume>,
     query: Option<&str>,
+    write: bool,
 ) -> Result<Vec<String>, String> {
     if is_replica(query) || !state.locations.clustered() {
         return Ok(Vec::new());
@@ -73,8 +75,9 @@ pub(super) async fn targets(
     {
         state.locations.forget(volume.0);
         tracing::warn!(volume = volume.0, listed = listed.len(), copies, "fewer servers than copies");
+        let what = if write { "writable replication locations" } else { "replication locations" };
         return Err(format!(
-            "replicating operations [{}] is less than volume {} replication copy count [{copies}]",
+            "{what} [{}] is less than volume {} replication copy count [{copies}]",
             listed.len(),
             volume.0
         ));

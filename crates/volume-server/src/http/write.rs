@@ -113,7 +113,7 @@ async fn upload_file(state: &AppState, request: Request) -> Result<Response, Api
         needle = needle.with_flags(Flags::CHUNK_MANIFEST);
     }
     // weed's ReplicatedWrite: find the replicas, store here, then send to every replica.
-    let replicas = replicate::targets(state, url.volume, local.as_deref(), parts.uri.query())
+    let replicas = replicate::targets(state, url.volume, local.as_deref(), parts.uri.query(), true)
         .await
         .map_err(|e| ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     let unchanged = if local.is_some() {
@@ -191,7 +191,7 @@ pub(super) async fn delete(state: &AppState, request: Request) -> Response {
     // weed's ReplicatedDelete; a volume not here is a 404 below, never forwarded.
     let (path, headers, query) = (request.uri().path(), request.headers(), request.uri().query());
     let replicas = match state.store.volume(url.volume) {
-        Ok(local) => match replicate::targets(state, url.volume, Some(&local), query).await {
+        Ok(local) => match replicate::targets(state, url.volume, Some(&local), query, false).await {
             Ok(replicas) => replicas,
             Err(e) => return deletion_failed(e),
         },

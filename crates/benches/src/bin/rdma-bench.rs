@@ -380,7 +380,7 @@ fn side_by_side(o: &Options, grpc: &str, engines: &[EngineWithDepth], fid: &File
             );
         }
     }
-    for ((engine, _), (lat_ratios, bw_ratios)) in engines.iter().zip(&mut ratios) {
+    for ((engine, _), (lat_ratios, bw_ratios)) in engines.iter().zip(&ratios) {
         println!(
             "rdma-bench: median of {} rounds, {:<10}  4 KiB p50 {:.2}x ib_read_lat   1 MiB {:.2}x ib_read_bw   \
              (per round: {} | {})",
@@ -395,7 +395,8 @@ fn side_by_side(o: &Options, grpc: &str, engines: &[EngineWithDepth], fid: &File
     Ok(())
 }
 
-fn median(values: &mut [f64]) -> f64 {
+fn median(values: &[f64]) -> f64 {
+    let mut values = values.to_vec();
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,

@@ -247,7 +247,7 @@ struct Shared {
     leader: AtomicUsize,
     /// Held while draining the CQ (by the leading reader or the background thread).
     draining: Mutex<()>,
-    /// Wakes the background thread when a READ is posted (or on shutdown).
+    /// Wakes the background thread on shutdown (it naps between polls otherwise).
     wake: (Mutex<()>, Condvar),
     stop: AtomicBool,
 }

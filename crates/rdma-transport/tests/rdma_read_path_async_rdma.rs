@@ -38,4 +38,5 @@ rdma_tests!(
     staging_mode,
     missing_deleted_and_wrong_needles_are_typed,
     jwt_gates_sessions,
+    abandoned_reads_leave_the_queue_pair_usable,
 );

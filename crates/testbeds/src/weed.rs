@@ -46,8 +46,20 @@ impl WeedMaster {
     /// [`WeedMaster::start`] running in `config_dir`, so it reads the
     /// `security.toml` there (weed looks in `.` first): a master that signs tokens.
     pub fn start_in(dir: &Path, volume_size_limit_mb: u32, config_dir: Option<&Path>) -> Result<Self, Error> {
+        Self::start_with(dir, volume_size_limit_mb, config_dir, &[])
+    }
+
+    /// [`WeedMaster::start_in`] with more flags, e.g. `-defaultReplication=001` (a flag
+    /// given again overrides the default one).
+    pub fn start_with(
+        dir: &Path,
+        volume_size_limit_mb: u32,
+        config_dir: Option<&Path>,
+        extra: &[&str],
+    ) -> Result<Self, Error> {
         let port = free_port_pair()?;
-        let (args, log) = Self::prepare(dir, "master", port, volume_size_limit_mb, &[])?;
+        let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
+        let (args, log) = Self::prepare(dir, "master", port, volume_size_limit_mb, &extra)?;
         let process = Self::spawn(port, &args, &log, config_dir)?;
         Ok(Self { process, port, args, log, config_dir: config_dir.map(Path::to_owned) })
     }
@@ -166,9 +178,24 @@ impl WeedVolume {
     /// [`WeedVolume::start`] running in `config_dir`, so it reads the `security.toml`
     /// there: a volume server that checks tokens.
     pub fn start_in(dir: &Path, master: &WeedMaster, config_dir: Option<&Path>) -> Result<Self, Error> {
+        Self::spawn(dir, master, config_dir, &[])
+    }
+
+    /// [`WeedVolume::start`] with more flags, e.g. `-readMode=proxy` (a flag given
+    /// again overrides the default one).
+    pub fn start_with(dir: &Path, master: &WeedMaster, extra: &[&str]) -> Result<Self, Error> {
+        Self::spawn(dir, master, None, extra)
+    }
+
+    fn spawn(
+        dir: &Path,
+        master: &WeedMaster,
+        config_dir: Option<&Path>,
+        extra: &[&str],
+    ) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
         let port = free_port_pair()?;
-        let args = vec![
+        let mut args = vec![
             "volume".to_owned(),
             format!("-port={port}"),
             "-ip=127.0.0.1".to_owned(),
@@ -180,6 +207,7 @@ impl WeedVolume {
             "-preStopSeconds=0".to_owned(),
             "-readMode=local".to_owned(),
         ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
         let log = dir.with_extension(format!("volume-{port}.log"));
         let mut process = ServerProcess::spawn_in(&weed_binary()?, "weed volume", &args, log, config_dir)?;
         let addr = format!("127.0.0.1:{port}");

@@ -12,7 +12,7 @@ use std::future::IntoFuture;
 use tonic::service::Routes;
 use volume_server::grpc;
 use volume_server::heartbeat::{self, HeartbeatConfig};
-use volume_server::http::{AppState, router, version_string};
+use volume_server::http::{AppState, ReadMode, VolumeLocations, router, version_string};
 use volume_server::master_api::MasterApi;
 use volume_server::metrics::Metrics;
 use volume_server::rdma::RdmaArgs;
@@ -52,6 +52,10 @@ struct Cli {
     data_center: String,
     #[arg(long, default_value = "")]
     rack: String,
+    /// A read of a volume not on this server (weed's -readMode): proxy it to a server
+    /// holding the volume, redirect (301) there, or answer 404 (local).
+    #[arg(long, value_enum, default_value_t = ReadMode::Proxy)]
+    read_mode: ReadMode,
     /// Bytes per `.idx` offset: 5 is what the PyPI `weed` writes, 4 weed's default build.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u8).range(4..=5))]
     offset_width: u8,
@@ -121,7 +125,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         server_header: HeaderValue::from_str(&format!("SeaweedFS Volume {version}"))?,
         version,
         master,
-        masters: cli.mserver.clone().unwrap_or_default(),
+        locations: VolumeLocations::new(cli.mserver.clone().unwrap_or_default()),
+        public_url: public_url.clone(),
+        read_mode: cli.read_mode,
         metrics: Metrics::new(),
         rdma: rdma.clone(),
         security,

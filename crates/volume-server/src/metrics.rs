@@ -69,6 +69,10 @@ struct RouteMetrics {
 #[derive(Default)]
 pub struct Metrics {
     routes: [RouteMetrics; ROUTES.len()],
+    /// Fan-outs to replicas: write ok, write failed, delete ok, delete failed.
+    replication: [AtomicU64; 4],
+    /// Reads of volumes held elsewhere passed on: ok, failed.
+    proxied_reads: [AtomicU64; 2],
 }
 
 impl Metrics {
@@ -89,10 +93,46 @@ impl Metrics {
         m.latency_sum_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
     }
 
+    /// A write or delete sent to its replicas: `op` is `"write"` or `"delete"`, `ok`
+    /// whether every replica succeeded.
+    pub fn replicated(&self, op: &str, ok: bool) {
+        let index = usize::from(op == "delete") * 2 + usize::from(!ok);
+        self.replication[index].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A read passed on to the server holding its volume; `ok` if that server answered.
+    pub fn proxied_read(&self, ok: bool) {
+        self.proxied_reads[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        out.push_str(
+            "# HELP volume_server_replication_total Writes and deletes sent to replicas, by outcome.\n",
+        );
+        out.push_str("# TYPE volume_server_replication_total counter\n");
+        for (i, (op, result)) in
+            [("write", "ok"), ("write", "failed"), ("delete", "ok"), ("delete", "failed")].iter().enumerate()
+        {
+            let _ = writeln!(
+                out,
+                "volume_server_replication_total{{op=\"{op}\",result=\"{result}\"}} {}",
+                load(&self.replication[i])
+            );
+        }
+        out.push_str(
+            "# HELP volume_server_proxied_reads_total Reads passed to the server holding the volume.\n",
+        );
+        out.push_str("# TYPE volume_server_proxied_reads_total counter\n");
+        for (i, result) in ["ok", "failed"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "volume_server_proxied_reads_total{{result=\"{result}\"}} {}",
+                load(&self.proxied_reads[i])
+            );
+        }
         out.push_str("# HELP volume_server_requests_total HTTP requests by route and status class.\n");
         out.push_str("# TYPE volume_server_requests_total counter\n");
         for ((_, name), m) in ROUTES.iter().zip(&self.routes) {
@@ -162,6 +202,8 @@ mod tests {
         m.observe(Route::Read, StatusCode::OK, 0, 100, Duration::from_micros(300));
         m.observe(Route::Read, StatusCode::NOT_FOUND, 0, 0, Duration::from_millis(2));
         m.observe(Route::Write, StatusCode::INTERNAL_SERVER_ERROR, 10, 5, Duration::from_secs(9));
+        m.replicated("delete", false);
+        m.proxied_read(true);
         let text = m.render();
         for line in [
             "volume_server_requests_total{route=\"read\",code=\"2xx\"} 1",
@@ -174,6 +216,9 @@ mod tests {
             "volume_server_request_duration_seconds_bucket{route=\"write\",le=\"5\"} 0",
             "volume_server_request_duration_seconds_bucket{route=\"write\",le=\"+Inf\"} 1",
             "volume_server_request_duration_seconds_count{route=\"read\"} 2",
+            "volume_server_replication_total{op=\"delete\",result=\"failed\"} 1",
+            "volume_server_replication_total{op=\"write\",result=\"failed\"} 0",
+            "volume_server_proxied_reads_total{result=\"ok\"} 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line}");
         }

@@ -6,8 +6,8 @@
 //!   stores an empty needle: we do the same;
 //! - the mime type from the part or request, unless it is what the extension says;
 //! - `Seaweed-*` request headers become the pairs JSON;
-//! - text is gzipped when that saves at least 10%; `Content-Encoding: gzip` uploads
-//!   are stored as sent;
+//! - text is gzipped when that saves at least 10% (not on a replica write: stored as
+//!   sent); `Content-Encoding: gzip` uploads are stored as sent;
 //! - `Content-MD5` is checked against the uncompressed data.
 
 use std::collections::BTreeMap;
@@ -144,7 +144,9 @@ pub fn parse(req: &Request<'_>) -> Result<Upload, UploadError> {
             Err(_) => None,
         }
     } else {
-        if !upload.chunk_manifest && is_compressible(&upload.mime) {
+        // A replica stores what the first server stored: compressed or not, as sent.
+        let replica = req.query.get("type").is_some_and(|t| t == "replicate");
+        if !upload.chunk_manifest && !replica && is_compressible(&upload.mime) {
             let compressed = gzip(&upload.data);
             if compressed.len() * 10 < upload.data.len() * 9 {
                 let plain = std::mem::replace(&mut upload.data, compressed.into());

@@ -14,10 +14,15 @@
 //!   readers;
 //! - the engine-level 4 KiB latency again on a current-thread tokio runtime (the figures
 //!   above use a 2-worker multi-thread runtime): async-rdma completes READs through a
-//!   task on the runtime, so the flavour can matter.
+//!   task on the runtime, so the flavour can matter;
+//! - with `--rounds N` (in the Soft-RoCE guest), N rounds of `ib_read_lat -s 4096` and
+//!   `ib_read_bw -s 1048576` run right before each engine's engine-level 4 KiB p50 and
+//!   1 MiB throughput: each round's ratios, then their median. perftest alone varies by
+//!   15-30% between runs in one boot, so one ratio against one perftest run says little;
+//!   the median of ratios taken side by side is steadier.
 //!
 //! usage: rdma-bench [--device rxe0] [--volume-server PATH] [--seconds S]
-//!                   [--ib-read-lat-us X] [--ib-read-bw-mbs Y]
+//!                   [--ib-read-lat-us X] [--ib-read-bw-mbs Y] [--rounds N]
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -37,6 +42,7 @@ struct Options {
     seconds: f64,
     ib_read_lat_us: Option<f64>,
     ib_read_bw_mbs: Option<f64>,
+    rounds: u32,
 }
 
 fn options() -> Result<Options, String> {
@@ -47,6 +53,7 @@ fn options() -> Result<Options, String> {
         seconds: 3.0,
         ib_read_lat_us: None,
         ib_read_bw_mbs: None,
+        rounds: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -58,6 +65,9 @@ fn options() -> Result<Options, String> {
             "--seconds" => o.seconds = number()?,
             "--ib-read-lat-us" => o.ib_read_lat_us = Some(number()?),
             "--ib-read-bw-mbs" => o.ib_read_bw_mbs = Some(number()?),
+            "--rounds" => {
+                o.rounds = value.parse().map_err(|_| format!("--rounds: {value} is not a count"))?
+            }
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
@@ -117,8 +127,12 @@ fn run(o: &Options) -> Result<(), BoxError> {
     let large: Vec<FileId> =
         (0..8).map(|i| upload_one(&testbeds::pseudo_random(1 << 20, 10 + i))).collect::<Result<_, _>>()?;
 
-    for (engine, depth) in engines(&o.device)? {
-        measure(o, &grpc, &engine, depth, &small, &large)?;
+    let engines = engines(&o.device)?;
+    for (engine, depth) in &engines {
+        measure(o, &grpc, engine, *depth, &small, &large)?;
+    }
+    if o.rounds > 0 {
+        side_by_side(o, &grpc, &engines, &large[0])?;
     }
     server.stop();
     std::fs::remove_dir_all(&dir)?;
@@ -323,4 +337,143 @@ where
         }
     }
     Ok(done as f64 * f64::from(len) / MIB / started.elapsed().as_secs_f64())
+}
+
+/// `--rounds`: perftest and each engine's like-for-like figures alternately in this boot,
+/// the ratio of each round (against the perftest run just before) and their median.
+fn side_by_side(o: &Options, grpc: &str, engines: &[EngineWithDepth], fid: &FileId) -> Result<(), BoxError> {
+    use testbeds::softroce::perftest::{Figures, PerftestCase};
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let budget = Duration::from_secs_f64(o.seconds);
+    println!(
+        "rdma-bench: {} rounds of perftest then each engine ({} s per engine figure): ratio to the round's perftest",
+        o.rounds, o.seconds
+    );
+    // Per engine: the rounds' 4 KiB p50 and 1 MiB throughput ratios.
+    let mut ratios = vec![(Vec::new(), Vec::new()); engines.len()];
+    for round in 1..=o.rounds {
+        let Figures::Latency { typical: lat_us, .. } = perftest(o, &PerftestCase::read_latency(4096))? else {
+            return Err("ib_read_lat gave no latency figures".into());
+        };
+        let Figures::Bandwidth { average_mb_s: bw_mbs, .. } =
+            perftest(o, &PerftestCase::read_bandwidth(1 << 20))?
+        else {
+            return Err("ib_read_bw gave no bandwidth figures".into());
+        };
+        for ((engine, depth), (lat_ratios, bw_ratios)) in engines.iter().zip(&mut ratios) {
+            let (p50, mbs) = runtime.block_on(async {
+                let (qp, segment) = raw_session(grpc, engine.as_ref(), fid).await?;
+                let lat = timed_reads(budget, 20_000, || qp.read(segment.addr, segment.rkey, 4096)).await?;
+                let len = segment.len.min(1 << 20);
+                let mbs =
+                    throughput(budget, *depth, len, || qp.read(segment.addr, segment.rkey, len)).await?;
+                Ok::<_, BoxError>((percentile(&lat, 0.5), mbs))
+            })?;
+            lat_ratios.push(p50 / lat_us);
+            bw_ratios.push(mbs / bw_mbs);
+            println!(
+                "rdma-bench: round {round} {:<10}  4 KiB p50 {p50:7.2} us / ib_read_lat {lat_us:7.2} us = {:.2}x   \
+                 1 MiB {mbs:6.2} MB/s / ib_read_bw {bw_mbs:6.2} MB/s = {:.2}x",
+                engine.name(),
+                p50 / lat_us,
+                mbs / bw_mbs
+            );
+        }
+    }
+    for ((engine, _), (lat_ratios, bw_ratios)) in engines.iter().zip(&ratios) {
+        println!(
+            "rdma-bench: median of {} rounds, {:<10}  4 KiB p50 {:.2}x ib_read_lat   1 MiB {:.2}x ib_read_bw   \
+             (per round: {} | {})",
+            o.rounds,
+            engine.name(),
+            median(lat_ratios),
+            median(bw_ratios),
+            listed(lat_ratios),
+            listed(bw_ratios)
+        );
+    }
+    Ok(())
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut values = values.to_vec();
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+fn listed(values: &[f64]) -> String {
+    values.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" ")
+}
+
+/// Runs one perftest case over `o.device` within this guest (server and client here,
+/// as `testbeds` does) and parses the client's figures. Needs the guest's
+/// `SOFTROCE_IP` and `SOFTROCE_GID_INDEX`.
+fn perftest(
+    o: &Options,
+    case: &testbeds::softroce::perftest::PerftestCase,
+) -> Result<testbeds::softroce::perftest::Figures, BoxError> {
+    use std::process::{Command, Stdio};
+    use std::sync::atomic::{AtomicU16, Ordering};
+    // A fresh port per run: a server still in TIME_WAIT never blocks the next.
+    static NEXT_PORT: AtomicU16 = AtomicU16::new(19515);
+    let env = |name: &str| {
+        std::env::var(name).map_err(|_| format!("--rounds needs ${name} (the Soft-RoCE guest's)"))
+    };
+    let (ip, gid_index) = (env("SOFTROCE_IP")?, env("SOFTROCE_GID_INDEX")?);
+    let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+    let program = case.kind.program();
+    let args = [
+        "-d".to_owned(),
+        o.device.clone(),
+        "-x".to_owned(),
+        gid_index,
+        "-s".to_owned(),
+        case.size.to_string(),
+        "-n".to_owned(),
+        case.iterations.to_string(),
+        "-p".to_owned(),
+        port.to_string(),
+    ];
+    let mut server = Command::new(program)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting {program}: {e}"))?;
+    // The client fails at once if it connects before the server listens.
+    let listening = format!(":{port:04X} 00000000:0000 0A");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string("/proc/net/tcp")?.contains(&listening) {
+        if Instant::now() > deadline || server.try_wait()?.is_some() {
+            let _ = server.kill();
+            let _ = server.wait();
+            return Err(format!("{program} server did not listen on port {port}").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let client = Command::new(program).args(&args).arg(&ip).stdin(Stdio::null()).output();
+    // The server exits once its client is done; a failed client may leave it waiting.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = server.wait();
+    let client = client.map_err(|e| format!("running the {program} client: {e}"))?;
+    if !client.status.success() {
+        return Err(format!(
+            "{program} client exited {}: {}",
+            client.status,
+            String::from_utf8_lossy(&client.stderr)
+        )
+        .into());
+    }
+    Ok(testbeds::softroce::perftest::parse_figures(case, &String::from_utf8_lossy(&client.stdout))?)
 }

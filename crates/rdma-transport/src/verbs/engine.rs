@@ -1,54 +1,57 @@
 //! The default client engine, on sideway: one RC queue pair per session, a pool of
-//! registered landing buffers (one per outstanding READ), and completions found by
+//! registered landing buffers (one slot per outstanding READ), and completions found by
 //! polling the completion queue without ever blocking the async runtime:
 //!
-//! - one waiting READ's future at a time (the one that holds the polling lock) polls
-//!   the CQ each time it is polled and, if its completion is not there yet, wakes itself
-//!   and yields: a busy poll that goes through the runtime's scheduler, so other tasks
-//!   keep running, and a completion is seen as soon as it lands with no thread hand-off
-//!   (on the 1-vCPU Soft-RoCE guest a hand-off to a poller thread cost ~40% latency).
-//!   The other waiting READs sleep until their completion is delivered; when the
-//!   polling one leaves, it wakes them and the first to run takes over. One poller, not one per
-//!   READ: many spinning readers took the CPU from the (software) device and halved
-//!   throughput;
+//! - a READ's work-request id is its slot's index, and each slot holds its READ's
+//!   completion state (an atomic) and its reader's waker: a READ costs no allocation,
+//!   channel or map entry beyond its output buffer, and a free slot is one bit of a word;
+//! - one waiting reader at a time (the leader) drains the CQ each time it is polled and,
+//!   if its completion is not there yet, wakes itself and yields: a busy poll that goes
+//!   through the runtime's scheduler, so other tasks keep running, and a completion is
+//!   seen as soon as it lands with no thread hand-off (on the 1-vCPU Soft-RoCE guest a
+//!   hand-off to a poller thread cost ~40% latency). The other waiting readers sleep
+//!   until their completion is delivered; when the leader leaves it wakes them and the
+//!   first to run takes over. One poller, not one per READ: spinning readers take the CPU
+//!   from a software device;
 //! - a background thread polls every millisecond while READs are outstanding, for
-//!   READs whose reader went away (a timeout: their landing buffers come back only once
-//!   the device is done with them) and to bound any gap in the hand-over.
+//!   READs whose reader went away (a timeout: their slots come back only once the device
+//!   is done with them) and to bound any gap in the hand-over.
 //!
 //! A READ larger than one buffer is split into buffer-sized READs, all outstanding at
 //! once (up to the queue depth). A failed completion marks the queue pair broken: the
 //! waiting READ and every later one fail with [`RdmaError::Transfer`], and the client
 //! opens a new session.
 
-use std::collections::HashMap;
-use std::future::Future;
 use std::mem::MaybeUninit;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use sideway::ibverbs::AccessFlags;
 use sideway::ibverbs::completion::{BasicCompletionQueue, PollCompletionQueueError, WorkCompletionStatus};
 use sideway::ibverbs::memory_region::MemoryRegion;
 use sideway::ibverbs::queue_pair::{
     BasicQueuePair, PostSendGuard, QueuePair, SetScatterGatherEntry, WorkRequestFlags,
 };
-use tokio::sync::{Semaphore, oneshot};
 
 use super::{Device, DeviceChoice, random_psn};
 use crate::endpoint::QpEndpoint;
 use crate::engine::{EngineQp, ReadEngine, ReadFuture};
 use crate::error::RdmaError;
 
+/// The most READs the sideway engine keeps outstanding per queue pair.
+pub const MAX_QUEUE_DEPTH: usize = 64;
+
 /// How the sideway engine is set up.
 #[derive(Clone, Debug)]
 pub struct SidewayConfig {
     /// The device to use.
     pub device: DeviceChoice,
-    /// READs kept outstanding per queue pair (and landing buffers registered for them).
+    /// READs kept outstanding per queue pair (and landing buffers registered for them),
+    /// 1 to [`MAX_QUEUE_DEPTH`].
     pub queue_depth: usize,
     /// Bytes per landing buffer: the largest single READ; larger reads are split.
     pub buffer_size: usize,
@@ -71,8 +74,13 @@ pub struct SidewayEngine {
 impl SidewayEngine {
     /// Opens the device; [`RdmaError::NoDevice`] when there is none.
     pub fn open(config: SidewayConfig) -> Result<Self, RdmaError> {
-        if config.queue_depth == 0 || config.buffer_size == 0 || config.buffer_size > u32::MAX as usize {
-            return Err(RdmaError::Protocol("queue depth and buffer size must be positive (< 4 GiB)".into()));
+        if !(1..=MAX_QUEUE_DEPTH).contains(&config.queue_depth)
+            || config.buffer_size == 0
+            || config.buffer_size > u32::MAX as usize
+        {
+            return Err(RdmaError::Protocol(format!(
+                "queue depth must be 1 to {MAX_QUEUE_DEPTH} and buffer size positive (< 4 GiB)"
+            )));
         }
         Ok(Self { device: Device::open(&config.device)?, config })
     }
@@ -88,24 +96,53 @@ impl ReadEngine for SidewayEngine {
     }
 }
 
+/// Where a landing slot is in its round trip. Each transition has one owner: the reader
+/// takes a free slot and posts it (FREE -> POSTED), consumes its completion (OK/FAILED ->
+/// FREE) or gives up first (POSTED -> ABANDONED); whoever drains the CQ delivers the
+/// completion (POSTED -> OK/FAILED) or, for an abandoned READ, frees the slot
+/// (ABANDONED -> FREE) once the device is done with it.
+mod slot_state {
+    pub const FREE: u8 = 0;
+    pub const POSTED: u8 = 1;
+    pub const OK: u8 = 2;
+    pub const FAILED: u8 = 3;
+    pub const ABANDONED: u8 = 4;
+}
+use slot_state::{ABANDONED, FAILED, FREE, OK, POSTED};
+
+/// One landing slot: a READ's completion state and the reader to wake when it lands. A
+/// READ's work-request id is its slot's index, so a completion finds its reader without
+/// any lookup.
+struct Slot {
+    state: AtomicU8,
+    waker: AtomicWaker,
+}
+
 /// Landing buffers: one registered allocation cut into `depth` slots. A slot is taken
 /// for each posted READ and given back once its completion was consumed (by the reader,
-/// or by the poller when the reader gave up), never while the device may write it.
+/// or by the CQ drainer when the reader gave up), never while the device may write it.
 struct Buffers {
     // Field order is drop order: deregister before freeing.
     region: Arc<MemoryRegion>,
     _memory: Box<[u8]>,
     base: *mut u8,
     slot_size: usize,
-    free: Mutex<Vec<usize>>,
-    /// One permit per free slot.
-    permits: Semaphore,
+    slots: Box<[Slot]>,
+    /// Bit i set: slot i is free. One word, so taking and giving back a slot is one
+    /// atomic operation on the per-READ path (hence at most [`MAX_QUEUE_DEPTH`] slots).
+    free: AtomicU64,
+    /// Readers waiting for a free slot (all are woken when one comes back: a woken reader
+    /// may have been dropped meanwhile, and waking them all never loses the slot).
+    slot_waiters: Mutex<Vec<Waker>>,
+    /// How many wakers `slot_waiters` holds, so that giving a slot back when nobody
+    /// waits takes no lock.
+    slot_waiter_count: AtomicUsize,
 }
 
 // SAFETY: `base` points into `_memory`, which lives as long as `Buffers`; each slot is
 // touched by one party at a time (the device while its READ is posted, then the reader).
 unsafe impl Send for Buffers {}
-// SAFETY: as above; the free list and semaphore are synchronized.
+// SAFETY: as above; the slot states, free mask and waiter list are synchronized.
 unsafe impl Sync for Buffers {}
 
 impl Buffers {
@@ -115,26 +152,69 @@ impl Buffers {
         // SAFETY: `memory` is owned by the returned value and outlives `region` (drop order).
         let region = unsafe { device.register(base, memory.len(), AccessFlags::LocalWrite) }
             .map_err(|e| RdmaError::Transfer(format!("registering landing buffers: {e}")))?;
+        let slots =
+            (0..depth).map(|_| Slot { state: AtomicU8::new(FREE), waker: AtomicWaker::new() }).collect();
         Ok(Self {
             region,
             _memory: memory,
             base,
             slot_size,
-            free: Mutex::new((0..depth).collect()),
-            permits: Semaphore::new(depth),
+            slots,
+            free: AtomicU64::new(u64::MAX >> (64 - depth)),
+            slot_waiters: Mutex::new(Vec::new()),
+            slot_waiter_count: AtomicUsize::new(0),
         })
     }
 
+    fn try_take(&self) -> Option<usize> {
+        // SeqCst here and in `give_back`: a reader that lists itself as waiting and then
+        // finds no free slot is sure the next give-back sees it listed.
+        let mut free = self.free.load(Ordering::SeqCst);
+        while free != 0 {
+            let slot = free.trailing_zeros() as usize;
+            match self.free.compare_exchange_weak(
+                free,
+                free & !(1 << slot),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return Some(slot),
+                Err(now) => free = now,
+            }
+        }
+        None
+    }
+
     /// A free slot, waiting (asynchronously) for one.
-    async fn take(&self) -> Result<usize, RdmaError> {
-        let permit = self.permits.acquire().await.map_err(|_| RdmaError::Transfer("engine closed".into()))?;
-        permit.forget();
-        Ok(self.free.lock().expect("buffer list lock").pop().expect("a permit means a free slot"))
+    async fn take(&self) -> usize {
+        std::future::poll_fn(|cx| {
+            if let Some(slot) = self.try_take() {
+                return Poll::Ready(slot);
+            }
+            {
+                let mut waiters = self.slot_waiters.lock().expect("slot waiters lock");
+                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                    waiters.push(cx.waker().clone());
+                }
+                self.slot_waiter_count.store(waiters.len(), Ordering::SeqCst);
+            }
+            // A slot given back before we were listed would wake nobody: look again.
+            self.try_take().map_or(Poll::Pending, Poll::Ready)
+        })
+        .await
     }
 
     fn give_back(&self, slot: usize) {
-        self.free.lock().expect("buffer list lock").push(slot);
-        self.permits.add_permits(1);
+        self.slots[slot].state.store(FREE, Ordering::Release);
+        self.free.fetch_or(1 << slot, Ordering::SeqCst);
+        if self.slot_waiter_count.load(Ordering::SeqCst) > 0 {
+            let waiters = {
+                let mut waiters = self.slot_waiters.lock().expect("slot waiters lock");
+                self.slot_waiter_count.store(0, Ordering::SeqCst);
+                std::mem::take(&mut *waiters)
+            };
+            waiters.into_iter().for_each(Waker::wake);
+        }
     }
 
     fn addr(&self, slot: usize) -> u64 {
@@ -149,114 +229,125 @@ impl Buffers {
     }
 }
 
-/// A posted READ waiting for its completion.
-struct Pending {
-    slot: usize,
-    done: oneshot::Sender<Result<(), String>>,
-}
+/// No reader leads the polling (see [`Shared::lead`]).
+const NO_LEADER: usize = usize::MAX;
 
-/// What the readers and the poller thread share.
+/// What the readers and the background thread share.
 struct Shared {
     // Field order is drop order: the QP goes before the CQ it uses and the buffers it
     // may write.
     qp: Mutex<BasicQueuePair>,
     cq: Arc<BasicCompletionQueue>,
     buffers: Buffers,
-    pending: Mutex<HashMap<u64, Pending>>,
+    /// READs posted whose completion has not been drained yet.
     outstanding: AtomicUsize,
-    next_wr_id: AtomicU64,
-    broken: Mutex<Option<String>>,
-    /// Held by whoever polls the CQ.
-    polling: Mutex<()>,
-    /// Waiting readers to wake when the polling one leaves.
-    standby: Mutex<Vec<Waker>>,
-    /// Wakes the background thread when a READ is posted (or on shutdown).
+    /// Why the queue pair failed, once it has (read by every READ: one atomic load).
+    broken: OnceLock<String>,
+    /// The slot of the reader that busy-polls the CQ, or [`NO_LEADER`].
+    leader: AtomicUsize,
+    /// Held while draining the CQ (by the leading reader or the background thread).
+    draining: Mutex<()>,
+    /// Wakes the background thread on shutdown (it naps between polls otherwise).
     wake: (Mutex<()>, Condvar),
     stop: AtomicBool,
 }
 
 impl Shared {
-    fn broken(&self) -> Option<String> {
-        self.broken.lock().expect("broken lock").clone()
-    }
-
     fn break_with(&self, why: String) {
-        let mut broken = self.broken.lock().expect("broken lock");
-        if broken.is_none() {
+        let mut first = false;
+        let why = self.broken.get_or_init(|| {
+            first = true;
+            why
+        });
+        if first {
             tracing::warn!(reason = %why, "RDMA queue pair failed");
-            *broken = Some(why);
         }
     }
 
-    /// Delivers one completion; the slot goes back here if its reader is gone.
-    fn complete(&self, wr_id: u64, result: Result<(), String>) {
-        let Some(pending) = self.pending.lock().expect("pending lock").remove(&wr_id) else { return };
-        self.outstanding.fetch_sub(1, Ordering::AcqRel);
-        if let Err(why) = &result {
-            self.break_with(why.clone());
-        }
-        if pending.done.send(result).is_err() {
-            self.buffers.give_back(pending.slot);
+    fn transfer_error(&self) -> RdmaError {
+        RdmaError::Transfer(self.broken.get().cloned().unwrap_or_else(|| "READ failed".into()))
+    }
+
+    /// Delivers the completion of the READ posted as `wr_id` (its slot's index).
+    fn complete(&self, wr_id: u64, ok: bool) {
+        let Some((index, slot)) =
+            usize::try_from(wr_id).ok().and_then(|i| self.buffers.slots.get(i).map(|s| (i, s)))
+        else {
+            return;
+        };
+        let done = if ok { OK } else { FAILED };
+        match slot.state.compare_exchange(POSTED, done, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {
+                self.outstanding.fetch_sub(1, Ordering::AcqRel);
+                slot.waker.wake();
+            }
+            Err(ABANDONED) => {
+                // Its reader went away: the device is done with the slot now.
+                self.outstanding.fetch_sub(1, Ordering::AcqRel);
+                self.buffers.give_back(index);
+            }
+            // Not posted: already failed by a CQ error (below); nothing waits for it.
+            Err(_) => {}
         }
     }
 
-    /// Drains the completion queue and delivers what it holds, unless someone else is
-    /// polling right now (who then delivers for everyone). Returns whether it polled.
-    fn poll_completions(&self) -> bool {
-        let Ok(_polling) = self.polling.try_lock() else { return false };
-        self.drain_cq();
-        true
+    /// Drains the completion queue, unless someone else is draining it right now.
+    fn poll_completions(&self) {
+        if let Ok(_draining) = self.draining.try_lock() {
+            self.drain_cq();
+        }
     }
 
-    /// Delivers what the completion queue holds (the caller holds `polling`).
+    /// Delivers what the completion queue holds (the caller holds `draining`).
     fn drain_cq(&self) {
         match self.cq.start_poll() {
             Ok(poller) => {
-                let done: Vec<(u64, u32, u32)> =
-                    poller.map(|wc| (wc.wr_id(), wc.status(), wc.vendor_err())).collect();
-                for (wr_id, status, vendor_err) in done {
-                    let result = if status == WorkCompletionStatus::Success as u32 {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "READ completed with {:?} (vendor error {vendor_err:#x})",
-                            WorkCompletionStatus::from(status)
-                        ))
-                    };
-                    self.complete(wr_id, result);
+                for wc in poller {
+                    let ok = wc.status() == WorkCompletionStatus::Success as u32;
+                    if !ok {
+                        self.break_with(format!(
+                            "READ completed with {:?} (vendor error {:#x})",
+                            WorkCompletionStatus::from(wc.status()),
+                            wc.vendor_err()
+                        ));
+                    }
+                    self.complete(wc.wr_id(), ok);
                 }
             }
             Err(PollCompletionQueueError::CompletionQueueEmpty) => {}
             Err(e) => {
-                let why = format!("polling the completion queue: {e}");
-                self.break_with(why.clone());
-                let ids: Vec<u64> = self.pending.lock().expect("pending lock").keys().copied().collect();
-                for id in ids {
-                    self.complete(id, Err(why.clone()));
+                self.break_with(format!("polling the completion queue: {e}"));
+                for index in 0..self.buffers.slots.len() {
+                    self.complete(index as u64, false);
                 }
             }
         }
     }
 
-    /// A reader leaving while READs are outstanding wakes the waiting ones; the first
-    /// to poll takes over the polling (see [`SidewayQp::read_chunk`]).
-    fn hand_over(&self) {
-        if self.outstanding.load(Ordering::Acquire) > 0 {
-            let waiting = std::mem::take(&mut *self.standby.lock().expect("standby lock"));
-            waiting.into_iter().for_each(Waker::wake);
+    /// Whether the reader of `slot` leads the polling (taking the lead if nobody has it).
+    fn lead(&self, slot: usize) -> bool {
+        match self.leader.compare_exchange(NO_LEADER, slot, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => true,
+            Err(leader) => leader == slot,
         }
     }
 
-    /// Registers a waiting (not polling) reader for [`Shared::hand_over`].
-    fn stand_by(&self, waker: &Waker) {
-        let mut standby = self.standby.lock().expect("standby lock");
-        if !standby.iter().any(|w| w.will_wake(waker)) {
-            standby.push(waker.clone());
+    /// The leading reader leaves: wake the waiting ones, the first to be polled takes
+    /// over (they registered their wakers before trying to lead, so none is missed).
+    fn step_down(&self, slot: usize) {
+        if self.leader.compare_exchange(slot, NO_LEADER, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+            && self.outstanding.load(Ordering::SeqCst) > 0
+        {
+            for other in self.buffers.slots.iter() {
+                if other.state.load(Ordering::Acquire) == POSTED {
+                    other.waker.wake();
+                }
+            }
         }
     }
 
     /// The background thread: polls every millisecond while READs are outstanding (for
-    /// READs nobody waits for any more, and to bound any gap between two polling
+    /// READs nobody waits for any more, and to bound any gap between two leading
     /// readers), every 10 ms otherwise.
     fn reap_loop(&self) {
         while !self.stop.load(Ordering::Acquire) {
@@ -273,11 +364,11 @@ impl Shared {
         }
     }
 
-    /// Posts one READ of `len` bytes into `slot`.
-    fn post(&self, wr_id: u64, slot: usize, remote_addr: u64, rkey: u32, len: u32) -> Result<(), String> {
+    /// Posts one READ of `len` bytes into `slot` (its work-request id).
+    fn post(&self, slot: usize, remote_addr: u64, rkey: u32, len: u32) -> Result<(), String> {
         let mut qp = self.qp.lock().expect("qp lock");
         let mut guard = qp.start_post_send();
-        let wr = guard.construct_wr(wr_id, WorkRequestFlags::Signaled).setup_read(rkey, remote_addr);
+        let wr = guard.construct_wr(slot as u64, WorkRequestFlags::Signaled).setup_read(rkey, remote_addr);
         // SAFETY: the slot is registered (lkey), `len` <= slot size, and it is ours until
         // the completion is consumed.
         unsafe { wr.setup_sge(self.buffers.region.lkey(), self.buffers.addr(slot), len) };
@@ -285,12 +376,12 @@ impl Shared {
     }
 }
 
-/// A sideway RC queue pair with its poller thread.
+/// A sideway RC queue pair with its background thread.
 struct SidewayQp {
     shared: Arc<Shared>,
     device: Arc<Device>,
     endpoint: QpEndpoint,
-    poller: Option<JoinHandle<()>>,
+    reaper: Option<JoinHandle<()>>,
 }
 
 impl SidewayQp {
@@ -304,21 +395,19 @@ impl SidewayQp {
             qp: Mutex::new(qp),
             cq,
             buffers: Buffers::new(&device, depth, config.buffer_size)?,
-            pending: Mutex::new(HashMap::new()),
             outstanding: AtomicUsize::new(0),
-            next_wr_id: AtomicU64::new(1),
-            broken: Mutex::new(None),
-            polling: Mutex::new(()),
-            standby: Mutex::new(Vec::new()),
+            broken: OnceLock::new(),
+            leader: AtomicUsize::new(NO_LEADER),
+            draining: Mutex::new(()),
             wake: (Mutex::new(()), Condvar::new()),
             stop: AtomicBool::new(false),
         });
         let reaper = Arc::clone(&shared);
-        let poller = std::thread::Builder::new()
+        let reaper = std::thread::Builder::new()
             .name("rdma-cq-reaper".into())
             .spawn(move || reaper.reap_loop())
             .map_err(|e| RdmaError::Transfer(format!("starting the completion poller: {e}")))?;
-        Ok(Self { shared, device, endpoint, poller: Some(poller) })
+        Ok(Self { shared, device, endpoint, reaper: Some(reaper) })
     }
 
     /// One READ of at most one buffer into `out`.
@@ -328,72 +417,70 @@ impl SidewayQp {
         rkey: u32,
         out: &mut [MaybeUninit<u8>],
     ) -> Result<(), RdmaError> {
-        if let Some(why) = self.shared.broken() {
-            return Err(RdmaError::Transfer(why));
+        let shared = &*self.shared;
+        if shared.broken.get().is_some() {
+            return Err(shared.transfer_error());
         }
-        let slot = self.shared.buffers.take().await?;
-        let wr_id = self.shared.next_wr_id.fetch_add(1, Ordering::Relaxed);
-        let (done, waiting) = oneshot::channel();
-        self.shared.pending.lock().expect("pending lock").insert(wr_id, Pending { slot, done });
-        self.shared.outstanding.fetch_add(1, Ordering::AcqRel);
-        let len = out.len() as u32;
-        if let Err(why) = self.shared.post(wr_id, slot, remote_addr, rkey, len) {
+        let index = shared.buffers.take().await;
+        let slot = &shared.buffers.slots[index];
+        slot.state.store(POSTED, Ordering::Release);
+        shared.outstanding.fetch_add(1, Ordering::AcqRel);
+        if let Err(why) = shared.post(index, remote_addr, rkey, out.len() as u32) {
             // Not posted: nothing will complete it.
-            if self.shared.pending.lock().expect("pending lock").remove(&wr_id).is_some() {
-                self.shared.outstanding.fetch_sub(1, Ordering::AcqRel);
-                self.shared.buffers.give_back(slot);
-            }
-            self.shared.break_with(why.clone());
-            return Err(RdmaError::Transfer(why));
+            shared.outstanding.fetch_sub(1, Ordering::AcqRel);
+            shared.buffers.give_back(index);
+            shared.break_with(why);
+            return Err(shared.transfer_error());
         }
-        let mut waiting = Waiting { receiver: waiting, slot, shared: &self.shared, consumed: false };
-        // One waiting reader at a time polls the CQ, busy but through the scheduler: if
-        // its completion is not in yet it asks to be polled again and yields. The others
-        // wait to be woken by their completion's delivery, or by the polling reader when
-        // it leaves, so that one of them takes over (see the module docs).
-        let result = std::future::poll_fn(|cx| {
-            let leading = self.shared.poll_completions();
-            match Pin::new(&mut waiting.receiver).poll(cx) {
-                Poll::Ready(result) => {
-                    self.shared.hand_over();
-                    Poll::Ready(result.map_err(|_| ()))
-                }
-                Poll::Pending if leading => {
-                    cx.waker().wake_by_ref();
-                    Poll::Pending
-                }
-                Poll::Pending => {
-                    self.shared.stand_by(cx.waker());
+        let mut waiting = Waiting { index, shared, consumed: false };
+        // One waiting reader at a time leads: it drains the CQ each time it is polled and,
+        // if its own completion is not in yet, asks to be polled again and yields (a busy
+        // poll through the scheduler). The others sleep until their completion is
+        // delivered or the leader steps down. A reader registers its waker before trying
+        // to lead, so a leader stepping down meanwhile still wakes it.
+        let ok = std::future::poll_fn(|cx| {
+            let leading = shared.lead(index) || {
+                slot.waker.register(cx.waker());
+                shared.lead(index)
+            };
+            if leading {
+                shared.poll_completions();
+            }
+            match slot.state.load(Ordering::Acquire) {
+                OK => Poll::Ready(true),
+                FAILED => Poll::Ready(false),
+                _ => {
+                    if leading {
+                        cx.waker().wake_by_ref();
+                    }
                     Poll::Pending
                 }
             }
         })
         .await;
         waiting.consumed = true;
-        let outcome = match result {
-            Ok(Ok(())) => {
-                // SAFETY: the READ completed successfully and the slot is still ours.
-                let bytes = unsafe { self.shared.buffers.bytes(slot, out.len()) };
-                // SAFETY: `out` has room for exactly `bytes.len()` bytes; they do not overlap.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr().cast::<u8>(), bytes.len())
-                };
-                Ok(())
-            }
-            Ok(Err(why)) => Err(RdmaError::Transfer(why)),
-            Err(()) => Err(RdmaError::Transfer("the completion poller stopped".into())),
+        shared.step_down(index);
+        let outcome = if ok {
+            // SAFETY: the READ completed successfully and the slot is still ours.
+            let bytes = unsafe { shared.buffers.bytes(index, out.len()) };
+            // SAFETY: `out` has room for exactly `bytes.len()` bytes; they do not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr().cast::<u8>(), bytes.len())
+            };
+            Ok(())
+        } else {
+            Err(shared.transfer_error())
         };
-        self.shared.buffers.give_back(slot);
+        shared.buffers.give_back(index);
         outcome
     }
 }
 
 /// A reader waiting for its completion. If the reader is dropped first (a timeout), the
-/// slot must not be reused until the device is done with it: closing the channel makes
-/// the poller give it back when the completion arrives, unless it already arrived.
+/// slot must not be reused until the device is done with it: marking it abandoned makes
+/// the CQ drainer give it back when the completion arrives, unless it already arrived.
 struct Waiting<'a> {
-    receiver: oneshot::Receiver<Result<(), String>>,
-    slot: usize,
+    index: usize,
     shared: &'a Shared,
     consumed: bool,
 }
@@ -403,9 +490,11 @@ impl Drop for Waiting<'_> {
         if self.consumed {
             return;
         }
-        self.receiver.close();
-        if self.receiver.try_recv().is_ok() {
-            self.shared.buffers.give_back(self.slot);
+        self.shared.step_down(self.index);
+        let state = &self.shared.buffers.slots[self.index].state;
+        if state.compare_exchange(POSTED, ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            // Completed already: nobody else will give the slot back.
+            self.shared.buffers.give_back(self.index);
         }
     }
 }
@@ -426,11 +515,16 @@ impl EngineQp for SidewayQp {
             // buffer costs a pass over memory the CPU-bound software device needs).
             let mut out = Vec::with_capacity(len as usize);
             let chunk = self.shared.buffers.slot_size;
-            let reads = out.spare_capacity_mut()[..len as usize]
-                .chunks_mut(chunk)
-                .enumerate()
-                .map(|(i, part)| self.read_chunk(remote_addr + (i * chunk) as u64, rkey, part));
-            futures_util::future::try_join_all(reads).await?;
+            let spare = &mut out.spare_capacity_mut()[..len as usize];
+            if (1..=chunk).contains(&spare.len()) {
+                self.read_chunk(remote_addr, rkey, spare).await?;
+            } else {
+                let reads = spare
+                    .chunks_mut(chunk)
+                    .enumerate()
+                    .map(|(i, part)| self.read_chunk(remote_addr + (i * chunk) as u64, rkey, part));
+                futures_util::future::try_join_all(reads).await?;
+            }
             // SAFETY: every chunk completed and copied its bytes: all `len` are initialized.
             unsafe { out.set_len(len as usize) };
             Ok(out)
@@ -446,8 +540,8 @@ impl Drop for SidewayQp {
             let _guard = lock.lock().expect("wake lock");
             condvar.notify_one();
         }
-        if let Some(poller) = self.poller.take() {
-            let _ = poller.join();
+        if let Some(reaper) = self.reaper.take() {
+            let _ = reaper.join();
         }
     }
 }

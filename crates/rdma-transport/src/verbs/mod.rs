@@ -23,7 +23,7 @@ use crate::endpoint::QpEndpoint;
 use crate::error::RdmaError;
 use crate::server::regions::{Registrar, Registration};
 
-pub use engine::{SidewayConfig, SidewayEngine};
+pub use engine::{MAX_QUEUE_DEPTH, SidewayConfig, SidewayEngine};
 
 /// The port every queue pair uses (rxe and most RoCE NICs have one per device).
 pub const PORT: u8 = 1;

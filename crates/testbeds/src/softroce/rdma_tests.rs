@@ -223,7 +223,8 @@ pub fn run_in_guest(
 
 /// `rdma-bench` (crates/benches), built in the bench profile next to this binary's
 /// target directory, if it was built: the read path's figures in the same boot as the
-/// perftest baseline, printed with their ratios to it. Figures only: it never fails the run.
+/// perftest baseline, printed with their ratios to it, then rounds of perftest and the
+/// engines side by side. Figures only: it never fails the run.
 fn run_read_path_benchmark(
     guest: &Guest,
     baseline: &[perftest::PerftestResult],
@@ -237,10 +238,18 @@ fn run_read_path_benchmark(
         report(&format!("read-path benchmark skipped: {} not built", bench.display()));
         return;
     }
+    // Besides one run of every figure, three rounds of perftest then each engine's
+    // like-for-like figures, for per-round ratios and their median: perftest alone varies
+    // by 15-30% between runs in one boot. 1 s per figure (~13000 4 KiB READs) keeps the
+    // whole within ~10 s of one 3 s run of every figure.
     let mut command = vec![
         bench.display().to_string(),
         "--volume-server".to_owned(),
         debug_dir.join("volume-server").display().to_string(),
+        "--seconds".to_owned(),
+        "1".to_owned(),
+        "--rounds".to_owned(),
+        "3".to_owned(),
     ];
     for result in baseline {
         match (result.case.kind, result.case.size, result.figures) {
@@ -256,7 +265,7 @@ fn run_read_path_benchmark(
         }
     }
     report("read-path benchmark (each engine built in vs the perftest figures above):");
-    match guest.run(&GuestCommand::argv(command).timeout(Duration::from_secs(120)), Echo::Live) {
+    match guest.run(&GuestCommand::argv(command).timeout(Duration::from_secs(240)), Echo::Live) {
         Ok(output) if output.success() => {}
         Ok(output) => report(&format!(
             "read-path benchmark exited {}:\n{}",

@@ -24,18 +24,17 @@
 //! laid out first (so its length is known) and whose parts stream like the rest. Only
 //! the chunks the ranges touch are read (a chunk touched by two ranges is read twice).
 
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::response::Builder;
 use axum::http::{Method, Request, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use fallback_http::{HttpReadConfig, HttpReader};
 use needle::{Chunk, ChunkManifest, FileId, Flags};
 use tokio::sync::mpsc;
 
+use super::peers::{VolumeLocations, clients};
 use super::{ApiError, AppState, query_params};
 use crate::mime;
 use crate::range::{self, RangeError};
@@ -256,38 +255,19 @@ async fn read_manifest(store: &Arc<Store>, fid: &FileId) -> Option<Result<ChunkM
     .flatten()
 }
 
-/// Reads and deletes chunks wherever they are, remembering volume locations for the
-/// duration of one request.
+/// Reads and deletes chunks wherever they are.
 struct ChunkSource {
     store: Arc<Store>,
-    masters: Vec<String>,
     security: Security,
-    locations: HashMap<u32, Vec<String>>,
-}
-
-/// The HTTP clients chunk reads, deletes and lookups share (pooled connections; every
-/// request bounded by their timeouts).
-fn clients() -> &'static (HttpReader, reqwest::Client) {
-    static CLIENTS: OnceLock<(HttpReader, reqwest::Client)> = OnceLock::new();
-    CLIENTS.get_or_init(|| {
-        let config = HttpReadConfig::default();
-        let reader = HttpReader::new(&config).expect("an HTTP client without TLS builds");
-        let client = reqwest::Client::builder()
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
-            .build()
-            .expect("an HTTP client without TLS builds");
-        (reader, client)
-    })
+    locations: VolumeLocations,
 }
 
 impl ChunkSource {
     fn new(state: &AppState) -> Self {
         Self {
             store: Arc::clone(&state.store),
-            masters: state.masters.clone(),
             security: state.security.clone(),
-            locations: HashMap::new(),
+            locations: state.locations.clone(),
         }
     }
 
@@ -341,7 +321,7 @@ impl ChunkSource {
     async fn read_remote(&mut self, fid: &FileId) -> Result<(Bytes, bool), String> {
         let mut last = String::new();
         let jwt = self.security.issue(Access::Read, &fid.to_string());
-        for server in self.lookup(fid.volume.0).await? {
+        for server in self.locations.lookup(fid.volume.0).await? {
             match clients().0.read_needle(&server, fid, jwt.as_deref()).await {
                 Ok(stored) if stored.chunk_manifest => {
                     return Err(format!("chunk {fid} is itself a chunk manifest"));
@@ -367,7 +347,7 @@ impl ChunkSource {
         }
         let mut last = String::new();
         let jwt = self.security.issue(Access::Write, &fid.to_string());
-        for server in self.lookup(fid.volume.0).await? {
+        for server in self.locations.lookup(fid.volume.0).await? {
             let mut request = clients().1.delete(format!("http://{server}/{fid}"));
             if let Some(jwt) = &jwt {
                 request = request.bearer_auth(jwt);
@@ -382,43 +362,6 @@ impl ChunkSource {
             }
         }
         Err(format!("chunk {fid}: {last}"))
-    }
-
-    /// The servers (`host:port`) holding `volume`, from the masters.
-    async fn lookup(&mut self, volume: u32) -> Result<Vec<String>, String> {
-        if let Some(servers) = self.locations.get(&volume) {
-            return Ok(servers.clone());
-        }
-        if self.masters.is_empty() {
-            return Err(format!("volume {volume} is not on this server, and it has no master to ask"));
-        }
-        let mut last = String::new();
-        for master in &self.masters {
-            let url = format!("http://{master}/dir/lookup?volumeId={volume}");
-            let reply = match clients().1.get(url).send().await {
-                Ok(reply) => reply.bytes().await,
-                Err(e) => Err(e),
-            };
-            let json: serde_json::Value = match reply {
-                Ok(body) => serde_json::from_slice(&body).unwrap_or_default(),
-                Err(e) => {
-                    last = format!("master {master}: {e}");
-                    continue;
-                }
-            };
-            let servers: Vec<String> = json["locations"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| l["url"].as_str().map(str::to_owned))
-                .collect();
-            if !servers.is_empty() {
-                self.locations.insert(volume, servers.clone());
-                return Ok(servers);
-            }
-            last = format!("master {master}: {}", json["error"].as_str().unwrap_or("no locations"));
-        }
-        Err(format!("looking up volume {volume}: {last}"))
     }
 }
 

@@ -8,7 +8,9 @@ mod error;
 mod manifest;
 mod path;
 mod payload;
+mod peers;
 mod read;
+mod replicate;
 mod write;
 
 use std::collections::BTreeMap;
@@ -34,6 +36,8 @@ use crate::security::Security;
 use crate::store::Store;
 
 pub use error::ApiError;
+pub use peers::VolumeLocations;
+pub use replicate::ReadMode;
 
 /// What every handler shares.
 pub struct AppState {
@@ -46,8 +50,13 @@ pub struct AppState {
     pub version: String,
     /// The embedded master API, when no `--mserver` is given.
     pub master: Option<MasterApi>,
-    /// The `--mserver` masters (`host:port`), asked where chunks of a chunk manifest are.
-    pub masters: Vec<String>,
+    /// Where volumes are, from the `--mserver` masters: for chunks of a chunk manifest,
+    /// replicas of a write or delete, and reads of volumes held elsewhere.
+    pub locations: VolumeLocations,
+    /// This server's `host:port` as the master lists it (left out of replica lists).
+    pub public_url: String,
+    /// What a read of a volume held elsewhere does.
+    pub read_mode: ReadMode,
     pub metrics: Metrics,
     /// The RDMA read path, shown in `/status` and `/metrics`.
     pub rdma: rdma_transport::server::RdmaServer,

@@ -10,7 +10,7 @@ use axum::response::Response;
 use needle::Flags;
 
 use super::payload::{Payload, ReadNeedle};
-use super::{ApiError, AppState, manifest, path, query_params};
+use super::{ApiError, AppState, manifest, path, query_params, replicate};
 use crate::mime;
 use crate::range::{self, RangeError};
 use crate::security::Access;
@@ -40,7 +40,15 @@ async fn respond(state: &AppState, request: &axum::http::Request<()>) -> Result<
         return Err(ApiError::wrong_jwt());
     }
     let url = raw.parse().map_err(bad_path)?;
-    let volume = state.store.volume(url.volume).map_err(ApiError::for_read)?;
+    let volume = match state.store.volume(url.volume) {
+        Ok(volume) => volume,
+        Err(e) => {
+            return match replicate::read_elsewhere(state, request, url.volume, (raw.vid, raw.fid)).await {
+                Some(response) => Ok(response),
+                None => Err(ApiError::for_read(e)),
+            };
+        }
+    };
     let id = url.fid.needle_id();
     // Most reads carry no query: look for the parameter before parsing it.
     let read_deleted = request.uri().query().is_some_and(|q| q.contains("readDeleted="))

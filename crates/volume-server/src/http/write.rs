@@ -1,5 +1,6 @@
 //! POST/PUT (upload) and DELETE, with weed's replies: 201 + the upload JSON (keys in
-//! weed's order), 204 for an identical rewrite, 202 `{"size":N}` for a delete.
+//! weed's order), 204 for an identical rewrite, 202 `{"size":N}` for a delete. Both
+//! reach the volume's other replicas too (`replicate`).
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -8,7 +9,7 @@ use axum::response::Response;
 use needle::{Flags, Needle};
 use serde::Serialize;
 
-use super::{ApiError, AppState, json_response, now_seconds, path, query_params};
+use super::{ApiError, AppState, json_response, now_seconds, path, query_params, replicate};
 use crate::security::Access;
 use crate::upload::{self, UploadError};
 use crate::volume::WriteOutcome;
@@ -55,8 +56,13 @@ async fn upload_file(state: &AppState, request: Request) -> Result<Response, Api
     if !url.comma_form {
         return Err(ApiError::bad_request(format!("writes take /<vid>,<fid>, not {}", parts.uri.path())));
     }
-    // Fail fast (before reading the body) if the volume is not here.
-    state.store.volume(url.volume).map_err(ApiError::for_write)?;
+    // Fail fast (before reading the body) if the volume is not here and there is nowhere
+    // to forward the write to; a replica write never forwards.
+    let local = match state.store.volume(url.volume) {
+        Ok(volume) => Some(volume),
+        Err(_) if state.locations.clustered() && !replicate::is_replica(parts.uri.query()) => None,
+        Err(e) => return Err(ApiError::for_write(e)),
+    };
     let limit = state.file_size_limit;
     let declared: Option<u64> =
         parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
@@ -106,19 +112,34 @@ async fn upload_file(state: &AppState, request: Request) -> Result<Response, Api
     if upload.chunk_manifest {
         needle = needle.with_flags(Flags::CHUNK_MANIFEST);
     }
-    let write = || state.store.write_to(url.volume, |volume| volume.write(&needle));
-    let outcome = if state.store.config().volume.fsync {
-        // fsync blocks for milliseconds: tell the runtime to move other tasks away.
-        tokio::task::block_in_place(write)
+    // weed's ReplicatedWrite: find the replicas, store here, then send to every replica.
+    let replicas = replicate::targets(state, url.volume, local.as_deref(), parts.uri.query(), true)
+        .await
+        .map_err(|e| ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let unchanged = if local.is_some() {
+        let write = || state.store.write_to(url.volume, |volume| volume.write(&needle));
+        let outcome = if state.store.config().volume.fsync {
+            // fsync blocks for milliseconds: tell the runtime to move other tasks away.
+            tokio::task::block_in_place(write)
+        } else {
+            write()
+        };
+        outcome.map_err(ApiError::for_write)? == WriteOutcome::Unchanged
+    } else if replicas.is_empty() {
+        return Err(ApiError::for_write(crate::Error::VolumeNotFound(url.volume)));
     } else {
-        write()
-    }
-    .map_err(ApiError::for_write)?;
+        // Held only elsewhere: forwarded, nothing stored here (as weed does).
+        false
+    };
+    let (path, headers, query) = (parts.uri.path(), &parts.headers, parts.uri.query());
+    replicate::write(state, url.volume, replicas, path, headers, query, &upload)
+        .await
+        .map_err(|e| ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, e))?;
 
     let etag = needle::crc::etag(needle.checksum);
     let md5 = upload.content_md5.as_deref().unwrap_or("");
     let md5_header = HeaderValue::from_str(md5).unwrap_or(HeaderValue::from_static(""));
-    if outcome == WriteOutcome::Unchanged {
+    if unchanged {
         return Response::builder()
             .status(StatusCode::NO_CONTENT)
             .header(header::ETAG, format!("\"{etag}\""))
@@ -167,15 +188,40 @@ pub(super) async fn delete(state: &AppState, request: Request) -> Response {
         Ok(size) => size,
         Err(e) => return e.into_response(),
     };
+    // weed's ReplicatedDelete; a volume not here is a 404 below, never forwarded.
+    let (path, headers, query) = (request.uri().path(), request.headers(), request.uri().query());
+    let replicas = match state.store.volume(url.volume) {
+        Ok(local) => match replicate::targets(state, url.volume, Some(&local), query, false).await {
+            Ok(replicas) => replicas,
+            Err(e) => return deletion_failed(e),
+        },
+        Err(_) => Vec::new(),
+    };
     let delete =
         || state.store.write_to(url.volume, |volume| volume.delete(url.fid.needle_id(), url.fid.cookie));
     let result =
         if state.store.config().volume.fsync { tokio::task::block_in_place(delete) } else { delete() };
     match result {
         Ok(size) => {
+            if let Err(e) = replicate::delete(state, url.volume, replicas, path, headers, query).await {
+                return deletion_failed(e);
+            }
             let size = manifest_size.unwrap_or(u64::from(size));
             json_response(StatusCode::ACCEPTED, format!("{{\"size\":{size}}}"))
         }
+        Err(e @ (crate::Error::NeedleNotFound(_) | crate::Error::AlreadyDeleted(_))) => {
+            // Gone here already, e.g. a retry of a delete whose fan-out failed: the
+            // replicas may still hold it. The answer stays weed's 404.
+            if let Err(cause) = replicate::delete(state, url.volume, replicas, path, headers, query).await {
+                tracing::warn!(fid = %url.fid, %cause, "delete of a needle gone here: replicas still failing");
+            }
+            ApiError::for_delete(e).into_response()
+        }
         Err(e) => ApiError::for_delete(e).into_response(),
     }
+}
+
+/// weed's `writeDeleteResult` for a delete that could not reach every replica.
+fn deletion_failed(cause: String) -> Response {
+    ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, format!("Deletion Failed: {cause}")).into_response()
 }

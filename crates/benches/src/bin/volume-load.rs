@@ -401,10 +401,23 @@ fn weed_phase(output: &str, banner: &str) -> Result<WeedPhase, Error> {
         let value = line[prefix.len()..].split_whitespace().next().unwrap_or("");
         Ok(value.parse::<f64>().map_err(|_| format!("bad number in {line:?}"))?)
     };
+    // weed prints one line per latency bucket, for the highest percentage that falls in
+    // it: a missing "99%" line means 99% is in the bucket of the next line printed.
+    let percentiles: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let (pct, rest) = l.trim().split_once('%')?;
+            Some((pct.parse().ok()?, rest.split_whitespace().next()?.parse().ok()?))
+        })
+        .collect();
+    let percentile = |target: f64| -> Result<f64, Error> {
+        let found = percentiles.iter().find(|(pct, _)| *pct >= target).map(|(_, ms)| *ms);
+        Ok(found.ok_or_else(|| format!("no percentile line at or above {target}% in:\n{text}"))?)
+    };
     Ok(WeedPhase {
         rate: number("Requests per second:")?,
-        p50_ms: number("50%")?,
-        p99_ms: number("99%")?,
+        p50_ms: percentile(50.0)?,
+        p99_ms: percentile(99.0)?,
         failed: number("Failed requests:")? as u64,
         server_cpu_us: 0.0,
         master_cpu_us: 0.0,
@@ -689,4 +702,35 @@ fn set_affinity(cpus: &[usize]) -> Result<(), Error> {
         return Err(format!("sched_setaffinity({cpus:?}): {}", std::io::Error::last_os_error()).into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A read phase as weed benchmark 4.48 printed it for 200 requests: buckets holding
+    /// several percentages print only the highest, so there is no "99%" line.
+    const READS_WITHOUT_A_99_LINE: &str = "------------ Randomly Reading Benchmark ----------
+Concurrency Level:      4
+Time taken for tests:   0.029 seconds
+Completed requests:      200
+Failed requests:        0
+Requests per second:    6842.12 [#/sec]
+
+Percentage of the requests served within a certain time (ms)
+   50%      0.5 ms
+   66%      0.8 ms
+   95%      0.9 ms
+   98%      1.1 ms
+  100%      1.3 ms
+";
+
+    #[test]
+    fn an_omitted_percentile_takes_the_next_printed_bucket() {
+        let phase = weed_phase(READS_WITHOUT_A_99_LINE, "Randomly Reading Benchmark").unwrap();
+        assert_eq!((phase.rate, phase.failed), (6842.12, 0));
+        assert_eq!((phase.p50_ms, phase.p99_ms), (0.5, 1.3));
+        let truncated = READS_WITHOUT_A_99_LINE.replace("  100%      1.3 ms\n", "");
+        assert!(weed_phase(&truncated, "Randomly Reading Benchmark").is_err(), "no line at or above 99%");
+    }
 }

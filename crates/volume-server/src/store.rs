@@ -168,12 +168,17 @@ impl Store {
         let dir = &self.config.dirs[dir_index];
         let volume = Arc::new(Volume::create(dir, collection, id, replica, ttl, self.config.volume)?);
         tracing::info!(volume = id.0, collection, dir = %dir.display(), "created volume");
+        Ok(self.serve(dir_index, volume))
+    }
+
+    /// Starts serving `volume` (in directory `dir_index`); the heartbeat reports it.
+    fn serve(&self, dir_index: usize, volume: Arc<Volume>) -> Arc<Volume> {
         self.volumes
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id.0, (dir_index, Arc::clone(&volume)));
+            .insert(volume.id().0, (dir_index, Arc::clone(&volume)));
         self.changed.notify_one();
-        Ok(volume)
+        volume
     }
 
     /// Where a new volume goes: its id (`id`, or with `None` the next free one) and
@@ -238,12 +243,7 @@ impl Store {
         let dir = &self.config.dirs[dir_index];
         let volume = Arc::new(Volume::load(dir, collection, id, self.config.volume)?);
         tracing::info!(volume = id.0, collection, dir = %dir.display(), report = ?volume.load_report(), "mounted");
-        self.volumes
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.0, (dir_index, Arc::clone(&volume)));
-        self.changed.notify_one();
-        Ok(volume)
+        Ok(self.serve(dir_index, volume))
     }
 
     /// weed's `VolumeUnmount`: stops serving volume `id` but keeps its files.

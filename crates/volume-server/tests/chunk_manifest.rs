@@ -8,8 +8,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use testbeds::weed::{WeedMaster, WeedVolume};
@@ -17,52 +16,18 @@ use testbeds::weed::{WeedMaster, WeedVolume};
 /// ~3.5 MiB: four chunks at `-maxMB=1`.
 const FILE_SIZE: usize = 3 * (1 << 20) + (1 << 19) + 12_345;
 
-fn run_weed(args: &[&str]) -> String {
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new("weed")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out.reopen().unwrap())
-        .stderr(out.reopen().unwrap())
-        .spawn()
-        .expect("weed is on PATH");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("weed {args:?} did not finish");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let text = std::fs::read_to_string(out.path()).unwrap();
-    assert!(status.success(), "weed {args:?}: {text}");
+/// `weed ARGS...`, which must succeed within 90 s; its output.
+fn weed_ok(args: &[&str]) -> String {
+    let (ok, text) = run_weed(args, "", Duration::from_secs(90));
+    assert!(ok, "weed {args:?}: {text}");
     text
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn join(dir: &Path, master: &WeedMaster) -> OurServer {
-    let ours = OurServer::start(dir, &["--mserver", &master.addr(), "--max", "20"]);
-    wait_until("the master lists our server", || master.knows_volume_server(&ours.addr));
-    ours
 }
 
 /// `weed upload -maxMB=1` of `data` as `big.bin`; the manifest's fid.
 fn upload_chunked(master: &WeedMaster, dir: &Path, data: &[u8]) -> String {
     let file = dir.join("big.bin");
     std::fs::write(&file, data).unwrap();
-    let out =
-        run_weed(&["upload", &format!("-master={}", master.addr()), "-maxMB=1", file.to_str().unwrap()]);
+    let out = weed_ok(&["upload", &format!("-master={}", master.addr()), "-maxMB=1", file.to_str().unwrap()]);
     let reply: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     reply[0]["fid"].as_str().expect("fid").to_owned()
 }
@@ -120,7 +85,7 @@ fn exercise(master: &WeedMaster, scratch: &Path, data: &[u8]) -> Seen {
 
     let downloads = scratch.join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
-    run_weed(&[
+    weed_ok(&[
         "download",
         &format!("-server={}", master.addr()),
         &format!("-dir={}", downloads.display()),
@@ -171,7 +136,7 @@ fn weed_upload_max_mb_on_ours_behaves_as_on_weed_volume() {
     let data = pseudo_random(FILE_SIZE, 42);
     let scratch = tempfile::tempdir().unwrap();
     let master = WeedMaster::start(&scratch.path().join("m1"), 64).unwrap();
-    let ours = join(&scratch.path().join("ours"), &master);
+    let ours = join(&scratch.path().join("ours"), &master, &[]);
     let seen_ours = exercise(&master, scratch.path(), &data);
 
     let reference = tempfile::tempdir().unwrap();
@@ -196,7 +161,7 @@ fn chunks_on_a_weed_volume_are_fetched_and_a_corrupt_chunk_aborts_the_reply() {
     let scratch = tempfile::tempdir().unwrap();
     let master = WeedMaster::start(&scratch.path().join("m"), 64).unwrap();
     let weed = WeedVolume::start(&scratch.path().join("weed"), &master).unwrap();
-    let ours = join(&scratch.path().join("ours"), &master);
+    let ours = join(&scratch.path().join("ours"), &master, &[]);
 
     // Uploads until a manifest on ours lists chunks on both servers (the master spreads
     // assignments over both).
@@ -378,7 +343,9 @@ fn in_a_signed_cluster_ours_signs_its_chunk_reads_and_deletes() {
         &scratch.path().join("ours"),
         &["--mserver", &master.addr(), "--max", "20", "--security-config", config.to_str().unwrap()],
     );
-    wait_until("the master lists our server", || master.knows_volume_server(&ours.addr));
+    wait_until(Duration::from_secs(20), "the master lists our server", || {
+        master.knows_volume_server(&ours.addr)
+    });
 
     let data = pseudo_random(FILE_SIZE, 11);
     let manifest_chunks = |fid: &str| -> Vec<String> {

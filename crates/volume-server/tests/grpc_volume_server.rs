@@ -30,12 +30,6 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
 }
 
-fn lookup(master: &WeedMaster, vid: u32) -> Vec<String> {
-    let reply = get(&master.addr(), &format!("/dir/lookup?volumeId={vid}"));
-    let locations = reply.json()["locations"].as_array().cloned().unwrap_or_default();
-    locations.iter().filter_map(|l| l["url"].as_str().map(str::to_owned)).collect()
-}
-
 fn eventually(what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !done() {

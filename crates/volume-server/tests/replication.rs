@@ -6,31 +6,10 @@
 
 mod common;
 
-use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use testbeds::weed::{UploadBody, WeedMaster, WeedVolume};
-
-fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Our server joined to `master`, once the master lists it.
-fn join(dir: &Path, master: &WeedMaster, extra: &[&str]) -> OurServer {
-    let mserver = master.addr();
-    let mut args = vec!["--mserver", &mserver, "--max", "20"];
-    args.extend_from_slice(extra);
-    let ours = OurServer::start(dir, &args);
-    wait_until(Duration::from_secs(20), "the master lists our server", || {
-        master.knows_volume_server(&ours.addr)
-    });
-    ours
-}
 
 /// The servers the master's `/dir/lookup` lists for `fid`'s volume, sorted.
 fn holders(master: &WeedMaster, fid: &str) -> Vec<String> {

@@ -5,92 +5,16 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use testbeds::weed::{UploadBody, WeedMaster, WeedVolume};
-
-/// Runs `weed ARGS...` to completion (at most `limit`), returning its stdout+stderr.
-fn run_weed(args: &[&str], limit: Duration) -> (bool, String) {
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new("weed")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out.reopen().unwrap())
-        .stderr(out.reopen().unwrap())
-        .spawn()
-        .expect("weed is on PATH");
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "weed {args:?} did not finish in {limit:?}:\n{}",
-                std::fs::read_to_string(out.path()).unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    (status.success(), std::fs::read_to_string(out.path()).unwrap())
-}
-
-/// Polls `done` every 100 ms for up to `limit`.
-fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Our server joined to `master`, once the master lists it.
-fn join(dir: &Path, master: &WeedMaster) -> OurServer {
-    let mserver = master.addr();
-    let ours = OurServer::start(dir, &["--mserver", &mserver, "--max", "20"]);
-    wait_until(Duration::from_secs(20), "the master lists our server", || {
-        master.knows_volume_server(&ours.addr)
-    });
-    ours
-}
-
-/// The servers (`url`s) the master's `/dir/lookup` lists for volume `vid`.
-fn lookup(master: &WeedMaster, vid: u32) -> Vec<String> {
-    let reply = get(&master.addr(), &format!("/dir/lookup?volumeId={vid}"));
-    let locations = reply.json()["locations"].as_array().cloned().unwrap_or_default();
-    locations.iter().filter_map(|l| l["url"].as_str().map(str::to_owned)).collect()
-}
-
-/// Volume ids a volume server's `/status` lists.
-fn volume_ids(addr: &str) -> Vec<u32> {
-    let status = get(addr, "/status").json();
-    let volumes = status["Volumes"].as_array().cloned().unwrap_or_default();
-    volumes.iter().filter_map(|v| v["Id"].as_u64().map(|id| id as u32)).collect()
-}
-
-/// Uploads `data` to a fresh master assignment; returns (fid, server it went to).
-fn put(master: &WeedMaster, data: &[u8]) -> (String, String) {
-    let a = testbeds::weed::assign(&master.url(), "").unwrap_or_else(|e| panic!("assign: {e}"));
-    let body = UploadBody::Multipart { filename: "f.bin", content_type: "application/octet-stream" };
-    let (status, reply) = testbeds::weed::upload(&a.url, &a.fid, "", data, body, &[]).unwrap();
-    assert_eq!(status, 201, "upload {}: {reply}", a.fid);
-    (a.fid, a.url)
-}
-
-fn vid(fid: &str) -> u32 {
-    fid.split(',').next().unwrap().parse().unwrap()
-}
+use testbeds::weed::{WeedMaster, WeedVolume};
 
 #[test]
 fn weed_tools_work_with_ours_as_the_only_volume_server() {
     let scratch = tempfile::tempdir().unwrap();
     let master = WeedMaster::start(scratch.path(), 64).unwrap();
-    let ours = join(&scratch.path().join("ours"), &master);
+    let ours = join(&scratch.path().join("ours"), &master, &[]);
     let m = master.addr();
 
     let list = scratch.path().join("benchmark.list");
@@ -103,6 +27,7 @@ fn weed_tools_work_with_ours_as_the_only_volume_server() {
             "-size=1024",
             &format!("-list={}", list.display()),
         ],
+        "",
         Duration::from_secs(120),
     );
     assert!(ok, "weed benchmark failed:\n{out}");
@@ -114,7 +39,7 @@ fn weed_tools_work_with_ours_as_the_only_volume_server() {
     let data = pseudo_random(300_000, 7);
     std::fs::write(&file, &data).unwrap();
     let (ok, out) =
-        run_weed(&["upload", &format!("-master={m}"), file.to_str().unwrap()], Duration::from_secs(60));
+        run_weed(&["upload", &format!("-master={m}"), file.to_str().unwrap()], "", Duration::from_secs(60));
     assert!(ok, "weed upload: {out}");
     let uploaded: serde_json::Value =
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
@@ -123,6 +48,7 @@ fn weed_tools_work_with_ours_as_the_only_volume_server() {
     std::fs::create_dir_all(&downloads).unwrap();
     let (ok, out) = run_weed(
         &["download", &format!("-server={m}"), &format!("-dir={}", downloads.display()), &fid],
+        "",
         Duration::from_secs(60),
     );
     assert!(ok, "weed download: {out}");
@@ -142,7 +68,7 @@ fn vacuum_through_the_master_compacts_ours_and_weed_opens_the_result() {
     let scratch = tempfile::tempdir().unwrap();
     let master = WeedMaster::start(scratch.path(), 64).unwrap();
     let dir = scratch.path().join("ours");
-    let ours = join(&dir, &master);
+    let ours = join(&dir, &master, &[]);
     let files: Vec<(String, Vec<u8>)> = (0..24)
         .map(|i| {
             let data = pseudo_random(4000 + i * 10, i as u64);
@@ -199,7 +125,7 @@ fn a_mixed_cluster_serves_files_on_either_server() {
     let scratch = tempfile::tempdir().unwrap();
     let master = WeedMaster::start(scratch.path(), 64).unwrap();
     let weed = WeedVolume::start(&scratch.path().join("weed"), &master).unwrap();
-    let ours = join(&scratch.path().join("ours"), &master);
+    let ours = join(&scratch.path().join("ours"), &master, &[]);
     let mut files = Vec::new();
     let mut on = std::collections::BTreeMap::<String, usize>::new();
     for i in 0..200u64 {
@@ -234,6 +160,7 @@ fn a_mixed_cluster_serves_files_on_either_server() {
                 &format!("-dir={}", downloads.display()),
                 fid,
             ],
+            "",
             Duration::from_secs(60),
         );
         assert!(ok, "weed download {fid}: {out}");
@@ -248,7 +175,7 @@ fn a_mixed_cluster_serves_files_on_either_server() {
 fn after_a_master_restart_ours_reconnects_and_reregisters() {
     let scratch = tempfile::tempdir().unwrap();
     let mut master = WeedMaster::start(scratch.path(), 64).unwrap();
-    let ours = join(&scratch.path().join("ours"), &master);
+    let ours = join(&scratch.path().join("ours"), &master, &[]);
     let data = pseudo_random(10_000, 3);
     let (fid, server) = put(&master, &data);
     assert_eq!(server, ours.addr);

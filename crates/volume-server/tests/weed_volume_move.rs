@@ -7,15 +7,14 @@
 
 mod common;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-use testbeds::weed::{UploadBody, WeedMaster, WeedVolume};
+use testbeds::weed::{WeedMaster, WeedVolume};
 use tonic::Code;
 use volume_server::pb::volume_server_pb::volume_server_client::VolumeServerClient;
 use volume_server::pb::volume_server_pb::*;
@@ -24,25 +23,7 @@ use volume_server::pb::volume_server_pb::*;
 /// output. The shell's exit status says nothing about the commands, so callers check
 /// the output.
 fn weed_shell(master: &WeedMaster, script: &str) -> String {
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new("weed")
-        .args(["shell", &format!("-master={}", master.addr())])
-        .stdin(Stdio::piped())
-        .stdout(out.reopen().unwrap())
-        .stderr(out.reopen().unwrap())
-        .spawn()
-        .expect("weed is on PATH");
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("weed shell did not finish:\n{}", std::fs::read_to_string(out.path()).unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::fs::read_to_string(out.path()).unwrap()
+    run_weed(&["shell", &format!("-master={}", master.addr())], script, Duration::from_secs(120)).1
 }
 
 /// Headers of a raw (not multipart) upload.
@@ -55,39 +36,6 @@ fn move_volume(master: &WeedMaster, vid: u32, source: &str, target: &str) -> Str
     );
     assert!(out.contains(&format!("moved volume {vid} from {source} to {target}")), "volume.move:\n{out}");
     out
-}
-
-fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting until {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn lookup(master: &WeedMaster, vid: u32) -> Vec<String> {
-    let reply = get(&master.addr(), &format!("/dir/lookup?volumeId={vid}"));
-    let locations = reply.json()["locations"].as_array().cloned().unwrap_or_default();
-    locations.iter().filter_map(|l| l["url"].as_str().map(str::to_owned)).collect()
-}
-
-fn volume_ids(addr: &str) -> Vec<u32> {
-    let status = get(addr, "/status").json();
-    let volumes = status["Volumes"].as_array().cloned().unwrap_or_default();
-    volumes.iter().filter_map(|v| v["Id"].as_u64().map(|id| id as u32)).collect()
-}
-
-fn vid(fid: &str) -> u32 {
-    fid.split(',').next().unwrap().parse().unwrap()
-}
-
-/// Uploads `data` where the master assigns it; returns (fid, server).
-fn put(master: &WeedMaster, data: &[u8]) -> (String, String) {
-    let a = testbeds::weed::assign(&master.url(), "").unwrap_or_else(|e| panic!("assign: {e}"));
-    let body = UploadBody::Multipart { filename: "f.bin", content_type: "application/octet-stream" };
-    let (status, reply) = testbeds::weed::upload(&a.url, &a.fid, "", data, body, &[]).unwrap();
-    assert_eq!(status, 201, "upload {}: {reply}", a.fid);
-    (a.fid, a.url)
 }
 
 /// Files of several sizes (one spans more than one 2 MiB copy chunk); returns those

@@ -35,9 +35,10 @@ use needle::{Chunk, ChunkManifest, FileId, Flags};
 use tokio::sync::mpsc;
 
 use super::peers::{VolumeLocations, clients};
+use super::read::{finish, range_not_satisfiable};
 use super::{ApiError, AppState, query_params};
 use crate::mime;
-use crate::range::{self, RangeError};
+use crate::range;
 use crate::security::{Access, Security};
 use crate::store::Store;
 use crate::upload::{gunzip, parse_bool};
@@ -105,18 +106,7 @@ pub(super) async fn serve(
             StatusCode::OK
         }
         Some(value) => match range::parse(value.to_str().unwrap_or(""), total) {
-            Err(e) => {
-                if e == RangeError::NoOverlap {
-                    builder = builder.header(header::CONTENT_RANGE, format!("bytes */{total}"));
-                }
-                let body = e.body();
-                let response = builder
-                    .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                    .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                    .header("x-content-type-options", "nosniff")
-                    .header(header::CONTENT_LENGTH, body.len());
-                return Ok(finish(response, Body::from(body)));
-            }
+            Err(e) => return Ok(range_not_satisfiable(builder, e, total)),
             Ok(ranges) if ranges.is_empty() || range::exceeds(&ranges, total) => {
                 if !content_type.is_empty() {
                     builder = builder.header(header::CONTENT_TYPE, &content_type);
@@ -363,11 +353,4 @@ impl ChunkSource {
         }
         Err(format!("chunk {fid}: {last}"))
     }
-}
-
-fn finish(builder: Builder, body: Body) -> Response {
-    builder.body(body).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "building a reply");
-        ApiError::empty(StatusCode::INTERNAL_SERVER_ERROR).into_response()
-    })
 }

@@ -152,18 +152,7 @@ async fn respond(state: &AppState, request: &axum::http::Request<()>) -> Result<
     };
     let ranges = match range::parse(range_header.to_str().unwrap_or(""), total) {
         Ok(ranges) => ranges,
-        Err(e) => {
-            if e == RangeError::NoOverlap {
-                builder = builder.header(header::CONTENT_RANGE, format!("bytes */{total}"));
-            }
-            let body = e.body();
-            let response = builder
-                .status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                .header("x-content-type-options", "nosniff")
-                .header(header::CONTENT_LENGTH, body.len());
-            return Ok(finish(response, Body::from(body)));
-        }
+        Err(e) => return Ok(range_not_satisfiable(builder, e, total)),
     };
     if ranges.is_empty() || range::exceeds(&ranges, total) {
         // weed ignores such a header and sends nothing at all.
@@ -204,11 +193,31 @@ fn body_response(
     Ok(finish(builder, body.into_body()))
 }
 
+/// weed's 416 for a `Range` header it cannot serve (with `bytes */total` when no
+/// range overlaps the content).
+pub(super) fn range_not_satisfiable(
+    mut builder: axum::http::response::Builder,
+    e: RangeError,
+    total: u64,
+) -> Response {
+    if e == RangeError::NoOverlap {
+        builder = builder.header(header::CONTENT_RANGE, format!("bytes */{total}"));
+    }
+    let body = e.body();
+    let response = builder
+        .status(StatusCode::RANGE_NOT_SATISFIABLE)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header("x-content-type-options", "nosniff")
+        .header(header::CONTENT_LENGTH, body.len());
+    finish(response, Body::from(body))
+}
+
 fn not_modified(builder: axum::http::response::Builder) -> Response {
     finish(builder.status(StatusCode::NOT_MODIFIED), Body::empty())
 }
 
-fn finish(builder: axum::http::response::Builder, body: Body) -> Response {
+/// The reply `builder` describes with `body`; a 500 if the headers do not make one.
+pub(super) fn finish(builder: axum::http::response::Builder, body: Body) -> Response {
     builder.body(body).unwrap_or_else(|e| {
         tracing::error!(error = %e, "building a reply");
         let mut r = Response::new(Body::empty());

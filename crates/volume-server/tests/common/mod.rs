@@ -168,6 +168,90 @@ impl OurServer {
     }
 }
 
+/// Runs `weed ARGS...` to completion (at most `limit`), `stdin` written to it;
+/// returns whether it succeeded and its stdout+stderr.
+pub fn run_weed(args: &[&str], stdin: &str, limit: Duration) -> (bool, String) {
+    use std::process::{Command, Stdio};
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new("weed")
+        .args(args)
+        .stdin(if stdin.is_empty() { Stdio::null() } else { Stdio::piped() })
+        .stdout(out.reopen().unwrap())
+        .stderr(out.reopen().unwrap())
+        .spawn()
+        .expect("weed is on PATH");
+    if let Some(mut input) = child.stdin.take() {
+        input.write_all(stdin.as_bytes()).unwrap();
+    }
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "weed {args:?} did not finish in {limit:?}:\n{}",
+                std::fs::read_to_string(out.path()).unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (status.success(), std::fs::read_to_string(out.path()).unwrap())
+}
+
+/// Polls `done` every 100 ms for up to `limit`.
+pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out after {limit:?} waiting until {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Our server joined to `master` (`--mserver`, `--max 20`, then `extra`), once the
+/// master lists it.
+pub fn join(dir: &Path, master: &testbeds::weed::WeedMaster, extra: &[&str]) -> OurServer {
+    let mserver = master.addr();
+    let mut args = vec!["--mserver", &mserver, "--max", "20"];
+    args.extend_from_slice(extra);
+    let ours = OurServer::start(dir, &args);
+    wait_until(Duration::from_secs(20), "the master lists our server", || {
+        master.knows_volume_server(&ours.addr)
+    });
+    ours
+}
+
+/// The servers (`url`s) the master's `/dir/lookup` lists for volume `vid`.
+pub fn lookup(master: &testbeds::weed::WeedMaster, vid: u32) -> Vec<String> {
+    let reply = get(&master.addr(), &format!("/dir/lookup?volumeId={vid}"));
+    let locations = reply.json()["locations"].as_array().cloned().unwrap_or_default();
+    locations.iter().filter_map(|l| l["url"].as_str().map(str::to_owned)).collect()
+}
+
+/// Volume ids a volume server's `/status` lists.
+pub fn volume_ids(addr: &str) -> Vec<u32> {
+    let status = get(addr, "/status").json();
+    let volumes = status["Volumes"].as_array().cloned().unwrap_or_default();
+    volumes.iter().filter_map(|v| v["Id"].as_u64().map(|id| id as u32)).collect()
+}
+
+/// The volume id of a fid's text.
+pub fn vid(fid: &str) -> u32 {
+    fid.split(',').next().unwrap().parse().unwrap()
+}
+
+/// Uploads `data` where the master assigns it (multipart, `f.bin`); returns (fid, server).
+pub fn put(master: &testbeds::weed::WeedMaster, data: &[u8]) -> (String, String) {
+    let a = testbeds::weed::assign(&master.url(), "").unwrap_or_else(|e| panic!("assign: {e}"));
+    let body =
+        testbeds::weed::UploadBody::Multipart { filename: "f.bin", content_type: "application/octet-stream" };
+    let (status, reply) = testbeds::weed::upload(&a.url, &a.fid, "", data, body, &[]).unwrap();
+    assert_eq!(status, 201, "upload {}: {reply}", a.fid);
+    (a.fid, a.url)
+}
+
 /// A master assign against a real `weed master` (`query` as in a URL: "" or "?ttl=5d").
 pub fn weed_assign(master: &testbeds::weed::WeedMaster, query: &str) -> String {
     let query = query.strip_prefix('?').unwrap_or(query);

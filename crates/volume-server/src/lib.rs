@@ -12,6 +12,7 @@
 //!   weed's `VolumeServer` gRPC service.
 //! - [`rdma`]: the `--rdma*` flags and the store as the RDMA control plane's needle source.
 //! - [`security`]: weed's `security.toml` JWT keys guarding the HTTP API.
+//! - [`throttle`]: the byte budgets bounding upload and download data held at once.
 
 mod compaction;
 pub mod error;
@@ -28,6 +29,7 @@ pub mod rdma;
 pub mod recovery;
 pub mod security;
 pub mod store;
+pub mod throttle;
 pub mod upload;
 pub mod vif;
 pub mod volume;

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::HeaderValue;
 use clap::Parser;
@@ -17,6 +18,7 @@ use volume_server::master_api::MasterApi;
 use volume_server::metrics::Metrics;
 use volume_server::rdma::RdmaArgs;
 use volume_server::security::Security;
+use volume_server::throttle::{Budget, Throttle};
 use volume_server::volume_grpc::VolumeGrpc;
 use volume_server::{IndexKind, Store, StoreConfig, VolumeOptions};
 
@@ -80,6 +82,20 @@ struct Cli {
     /// $HOME/.seaweedfs/security.toml, /etc/seaweedfs/security.toml, as weed looks.
     #[arg(long)]
     security_config: Option<PathBuf>,
+    /// Most upload bytes held at once, in MiB; an upload waits for room, then gets 429
+    /// (weed's -concurrentUploadLimitMB; 0 = unlimited). Replica writes are not limited.
+    #[arg(long, default_value_t = 0)]
+    concurrent_upload_limit_mb: u64,
+    /// Most download bytes held at once, in MiB (weed's -concurrentDownloadLimitMB;
+    /// 0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    concurrent_download_limit_mb: u64,
+    /// Longest an upload waits for room before its 429 (weed's -inflightUploadDataTimeout).
+    #[arg(long, default_value_t = 60)]
+    inflight_upload_data_timeout_secs: u64,
+    /// Longest a download waits for room before its 429 (weed's -inflightDownloadDataTimeout).
+    #[arg(long, default_value_t = 60)]
+    inflight_download_data_timeout_secs: u64,
     #[command(flatten)]
     rdma: RdmaArgs,
 }
@@ -131,6 +147,16 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         metrics: Metrics::new(),
         rdma: rdma.clone(),
         security,
+        throttle: Throttle {
+            uploads: Budget::new(
+                cli.concurrent_upload_limit_mb,
+                Duration::from_secs(cli.inflight_upload_data_timeout_secs),
+            ),
+            downloads: Budget::new(
+                cli.concurrent_download_limit_mb,
+                Duration::from_secs(cli.inflight_download_data_timeout_secs),
+            ),
+        },
     });
     let addr: SocketAddr = format!("{}:{}", cli.ip, cli.port).parse()?;
     let grpc_port = cli

@@ -169,6 +169,7 @@ pub(super) async fn metrics(State(state): State<SharedState>) -> Response {
     let mut text = state.metrics.render();
     text.push_str(&load_report_metrics(&state));
     text.push_str(&state.rdma.render_metrics());
+    text.push_str(&state.throttle.render_metrics());
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")

@@ -34,6 +34,7 @@ use crate::master_api::MasterApi;
 use crate::metrics::Metrics;
 use crate::security::Security;
 use crate::store::Store;
+use crate::throttle::Throttle;
 
 pub use error::ApiError;
 pub use peers::VolumeLocations;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub rdma: rdma_transport::server::RdmaServer,
     /// The JWT keys guarding writes, deletes and reads (`security.toml`).
     pub security: Security,
+    /// Bounds on upload and download bytes in flight (429 when no room comes free).
+    pub throttle: Throttle,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -35,7 +35,7 @@ use crate::volume::{NeedleLocation, StoredMeta, StoredNeedle, Volume};
 /// Needles with more data than this are streamed (weed's `PagedReadLimit`, 1 MiB).
 pub(super) const LARGE_READ: u64 = 1 << 20;
 /// Bytes per pread of a streamed body.
-const CHUNK: u64 = 1 << 20;
+pub(super) const CHUNK: u64 = 1 << 20;
 
 /// A needle read for a reply: whole, or its metadata only with the data left on disk.
 pub(super) enum ReadNeedle {

@@ -9,11 +9,12 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use needle::Flags;
 
-use super::payload::{Payload, ReadNeedle};
+use super::payload::{CHUNK, LARGE_READ, Payload, ReadNeedle};
 use super::{ApiError, AppState, manifest, path, query_params, replicate};
 use crate::mime;
 use crate::range::{self, RangeError};
 use crate::security::Access;
+use crate::throttle::Held;
 use crate::upload::{gunzip, parse_bool};
 
 pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response {
@@ -21,7 +22,8 @@ pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response 
     // Without the body (not `Sync`), the request can be held across the awaits of a
     // chunked file's reply.
     let request = axum::http::Request::from_parts(request.into_parts().0, ());
-    respond(state, &request).await.unwrap_or_else(|e| {
+    let mut held = None;
+    let response = respond(state, &request, &mut held).await.unwrap_or_else(|e| {
         let mut response = e.into_response();
         if is_head {
             // Go sends no Content-Length on a HEAD error (there is no body to measure).
@@ -29,10 +31,21 @@ pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response 
             *response.body_mut() = Body::new(UnsizedEmpty);
         }
         response
-    })
+    });
+    match held {
+        // The bytes are given back once the body is sent (or the client goes away).
+        Some(held) => response.map(|body| Body::new(Holding { body, _held: held })),
+        None => response,
+    }
 }
 
-async fn respond(state: &AppState, request: &axum::http::Request<()>) -> Result<Response, ApiError> {
+/// `respond` sets `held` to the download budget it draws on, which the reply's body
+/// keeps until it is sent.
+async fn respond(
+    state: &AppState,
+    request: &axum::http::Request<()>,
+    held: &mut Option<Held>,
+) -> Result<Response, ApiError> {
     let bad_path = |e: path::PathError| ApiError::text(StatusCode::BAD_REQUEST, format!("{e}\n"));
     let raw = path::split(request.uri().path()).map_err(bad_path)?;
     // weed checks the token before it validates the ids.
@@ -54,6 +67,16 @@ async fn respond(state: &AppState, request: &axum::http::Request<()>) -> Result<
     let read_deleted = request.uri().query().is_some_and(|q| q.contains("readDeleted="))
         && query_params(request).get("readDeleted").is_some_and(|v| v == "true");
     let location = volume.locate_readable(id, read_deleted).map_err(ApiError::for_read)?;
+    *held = Some(state.throttle.downloads.admit(download_charge(&location)).await.map_err(|busy| {
+        let message = format!(
+            "request {} because inflight download data {} > {}, and wait timeout",
+            request.uri().path(),
+            busy.in_flight,
+            busy.limit
+        );
+        tracing::debug!("too many requests: {message}");
+        ApiError::json(StatusCode::TOO_MANY_REQUESTS, message)
+    })?);
     let stored = ReadNeedle::read(&volume, id, url.fid.cookie, location).map_err(ApiError::for_read)?;
     let needle = stored.meta();
     let headers_in = request.headers();
@@ -224,6 +247,41 @@ pub(super) fn finish(builder: axum::http::response::Builder, body: Body) -> Resp
         *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         r
     })
+}
+
+/// The bytes a read holds in memory: the record when it is read whole, two chunks when
+/// it is streamed (`payload`). A large record read whole because it is gzip or a chunk
+/// manifest (rare: weed gzips only compressible types, manifests are small) is counted
+/// as streamed, and gunzipped data is not counted.
+fn download_charge(location: &crate::NeedleLocation) -> u64 {
+    let record = location.record_size();
+    if record <= LARGE_READ { record } else { record.min(2 * CHUNK) }
+}
+
+/// A reply body holding its share of the download budget until it is dropped.
+struct Holding {
+    body: Body,
+    _held: Held,
+}
+
+impl http_body::Body for Holding {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// An empty body of unknown length: with it, hyper adds no `Content-Length` to a HEAD

@@ -37,6 +37,23 @@ fn is_zero(n: &usize) -> bool {
 }
 
 pub(super) async fn post(state: &AppState, request: Request) -> Response {
+    // weed throttles before anything else; replica writes are exempt (their upload was
+    // admitted on the server that fans them out).
+    let _held = if replicate::is_replica(request.uri().query()) {
+        None
+    } else {
+        match state.throttle.uploads.admit(upload_charge(state, &request)).await {
+            Ok(held) => Some(held),
+            Err(busy) => {
+                let message = format!(
+                    "reject because inflight upload data {} > {}, and wait timeout",
+                    busy.in_flight, busy.limit
+                );
+                tracing::debug!("too many requests: {message}");
+                return ApiError::json(StatusCode::TOO_MANY_REQUESTS, message).into_response();
+            }
+        }
+    };
     match upload_file(state, request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
@@ -161,6 +178,14 @@ async fn upload_file(state: &AppState, request: Request) -> Result<Response, Api
         .insert(header::ETAG, HeaderValue::from_str(&format!("\"{etag}\"")).expect("hex is a valid header"));
     headers.insert("content-md5", md5_header);
     Ok(response)
+}
+
+/// The bytes an upload may hold: its `Content-Length`, or without one (chunked) the
+/// most it can carry; never more than that, since a larger one is refused (413) unread.
+fn upload_charge(state: &AppState, request: &Request) -> u64 {
+    let most = state.file_size_limit + ENVELOPE_SLACK;
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    declared.unwrap_or(most).min(most)
 }
 
 fn too_large(limit: u64) -> ApiError {

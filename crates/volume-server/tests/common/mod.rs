@@ -57,9 +57,14 @@ pub fn request(
     head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
     stream.write_all(body)?;
+    read_reply(stream, method == "HEAD")
+}
+
+/// Reads the reply to a request already sent on `stream`, to the end of the connection.
+pub fn read_reply(mut stream: TcpStream, head_only: bool) -> std::io::Result<Reply> {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw)?;
-    parse_reply(&raw, method == "HEAD")
+    parse_reply(&raw, head_only)
 }
 
 fn parse_reply(raw: &[u8], head_only: bool) -> std::io::Result<Reply> {

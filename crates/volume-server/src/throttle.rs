@@ -54,7 +54,7 @@ pub struct Held {
 
 impl Budget {
     pub fn new(limit_mb: u64, timeout: Duration) -> Self {
-        let limit = limit_mb << 20;
+        let limit = limit_mb.saturating_mul(1 << 20);
         let permits = (limit > 0).then(|| {
             let units = usize::try_from(limit / UNIT).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
             Arc::new(Semaphore::new(units))

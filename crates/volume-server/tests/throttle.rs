@@ -81,6 +81,11 @@ fn an_upload_with_no_room_in_time_gets_429_and_replica_writes_are_not_limited() 
         refused.json(),
         serde_json::json!({"error": "reject because inflight upload data 921600 > 1048576, and wait timeout"})
     );
+    // Byte for byte as weed 4.48 sends it (Go escapes `>`), checked against `weed server`.
+    assert_eq!(
+        refused.text(),
+        r#"{"error":"reject because inflight upload data 921600 \u003e 1048576, and wait timeout"}"#
+    );
     assert_eq!(metric(addr, "volume_server_throttled_total{op=\"upload\"}"), 1);
 
     // A replica write is not limited (its upload was admitted where it was fanned out from).

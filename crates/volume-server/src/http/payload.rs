@@ -33,9 +33,9 @@ use crate::range::{ByteRange, MultipartLayout};
 use crate::volume::{NeedleLocation, StoredMeta, StoredNeedle, Volume};
 
 /// Needles with more data than this are streamed (weed's `PagedReadLimit`, 1 MiB).
-pub(super) const LARGE_READ: u64 = 1 << 20;
+const LARGE_READ: u64 = 1 << 20;
 /// Bytes per pread of a streamed body.
-pub(super) const CHUNK: u64 = 1 << 20;
+const CHUNK: u64 = 1 << 20;
 
 /// A needle read for a reply: whole, or its metadata only with the data left on disk.
 pub(super) enum ReadNeedle {
@@ -44,6 +44,16 @@ pub(super) enum ReadNeedle {
 }
 
 impl ReadNeedle {
+    /// The bytes a read of the record at `location` holds in memory (the download
+    /// budget's charge): the record when it is read whole, two chunks when it is
+    /// streamed. A large record read whole because it is gzip or a chunk manifest (rare:
+    /// weed gzips only compressible types, manifests are small) is counted as streamed,
+    /// and gunzipped data is not counted.
+    pub(super) fn bytes_held(location: &NeedleLocation) -> u64 {
+        let record = location.record_size();
+        if record <= LARGE_READ { record } else { record.min(2 * CHUNK) }
+    }
+
     /// Reads needle `id` at `location` whole, or, when it is large and stored plain, its
     /// metadata only. Either way the header, cookie and TTL are checked; a whole read
     /// also checks the CRC.

@@ -9,7 +9,7 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use needle::Flags;
 
-use super::payload::{CHUNK, LARGE_READ, Payload, ReadNeedle};
+use super::payload::{Payload, ReadNeedle};
 use super::{ApiError, AppState, manifest, path, query_params, replicate};
 use crate::mime;
 use crate::range::{self, RangeError};
@@ -67,16 +67,17 @@ async fn respond(
     let read_deleted = request.uri().query().is_some_and(|q| q.contains("readDeleted="))
         && query_params(request).get("readDeleted").is_some_and(|v| v == "true");
     let location = volume.locate_readable(id, read_deleted).map_err(ApiError::for_read)?;
-    *held = Some(state.throttle.downloads.admit(download_charge(&location)).await.map_err(|busy| {
-        let message = format!(
-            "request {} because inflight download data {} > {}, and wait timeout",
-            request.uri().path(),
-            busy.in_flight,
-            busy.limit
-        );
-        tracing::debug!("too many requests: {message}");
-        ApiError::json(StatusCode::TOO_MANY_REQUESTS, message)
-    })?);
+    *held =
+        Some(state.throttle.downloads.admit(ReadNeedle::bytes_held(&location)).await.map_err(|busy| {
+            let message = format!(
+                "request {} because inflight download data {} > {}, and wait timeout",
+                request.uri().path(),
+                busy.in_flight,
+                busy.limit
+            );
+            tracing::debug!("too many requests: {message}");
+            ApiError::json(StatusCode::TOO_MANY_REQUESTS, message)
+        })?);
     let stored = ReadNeedle::read(&volume, id, url.fid.cookie, location).map_err(ApiError::for_read)?;
     let needle = stored.meta();
     let headers_in = request.headers();
@@ -247,15 +248,6 @@ pub(super) fn finish(builder: axum::http::response::Builder, body: Body) -> Resp
         *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
         r
     })
-}
-
-/// The bytes a read holds in memory: the record when it is read whole, two chunks when
-/// it is streamed (`payload`). A large record read whole because it is gzip or a chunk
-/// manifest (rare: weed gzips only compressible types, manifests are small) is counted
-/// as streamed, and gunzipped data is not counted.
-fn download_charge(location: &crate::NeedleLocation) -> u64 {
-    let record = location.record_size();
-    if record <= LARGE_READ { record } else { record.min(2 * CHUNK) }
 }
 
 /// A reply body holding its share of the download budget until it is dropped.

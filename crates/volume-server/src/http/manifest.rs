@@ -35,13 +35,13 @@ use needle::{Chunk, ChunkManifest, FileId, Flags};
 use tokio::sync::mpsc;
 
 use super::peers::{VolumeLocations, clients};
-use super::read::{finish, range_not_satisfiable};
+use super::read::{content_type_for, finish, headers_only, range_not_satisfiable, with_disposition};
 use super::{ApiError, AppState, query_params};
 use crate::mime;
 use crate::range;
 use crate::security::{Access, Security};
 use crate::store::Store;
-use crate::upload::{gunzip, parse_bool};
+use crate::upload::gunzip;
 
 /// The manifest to expand for this GET/HEAD: the needle is flagged and the request does
 /// not say `cm=false`. A manifest that does not parse is served as stored, as weed does.
@@ -76,25 +76,12 @@ pub(super) async fn serve(
     url_filename: Option<String>,
 ) -> Result<Response, ApiError> {
     let filename = url_filename.filter(|n| !n.is_empty()).unwrap_or_else(|| manifest.name.clone());
-    let mut content_type =
-        if !manifest.mime.is_empty() && !manifest.mime.starts_with("application/octet-stream") {
-            manifest.mime.clone()
-        } else {
-            mime::type_by_extension(mime::extension(&filename))
-        };
+    let mut content_type = content_type_for(&manifest.mime, mime::extension(&filename));
     builder = builder.header("x-file-store", "chunked").header(header::ACCEPT_RANGES, "bytes");
-    if !filename.is_empty() {
-        let dl = query_params(request).get("dl").and_then(|v| parse_bool(v)).unwrap_or(false);
-        let disposition = if dl { "attachment" } else { "inline" };
-        builder =
-            builder.header(header::CONTENT_DISPOSITION, mime::content_disposition(disposition, &filename));
-    }
+    builder = with_disposition(builder, request, &filename);
     let total = manifest.total_size();
     if *request.method() == Method::HEAD {
-        if !content_type.is_empty() {
-            builder = builder.header(header::CONTENT_TYPE, &content_type);
-        }
-        return Ok(finish(builder.header(header::CONTENT_LENGTH, total), Body::empty()));
+        return Ok(headers_only(builder, &content_type, total));
     }
 
     // What to send: text (multipart framing) and parts of chunks, in order.
@@ -108,10 +95,7 @@ pub(super) async fn serve(
         Some(value) => match range::parse(value.to_str().unwrap_or(""), total) {
             Err(e) => return Ok(range_not_satisfiable(builder, e, total)),
             Ok(ranges) if ranges.is_empty() || range::exceeds(&ranges, total) => {
-                if !content_type.is_empty() {
-                    builder = builder.header(header::CONTENT_TYPE, &content_type);
-                }
-                return Ok(finish(builder.header(header::CONTENT_LENGTH, 0), Body::empty()));
+                return Ok(headers_only(builder, &content_type, 0));
             }
             Ok(ranges) => {
                 if let [one] = ranges.as_slice() {

@@ -120,12 +120,7 @@ async fn respond(
         None => String::from_utf8_lossy(needle.name).into_owned(),
     };
     let ext = if url.ext.is_empty() { mime::extension(&filename).to_owned() } else { url.ext.clone() };
-    let stored_mime = String::from_utf8_lossy(needle.mime);
-    let content_type = if !stored_mime.is_empty() && !stored_mime.starts_with("application/octet-stream") {
-        stored_mime.into_owned()
-    } else {
-        mime::type_by_extension(&ext)
-    };
+    let content_type = content_type_for(&String::from_utf8_lossy(needle.mime), &ext);
 
     // Gzip as stored only to clients that accept it; everyone else gets plain bytes.
     let accepts_gzip = headers_in
@@ -152,23 +147,10 @@ async fn respond(
         None => stored.into_payload(volume, url.fid),
     };
 
-    builder = builder.header(header::ACCEPT_RANGES, "bytes");
-    if !filename.is_empty() {
-        let query = query_params(request);
-        let disposition = if query.get("dl").and_then(|v| parse_bool(v)).unwrap_or(false) {
-            "attachment"
-        } else {
-            "inline"
-        };
-        builder =
-            builder.header(header::CONTENT_DISPOSITION, mime::content_disposition(disposition, &filename));
-    }
+    builder = with_disposition(builder.header(header::ACCEPT_RANGES, "bytes"), request, &filename);
     let total = data.len();
     if *request.method() == Method::HEAD {
-        if !content_type.is_empty() {
-            builder = builder.header(header::CONTENT_TYPE, &content_type);
-        }
-        return Ok(finish(builder.header(header::CONTENT_LENGTH, total), Body::empty()));
+        return Ok(headers_only(builder, &content_type, total));
     }
 
     let Some(range_header) = headers_in.get(header::RANGE) else {
@@ -180,10 +162,7 @@ async fn respond(
     };
     if ranges.is_empty() || range::exceeds(&ranges, total) {
         // weed ignores such a header and sends nothing at all.
-        if !content_type.is_empty() {
-            builder = builder.header(header::CONTENT_TYPE, &content_type);
-        }
-        return Ok(finish(builder.header(header::CONTENT_LENGTH, 0), Body::empty()));
+        return Ok(headers_only(builder, &content_type, 0));
     }
     if let [one] = ranges.as_slice() {
         builder = builder.header(header::CONTENT_RANGE, one.content_range(total));
@@ -215,6 +194,44 @@ fn body_response(
         builder = builder.header(header::CONTENT_TYPE, mime::sniff(&head));
     }
     Ok(finish(builder, body.into_body()))
+}
+
+/// The Content-Type weed sends: the stored mime, unless it is empty or
+/// `application/octet-stream`, else the type of the file name's extension `ext`.
+pub(super) fn content_type_for(stored_mime: &str, ext: &str) -> String {
+    if !stored_mime.is_empty() && !stored_mime.starts_with("application/octet-stream") {
+        stored_mime.to_owned()
+    } else {
+        mime::type_by_extension(ext)
+    }
+}
+
+/// Adds `Content-Disposition` for a named file: `inline`, or `attachment` when the
+/// query's `dl` is true.
+pub(super) fn with_disposition(
+    builder: axum::http::response::Builder,
+    request: &axum::http::Request<()>,
+    filename: &str,
+) -> axum::http::response::Builder {
+    if filename.is_empty() {
+        return builder;
+    }
+    let dl = query_params(request).get("dl").and_then(|v| parse_bool(v)).unwrap_or(false);
+    let disposition = if dl { "attachment" } else { "inline" };
+    builder.header(header::CONTENT_DISPOSITION, mime::content_disposition(disposition, filename))
+}
+
+/// A reply without a body: a HEAD, or a `Range` weed ignores. Content-Type when
+/// known (no sniffing without bytes), and `length` as Content-Length.
+pub(super) fn headers_only(
+    mut builder: axum::http::response::Builder,
+    content_type: &str,
+    length: u64,
+) -> Response {
+    if !content_type.is_empty() {
+        builder = builder.header(header::CONTENT_TYPE, content_type);
+    }
+    finish(builder.header(header::CONTENT_LENGTH, length), Body::empty())
 }
 
 /// weed's 416 for a `Range` header it cannot serve (with `bytes */total` when no

@@ -50,7 +50,7 @@ impl OurVolumeServer {
     }
 
     /// CPU time the server process has used so far.
-    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+    pub fn cpu_time(&self) -> Option<crate::process::CpuTime> {
         self.process.cpu_time()
     }
 

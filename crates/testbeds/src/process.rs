@@ -153,23 +153,56 @@ impl ServerProcess {
         self.child.id()
     }
 
-    /// CPU time (user + system) the process has used so far, from `/proc/PID/stat`;
-    /// `None` once it has exited or where there is no `/proc`.
-    pub fn cpu_time(&self) -> Option<Duration> {
+    /// CPU time the process has used so far, from `/proc/PID/stat`; `None` once it has
+    /// exited or where there is no `/proc`.
+    pub fn cpu_time(&self) -> Option<CpuTime> {
         let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).ok()?;
         // Fields after the parenthesized command name; utime and stime are the 12th and
         // 13th of them, in clock ticks.
         let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
         // SAFETY: sysconf has no preconditions.
         let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        (per_second > 0).then(|| Duration::from_secs_f64(ticks as f64 / per_second as f64))
+        if per_second <= 0 {
+            return None;
+        }
+        let field = |i: usize| -> Option<Duration> {
+            let ticks: u64 = fields.get(i)?.parse().ok()?;
+            Some(Duration::from_secs_f64(ticks as f64 / per_second as f64))
+        };
+        Some(CpuTime { user: field(11)?, system: field(12)? })
     }
 
     /// SIGKILL and reap: a crash, as far as the server can tell.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// CPU time a process has used.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CpuTime {
+    /// In user space.
+    pub user: Duration,
+    /// In the kernel on the process's behalf: its system calls, including the TCP work
+    /// they do (on loopback, sending also delivers to the peer).
+    pub system: Duration,
+}
+
+impl CpuTime {
+    pub fn total(&self) -> Duration {
+        self.user + self.system
+    }
+}
+
+impl std::ops::Sub for CpuTime {
+    type Output = CpuTime;
+
+    fn sub(self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
     }
 }
 

@@ -151,7 +151,7 @@ impl WeedMaster {
     }
 
     /// CPU time the master process has used so far.
-    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+    pub fn cpu_time(&self) -> Option<crate::process::CpuTime> {
         self.process.cpu_time()
     }
 
@@ -229,7 +229,7 @@ impl WeedVolume {
     }
 
     /// CPU time the server process has used so far.
-    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+    pub fn cpu_time(&self) -> Option<crate::process::CpuTime> {
         self.process.cpu_time()
     }
 

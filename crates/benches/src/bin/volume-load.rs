@@ -22,8 +22,8 @@
 //! turn (`-writeOnly`, then `-readOnly` of the files written). Its write phase
 //! includes the gRPC assign to the master per file, as weed's users see it. It
 //! prints weed benchmark's own req/s, p50 and p99, the CPU time per request of the
-//! volume server and of the master (from `/proc`) and of `weed benchmark` itself (its
-//! rusage), and the ours/weed ratios. When the machine is CPU-bound (2 cores running
+//! volume server (and how much of it is kernel time) and of the master (from `/proc`)
+//! and of `weed benchmark` itself (its rusage), and the ours/weed ratios. When the machine is CPU-bound (2 cores running
 //! client, master and server), req/s follows the total CPU per request, so it also
 //! prints the ceiling: the ratio ours would reach if our server cost no CPU at all.
 //!
@@ -45,6 +45,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use testbeds::ours::OurVolumeServer;
+use testbeds::process::CpuTime;
 use testbeds::weed::{WeedMaster, WeedVolume};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -382,6 +383,8 @@ struct WeedPhase {
     failed: u64,
     /// CPU microseconds per request of the volume server, the master and `weed benchmark`.
     server_cpu_us: f64,
+    /// The part of `server_cpu_us` spent in the kernel (system time).
+    server_kernel_us: f64,
     master_cpu_us: f64,
     client_cpu_us: f64,
 }
@@ -420,6 +423,7 @@ fn weed_phase(output: &str, banner: &str) -> Result<WeedPhase, Error> {
         p99_ms: percentile(99.0)?,
         failed: number("Failed requests:")? as u64,
         server_cpu_us: 0.0,
+        server_kernel_us: 0.0,
         master_cpu_us: 0.0,
         client_cpu_us: 0.0,
     })
@@ -437,6 +441,7 @@ fn medians(runs: Vec<(WeedPhase, WeedPhase)>) -> (WeedPhase, WeedPhase) {
         p99_ms: median(phases.iter().map(|p| p.p99_ms).collect()),
         failed: phases.iter().map(|p| p.failed).sum(),
         server_cpu_us: median(phases.iter().map(|p| p.server_cpu_us).collect()),
+        server_kernel_us: median(phases.iter().map(|p| p.server_kernel_us).collect()),
         master_cpu_us: median(phases.iter().map(|p| p.master_cpu_us).collect()),
         client_cpu_us: median(phases.iter().map(|p| p.client_cpu_us).collect()),
     };
@@ -447,7 +452,7 @@ fn medians(runs: Vec<(WeedPhase, WeedPhase)>) -> (WeedPhase, WeedPhase) {
 /// master and of its one volume server.
 struct Cluster<'a> {
     master: &'a WeedMaster,
-    server_cpu: &'a dyn Fn() -> Option<Duration>,
+    server_cpu: &'a dyn Fn() -> Option<CpuTime>,
 }
 
 /// Runs one `weed benchmark` phase (`-writeOnly` or `-readOnly`, both with the same
@@ -460,7 +465,7 @@ fn run_weed_phase(
     only: &str,
     banner: &str,
 ) -> Result<WeedPhase, Error> {
-    let cpu = || -> Result<(Duration, Duration), Error> {
+    let cpu = || -> Result<(CpuTime, CpuTime), Error> {
         let server = (cluster.server_cpu)().ok_or("volume server CPU time unavailable")?;
         let master = cluster.master.cpu_time().ok_or("master CPU time unavailable")?;
         Ok((server, master))
@@ -488,9 +493,11 @@ fn run_weed_phase(
         return Err(format!("weed benchmark {only} failed ({}):\n{text}", output.status).into());
     }
     let per_request = |d: Duration| d.as_secs_f64() * 1e6 / o.count as f64;
+    let server = server_after - server_before;
     Ok(WeedPhase {
-        server_cpu_us: per_request(server_after - server_before),
-        master_cpu_us: per_request(master_after - master_before),
+        server_cpu_us: per_request(server.total()),
+        server_kernel_us: per_request(server.system),
+        master_cpu_us: per_request((master_after - master_before).total()),
         client_cpu_us: per_request(client),
         ..weed_phase(&text, banner)?
     })
@@ -550,7 +557,7 @@ fn weed_benchmark(o: &Options) -> Result<(), Error> {
         cpus.describe()
     );
     println!(
-        "{:<5} {:>6} {:<5} {:>10} {:>8} {:>8} {:>6} {:>14} {:>14} {:>14}",
+        "{:<5} {:>6} {:<5} {:>10} {:>8} {:>8} {:>6} {:>14} {:>12} {:>14} {:>14}",
         "srv",
         "size",
         "op",
@@ -559,18 +566,20 @@ fn weed_benchmark(o: &Options) -> Result<(), Error> {
         "p99 ms",
         "failed",
         "server cpu/req",
+        "(in kernel)",
         "master cpu/req",
         "client cpu/req"
     );
     let row = |who: &str, size: usize, op: &str, p: &WeedPhase| {
         println!(
-            "{who:<5} {:>6} {op:<5} {:>10.0} {:>8.1} {:>8.1} {:>6} {:>12.0}us {:>12.0}us {:>12.0}us",
+            "{who:<5} {:>6} {op:<5} {:>10.0} {:>8.1} {:>8.1} {:>6} {:>12.0}us {:>10.0}us {:>12.0}us {:>12.0}us",
             human(size),
             p.rate,
             p.p50_ms,
             p.p99_ms,
             p.failed,
             p.server_cpu_us,
+            p.server_kernel_us,
             p.master_cpu_us,
             p.client_cpu_us
         );

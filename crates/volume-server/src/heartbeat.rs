@@ -161,10 +161,7 @@ async fn session(store: &Store, config: &HeartbeatConfig, master: &str) -> Ended
 
 /// The fields every heartbeat carries: who we are and what we can hold.
 fn identity(store: &Store, config: &HeartbeatConfig) -> Heartbeat {
-    let store_config = store.config();
-    let max: usize = (0..store_config.dirs.len())
-        .map(|d| store_config.max_volumes.get(d).or(store_config.max_volumes.last()).copied().unwrap_or(0))
-        .sum();
+    let max = store.max_volume_count();
     Heartbeat {
         ip: config.ip.clone(),
         port: u32::from(config.port),

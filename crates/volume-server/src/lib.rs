@@ -13,8 +13,10 @@
 //! - [`rdma`]: the `--rdma*` flags and the store as the RDMA control plane's needle source.
 //! - [`security`]: weed's `security.toml` JWT keys guarding the HTTP API.
 //! - [`throttle`]: the byte budgets bounding upload and download data held at once.
+//! - [`disk_space`]: the free space a data directory keeps before it stops taking writes.
 
 mod compaction;
+pub mod disk_space;
 pub mod error;
 pub mod grpc;
 pub mod heartbeat;

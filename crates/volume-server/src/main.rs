@@ -11,6 +11,7 @@ use needle::OffsetWidth;
 use std::future::IntoFuture;
 
 use tonic::service::Routes;
+use volume_server::disk_space::MinFreeSpace;
 use volume_server::grpc;
 use volume_server::heartbeat::{self, HeartbeatConfig};
 use volume_server::http::{AppState, ReadMode, VolumeLocations, router, version_string};
@@ -69,6 +70,15 @@ struct Cli {
     /// A volume this large gets no more assignments (weed master's -volumeSizeLimitMB).
     #[arg(long, default_value_t = 30_000)]
     volume_size_limit_mb: u64,
+    /// Free space each data directory keeps, comma-separated (one value, or one per
+    /// directory): a number up to 100 is a percentage of the file system, anything else a
+    /// size like 10GiB (weed's -minFreeSpace). Below it, the directory's volumes turn
+    /// read-only and it takes no new volumes until space is freed; reads and deletes go on.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    min_free_space: Vec<MinFreeSpace>,
+    /// Seconds between checks of the free space (weed checks every minute).
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    disk_check_interval_secs: u64,
     /// Largest upload accepted; larger ones get 413 (weed's -fileSizeLimitMB).
     #[arg(long, default_value_t = 256)]
     file_size_limit_mb: u64,
@@ -117,6 +127,23 @@ fn main() {
     }
 }
 
+/// Re-checks the data directories' free space every `interval` until the server stops
+/// (the store checked once when it opened).
+async fn check_disk_space(
+    store: Arc<Store>,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        let store = Arc::clone(&store);
+        let _ = tokio::task::spawn_blocking(move || store.check_disk_space()).await;
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let (security, security_file) = Security::load(cli.security_config.as_deref())?;
     match &security_file {
@@ -128,6 +155,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         dirs: cli.dir.clone(),
         max_volumes: cli.max.clone(),
         volume_size_limit: cli.volume_size_limit_mb << 20,
+        min_free_space: cli.min_free_space.clone(),
         volume: VolumeOptions { width, index: cli.index, fsync: cli.fsync },
     };
     let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(config)).await??);
@@ -173,6 +201,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
+    tokio::spawn(check_disk_space(
+        Arc::clone(&store),
+        Duration::from_secs(cli.disk_check_interval_secs),
+        stop_rx.clone(),
+    ));
     let http = axum::serve(listener, router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
     if let Some(masters) = cli.mserver {
         for master in &masters {

@@ -6,10 +6,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use needle::{ReplicaPlacement, Ttl, VolumeId};
 
+use crate::disk_space::{DiskUsage, MinFreeSpace};
 use crate::error::{Error, Result};
 use crate::volume::{Volume, VolumeOptions, parse_dat_name};
 
@@ -24,12 +26,18 @@ pub struct StoreConfig {
     pub max_volumes: Vec<usize>,
     /// A volume whose `.dat` reaches this many bytes gets no more assignments.
     pub volume_size_limit: u64,
+    /// The free space each directory keeps (one value per directory, or the last for
+    /// the rest); below it the directory takes no writes (see [`crate::disk_space`]).
+    pub min_free_space: Vec<MinFreeSpace>,
     pub volume: VolumeOptions,
 }
 
 pub struct Store {
     config: StoreConfig,
     volumes: RwLock<BTreeMap<u32, (usize, Arc<Volume>)>>,
+    /// Per directory: its file system has less free space than its minimum. Shared
+    /// with the directory's volumes, which then refuse writes.
+    disk_space_low: Vec<Arc<AtomicBool>>,
     /// Serializes volume creation (id choice and directory choice).
     create: Mutex<()>,
     /// Signalled when the set of volumes or their state changes (the heartbeat to the
@@ -49,6 +57,7 @@ impl Store {
     /// directories). The same volume id in two places is an error.
     pub fn open(config: StoreConfig) -> Result<Self> {
         let mut volumes = BTreeMap::new();
+        let disk_space_low: Vec<Arc<AtomicBool>> = config.dirs.iter().map(|_| Arc::default()).collect();
         for (dir_index, dir) in config.dirs.iter().enumerate() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
             let mut found = Vec::new();
@@ -72,18 +81,69 @@ impl Store {
                         reason: format!("volume {id} exists in two places"),
                     });
                 }
-                let volume = Volume::load(dir, &collection, id, config.volume)?;
+                let volume = Volume::load(dir, &collection, id, config.volume)?
+                    .on_disk(Arc::clone(&disk_space_low[dir_index]));
                 tracing::info!(volume = id.0, collection, dir = %dir.display(), report = ?volume.load_report(), "loaded");
                 volumes.insert(id.0, (dir_index, Arc::new(volume)));
             }
         }
-        Ok(Self {
+        let store = Self {
             config,
             volumes: RwLock::new(volumes),
+            disk_space_low,
             create: Mutex::new(()),
             changed: Default::default(),
             on_retire: OnceLock::new(),
-        })
+        };
+        store.check_disk_space();
+        Ok(store)
+    }
+
+    /// Compares each directory's free space with its minimum and starts or stops its
+    /// writes accordingly (the heartbeat tells the master at once). A directory whose
+    /// file system cannot be read keeps its previous state.
+    pub fn check_disk_space(&self) {
+        for (dir_index, dir) in self.config.dirs.iter().enumerate() {
+            let minimum = self.min_free_space_of(dir_index);
+            let usage = match DiskUsage::of(dir) {
+                Ok(usage) => usage,
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), "cannot read the free space: {e}");
+                    continue;
+                }
+            };
+            let low = minimum.is_low(usage);
+            if self.disk_space_low[dir_index].swap(low, Ordering::Relaxed) != low {
+                let (free, percent) = (usage.free, usage.percent_free());
+                if low {
+                    tracing::warn!(dir = %dir.display(), free, "disk free {percent:.2}% < required {minimum}: its volumes are read-only until space is freed");
+                } else {
+                    tracing::info!(dir = %dir.display(), free, "disk free {percent:.2}% >= required {minimum}: its volumes take writes again");
+                }
+                self.changed.notify_one();
+            }
+        }
+    }
+
+    /// The volume slots to report to the master: each directory's `--max`, or what it
+    /// already holds while its free space is low (so the master creates no volume there).
+    pub fn max_volume_count(&self) -> usize {
+        let volumes = self.volumes.read().unwrap_or_else(|e| e.into_inner());
+        (0..self.config.dirs.len())
+            .map(|d| match self.disk_space_low[d].load(Ordering::Relaxed) {
+                true => volumes.values().filter(|(dir, _)| *dir == d).count(),
+                false => self.max_for(d),
+            })
+            .sum()
+    }
+
+    fn min_free_space_of(&self, dir_index: usize) -> MinFreeSpace {
+        let minimums = &self.config.min_free_space;
+        minimums.get(dir_index).or(minimums.last()).copied().unwrap_or_default()
+    }
+
+    fn disk_of(&self, dir_index: usize) -> Arc<AtomicBool> {
+        Arc::clone(&self.disk_space_low[dir_index])
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -134,8 +194,11 @@ impl Store {
 
     /// The directory a volume lives in.
     pub fn dir_of(&self, id: VolumeId) -> Option<&Path> {
-        let index = self.volumes.read().unwrap_or_else(|e| e.into_inner()).get(&id.0).map(|(d, _)| *d)?;
-        self.config.dirs.get(index).map(PathBuf::as_path)
+        self.config.dirs.get(self.dir_index_of(id)?).map(PathBuf::as_path)
+    }
+
+    fn dir_index_of(&self, id: VolumeId) -> Option<usize> {
+        self.volumes.read().unwrap_or_else(|e| e.into_inner()).get(&id.0).map(|(d, _)| *d)
     }
 
     /// Whether a volume may take more assignments.
@@ -166,7 +229,8 @@ impl Store {
         let _creating = self.create.lock().unwrap_or_else(|e| e.into_inner());
         let (id, dir_index) = self.place_new_volume(id)?;
         let dir = &self.config.dirs[dir_index];
-        let volume = Arc::new(Volume::create(dir, collection, id, replica, ttl, self.config.volume)?);
+        let volume = Volume::create(dir, collection, id, replica, ttl, self.config.volume)?;
+        let volume = Arc::new(volume.on_disk(self.disk_of(dir_index)));
         tracing::info!(volume = id.0, collection, dir = %dir.display(), "created volume");
         Ok(self.serve(dir_index, volume))
     }
@@ -196,7 +260,7 @@ impl Store {
             self.max_for(d).saturating_sub(used)
         };
         let dir_index = (0..self.config.dirs.len())
-            .filter(|&d| free(d) > 0)
+            .filter(|&d| free(d) > 0 && !self.disk_space_low[d].load(Ordering::Relaxed))
             .max_by_key(|&d| (free(d), std::cmp::Reverse(d)))
             .ok_or(Error::NoFreeSlot)?;
         Ok((VolumeId(id), dir_index))
@@ -241,7 +305,8 @@ impl Store {
             return Err(Error::VolumeExists(id));
         }
         let dir = &self.config.dirs[dir_index];
-        let volume = Arc::new(Volume::load(dir, collection, id, self.config.volume)?);
+        let volume =
+            Arc::new(Volume::load(dir, collection, id, self.config.volume)?.on_disk(self.disk_of(dir_index)));
         tracing::info!(volume = id.0, collection, dir = %dir.display(), report = ?volume.load_report(), "mounted");
         Ok(self.serve(dir_index, volume))
     }
@@ -292,10 +357,12 @@ impl Store {
     /// [`Volume::commit_compaction`]) and replaces the volume with one loaded from them.
     pub fn commit_compaction(&self, id: VolumeId) -> Result<Arc<Volume>> {
         let old = self.volume(id)?;
-        let dir = self.dir_of(id).ok_or(Error::VolumeNotFound(id))?.to_owned();
-        let (collection, read_only) = (old.collection().to_owned(), old.is_read_only());
+        let dir_index = self.dir_index_of(id).ok_or(Error::VolumeNotFound(id))?;
+        let dir = &self.config.dirs[dir_index];
+        let (collection, read_only) = (old.collection().to_owned(), old.is_marked_read_only());
         let load = || -> Result<Arc<Volume>> {
-            let new = Volume::load(&dir, &collection, id, self.config.volume)?;
+            let new =
+                Volume::load(dir, &collection, id, self.config.volume)?.on_disk(self.disk_of(dir_index));
             if read_only {
                 new.set_read_only(true, false)?;
             }
@@ -376,6 +443,8 @@ mod tests {
             dirs,
             max_volumes: max,
             volume_size_limit: 1 << 20,
+            // 0%: never low, whatever the test machine's disk holds.
+            min_free_space: vec![MinFreeSpace::Percent(0.0)],
             volume: VolumeOptions { width: OffsetWidth::Five, index: IndexKind::Memory, fsync: false },
         }
     }
@@ -615,5 +684,45 @@ mod tests {
         drop((v, store));
         let store = Store::open(config(vec![root.path().to_owned()], vec![4])).unwrap();
         assert_eq!(store.volume(VolumeId(1)).unwrap().collection(), "pics");
+    }
+
+    #[test]
+    fn a_directory_low_on_space_serves_reads_and_deletes_but_takes_no_writes() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs = vec![root.path().join("low"), root.path().join("roomy")];
+        let store = Store::open(config(dirs.clone(), vec![3])).unwrap();
+        let rp = ReplicaPlacement::default();
+        let v = store.create_volume("", rp, Ttl::EMPTY).unwrap();
+        v.write(&Needle::new(NeedleId(1), Cookie(1), b"kept")).unwrap();
+        v.write(&Needle::new(NeedleId(2), Cookie(2), b"gone")).unwrap();
+        drop((v, store));
+
+        // 100%: no file system is that empty, so "low" is low from the start.
+        let mut low = config(dirs.clone(), vec![3]);
+        low.min_free_space = vec![MinFreeSpace::Percent(100.0), MinFreeSpace::Percent(0.0)];
+        let store = Store::open(low).unwrap();
+        let v = store.volume(VolumeId(1)).unwrap();
+        assert!(v.is_read_only() && !v.is_marked_read_only(), "read-only, not marked so");
+        assert!(v.status().read_only && !store.is_writable(&v), "told to the master and the assigner");
+        assert!(matches!(put_err(&v), Error::ReadOnly(_)));
+        assert_eq!(v.read(NeedleId(1), Cookie(1)).unwrap().needle().data, b"kept");
+        v.delete(NeedleId(2), Cookie(2)).unwrap();
+        // The low directory reports only the slot it uses; new volumes go elsewhere.
+        assert_eq!(store.max_volume_count(), 1 + 3);
+        let placed = store.create_volume("", rp, Ttl::EMPTY).unwrap();
+        assert_eq!(store.dir_of(placed.id()), Some(dirs[1].as_path()));
+        // A vacuum commit does not turn the low disk into a lasting mark.
+        v.compact().unwrap();
+        let new = store.commit_compaction(v.id()).unwrap();
+        assert!(new.is_read_only() && !new.is_marked_read_only());
+        assert!(matches!(put_err(&new), Error::ReadOnly(_)));
+        drop((v, new, placed, store));
+
+        // Both low: no place for a new volume at all.
+        let mut both = config(dirs, vec![3]);
+        both.min_free_space = vec![MinFreeSpace::Percent(100.0)];
+        let store = Store::open(both).unwrap();
+        assert!(matches!(store.create_volume("", rp, Ttl::EMPTY), Err(Error::NoFreeSlot)));
+        assert_eq!(store.max_volume_count(), 2);
     }
 }

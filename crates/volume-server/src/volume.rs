@@ -12,7 +12,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use needle::idx::TOMBSTONE_SIZE;
@@ -165,7 +165,10 @@ pub struct Volume {
     dat: File,
     map: Box<dyn NeedleMap>,
     writer: Mutex<Writer>,
+    /// Marked read-only (by the master or an operator, or in the `.vif`).
     read_only: AtomicBool,
+    /// Its directory's free space is below the minimum (see [`crate::disk_space`]).
+    disk_space_low: Arc<AtomicBool>,
     modified_at: AtomicU64,
     dat_size: AtomicU64,
     load_report: LoadReport,
@@ -320,6 +323,7 @@ impl Volume {
                 retired: false,
             }),
             read_only: AtomicBool::new(info.is_some_and(|i| i.read_only)),
+            disk_space_low: Arc::default(),
             modified_at: AtomicU64::new(modified_at),
             dat_size: AtomicU64::new(recovered.dat_end),
             load_report: recovered.report,
@@ -366,7 +370,22 @@ impl Volume {
         self.load_report
     }
 
+    /// Shares its directory's low-free-space flag (the store's); until then the
+    /// volume never counts its disk as low.
+    pub fn on_disk(mut self, disk_space_low: Arc<AtomicBool>) -> Self {
+        self.disk_space_low = disk_space_low;
+        self
+    }
+
+    /// Whether the volume takes no writes: marked read-only, or its disk is low on free
+    /// space. This is what the master and `/status` are told (weed's `IsReadOnly`).
     pub fn is_read_only(&self) -> bool {
+        self.is_marked_read_only() || self.disk_space_low.load(Ordering::Relaxed)
+    }
+
+    /// Marked read-only, which also stops deletes; a low disk does not (as in weed:
+    /// deletes are how space is won back, through a vacuum).
+    pub fn is_marked_read_only(&self) -> bool {
         self.read_only.load(Ordering::Relaxed)
     }
 
@@ -568,7 +587,7 @@ impl Volume {
         if cookie.is_some_and(|cookie| old.cookie != cookie) {
             return Err(Error::CookieMismatch { id });
         }
-        if self.is_read_only() {
+        if self.is_marked_read_only() {
             return Err(Error::ReadOnly(self.id));
         }
         let append_at_ns = now_ns().max(writer.last_append_ns + 1);

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{SharedState, json_response};
+use crate::disk_space::DiskUsage;
 
 /// weed's `storage.VolumeInfo` as `/status` lists it, in its field order.
 #[derive(Serialize)]
@@ -78,36 +79,17 @@ fn disk_status(dir: &std::path::Path) -> DiskStatus {
         percent_used: 0.0,
         error: String::new(),
     };
-    match statvfs(dir) {
-        Ok((all, free)) => {
-            status.all = all;
-            status.free = free;
-            status.used = all.saturating_sub(free);
-            if all > 0 {
-                status.percent_free = free as f32 / all as f32 * 100.0;
-                status.percent_used = status.used as f32 / all as f32 * 100.0;
-            }
+    match DiskUsage::of(dir) {
+        Ok(usage) => {
+            status.all = usage.all;
+            status.free = usage.free;
+            status.used = usage.used();
+            status.percent_free = usage.percent_free();
+            status.percent_used = usage.percent_used();
         }
         Err(e) => status.error = e.to_string(),
     }
     status
-}
-
-/// (total, free) bytes of the file system holding `dir`.
-fn statvfs(dir: &std::path::Path) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;
-    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::zeroed();
-    // SAFETY: `path` is a valid C string and `stat` points to writable memory of the
-    // right type; statvfs only writes into it.
-    let rc = unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: statvfs returned 0, so it filled `stat`.
-    let stat = unsafe { stat.assume_init() };
-    let block = stat.f_frsize;
-    Ok((stat.f_blocks * block, stat.f_bfree * block))
 }
 
 pub(super) async fn status(State(state): State<SharedState>, request: Request) -> Response {

@@ -16,8 +16,9 @@ async fn rdma_first_falls_back_per_request_backs_off_and_recovers() {
     let root = tempfile::tempdir().unwrap();
     let server = our_server(&root.path().join("data"));
     let rdma = Arc::new(FakeRdma::new(Script::Fail(TransportErrorKind::NotOffered)));
-    // A fixed 300 ms backoff, so the sleeps below outlast it whatever the failure count.
-    let backoff = Backoff { initial: Duration::from_millis(300), max: Duration::from_millis(300) };
+    // A fixed 1 s backoff: the sleeps below outlast it whatever the failure count, and
+    // back-to-back reads (even on a loaded machine) fall inside it.
+    let backoff = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(1) };
     let client = Client::builder(server.addr())
         .rdma_transport(rdma.clone())
         .backoff(backoff)
@@ -42,7 +43,7 @@ async fn rdma_first_falls_back_per_request_backs_off_and_recovers() {
 
     // After the backoff RDMA is tried again; it works now, and the health entry clears.
     rdma.set(Script::Serve);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(client.read_range(&fid, 10..20).await.unwrap(), &blob[10..20]);
     assert_eq!(rdma.attempts(), 2);
     assert!(client.transport_health().is_empty());
@@ -54,7 +55,7 @@ async fn rdma_first_falls_back_per_request_backs_off_and_recovers() {
     assert_eq!(client.fallback_counts().get(&("fake-rdma", FallbackReason::Timeout)), Some(&1));
 
     // A failed verification falls back without backing off: the next read tries RDMA.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     rdma.set(Script::Fail(TransportErrorKind::Corrupt));
     let before = rdma.attempts();
     for _ in 0..2 {
@@ -68,7 +69,7 @@ async fn rdma_first_falls_back_per_request_backs_off_and_recovers() {
         (TransportErrorKind::Unavailable, FallbackReason::Unavailable),
         (TransportErrorKind::Server(503), FallbackReason::ServerError),
     ] {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
         rdma.set(Script::Fail(kind));
         let mut stream = client.download_stream(&fid).await.unwrap();
         let mut streamed = Vec::new();
@@ -80,7 +81,7 @@ async fn rdma_first_falls_back_per_request_backs_off_and_recovers() {
     }
 
     // "Not found" from RDMA is authoritative: no HTTP read, no fallback counted.
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     rdma.set(Script::Fail(TransportErrorKind::NotFound));
     let http_reads = client.metrics().reads.get("http").copied();
     let err = client.download(&fid).await.unwrap_err();

@@ -28,7 +28,7 @@ async fn without_a_device_reads_go_over_http_and_say_why() {
     let root = tempfile::tempdir().unwrap();
     let server = our_server(&root.path().join("data"));
     let rdma = Arc::new(RdmaTransport::new(RdmaTransportConfig::default()));
-    let backoff = Backoff { initial: Duration::from_millis(300), max: Duration::from_millis(300) };
+    let backoff = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(1) };
     let client =
         Client::builder(server.addr()).rdma_transport(rdma.clone()).backoff(backoff).build().unwrap();
     let blob = pseudo_random(70_000, 11);
@@ -56,7 +56,7 @@ async fn without_a_device_reads_go_over_http_and_say_why() {
     assert_eq!(rdma.connected_servers(), 0, "no client is kept without an engine");
 
     // After the backoff it is tried again (and is still not offered).
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(client.read_range(&fid, 5..10).await.unwrap(), &blob[5..10]);
     assert_eq!(client.fallback_counts().get(&("rdma-sideway", FallbackReason::NotOffered)), Some(&2));
 

@@ -11,12 +11,14 @@
 //! - [`heartbeat`], [`volume_grpc`], [`pb`]: membership in a `weed master` cluster and
 //!   weed's `VolumeServer` gRPC service.
 //! - [`rdma`]: the `--rdma*` flags and the store as the RDMA control plane's needle source.
-//! - [`security`]: weed's `security.toml` JWT keys guarding the HTTP API.
+//! - [`security`]: weed's `security.toml`: JWT keys guarding the HTTP API, and
+//!   [`guard`], the IP white list for uploads and deletes.
 //! - [`throttle`]: the byte budgets bounding upload and download data held at once.
 
 mod compaction;
 pub mod error;
 pub mod grpc;
+pub mod guard;
 pub mod heartbeat;
 pub mod http;
 pub mod master_api;

@@ -12,6 +12,7 @@ use std::future::IntoFuture;
 
 use tonic::service::Routes;
 use volume_server::grpc;
+use volume_server::guard::WhiteList;
 use volume_server::heartbeat::{self, HeartbeatConfig};
 use volume_server::http::{AppState, ReadMode, VolumeLocations, router, version_string};
 use volume_server::master_api::MasterApi;
@@ -78,10 +79,15 @@ struct Cli {
     #[arg(long)]
     workers: Option<usize>,
     /// weed's security.toml ([jwt.signing] key guards writes and deletes, [jwt.signing.read]
-    /// key guards reads). Default: the first of ./security.toml,
+    /// key guards reads, [guard] white_list limits who may write and delete). Default: the first of ./security.toml,
     /// $HOME/.seaweedfs/security.toml, /etc/seaweedfs/security.toml, as weed looks.
     #[arg(long)]
     security_config: Option<PathBuf>,
+    /// Comma-separated IP addresses and CIDR ranges allowed to upload and delete (weed's
+    /// -whiteList), joined with security.toml's `[guard] white_list`. Reads stay open.
+    /// Default: no list, everyone may write.
+    #[arg(long, default_value = "")]
+    white_list: String,
     /// Most upload bytes held at once, in MiB; an upload waits for room, then gets 429
     /// (weed's -concurrentUploadLimitMB; 0 = unlimited). Replica writes are not limited.
     #[arg(long, default_value_t = 0)]
@@ -118,7 +124,8 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
-    let (security, security_file) = Security::load(cli.security_config.as_deref())?;
+    let (mut security, security_file) = Security::load(cli.security_config.as_deref())?;
+    security.white_list.extend(WhiteList::parse(&cli.white_list).map_err(|e| format!("--white-list: {e}"))?);
     match &security_file {
         Some(file) => tracing::info!(config = %file.display(), "{}", security.describe()),
         None => tracing::info!("{} (no security.toml)", security.describe()),
@@ -173,7 +180,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         shutdown_signal().await;
         let _ = stop_tx.send(true);
     });
-    let http = axum::serve(listener, router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let http = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
     if let Some(masters) = cli.mserver {
         for master in &masters {
             volume_server::pb::grpc_address(master).map_err(|e| format!("--mserver: {e}"))?;

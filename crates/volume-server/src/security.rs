@@ -1,6 +1,7 @@
-//! weed's JWT security for the HTTP API: the `[jwt.signing]` (writes and deletes) and
-//! `[jwt.signing.read]` (reads) keys of `security.toml`, the token a request carries,
-//! and the tokens the embedded master API issues.
+//! weed's `security.toml`: the `[jwt.signing]` (writes and deletes) and
+//! `[jwt.signing.read]` (reads) keys for the HTTP API, the token a request carries,
+//! the tokens the embedded master API issues, and the `[guard] white_list`
+//! ([`crate::guard`]).
 //!
 //! The HS256 code is rdma-transport's [`JwtKey`] (one implementation for both planes);
 //! what is HTTP-specific lives here: where weed looks for the token and its rule that a
@@ -12,6 +13,8 @@ use std::path::{Path, PathBuf};
 use axum::http::{HeaderMap, header};
 use rdma_transport::server::auth::JwtKey;
 use serde::Deserialize;
+
+use crate::guard::WhiteList;
 
 /// Where weed looks for `security.toml`, first found wins.
 pub fn search_path() -> Vec<PathBuf> {
@@ -55,11 +58,13 @@ pub enum Access {
     Write,
 }
 
-/// The keys in force. No key: that access is open, as in weed.
+/// The keys in force (no key: that access is open, as in weed) and the white list.
 #[derive(Clone, Debug, Default)]
 pub struct Security {
     pub write: Option<SigningKey>,
     pub read: Option<SigningKey>,
+    /// Who may upload and delete (empty: everyone).
+    pub white_list: WhiteList,
 }
 
 /// Why `security.toml` could not be used.
@@ -78,6 +83,14 @@ pub enum SecurityError {
 struct File {
     #[serde(default)]
     jwt: JwtSection,
+    #[serde(default)]
+    guard: GuardSection,
+}
+
+#[derive(Deserialize, Default)]
+struct GuardSection {
+    #[serde(default)]
+    white_list: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -133,11 +146,17 @@ impl Security {
         Ok(Self {
             write: key(signing.key, signing.expires_after_seconds, DEFAULT_WRITE_EXPIRES_AFTER),
             read: key(signing.read.key, signing.read.expires_after_seconds, DEFAULT_READ_EXPIRES_AFTER),
+            white_list: WhiteList::parse(&file.guard.white_list).map_err(|e| format!("[guard] {e}"))?,
         })
     }
 
     /// weed's environment overrides (a set variable wins over the file).
     fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), SecurityError> {
+        // viper, weed's config reader, takes an empty variable for an unset one.
+        if let Some(list) = var("WEED_GUARD_WHITE_LIST").filter(|list| !list.is_empty()) {
+            self.white_list = WhiteList::parse(&list)
+                .map_err(|e| SecurityError::Env { name: "WEED_GUARD_WHITE_LIST", message: e.to_string() })?;
+        }
         for (slot, key_var, expires_var, default) in [
             (
                 &mut self.write,
@@ -185,7 +204,11 @@ impl Security {
     /// One line for the startup log, naming no key.
     pub fn describe(&self) -> String {
         let state = |key: &Option<SigningKey>| if key.is_some() { "signed" } else { "open" };
-        format!("JWT: writes {}, reads {}", state(&self.write), state(&self.read))
+        let mut line = format!("JWT: writes {}, reads {}", state(&self.write), state(&self.read));
+        if !self.white_list.is_empty() {
+            line += &format!("; uploads and deletes only from {}", self.white_list);
+        }
+        line
     }
 
     /// weed's `maybeCheckJwtAuthorization`: whether a request for `vid`,`fid` (the URL's
@@ -321,7 +344,7 @@ mod tests {
 
     #[test]
     fn requests_are_checked_with_the_key_of_their_access() {
-        let security = Security { write: Some(SigningKey::new("w", 10)), read: None };
+        let security = Security { write: Some(SigningKey::new("w", 10)), ..Security::default() };
         let token = security.issue(Access::Write, "3,01637037d6").unwrap();
         let bearer = headers(&[(header::AUTHORIZATION, &format!("Bearer {token}"))]);
         assert!(security.allows(Access::Write, None, &bearer, "3", "01637037d6"));
@@ -341,7 +364,7 @@ mod tests {
             "3",
             "01"
         ));
-        let other = Security { write: Some(SigningKey::new("other", 10)), read: None };
+        let other = Security { write: Some(SigningKey::new("other", 10)), ..Security::default() };
         let foreign = other.issue(Access::Write, "3,01637037d6").unwrap();
         assert!(!security.allows(
             Access::Write,
@@ -394,5 +417,32 @@ mod tests {
         assert_eq!(security.read.as_ref().map(|k| k.expires_after), Some(60));
         let bad = |name: &str| (name == "WEED_JWT_SIGNING_EXPIRES_AFTER_SECONDS").then(|| "soon".to_owned());
         assert!(matches!(security.apply_env(bad), Err(SecurityError::Env { .. })));
+    }
+
+    #[test]
+    fn the_guard_white_list_comes_from_the_file_or_weeds_variable() {
+        let text = "[guard]\nwhite_list = \"127.0.0.1,10.0.0.0/8\"\n";
+        let mut security = Security::parse(text).unwrap();
+        assert_eq!(security.white_list.to_string(), "127.0.0.1,10.0.0.0/8");
+        assert_eq!(
+            security.describe(),
+            "JWT: writes open, reads open; uploads and deletes only from 127.0.0.1,10.0.0.0/8"
+        );
+        // weed's scaffold ships `white_list = ""`: no list.
+        assert!(Security::parse("[guard]\nwhite_list = \"\"\n").unwrap().white_list.is_empty());
+        let err = Security::parse("[guard]\nwhite_list = \"127.0.0.1,localhost\"\n").err().unwrap();
+        assert!(err.contains("[guard]") && err.contains("\"localhost\""), "{err}");
+
+        // The variable wins over the file; an empty one is unset, as viper reads it.
+        let env = |name: &str| (name == "WEED_GUARD_WHITE_LIST").then(|| "192.168.0.0/16".to_owned());
+        security.apply_env(env).unwrap();
+        assert_eq!(security.white_list.to_string(), "192.168.0.0/16");
+        security.apply_env(|name| (name == "WEED_GUARD_WHITE_LIST").then(String::new)).unwrap();
+        assert_eq!(security.white_list.to_string(), "192.168.0.0/16");
+        let bad = |name: &str| (name == "WEED_GUARD_WHITE_LIST").then(|| "10.0.0.0/40".to_owned());
+        assert!(matches!(
+            security.apply_env(bad),
+            Err(SecurityError::Env { name: "WEED_GUARD_WHITE_LIST", .. })
+        ));
     }
 }

@@ -12,12 +12,14 @@
 //!   weed's `VolumeServer` gRPC service.
 //! - [`rdma`]: the `--rdma*` flags and the store as the RDMA control plane's needle source.
 //! - [`security`]: weed's `security.toml`: JWT keys guarding the HTTP API, and
-//!   [`guard`], the IP white list for uploads and deletes.
+//!   [`guard`], the IP white list for uploads and deletes; [`grpc_tls`], mutual TLS
+//!   on the gRPC port and for the gRPC clients (heartbeats, volume moves, pings).
 //! - [`throttle`]: the byte budgets bounding upload and download data held at once.
 
 mod compaction;
 pub mod error;
 pub mod grpc;
+pub mod grpc_tls;
 pub mod guard;
 pub mod heartbeat;
 pub mod http;

@@ -1,7 +1,7 @@
 //! weed's `security.toml`: the `[jwt.signing]` (writes and deletes) and
 //! `[jwt.signing.read]` (reads) keys for the HTTP API, the token a request carries,
-//! the tokens the embedded master API issues, and the `[guard] white_list`
-//! ([`crate::guard`]).
+//! the tokens the embedded master API issues, the `[guard] white_list`
+//! ([`crate::guard`]) and the gRPC TLS files ([`crate::grpc_tls`]).
 //!
 //! The HS256 code is rdma-transport's [`JwtKey`] (one implementation for both planes);
 //! what is HTTP-specific lives here: where weed looks for the token and its rule that a
@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, header};
 use rdma_transport::server::auth::JwtKey;
 use serde::Deserialize;
 
+use crate::grpc_tls::GrpcTlsFiles;
 use crate::guard::WhiteList;
 
 /// Where weed looks for `security.toml`, first found wins.
@@ -22,6 +23,7 @@ pub fn search_path() -> Vec<PathBuf> {
     if let Some(home) = std::env::var_os("HOME") {
         paths.push(Path::new(&home).join(".seaweedfs/security.toml"));
     }
+    paths.push(PathBuf::from("/usr/local/etc/seaweedfs/security.toml"));
     paths.push(PathBuf::from("/etc/seaweedfs/security.toml"));
     paths
 }
@@ -65,6 +67,8 @@ pub struct Security {
     pub read: Option<SigningKey>,
     /// Who may upload and delete (empty: everyone).
     pub white_list: WhiteList,
+    /// `[grpc]` and `[grpc.volume]`: mutual TLS on our gRPC port and when we dial.
+    pub grpc: GrpcTlsFiles,
 }
 
 /// Why `security.toml` could not be used.
@@ -85,6 +89,33 @@ struct File {
     jwt: JwtSection,
     #[serde(default)]
     guard: GuardSection,
+    #[serde(default)]
+    grpc: GrpcSection,
+}
+
+#[derive(Deserialize, Default)]
+struct GrpcSection {
+    #[serde(default)]
+    ca: String,
+    #[serde(default)]
+    allowed_wildcard_domain: String,
+    #[serde(default)]
+    volume: GrpcVolume,
+}
+
+#[derive(Deserialize, Default)]
+struct GrpcVolume {
+    #[serde(default)]
+    cert: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    client_cert: String,
+    #[serde(default)]
+    client_key: String,
+    // viper's keys are case-insensitive; weed's scaffold spells it so.
+    #[serde(default, rename = "allowed_commonNames", alias = "allowed_commonnames")]
+    allowed_common_names: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -147,15 +178,39 @@ impl Security {
             write: key(signing.key, signing.expires_after_seconds, DEFAULT_WRITE_EXPIRES_AFTER),
             read: key(signing.read.key, signing.read.expires_after_seconds, DEFAULT_READ_EXPIRES_AFTER),
             white_list: WhiteList::parse(&file.guard.white_list).map_err(|e| format!("[guard] {e}"))?,
+            grpc: GrpcTlsFiles {
+                ca: file.grpc.ca,
+                allowed_wildcard_domain: file.grpc.allowed_wildcard_domain,
+                cert: file.grpc.volume.cert,
+                key: file.grpc.volume.key,
+                client_cert: file.grpc.volume.client_cert,
+                client_key: file.grpc.volume.client_key,
+                allowed_common_names: file.grpc.volume.allowed_common_names,
+            },
         })
     }
 
     /// weed's environment overrides (a set variable wins over the file).
     fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), SecurityError> {
         // viper, weed's config reader, takes an empty variable for an unset one.
-        if let Some(list) = var("WEED_GUARD_WHITE_LIST").filter(|list| !list.is_empty()) {
+        let set = |name: &str| var(name).filter(|value| !value.is_empty());
+        if let Some(list) = set("WEED_GUARD_WHITE_LIST") {
             self.white_list = WhiteList::parse(&list)
                 .map_err(|e| SecurityError::Env { name: "WEED_GUARD_WHITE_LIST", message: e.to_string() })?;
+        }
+        let grpc = &mut self.grpc;
+        for (slot, name) in [
+            (&mut grpc.ca, "WEED_GRPC_CA"),
+            (&mut grpc.allowed_wildcard_domain, "WEED_GRPC_ALLOWED_WILDCARD_DOMAIN"),
+            (&mut grpc.cert, "WEED_GRPC_VOLUME_CERT"),
+            (&mut grpc.key, "WEED_GRPC_VOLUME_KEY"),
+            (&mut grpc.client_cert, "WEED_GRPC_VOLUME_CLIENT_CERT"),
+            (&mut grpc.client_key, "WEED_GRPC_VOLUME_CLIENT_KEY"),
+            (&mut grpc.allowed_common_names, "WEED_GRPC_VOLUME_ALLOWED_COMMONNAMES"),
+        ] {
+            if let Some(value) = set(name) {
+                *slot = value;
+            }
         }
         for (slot, key_var, expires_var, default) in [
             (
@@ -444,5 +499,52 @@ mod tests {
             security.apply_env(bad),
             Err(SecurityError::Env { name: "WEED_GUARD_WHITE_LIST", .. })
         ));
+    }
+
+    #[test]
+    fn grpc_tls_files_come_from_the_volume_section_and_weeds_variables() {
+        // The scaffold's layout: other components' sections are not ours.
+        let text = r#"
+            [grpc]
+            ca = "ca.crt"
+            allowed_wildcard_domain = ""
+            [grpc.volume]
+            cert = "volume.crt"
+            key = "volume.key"
+            client_cert = ""
+            client_key = ""
+            allowed_commonNames = "master,shell"
+            [grpc.master]
+            cert = "master.crt"
+            key = "master.key"
+            [grpc.client]
+            cert = "client.crt"
+            key = "client.key"
+        "#;
+        let mut security = Security::parse(text).unwrap();
+        let expected = GrpcTlsFiles {
+            ca: "ca.crt".into(),
+            cert: "volume.crt".into(),
+            key: "volume.key".into(),
+            allowed_common_names: "master,shell".into(),
+            ..GrpcTlsFiles::default()
+        };
+        assert_eq!(security.grpc, expected);
+        let lower = Security::parse("[grpc.volume]\nallowed_commonnames = \"a\"\n").unwrap();
+        assert_eq!(lower.grpc.allowed_common_names, "a");
+        assert_eq!(Security::parse("").unwrap().grpc, GrpcTlsFiles::default());
+
+        let env = |name: &str| match name {
+            "WEED_GRPC_CA" => Some("/etc/ca.pem".to_owned()),
+            "WEED_GRPC_VOLUME_CLIENT_CERT" => Some("c.crt".to_owned()),
+            "WEED_GRPC_VOLUME_KEY" => Some(String::new()),
+            "WEED_GRPC_ALLOWED_WILDCARD_DOMAIN" => Some(".example.com".to_owned()),
+            _ => None,
+        };
+        security.apply_env(env).unwrap();
+        assert_eq!(security.grpc.ca, "/etc/ca.pem");
+        assert_eq!(security.grpc.client_cert, "c.crt");
+        assert_eq!(security.grpc.key, "volume.key", "an empty variable is unset");
+        assert_eq!(security.grpc.allowed_wildcard_domain, ".example.com");
     }
 }

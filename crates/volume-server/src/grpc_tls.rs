@@ -23,9 +23,12 @@
 //! the certificate files can be shared", says weed's scaffold). Both sides offer ALPN
 //! `h2`, which grpc-go requires.
 //!
+//! `[tls]` `min_version`, `max_version` and `cipher_suites` shape the serving side, as in
+//! weed, within rustls' TLS 1.2 and 1.3.
+//!
 //! Where weed silently falls back to plaintext on a half or broken configuration (a
-//! `cert` without `key`, no `ca`, an unreadable file), we refuse to start with a message
-//! instead. Certificates are read at startup; weed re-reads them periodically, we need
+//! `cert` without `key`, no `ca`, an unreadable file, a bad `[tls]` value), we refuse to
+//! start with a message instead. Certificates are read at startup; weed re-reads them periodically, we need
 //! a restart to rotate them.
 
 use std::future::Future;
@@ -42,7 +45,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
-use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme, SupportedProtocolVersion,
+};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -54,7 +59,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 /// The `security.toml` settings for our gRPC TLS (paths as written: weed opens them
 /// relative to its working directory, and so do we).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct GrpcTlsFiles {
+pub struct GrpcTlsSettings {
     /// `[grpc] ca`
     pub ca: String,
     /// `[grpc] allowed_wildcard_domain`
@@ -67,12 +72,18 @@ pub struct GrpcTlsFiles {
     pub client_key: String,
     /// `[grpc.volume] allowed_commonNames`
     pub allowed_common_names: String,
+    /// `[tls] min_version`, `max_version` (Go's names: "TLS 1.2", ...) and
+    /// `cipher_suites` (comma-separated Go/IANA names): weed applies them to the
+    /// serving side only, and so do we.
+    pub min_version: String,
+    pub max_version: String,
+    pub cipher_suites: String,
 }
 
 /// Why the gRPC TLS settings cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("security.toml [grpc.volume]: {0}")]
+    #[error("security.toml: {0}")]
     Config(String),
     #[error("gRPC TLS: {path}: {message}")]
     File { path: PathBuf, message: String },
@@ -89,15 +100,15 @@ pub struct GrpcTls {
 
 impl GrpcTls {
     /// The TLS in force for `files`: none when no certificate is configured.
-    pub fn load(files: &GrpcTlsFiles) -> Result<Self, TlsError> {
+    pub fn load(files: &GrpcTlsSettings) -> Result<Self, TlsError> {
         let pair = |cert: &str, key: &str, what: &str| match (cert.is_empty(), key.is_empty()) {
             (true, true) => Ok(None),
             (false, false) => Ok(Some((cert.to_owned(), key.to_owned()))),
-            _ => Err(TlsError::Config(format!("{what} needs both a certificate and a key"))),
+            _ => Err(TlsError::Config(format!("[grpc.volume] {what} must be set together"))),
         };
-        let server = pair(&files.cert, &files.key, "cert/key")?;
+        let server = pair(&files.cert, &files.key, "cert and key")?;
         let client =
-            pair(&files.client_cert, &files.client_key, "client_cert/client_key")?.or(server.clone());
+            pair(&files.client_cert, &files.client_key, "client_cert and client_key")?.or(server.clone());
         if server.is_none() && client.is_none() {
             return Ok(Self { acceptor: None, dialer: Dialer::default() });
         }
@@ -115,8 +126,10 @@ impl GrpcTls {
                     &files.allowed_common_names,
                     &files.allowed_wildcard_domain,
                 );
-                let mut config = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
-                    .with_safe_default_protocol_versions()?
+                let serving = serving_provider(&files.cipher_suites)?;
+                let versions = serving_versions(&files.min_version, &files.max_version)?;
+                let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(serving))
+                    .with_protocol_versions(&versions)?
                     .with_client_cert_verifier(Arc::new(verifier))
                     .with_single_cert(load_certs(Path::new(&cert))?, load_key(Path::new(&key))?)?;
                 config.alpn_protocols = vec![b"h2".to_vec()];
@@ -149,6 +162,63 @@ impl GrpcTls {
             (None, None) => "gRPC: plaintext",
         }
     }
+}
+
+/// The protocol versions `[tls] min_version`/`max_version` allow. rustls speaks TLS 1.2
+/// and 1.3 only: a lower minimum means 1.2 (the peers, weed's grpc-go, speak 1.2+), a
+/// maximum below 1.2 cannot be served.
+fn serving_versions(min: &str, max: &str) -> Result<Vec<&'static SupportedProtocolVersion>, TlsError> {
+    let rank = |name: &str, key: &str| match name.trim() {
+        "" => Ok(None),
+        "SSLv3" => Ok(Some(0)),
+        "TLS 1.0" => Ok(Some(1)),
+        "TLS 1.1" => Ok(Some(2)),
+        "TLS 1.2" => Ok(Some(3)),
+        "TLS 1.3" => Ok(Some(4)),
+        other => Err(TlsError::Config(format!(
+            "[tls] {key} {other:?} is none of \"SSLv3\", \"TLS 1.0\", \"TLS 1.1\", \"TLS 1.2\", \"TLS 1.3\""
+        ))),
+    };
+    let low = rank(min, "min_version")?.unwrap_or(3).max(3);
+    let high = rank(max, "max_version")?.unwrap_or(4);
+    if high < 3 {
+        return Err(TlsError::Config(format!(
+            "[tls] max_version {max:?}: this server speaks TLS 1.2 and 1.3 only"
+        )));
+    }
+    if low > high {
+        return Err(TlsError::Config(format!("[tls] min_version {min:?} is above max_version {max:?}")));
+    }
+    Ok([(3, &rustls::version::TLS12), (4, &rustls::version::TLS13)]
+        .into_iter()
+        .filter(|(rank, _)| (low..=high).contains(rank))
+        .map(|(_, version)| version)
+        .collect())
+}
+
+/// ring's suites, the TLS 1.2 ones cut to `[tls] cipher_suites` when it is set. As in
+/// Go, the list does not touch TLS 1.3 (its suites are all on; their names are
+/// accepted); a name this server does not have is an error.
+fn serving_provider(cipher_suites: &str) -> Result<CryptoProvider, TlsError> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    let names: Vec<&str> = cipher_suites.split(',').map(str::trim).filter(|n| !n.is_empty()).collect();
+    if names.is_empty() {
+        return Ok(provider);
+    }
+    // Go's name of a suite: the IANA one, TLS 1.3's without rustls' "TLS13_".
+    let go_name = |suite: &rustls::SupportedCipherSuite| {
+        let name = suite.suite().as_str().unwrap_or_default();
+        name.strip_prefix("TLS13_").map_or_else(|| name.to_owned(), |rest| format!("TLS_{rest}"))
+    };
+    if let Some(unknown) = names.iter().find(|n| !provider.cipher_suites.iter().any(|s| go_name(s) == **n)) {
+        let known: Vec<String> = provider.cipher_suites.iter().map(go_name).collect();
+        return Err(TlsError::Config(format!(
+            "[tls] cipher_suites: {unknown:?} is not one of {}",
+            known.join(", ")
+        )));
+    }
+    provider.cipher_suites.retain(|s| s.tls13().is_some() || names.contains(&go_name(s).as_str()));
+    Ok(provider)
 }
 
 fn file_error(path: impl AsRef<Path>, e: impl std::fmt::Display) -> TlsError {
@@ -634,17 +704,50 @@ mod tests {
 
     #[test]
     fn half_configurations_are_refused() {
-        let files = |cert: &str, key: &str, ca: &str| GrpcTlsFiles {
+        let files = |cert: &str, key: &str, ca: &str| GrpcTlsSettings {
             cert: cert.into(),
             key: key.into(),
             ca: ca.into(),
-            ..GrpcTlsFiles::default()
+            ..GrpcTlsSettings::default()
         };
-        let plain = GrpcTls::load(&GrpcTlsFiles::default()).unwrap();
+        let plain = GrpcTls::load(&GrpcTlsSettings::default()).unwrap();
         assert_eq!(plain.describe(), "gRPC: plaintext");
         assert!(matches!(GrpcTls::load(&files("v.crt", "", "ca.crt")), Err(TlsError::Config(_))));
         assert!(matches!(GrpcTls::load(&files("v.crt", "v.key", "")), Err(TlsError::Config(_))));
         let missing = GrpcTls::load(&files("v.crt", "v.key", "/nonexistent/ca.crt")).err().unwrap();
         assert!(missing.to_string().contains("/nonexistent/ca.crt"), "{missing}");
+    }
+
+    #[test]
+    fn tls_versions_follow_weeds_names_within_what_rustls_speaks() {
+        let names = |min: &str, max: &str| {
+            serving_versions(min, max)
+                .map(|v| v.iter().map(|v| format!("{:?}", v.version)).collect::<Vec<_>>())
+        };
+        let both = vec!["TLSv1_2".to_owned(), "TLSv1_3".to_owned()];
+        assert_eq!(names("", "").unwrap(), both);
+        assert_eq!(names("TLS 1.0", "").unwrap(), both, "a lower minimum is 1.2");
+        assert_eq!(names("TLS 1.3", "").unwrap(), vec!["TLSv1_3".to_owned()]);
+        assert_eq!(names("", "TLS 1.2").unwrap(), vec!["TLSv1_2".to_owned()]);
+        assert!(names("", "TLS 1.1").is_err(), "cannot serve below 1.2");
+        assert!(names("TLS 1.3", "TLS 1.2").is_err());
+        assert!(names("TLSv1.2", "").is_err(), "not Go's spelling");
+    }
+
+    #[test]
+    fn cipher_suites_cut_tls12_only_and_unknown_names_are_errors() {
+        let all = rustls::crypto::ring::default_provider().cipher_suites.len();
+        assert_eq!(serving_provider("").unwrap().cipher_suites.len(), all);
+        let one =
+            serving_provider(" TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 ,TLS_AES_128_GCM_SHA256").unwrap();
+        let tls12: Vec<_> = one.cipher_suites.iter().filter(|s| s.tls13().is_none()).collect();
+        assert_eq!(tls12.len(), 1);
+        assert_eq!(tls12[0].suite().as_str(), Some("TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"));
+        assert_eq!(one.cipher_suites.iter().filter(|s| s.tls13().is_some()).count(), 3, "TLS 1.3 untouched");
+        let unknown = serving_provider("TLS_RSA_WITH_RC4_128_SHA").err().unwrap().to_string();
+        assert!(
+            unknown.contains("TLS_RSA_WITH_RC4_128_SHA") && unknown.contains("is not one of"),
+            "{unknown}"
+        );
     }
 }

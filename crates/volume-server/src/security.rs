@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, header};
 use rdma_transport::server::auth::JwtKey;
 use serde::Deserialize;
 
-use crate::grpc_tls::GrpcTlsFiles;
+use crate::grpc_tls::GrpcTlsSettings;
 use crate::guard::WhiteList;
 
 /// Where weed looks for `security.toml`, first found wins.
@@ -68,7 +68,7 @@ pub struct Security {
     /// Who may upload and delete (empty: everyone).
     pub white_list: WhiteList,
     /// `[grpc]` and `[grpc.volume]`: mutual TLS on our gRPC port and when we dial.
-    pub grpc: GrpcTlsFiles,
+    pub grpc: GrpcTlsSettings,
 }
 
 /// Why `security.toml` could not be used.
@@ -91,6 +91,18 @@ struct File {
     guard: GuardSection,
     #[serde(default)]
     grpc: GrpcSection,
+    #[serde(default)]
+    tls: TlsSection,
+}
+
+#[derive(Deserialize, Default)]
+struct TlsSection {
+    #[serde(default)]
+    min_version: String,
+    #[serde(default)]
+    max_version: String,
+    #[serde(default)]
+    cipher_suites: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -178,7 +190,7 @@ impl Security {
             write: key(signing.key, signing.expires_after_seconds, DEFAULT_WRITE_EXPIRES_AFTER),
             read: key(signing.read.key, signing.read.expires_after_seconds, DEFAULT_READ_EXPIRES_AFTER),
             white_list: WhiteList::parse(&file.guard.white_list).map_err(|e| format!("[guard] {e}"))?,
-            grpc: GrpcTlsFiles {
+            grpc: GrpcTlsSettings {
                 ca: file.grpc.ca,
                 allowed_wildcard_domain: file.grpc.allowed_wildcard_domain,
                 cert: file.grpc.volume.cert,
@@ -186,6 +198,9 @@ impl Security {
                 client_cert: file.grpc.volume.client_cert,
                 client_key: file.grpc.volume.client_key,
                 allowed_common_names: file.grpc.volume.allowed_common_names,
+                min_version: file.tls.min_version,
+                max_version: file.tls.max_version,
+                cipher_suites: file.tls.cipher_suites,
             },
         })
     }
@@ -207,6 +222,9 @@ impl Security {
             (&mut grpc.client_cert, "WEED_GRPC_VOLUME_CLIENT_CERT"),
             (&mut grpc.client_key, "WEED_GRPC_VOLUME_CLIENT_KEY"),
             (&mut grpc.allowed_common_names, "WEED_GRPC_VOLUME_ALLOWED_COMMONNAMES"),
+            (&mut grpc.min_version, "WEED_TLS_MIN_VERSION"),
+            (&mut grpc.max_version, "WEED_TLS_MAX_VERSION"),
+            (&mut grpc.cipher_suites, "WEED_TLS_CIPHER_SUITES"),
         ] {
             if let Some(value) = set(name) {
                 *slot = value;
@@ -520,19 +538,22 @@ mod tests {
             [grpc.client]
             cert = "client.crt"
             key = "client.key"
+            [tls]
+            min_version = "TLS 1.3"
         "#;
         let mut security = Security::parse(text).unwrap();
-        let expected = GrpcTlsFiles {
+        let expected = GrpcTlsSettings {
             ca: "ca.crt".into(),
             cert: "volume.crt".into(),
             key: "volume.key".into(),
             allowed_common_names: "master,shell".into(),
-            ..GrpcTlsFiles::default()
+            min_version: "TLS 1.3".into(),
+            ..GrpcTlsSettings::default()
         };
         assert_eq!(security.grpc, expected);
         let lower = Security::parse("[grpc.volume]\nallowed_commonnames = \"a\"\n").unwrap();
         assert_eq!(lower.grpc.allowed_common_names, "a");
-        assert_eq!(Security::parse("").unwrap().grpc, GrpcTlsFiles::default());
+        assert_eq!(Security::parse("").unwrap().grpc, GrpcTlsSettings::default());
 
         let env = |name: &str| match name {
             "WEED_GRPC_CA" => Some("/etc/ca.pem".to_owned()),

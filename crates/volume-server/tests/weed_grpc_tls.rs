@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::*;
 use testbeds::weed::{WeedMaster, WeedVolume};
-use volume_server::grpc_tls::{GrpcTls, GrpcTlsFiles};
+use volume_server::grpc_tls::{GrpcTls, GrpcTlsSettings};
 use volume_server::pb::volume_server_pb::VolumeServerStatusRequest;
 use volume_server::pb::volume_server_pb::volume_server_client::VolumeServerClient;
 
@@ -122,11 +122,11 @@ impl Pki {
 
     /// Our dialer trusting `ca` and presenting certificate `cn`.
     fn dialer(&self, ca: &str, cn: &str) -> volume_server::grpc_tls::Dialer {
-        let files = GrpcTlsFiles {
+        let files = GrpcTlsSettings {
             ca: self.path(&format!("{ca}-ca.crt")),
             client_cert: self.path(&format!("{cn}.crt")),
             client_key: self.path(&format!("{cn}.key")),
-            ..GrpcTlsFiles::default()
+            ..GrpcTlsSettings::default()
         };
         GrpcTls::load(&files).unwrap().dialer
     }

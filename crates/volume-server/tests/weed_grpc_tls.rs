@@ -6,7 +6,9 @@
 //! `[grpc.client]` certificate) marks a volume of ours read-only and writable again and
 //! moves a volume from weed volume to ours (ours dials weed volume's gRPC with its
 //! certificate). Clients without a certificate, with one of another CA, or with a CN
-//! not on `allowed_commonNames` are refused by our gRPC port.
+//! not on `allowed_commonNames` are refused by our gRPC port. A second cluster runs with
+//! `[tls] max_version = "TLS 1.2"` and a cipher suite list: weed still talks to ours,
+//! and `openssl s_client` sees the cap.
 
 mod common;
 
@@ -85,7 +87,8 @@ struct Pki {
 }
 
 impl Pki {
-    fn new(dir: &Path) -> Self {
+    /// The PKI and a `security.toml` ending with `extra` (more sections).
+    fn new(dir: &Path, extra: &str) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         make_ca(dir, "cluster");
         make_ca(dir, "foreign");
@@ -102,7 +105,7 @@ impl Pki {
                  [grpc.volume]\ncert = \"{vc}\"\nkey = \"{vk}\"\n\
                  allowed_commonNames = \"master,volume,client\"\n\n\
                  [grpc.master]\ncert = \"{mc}\"\nkey = \"{mk}\"\n\n\
-                 [grpc.client]\ncert = \"{cc}\"\nkey = \"{ck}\"\n",
+                 [grpc.client]\ncert = \"{cc}\"\nkey = \"{ck}\"\n\n{extra}",
                 ca = p("cluster-ca.crt"),
                 vc = p("volume.crt"),
                 vk = p("volume.key"),
@@ -200,7 +203,7 @@ fn status_call(grpc: &str, dialer: Option<volume_server::grpc_tls::Dialer>) -> R
 #[test]
 fn a_weed_cluster_on_mutual_tls_works_with_ours_and_strangers_are_refused() {
     let scratch = tempfile::tempdir().unwrap();
-    let pki = Pki::new(&scratch.path().join("pki"));
+    let pki = Pki::new(&scratch.path().join("pki"), "");
     let master = WeedMaster::start_in(&scratch.path().join("master"), 100, Some(&pki.dir)).unwrap();
     let weed = WeedVolume::start_in(&scratch.path().join("weed"), &master, Some(&pki.dir)).unwrap();
     // A file on weed volume while it is the only server, to move to ours later.
@@ -264,6 +267,53 @@ fn a_weed_cluster_on_mutual_tls_works_with_ours_and_strangers_are_refused() {
 
     ours.stop();
     weed.stop();
+    master.stop();
+}
+
+/// `openssl s_client` to `addr` limited to `version` (`-tls1_2`, `-tls1_3`) with the
+/// `client` certificate; whether the handshake succeeded, and its output.
+fn s_client(pki: &Pki, addr: &str, version: &str) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(["s_client", "-connect", addr, version, "-alpn", "h2", "-brief"])
+        .args(["-CAfile", &pki.path("cluster-ca.crt")])
+        .args(["-cert", &pki.path("client.crt"), "-key", &pki.path("client.key")])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (text.contains("CONNECTION ESTABLISHED"), text)
+}
+
+#[test]
+fn tls_settings_cap_the_version_and_weed_still_talks_to_ours() {
+    let scratch = tempfile::tempdir().unwrap();
+    // The whole cluster at TLS 1.2 with one suite per key type (ours: ring's names).
+    let tls = "[tls]\nmax_version = \"TLS 1.2\"\n\
+               cipher_suites = \"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256\"\n";
+    let pki = Pki::new(&scratch.path().join("pki"), tls);
+    let master = WeedMaster::start_in(&scratch.path().join("master"), 100, Some(&pki.dir)).unwrap();
+    let toml = pki.security_toml.display().to_string();
+    let ours =
+        join(&scratch.path().join("ours"), &master, &["--security-config", &toml, "--data-center", OURS_DC]);
+    let data = pseudo_random(5_000, 9);
+    let (fid, server) = put_in(&master, OURS_DC, &data);
+    assert_eq!((server.as_str(), get(&ours.addr, &format!("/{fid}")).body), (ours.addr.as_str(), data));
+    let out = weed_shell(
+        &pki,
+        &master,
+        &format!("lock\nvolume.mark -node {} -volumeId {} -readonly\nunlock\n", ours.addr, vid(&fid)),
+    );
+    assert_eq!(read_only(&ours.addr, vid(&fid)), Some(true), "weed shell volume.mark over TLS 1.2:\n{out}");
+
+    let grpc = volume_server::pb::grpc_address(&ours.addr).unwrap();
+    let (ok, text) = s_client(&pki, &grpc, "-tls1_2");
+    assert!(
+        ok && text.contains("ECDHE-ECDSA-AES128-GCM-SHA256"),
+        "TLS 1.2 with the one ECDSA suite:\n{text}"
+    );
+    let (ok, text) = s_client(&pki, &grpc, "-tls1_3");
+    assert!(!ok, "TLS 1.3 is above max_version:\n{text}");
+    ours.stop();
     master.stop();
 }
 

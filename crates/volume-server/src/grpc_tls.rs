@@ -28,8 +28,8 @@
 //!
 //! Where weed silently falls back to plaintext on a half or broken configuration (a
 //! `cert` without `key`, no `ca`, an unreadable file, a bad `[tls]` value), we refuse to
-//! start with a message instead. Certificates are read at startup; weed re-reads them periodically, we need
-//! a restart to rotate them.
+//! start with a message instead. Certificates are read at startup; weed re-reads them
+//! periodically, we need a restart to rotate them.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -99,35 +99,35 @@ pub struct GrpcTls {
 }
 
 impl GrpcTls {
-    /// The TLS in force for `files`: none when no certificate is configured.
-    pub fn load(files: &GrpcTlsSettings) -> Result<Self, TlsError> {
+    /// The TLS in force for `settings`: none when no certificate is configured.
+    pub fn load(settings: &GrpcTlsSettings) -> Result<Self, TlsError> {
         let pair = |cert: &str, key: &str, what: &str| match (cert.is_empty(), key.is_empty()) {
             (true, true) => Ok(None),
             (false, false) => Ok(Some((cert.to_owned(), key.to_owned()))),
             _ => Err(TlsError::Config(format!("[grpc.volume] {what} must be set together"))),
         };
-        let server = pair(&files.cert, &files.key, "cert and key")?;
-        let client =
-            pair(&files.client_cert, &files.client_key, "client_cert and client_key")?.or(server.clone());
+        let server = pair(&settings.cert, &settings.key, "cert and key")?;
+        let client = pair(&settings.client_cert, &settings.client_key, "client_cert and client_key")?
+            .or(server.clone());
         if server.is_none() && client.is_none() {
             return Ok(Self { acceptor: None, dialer: Dialer::default() });
         }
-        if files.ca.is_empty() {
+        if settings.ca.is_empty() {
             return Err(TlsError::Config("a certificate is set but [grpc] ca is not".to_owned()));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = Arc::new(load_roots(Path::new(&files.ca))?);
+        let roots = Arc::new(load_roots(Path::new(&settings.ca))?);
         let acceptor = match server {
             Some((cert, key)) => {
                 let verifier = ClientNames::new(
                     WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
                         .build()
-                        .map_err(|e| file_error(&files.ca, e))?,
-                    &files.allowed_common_names,
-                    &files.allowed_wildcard_domain,
+                        .map_err(|e| file_error(&settings.ca, e))?,
+                    &settings.allowed_common_names,
+                    &settings.allowed_wildcard_domain,
                 );
-                let serving = serving_provider(&files.cipher_suites)?;
-                let versions = serving_versions(&files.min_version, &files.max_version)?;
+                let serving = serving_provider(&settings.cipher_suites)?;
+                let versions = serving_versions(&settings.min_version, &settings.max_version)?;
                 let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(serving))
                     .with_protocol_versions(&versions)?
                     .with_client_cert_verifier(Arc::new(verifier))

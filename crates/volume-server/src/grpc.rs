@@ -1,12 +1,14 @@
 //! The volume server's gRPC listener. weed serves gRPC on its HTTP port + 10000 and the
 //! master and `weed shell` dial that port, so we do the same unless `--grpc-port` says
 //! otherwise. Services (SeaweedFS's `VolumeServer`, the RDMA control plane) are added
-//! to one [`Routes`]; calls nobody implements answer `Unimplemented`.
+//! to one [`Routes`]; calls nobody implements answer `Unimplemented`. With
+//! `security.toml`'s gRPC TLS, the port speaks mutual TLS only ([`crate::grpc_tls`]).
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
@@ -20,21 +22,38 @@ pub fn default_port(http_port: u16) -> Option<u16> {
 /// its connection to us open.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Serves `routes` on `listener` until `shutdown` completes, then lets calls under way
-/// finish for at most two seconds.
+/// Serves `routes` on `listener` (over TLS with `tls`) until `shutdown` completes, then
+/// lets calls under way finish for at most two seconds.
 pub async fn serve(
     listener: TcpListener,
     routes: Routes,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (stopping, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder().add_routes(routes).serve_with_incoming_shutdown(
-        TcpIncoming::from(listener),
-        async move {
-            shutdown.await;
-            let _ = stopping.send(());
-        },
-    );
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping.send(());
+    };
+    let router = tonic::transport::Server::builder().add_routes(routes);
+    match tls {
+        None => {
+            let server = router.serve_with_incoming_shutdown(TcpIncoming::from(listener), signal);
+            finish(server, stopped).await
+        }
+        Some(acceptor) => {
+            let server =
+                router.serve_with_incoming_shutdown(crate::grpc_tls::incoming(listener, acceptor), signal);
+            finish(server, stopped).await
+        }
+    }
+}
+
+/// Runs `server` to its end, or once `stopped` fires, for at most [`SHUTDOWN_GRACE`].
+async fn finish(
+    server: impl Future<Output = Result<(), tonic::transport::Error>>,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) -> Result<(), tonic::transport::Error> {
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result,

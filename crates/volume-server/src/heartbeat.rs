@@ -42,6 +42,8 @@ pub struct HeartbeatConfig {
     pub rack: String,
     /// Interval between full heartbeats (weed's default pulse is 5 s).
     pub pulse: Duration,
+    /// How the masters' gRPC ports are dialed (TLS when security.toml says so).
+    pub dialer: crate::grpc_tls::Dialer,
 }
 
 /// How one connection to a master ended.
@@ -103,7 +105,7 @@ async fn session(store: &Store, config: &HeartbeatConfig, master: &str) -> Ended
             .keep_alive_timeout(Duration::from_secs(5)),
         Err(e) => return failed(false, e.to_string()),
     };
-    let channel = match endpoint.connect().await {
+    let channel = match config.dialer.connect(endpoint).await {
         Ok(c) => c,
         Err(e) => return failed(false, format!("connecting to {address}: {e}")),
     };

@@ -11,7 +11,9 @@
 //! - [`heartbeat`], [`volume_grpc`], [`pb`]: membership in a `weed master` cluster and
 //!   weed's `VolumeServer` gRPC service.
 //! - [`rdma`]: the `--rdma*` flags and the store as the RDMA control plane's needle source.
-//! - [`security`]: weed's `security.toml` JWT keys guarding the HTTP API.
+//! - [`security`]: weed's `security.toml`: JWT keys guarding the HTTP API, and
+//!   [`guard`], the IP white list for uploads and deletes; [`grpc_tls`], mutual TLS
+//!   on the gRPC port and for the gRPC clients (heartbeats, volume moves, pings).
 //! - [`throttle`]: the byte budgets bounding upload and download data held at once.
 //! - [`disk_space`]: the free space a data directory keeps before it stops taking writes.
 
@@ -19,6 +21,8 @@ mod compaction;
 pub mod disk_space;
 pub mod error;
 pub mod grpc;
+pub mod grpc_tls;
+pub mod guard;
 pub mod heartbeat;
 pub mod http;
 pub mod master_api;

@@ -13,6 +13,8 @@ use std::future::IntoFuture;
 use tonic::service::Routes;
 use volume_server::disk_space::MinFreeSpace;
 use volume_server::grpc;
+use volume_server::grpc_tls::GrpcTls;
+use volume_server::guard::WhiteList;
 use volume_server::heartbeat::{self, HeartbeatConfig};
 use volume_server::http::{AppState, ReadMode, VolumeLocations, router, version_string};
 use volume_server::master_api::MasterApi;
@@ -88,10 +90,17 @@ struct Cli {
     #[arg(long)]
     workers: Option<usize>,
     /// weed's security.toml ([jwt.signing] key guards writes and deletes, [jwt.signing.read]
-    /// key guards reads). Default: the first of ./security.toml,
-    /// $HOME/.seaweedfs/security.toml, /etc/seaweedfs/security.toml, as weed looks.
+    /// key guards reads, [guard] white_list limits who may write and delete, [grpc] ca
+    /// with [grpc.volume] cert/key turn on mutual TLS for gRPC, served and dialed).
+    /// Default: the first of ./security.toml, $HOME/.seaweedfs/security.toml,
+    /// /usr/local/etc/seaweedfs/security.toml, /etc/seaweedfs/security.toml, as weed looks.
     #[arg(long)]
     security_config: Option<PathBuf>,
+    /// Comma-separated IP addresses and CIDR ranges allowed to upload and delete (weed's
+    /// -whiteList), joined with security.toml's `[guard] white_list`. Reads stay open.
+    /// Default: no list, everyone may write.
+    #[arg(long, default_value = "")]
+    white_list: String,
     /// Most upload bytes held at once, in MiB; an upload waits for room, then gets 429
     /// (weed's -concurrentUploadLimitMB; 0 = unlimited). Replica writes are not limited.
     #[arg(long, default_value_t = 0)]
@@ -145,10 +154,14 @@ async fn check_disk_space(
 }
 
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
-    let (security, security_file) = Security::load(cli.security_config.as_deref())?;
+    let (mut security, security_file) = Security::load(cli.security_config.as_deref())?;
+    security.white_list.extend(WhiteList::parse(&cli.white_list).map_err(|e| format!("--white-list: {e}"))?);
+    let grpc_tls = GrpcTls::load(&security.grpc)?;
     match &security_file {
-        Some(file) => tracing::info!(config = %file.display(), "{}", security.describe()),
-        None => tracing::info!("{} (no security.toml)", security.describe()),
+        Some(file) => {
+            tracing::info!(config = %file.display(), "{}; {}", security.describe(), grpc_tls.describe())
+        }
+        None => tracing::info!("{}; {} (no security.toml)", security.describe(), grpc_tls.describe()),
     }
     let width = if cli.offset_width == 4 { OffsetWidth::Four } else { OffsetWidth::Five };
     let config = StoreConfig {
@@ -162,6 +175,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let public_url = format!("{}:{}", cli.ip, cli.port);
     let master = cli.mserver.is_none().then(|| MasterApi::new(&store, public_url.clone()));
     let rdma = cli.rdma.start(&store, &cli.ip, security.read.as_ref().map(|k| k.jwt_key()));
+    if rdma.enabled() && grpc_tls.acceptor.is_some() {
+        // The control plane shares the gRPC port; rdma-transport's client dials plaintext.
+        tracing::warn!(
+            "gRPC TLS is on: RDMA clients must dial the control plane over mutual TLS; the \
+             bundled SDK does not yet, so its reads fall back to HTTP"
+        );
+    }
     let version = version_string(width);
     let state = Arc::new(AppState {
         store: Arc::clone(&store),
@@ -206,7 +226,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Duration::from_secs(cli.disk_check_interval_secs),
         stop_rx.clone(),
     ));
-    let http = axum::serve(listener, router(state)).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let http = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
     if let Some(masters) = cli.mserver {
         for master in &masters {
             volume_server::pb::grpc_address(master).map_err(|e| format!("--mserver: {e}"))?;
@@ -220,13 +241,20 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             data_center: cli.data_center.clone(),
             rack: cli.rack.clone(),
             pulse: std::time::Duration::from_secs(5),
+            dialer: grpc_tls.dialer.clone(),
         };
         tokio::spawn(heartbeat::run(Arc::clone(&store), config, stop_rx.clone()));
     }
-    let volume_service =
-        VolumeGrpc::new(Arc::clone(&store), version_string(width), cli.data_center, cli.rack).into_service();
-    let grpc =
-        grpc::serve(grpc_listener, Routes::new(volume_service).add_service(rdma.service()), stopped(stop_rx));
+    let volume_service = VolumeGrpc::new(
+        Arc::clone(&store),
+        version_string(width),
+        cli.data_center,
+        cli.rack,
+        grpc_tls.dialer,
+    )
+    .into_service();
+    let routes = Routes::new(volume_service).add_service(rdma.service());
+    let grpc = grpc::serve(grpc_listener, routes, grpc_tls.acceptor, stopped(stop_rx));
     let (http, grpc) = tokio::join!(http.into_future(), grpc);
     http?;
     grpc?;

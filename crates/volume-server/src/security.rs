@@ -1,6 +1,7 @@
-//! weed's JWT security for the HTTP API: the `[jwt.signing]` (writes and deletes) and
-//! `[jwt.signing.read]` (reads) keys of `security.toml`, the token a request carries,
-//! and the tokens the embedded master API issues.
+//! weed's `security.toml`: the `[jwt.signing]` (writes and deletes) and
+//! `[jwt.signing.read]` (reads) keys for the HTTP API, the token a request carries,
+//! the tokens the embedded master API issues, the `[guard] white_list`
+//! ([`crate::guard`]) and the gRPC TLS files ([`crate::grpc_tls`]).
 //!
 //! The HS256 code is rdma-transport's [`JwtKey`] (one implementation for both planes);
 //! what is HTTP-specific lives here: where weed looks for the token and its rule that a
@@ -13,12 +14,16 @@ use axum::http::{HeaderMap, header};
 use rdma_transport::server::auth::JwtKey;
 use serde::Deserialize;
 
+use crate::grpc_tls::GrpcTlsSettings;
+use crate::guard::WhiteList;
+
 /// Where weed looks for `security.toml`, first found wins.
 pub fn search_path() -> Vec<PathBuf> {
     let mut paths = vec![PathBuf::from("security.toml")];
     if let Some(home) = std::env::var_os("HOME") {
         paths.push(Path::new(&home).join(".seaweedfs/security.toml"));
     }
+    paths.push(PathBuf::from("/usr/local/etc/seaweedfs/security.toml"));
     paths.push(PathBuf::from("/etc/seaweedfs/security.toml"));
     paths
 }
@@ -55,11 +60,15 @@ pub enum Access {
     Write,
 }
 
-/// The keys in force. No key: that access is open, as in weed.
+/// The keys in force (no key: that access is open, as in weed) and the white list.
 #[derive(Clone, Debug, Default)]
 pub struct Security {
     pub write: Option<SigningKey>,
     pub read: Option<SigningKey>,
+    /// Who may upload and delete (empty: everyone).
+    pub white_list: WhiteList,
+    /// `[grpc]` and `[grpc.volume]`: mutual TLS on our gRPC port and when we dial.
+    pub grpc: GrpcTlsSettings,
 }
 
 /// Why `security.toml` could not be used.
@@ -78,6 +87,53 @@ pub enum SecurityError {
 struct File {
     #[serde(default)]
     jwt: JwtSection,
+    #[serde(default)]
+    guard: GuardSection,
+    #[serde(default)]
+    grpc: GrpcSection,
+    #[serde(default)]
+    tls: TlsSection,
+}
+
+#[derive(Deserialize, Default)]
+struct TlsSection {
+    #[serde(default)]
+    min_version: String,
+    #[serde(default)]
+    max_version: String,
+    #[serde(default)]
+    cipher_suites: String,
+}
+
+#[derive(Deserialize, Default)]
+struct GrpcSection {
+    #[serde(default)]
+    ca: String,
+    #[serde(default)]
+    allowed_wildcard_domain: String,
+    #[serde(default)]
+    volume: GrpcVolume,
+}
+
+#[derive(Deserialize, Default)]
+struct GrpcVolume {
+    #[serde(default)]
+    cert: String,
+    #[serde(default)]
+    key: String,
+    #[serde(default)]
+    client_cert: String,
+    #[serde(default)]
+    client_key: String,
+    // viper's keys are case-insensitive; weed's scaffold spells it so.
+    #[serde(default, rename = "allowed_commonNames", alias = "allowed_commonnames")]
+    allowed_common_names: String,
+}
+
+#[derive(Deserialize, Default)]
+struct GuardSection {
+    #[serde(default)]
+    white_list: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -133,11 +189,47 @@ impl Security {
         Ok(Self {
             write: key(signing.key, signing.expires_after_seconds, DEFAULT_WRITE_EXPIRES_AFTER),
             read: key(signing.read.key, signing.read.expires_after_seconds, DEFAULT_READ_EXPIRES_AFTER),
+            white_list: WhiteList::parse(&file.guard.white_list).map_err(|e| format!("[guard] {e}"))?,
+            grpc: GrpcTlsSettings {
+                ca: file.grpc.ca,
+                allowed_wildcard_domain: file.grpc.allowed_wildcard_domain,
+                cert: file.grpc.volume.cert,
+                key: file.grpc.volume.key,
+                client_cert: file.grpc.volume.client_cert,
+                client_key: file.grpc.volume.client_key,
+                allowed_common_names: file.grpc.volume.allowed_common_names,
+                min_version: file.tls.min_version,
+                max_version: file.tls.max_version,
+                cipher_suites: file.tls.cipher_suites,
+            },
         })
     }
 
     /// weed's environment overrides (a set variable wins over the file).
     fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> Result<(), SecurityError> {
+        // viper, weed's config reader, takes an empty variable for an unset one.
+        let set = |name: &str| var(name).filter(|value| !value.is_empty());
+        if let Some(list) = set("WEED_GUARD_WHITE_LIST") {
+            self.white_list = WhiteList::parse(&list)
+                .map_err(|e| SecurityError::Env { name: "WEED_GUARD_WHITE_LIST", message: e.to_string() })?;
+        }
+        let grpc = &mut self.grpc;
+        for (slot, name) in [
+            (&mut grpc.ca, "WEED_GRPC_CA"),
+            (&mut grpc.allowed_wildcard_domain, "WEED_GRPC_ALLOWED_WILDCARD_DOMAIN"),
+            (&mut grpc.cert, "WEED_GRPC_VOLUME_CERT"),
+            (&mut grpc.key, "WEED_GRPC_VOLUME_KEY"),
+            (&mut grpc.client_cert, "WEED_GRPC_VOLUME_CLIENT_CERT"),
+            (&mut grpc.client_key, "WEED_GRPC_VOLUME_CLIENT_KEY"),
+            (&mut grpc.allowed_common_names, "WEED_GRPC_VOLUME_ALLOWED_COMMONNAMES"),
+            (&mut grpc.min_version, "WEED_TLS_MIN_VERSION"),
+            (&mut grpc.max_version, "WEED_TLS_MAX_VERSION"),
+            (&mut grpc.cipher_suites, "WEED_TLS_CIPHER_SUITES"),
+        ] {
+            if let Some(value) = set(name) {
+                *slot = value;
+            }
+        }
         for (slot, key_var, expires_var, default) in [
             (
                 &mut self.write,
@@ -185,7 +277,11 @@ impl Security {
     /// One line for the startup log, naming no key.
     pub fn describe(&self) -> String {
         let state = |key: &Option<SigningKey>| if key.is_some() { "signed" } else { "open" };
-        format!("JWT: writes {}, reads {}", state(&self.write), state(&self.read))
+        let mut line = format!("JWT: writes {}, reads {}", state(&self.write), state(&self.read));
+        if !self.white_list.is_empty() {
+            line += &format!("; uploads and deletes only from {}", self.white_list);
+        }
+        line
     }
 
     /// weed's `maybeCheckJwtAuthorization`: whether a request for `vid`,`fid` (the URL's
@@ -321,7 +417,7 @@ mod tests {
 
     #[test]
     fn requests_are_checked_with_the_key_of_their_access() {
-        let security = Security { write: Some(SigningKey::new("w", 10)), read: None };
+        let security = Security { write: Some(SigningKey::new("w", 10)), ..Security::default() };
         let token = security.issue(Access::Write, "3,01637037d6").unwrap();
         let bearer = headers(&[(header::AUTHORIZATION, &format!("Bearer {token}"))]);
         assert!(security.allows(Access::Write, None, &bearer, "3", "01637037d6"));
@@ -341,7 +437,7 @@ mod tests {
             "3",
             "01"
         ));
-        let other = Security { write: Some(SigningKey::new("other", 10)), read: None };
+        let other = Security { write: Some(SigningKey::new("other", 10)), ..Security::default() };
         let foreign = other.issue(Access::Write, "3,01637037d6").unwrap();
         assert!(!security.allows(
             Access::Write,
@@ -394,5 +490,82 @@ mod tests {
         assert_eq!(security.read.as_ref().map(|k| k.expires_after), Some(60));
         let bad = |name: &str| (name == "WEED_JWT_SIGNING_EXPIRES_AFTER_SECONDS").then(|| "soon".to_owned());
         assert!(matches!(security.apply_env(bad), Err(SecurityError::Env { .. })));
+    }
+
+    #[test]
+    fn the_guard_white_list_comes_from_the_file_or_weeds_variable() {
+        let text = "[guard]\nwhite_list = \"127.0.0.1,10.0.0.0/8\"\n";
+        let mut security = Security::parse(text).unwrap();
+        assert_eq!(security.white_list.to_string(), "127.0.0.1,10.0.0.0/8");
+        assert_eq!(
+            security.describe(),
+            "JWT: writes open, reads open; uploads and deletes only from 127.0.0.1,10.0.0.0/8"
+        );
+        // weed's scaffold ships `white_list = ""`: no list.
+        assert!(Security::parse("[guard]\nwhite_list = \"\"\n").unwrap().white_list.is_empty());
+        let err = Security::parse("[guard]\nwhite_list = \"127.0.0.1,localhost\"\n").err().unwrap();
+        assert!(err.contains("[guard]") && err.contains("\"localhost\""), "{err}");
+
+        // The variable wins over the file; an empty one is unset, as viper reads it.
+        let env = |name: &str| (name == "WEED_GUARD_WHITE_LIST").then(|| "192.168.0.0/16".to_owned());
+        security.apply_env(env).unwrap();
+        assert_eq!(security.white_list.to_string(), "192.168.0.0/16");
+        security.apply_env(|name| (name == "WEED_GUARD_WHITE_LIST").then(String::new)).unwrap();
+        assert_eq!(security.white_list.to_string(), "192.168.0.0/16");
+        let bad = |name: &str| (name == "WEED_GUARD_WHITE_LIST").then(|| "10.0.0.0/40".to_owned());
+        assert!(matches!(
+            security.apply_env(bad),
+            Err(SecurityError::Env { name: "WEED_GUARD_WHITE_LIST", .. })
+        ));
+    }
+
+    #[test]
+    fn grpc_tls_files_come_from_the_volume_section_and_weeds_variables() {
+        // The scaffold's layout: other components' sections are not ours.
+        let text = r#"
+            [grpc]
+            ca = "ca.crt"
+            allowed_wildcard_domain = ""
+            [grpc.volume]
+            cert = "volume.crt"
+            key = "volume.key"
+            client_cert = ""
+            client_key = ""
+            allowed_commonNames = "master,shell"
+            [grpc.master]
+            cert = "master.crt"
+            key = "master.key"
+            [grpc.client]
+            cert = "client.crt"
+            key = "client.key"
+            [tls]
+            min_version = "TLS 1.3"
+        "#;
+        let mut security = Security::parse(text).unwrap();
+        let expected = GrpcTlsSettings {
+            ca: "ca.crt".into(),
+            cert: "volume.crt".into(),
+            key: "volume.key".into(),
+            allowed_common_names: "master,shell".into(),
+            min_version: "TLS 1.3".into(),
+            ..GrpcTlsSettings::default()
+        };
+        assert_eq!(security.grpc, expected);
+        let lower = Security::parse("[grpc.volume]\nallowed_commonnames = \"a\"\n").unwrap();
+        assert_eq!(lower.grpc.allowed_common_names, "a");
+        assert_eq!(Security::parse("").unwrap().grpc, GrpcTlsSettings::default());
+
+        let env = |name: &str| match name {
+            "WEED_GRPC_CA" => Some("/etc/ca.pem".to_owned()),
+            "WEED_GRPC_VOLUME_CLIENT_CERT" => Some("c.crt".to_owned()),
+            "WEED_GRPC_VOLUME_KEY" => Some(String::new()),
+            "WEED_GRPC_ALLOWED_WILDCARD_DOMAIN" => Some(".example.com".to_owned()),
+            _ => None,
+        };
+        security.apply_env(env).unwrap();
+        assert_eq!(security.grpc.ca, "/etc/ca.pem");
+        assert_eq!(security.grpc.client_cert, "c.crt");
+        assert_eq!(security.grpc.key, "volume.key", "an empty variable is unset");
+        assert_eq!(security.grpc.allowed_wildcard_domain, ".example.com");
     }
 }

@@ -12,6 +12,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
+use crate::grpc_tls::Dialer;
 use crate::pb::volume_server_pb::volume_server_server::{VolumeServer, VolumeServerServer};
 use crate::pb::volume_server_pb::*;
 use crate::pb::{grpc_address, master_pb};
@@ -26,13 +27,21 @@ pub struct VolumeGrpc {
     data_center: String,
     rack: String,
     copies: CopiesUnderWay,
+    /// How other servers' gRPC ports are dialed (volume moves, pings).
+    dialer: Dialer,
 }
 
 impl VolumeGrpc {
     /// The service over `store`; `version`, `data_center` and `rack` are what
-    /// `VolumeServerStatus` reports.
-    pub fn new(store: Arc<Store>, version: String, data_center: String, rack: String) -> Self {
-        Self { store, version, data_center, rack, copies: CopiesUnderWay::default() }
+    /// `VolumeServerStatus` reports; `dialer` reaches other servers.
+    pub fn new(
+        store: Arc<Store>,
+        version: String,
+        data_center: String,
+        rack: String,
+        dialer: Dialer,
+    ) -> Self {
+        Self { store, version, data_center, rack, copies: CopiesUnderWay::default(), dialer }
     }
 
     /// The tonic service, ready to add to the server's `Routes`.
@@ -334,7 +343,12 @@ impl VolumeServer for VolumeGrpc {
         &self,
         request: Request<VolumeCopyRequest>,
     ) -> Result<Response<Self::VolumeCopyStream>, Status> {
-        let stream = volume_move::volume_copy(Arc::clone(&self.store), &self.copies, request.into_inner())?;
+        let stream = volume_move::volume_copy(
+            Arc::clone(&self.store),
+            &self.copies,
+            self.dialer.clone(),
+            request.into_inner(),
+        )?;
         Ok(Response::new(stream))
     }
 
@@ -369,7 +383,7 @@ impl VolumeServer for VolumeGrpc {
         &self,
         request: Request<VolumeTailReceiverRequest>,
     ) -> Result<Response<VolumeTailReceiverResponse>, Status> {
-        volume_move::tail_receiver(Arc::clone(&self.store), request.into_inner()).await?;
+        volume_move::tail_receiver(Arc::clone(&self.store), &self.dialer, request.into_inner()).await?;
         Ok(Response::new(VolumeTailReceiverResponse {}))
     }
 
@@ -392,12 +406,12 @@ impl VolumeServer for VolumeGrpc {
         let remote_time_ns = match request.target_type.as_str() {
             "master" => {
                 let mut client = master_pb::seaweed_client::SeaweedClient::new(
-                    endpoint.connect().await.map_err(unreachable)?,
+                    self.dialer.connect(endpoint).await.map_err(unreachable)?,
                 );
                 client.ping(master_pb::PingRequest::default()).await?.into_inner().start_time_ns
             }
             "volumeServer" => {
-                let channel = endpoint.connect().await.map_err(unreachable)?;
+                let channel = self.dialer.connect(endpoint).await.map_err(unreachable)?;
                 let mut client = volume_server_client::VolumeServerClient::new(channel);
                 client.ping(PingRequest::default()).await?.into_inner().start_time_ns
             }

@@ -20,6 +20,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::grpc_tls::Dialer;
+
 use crate::error::Error;
 use crate::pb::grpc_address;
 use crate::pb::volume_server_pb::volume_server_client::VolumeServerClient;
@@ -162,14 +164,15 @@ fn send_file(
 
 /// A client for another volume server (`host:port` or `host:port.grpcPort`). Keepalive
 /// pings end a call whose peer went away instead of letting it wait forever.
-async fn connect(server: &str) -> Result<VolumeServerClient<Channel>, Status> {
+async fn connect(server: &str, dialer: &Dialer) -> Result<VolumeServerClient<Channel>, Status> {
     let address = grpc_address(server).map_err(Status::invalid_argument)?;
-    let channel = Endpoint::from_shared(format!("http://{address}"))
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| Status::invalid_argument(e.to_string()))?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .connect()
+        .keep_alive_timeout(Duration::from_secs(20));
+    let channel = dialer
+        .connect(endpoint)
         .await
         .map_err(|e| Status::unavailable(format!("volume server {server} ({address}): {e}")))?;
     Ok(VolumeServerClient::new(channel))
@@ -229,6 +232,7 @@ impl Drop for Staged {
 pub fn volume_copy(
     store: Arc<Store>,
     copies: &CopiesUnderWay,
+    dialer: Dialer,
     request: VolumeCopyRequest,
 ) -> Result<VolumeCopyStream, Status> {
     if !matches!(request.disk_type.as_str(), "" | "hdd") {
@@ -240,7 +244,7 @@ pub fn volume_copy(
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         let pace = Pace::new(request.io_byte_per_second);
-        let result = pull_volume(&store, id, &request.source_data_node, pace, &tx).await;
+        let result = pull_volume(&store, id, &request.source_data_node, &dialer, pace, &tx).await;
         drop(ticket);
         let last =
             result.map(|last_append_at_ns| VolumeCopyResponse { last_append_at_ns, processed_bytes: 0 });
@@ -256,10 +260,11 @@ async fn pull_volume(
     store: &Arc<Store>,
     id: VolumeId,
     source: &str,
+    dialer: &Dialer,
     pace: Pace,
     progress: &mpsc::Sender<Result<VolumeCopyResponse, Status>>,
 ) -> Result<u64, Status> {
-    let mut client = connect(source).await?;
+    let mut client = connect(source, dialer).await?;
     let cut = client
         .read_volume_file_status(ReadVolumeFileStatusRequest { volume_id: id.0 })
         .await
@@ -580,10 +585,14 @@ fn send_records_since(
 /// `VolumeTailReceiver` (target side): follows the source's `VolumeTailSender` from
 /// `since_ns` and applies each record to the local copy: a write, or for a tombstone
 /// (a record without body) a delete. Every record is checked (header, CRC32-C) first.
-pub async fn tail_receiver(store: Arc<Store>, request: VolumeTailReceiverRequest) -> Result<(), Status> {
+pub async fn tail_receiver(
+    store: Arc<Store>,
+    dialer: &Dialer,
+    request: VolumeTailReceiverRequest,
+) -> Result<(), Status> {
     let id = VolumeId(request.volume_id);
     let local_version = store.volume(id).map_err(status)?.version();
-    let mut client = connect(&request.source_volume_server).await?;
+    let mut client = connect(&request.source_volume_server, dialer).await?;
     let mut stream = client
         .volume_tail_sender(VolumeTailSenderRequest {
             volume_id: id.0,

@@ -15,6 +15,7 @@ mod write;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -75,6 +76,9 @@ pub fn version_string(width: needle::OffsetWidth) -> String {
     format!("{size} 4.48 seaweed-rdma-{}", env!("CARGO_PKG_VERSION"))
 }
 
+/// The router; serve it with `into_make_service_with_connect_info::<SocketAddr>()`, as
+/// the white list needs each connection's address (without it, a white list refuses
+/// every upload and delete).
 pub fn router(state: SharedState) -> Router {
     let mut router = Router::new()
         .route("/status", get(admin::status))
@@ -82,9 +86,12 @@ pub fn router(state: SharedState) -> Router {
         .route("/readyz", get(admin::healthz).head(admin::healthz))
         .route("/metrics", get(admin::metrics));
     if state.master.is_some() {
-        router = router
+        // weed master guards these with the white list too.
+        let master = Router::new()
             .route("/dir/assign", get(crate::master_api::assign).post(crate::master_api::assign))
-            .route("/dir/lookup", get(crate::master_api::lookup).post(crate::master_api::lookup));
+            .route("/dir/lookup", get(crate::master_api::lookup).post(crate::master_api::lookup))
+            .route_layer(middleware::from_fn_with_state(Arc::clone(&state), white_listed));
+        router = router.merge(master);
     }
     router
         .fallback(store_handler)
@@ -143,6 +150,30 @@ async fn dispatch(state: SharedState, request: Request) -> Response {
             .body(Body::empty())
             .expect("static headers are valid"),
         ref other => ApiError::bad_request(format!("unsupported method {other}")).into_response(),
+    }
+}
+
+/// weed's `Guard.WhiteList` around uploads, deletes and the master API: a bare 401 when a white list is
+/// in force and the connection's address is not on it. Only the TCP peer counts (weed
+/// ignores `X-Forwarded-For` and the like, which clients can forge).
+fn refused_by_white_list(state: &AppState, request: &Request) -> Option<Response> {
+    let list = &state.security.white_list;
+    if list.is_empty() {
+        return None;
+    }
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip());
+    if peer.is_some_and(|ip| list.allows(ip)) {
+        return None;
+    }
+    tracing::info!(peer = ?peer, method = %request.method(), "refused: not in the white list");
+    Some(ApiError::empty(StatusCode::UNAUTHORIZED).into_response())
+}
+
+/// [`refused_by_white_list`] as a layer.
+async fn white_listed(State(state): State<SharedState>, request: Request, next: Next) -> Response {
+    match refused_by_white_list(&state, &request) {
+        Some(refused) => refused,
+        None => next.run(request).await,
     }
 }
 

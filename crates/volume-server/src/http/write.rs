@@ -54,6 +54,9 @@ pub(super) async fn post(state: &AppState, request: Request) -> Response {
             }
         }
     };
+    if let Some(refused) = super::refused_by_white_list(state, &request) {
+        return refused;
+    }
     match upload_file(state, request).await {
         Ok(response) => response,
         Err(e) => e.into_response(),
@@ -193,6 +196,9 @@ fn too_large(limit: u64) -> ApiError {
 }
 
 pub(super) async fn delete(state: &AppState, request: Request) -> Response {
+    if let Some(refused) = super::refused_by_white_list(state, &request) {
+        return refused;
+    }
     let raw = match path::split(request.uri().path()) {
         Ok(raw) => raw,
         Err(e) => return ApiError::bad_request(e.to_string()).into_response(),

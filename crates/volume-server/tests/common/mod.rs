@@ -45,7 +45,18 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<Reply> {
-    let mut stream = TcpStream::connect(addr)?;
+    request_on(TcpStream::connect(addr)?, addr, method, path, headers, body)
+}
+
+/// [`request`] on a connection the caller opened (e.g. from a chosen source address).
+pub fn request_on(
+    mut stream: TcpStream,
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Reply> {
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {

@@ -244,15 +244,14 @@ impl Security {
                 DEFAULT_READ_EXPIRES_AFTER,
             ),
         ] {
-            let expires = match var(expires_var) {
+            let expires = match set(expires_var) {
                 Some(text) => Some(text.trim().parse::<u64>().map_err(|e| SecurityError::Env {
                     name: expires_var,
                     message: format!("{text:?} is not a number of seconds: {e}"),
                 })?),
                 None => None,
             };
-            match var(key_var) {
-                Some(key) if key.is_empty() => *slot = None,
+            match set(key_var) {
                 Some(key) => {
                     let expires = expires.or(slot.as_ref().map(|s| s.expires_after));
                     *slot = Some(SigningKey::new(key, expires.unwrap_or(default)));
@@ -480,13 +479,14 @@ mod tests {
     fn weed_environment_variables_win_over_the_file() {
         let mut security = Security::parse("[jwt.signing]\nkey = \"file\"\n").unwrap();
         let env = |name: &str| match name {
+            // Empty is unset to viper, weed's config reader: the file's key stays.
             "WEED_JWT_SIGNING_KEY" => Some(String::new()),
             "WEED_JWT_SIGNING_READ_KEY" => Some("env-read".to_owned()),
             "WEED_JWT_SIGNING_READ_EXPIRES_AFTER_SECONDS" => Some("60".to_owned()),
             _ => None,
         };
         security.apply_env(env).unwrap();
-        assert!(security.write.is_none());
+        assert!(security.write.is_some(), "the file's write key stays");
         assert_eq!(security.read.as_ref().map(|k| k.expires_after), Some(60));
         let bad = |name: &str| (name == "WEED_JWT_SIGNING_EXPIRES_AFTER_SECONDS").then(|| "soon".to_owned());
         assert!(matches!(security.apply_env(bad), Err(SecurityError::Env { .. })));

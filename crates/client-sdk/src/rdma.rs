@@ -174,6 +174,7 @@ impl RdmaTransport {
             location_ttl: self.config.location_ttl,
             rpc_timeout: self.config.rpc_timeout,
             read_timeout: self.config.read_timeout,
+            dialer: rdma_transport::grpc_tls::Dialer::default(),
         };
         let client = Arc::new(RdmaClient::new(&grpc, engine, config)?);
         let mut clients = self.clients.lock().expect("not poisoned");

@@ -24,6 +24,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::endpoint::QpEndpoint;
 use crate::engine::{EngineQp, ReadEngine};
 use crate::error::RdmaError;
+use crate::grpc_tls::Dialer;
 use crate::proto::rdma_control_client::RdmaControlClient;
 use crate::proto::{self, LocateStatus};
 use crate::verify::verify_record;
@@ -39,6 +40,11 @@ pub struct RdmaClientConfig {
     pub rpc_timeout: Duration,
     /// Bound on the READs of one record.
     pub read_timeout: Duration,
+    /// How the control plane is dialed: plaintext (the default), or mutual TLS when the
+    /// server's gRPC port runs it. A failed handshake (server not trusted, our
+    /// certificate refused, a plaintext port) fails the session as a
+    /// [`RdmaError::ControlPlane`] error, bounded by `rpc_timeout`.
+    pub dialer: Dialer,
 }
 
 impl Default for RdmaClientConfig {
@@ -48,6 +54,7 @@ impl Default for RdmaClientConfig {
             location_ttl: Duration::from_secs(1),
             rpc_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
+            dialer: Dialer::default(),
         }
     }
 }
@@ -175,7 +182,9 @@ impl RdmaClient {
     /// The control-plane client (connects lazily, reconnects after failures). Called
     /// from async code only, i.e. inside the runtime.
     fn grpc(&self) -> RdmaControlClient<Channel> {
-        self.channel.get_or_init(|| RdmaControlClient::new(self.endpoint.connect_lazy())).clone()
+        self.channel
+            .get_or_init(|| RdmaControlClient::new(self.config.dialer.connect_lazy(self.endpoint.clone())))
+            .clone()
     }
 
     /// The engine's name (`"sideway"`).

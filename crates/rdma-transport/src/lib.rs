@@ -17,6 +17,8 @@
 //!   verification above one small engine interface ([`engine::ReadEngine`] /
 //!   [`engine::EngineQp`]); [`verbs::SidewayEngine`] is the default engine, and
 //!   `async_rdma_engine::AsyncRdmaEngine` (cargo feature `async-rdma`, GPL-3.0) the other.
+//! - [`grpc_tls`]: the control plane dialed plaintext or over weed-style mutual TLS (the
+//!   volume server dials the rest of its gRPC with it too).
 //! - [`verbs`]: the device, queue pairs and registrations on sideway (libibverbs loaded at
 //!   run time, so a host without RDMA builds, runs and reports "no device").
 //! - [`proto`]: the generated control-plane messages, client and server
@@ -26,6 +28,7 @@ pub mod client;
 pub mod endpoint;
 pub mod engine;
 pub mod error;
+pub mod grpc_tls;
 pub mod server;
 pub mod verbs;
 pub mod verify;

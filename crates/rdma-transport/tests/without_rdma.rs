@@ -83,3 +83,80 @@ fn a_server_without_rdma_refuses_sessions_as_unavailable() {
     let error = runtime.block_on(client.read(&"1,01637037d6".parse().unwrap())).unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
 }
+
+/// A session needs the right TLS when the server's gRPC port runs weed's mutual TLS:
+/// through TLS with a trusted certificate the server's answer ("no RDMA here": this host
+/// has no device) comes back; without TLS, with another CA's certificate, or speaking TLS
+/// to a plaintext port, the control plane fails as unavailable, within the timeouts.
+#[test]
+fn the_control_plane_is_dialed_over_mutual_tls_and_refusals_are_unavailable() {
+    use rdma_transport::grpc_tls::{ClientTlsFiles, Dialer};
+
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().and_then(Path::parent).unwrap().join("volume-server");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p volume-server` first", bin.display());
+    let root = tempfile::tempdir().unwrap();
+    let pki = testbeds::pki::Pki::new(&root.path().join("pki")).unwrap();
+    let cluster_ca = pki.ca("cluster").unwrap();
+    let foreign_ca = pki.ca("foreign").unwrap();
+    let volume = pki.cert("cluster", "volume").unwrap();
+    let client = pki.cert("cluster", "client").unwrap();
+    let stranger = pki.cert("foreign", "stranger").unwrap();
+    let security_toml = root.path().join("security.toml");
+    std::fs::write(
+        &security_toml,
+        format!(
+            "[grpc]\nca = {:?}\n[grpc.volume]\ncert = {:?}\nkey = {:?}\n",
+            cluster_ca.display().to_string(),
+            volume.cert.display().to_string(),
+            volume.key.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let start = |dir: &str, tls: bool| {
+        let grpc_port = testbeds::process::free_port_pair().unwrap().to_string();
+        let toml = security_toml.display().to_string();
+        let mut args = vec!["--rdma", "off", "--grpc-port", &grpc_port];
+        if tls {
+            args.extend(["--security-config", &toml]);
+        }
+        let data = root.path().join(dir);
+        std::fs::create_dir_all(&data).unwrap();
+        let server = OurVolumeServer::start(&bin, &data, &args).unwrap();
+        (server, format!("127.0.0.1:{grpc_port}"))
+    };
+    let (_tls_server, tls_grpc) = start("tls", true);
+    let (_plain_server, plain_grpc) = start("plain", false);
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let session = |grpc: &str, dialer: Dialer| {
+        let config = RdmaClientConfig {
+            rpc_timeout: std::time::Duration::from_secs(5),
+            dialer,
+            ..RdmaClientConfig::default()
+        };
+        let client = RdmaClient::new(grpc, Arc::new(EndpointOnlyEngine), config).unwrap();
+        let started = std::time::Instant::now();
+        let error = runtime.block_on(client.read(&"1,01637037d6".parse().unwrap())).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{error}: not bounded");
+        assert_eq!(error.kind(), ErrorKind::Unavailable, "{error}");
+        error
+    };
+    let files = |ca: &Path, cert: &testbeds::pki::CertFiles| ClientTlsFiles {
+        ca: ca.to_owned(),
+        cert: cert.cert.clone(),
+        key: cert.key.clone(),
+    };
+    let trusted = Dialer::mutual_tls(&files(&cluster_ca, &client)).unwrap();
+
+    let through = session(&tls_grpc, trusted.clone());
+    assert!(matches!(&through, RdmaError::NoDevice(m) if m.contains("server")), "{through}");
+    let plaintext = session(&tls_grpc, Dialer::default());
+    assert!(matches!(plaintext, RdmaError::ControlPlane(_)), "{plaintext}");
+    let foreign_client = session(&tls_grpc, Dialer::mutual_tls(&files(&cluster_ca, &stranger)).unwrap());
+    assert!(matches!(foreign_client, RdmaError::ControlPlane(_)), "{foreign_client}");
+    let untrusted_server = session(&tls_grpc, Dialer::mutual_tls(&files(&foreign_ca, &stranger)).unwrap());
+    assert!(matches!(untrusted_server, RdmaError::ControlPlane(_)), "{untrusted_server}");
+    let tls_to_plaintext = session(&plain_grpc, trusted);
+    assert!(matches!(tls_to_plaintext, RdmaError::ControlPlane(_)), "{tls_to_plaintext}");
+}

@@ -163,6 +163,7 @@
 pub mod canned;
 pub mod ours;
 mod payload;
+pub mod pki;
 pub mod process;
 pub mod softroce;
 pub mod weed;

@@ -21,7 +21,8 @@
 //! which is for command-line clients such as `weed shell`) and checks that the server's
 //! certificate chains to `ca`, but not the host name ("the host name is not checked, so
 //! the certificate files can be shared", says weed's scaffold). Both sides offer ALPN
-//! `h2`, which grpc-go requires.
+//! `h2`, which grpc-go requires. This module is the serving side; the dialing side is
+//! `rdma_transport::grpc_tls` (RDMA clients dial the control plane on this port with it).
 //!
 //! `[tls]` `min_version`, `max_version` and `cipher_suites` shape the serving side, as in
 //! weed, within rustls' TLS 1.2 and 1.3.
@@ -31,30 +32,27 @@
 //! start with a message instead. Certificates are read at startup; weed re-reads them
 //! periodically, we need a restart to rotate them.
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rdma_transport::grpc_tls::{ClientTlsFiles, Dialer, HANDSHAKE_LIMIT, load_certs, load_key, load_roots};
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
-use rustls::{
-    DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme, SupportedProtocolVersion,
-};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme, SupportedProtocolVersion};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
-use tonic::transport::{Channel, Endpoint, Uri};
+
+pub use rdma_transport::grpc_tls::TlsError;
 
 /// The `security.toml` settings for our gRPC TLS (paths as written: weed opens them
 /// relative to its working directory, and so do we).
@@ -78,17 +76,6 @@ pub struct GrpcTlsSettings {
     pub min_version: String,
     pub max_version: String,
     pub cipher_suites: String,
-}
-
-/// Why the gRPC TLS settings cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    #[error("security.toml: {0}")]
-    Config(String),
-    #[error("gRPC TLS: {path}: {message}")]
-    File { path: PathBuf, message: String },
-    #[error("gRPC TLS: {0}")]
-    Rustls(#[from] rustls::Error),
 }
 
 /// How our gRPC port is served and how we dial other servers' gRPC ports.
@@ -115,14 +102,14 @@ impl GrpcTls {
         if settings.ca.is_empty() {
             return Err(TlsError::Config("a certificate is set but [grpc] ca is not".to_owned()));
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let roots = Arc::new(load_roots(Path::new(&settings.ca))?);
         let acceptor = match server {
             Some((cert, key)) => {
+                let roots = Arc::new(load_roots(Path::new(&settings.ca))?);
+                let provider = Arc::new(rustls::crypto::ring::default_provider());
                 let verifier = ClientNames::new(
-                    WebPkiClientVerifier::builder_with_provider(Arc::clone(&roots), Arc::clone(&provider))
+                    WebPkiClientVerifier::builder_with_provider(roots, provider)
                         .build()
-                        .map_err(|e| file_error(&settings.ca, e))?,
+                        .map_err(|e| TlsError::file(&settings.ca, e))?,
                     &settings.allowed_common_names,
                     &settings.allowed_wildcard_domain,
                 );
@@ -138,16 +125,11 @@ impl GrpcTls {
             None => None,
         };
         let dialer = match client {
-            Some((cert, key)) => {
-                let verifier = ChainOnly { roots: Arc::clone(&roots), provider: Arc::clone(&provider) };
-                let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                    .with_safe_default_protocol_versions()?
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(verifier))
-                    .with_client_auth_cert(load_certs(Path::new(&cert))?, load_key(Path::new(&key))?)?;
-                config.alpn_protocols = vec![b"h2".to_vec()];
-                Dialer { tls: Some(TlsConnector::from(Arc::new(config))) }
-            }
+            Some((cert, key)) => Dialer::mutual_tls(&ClientTlsFiles {
+                ca: PathBuf::from(&settings.ca),
+                cert: PathBuf::from(cert),
+                key: PathBuf::from(key),
+            })?,
             None => Dialer::default(),
         };
         Ok(Self { acceptor, dialer })
@@ -155,11 +137,11 @@ impl GrpcTls {
 
     /// One line for the startup log.
     pub fn describe(&self) -> &'static str {
-        match (&self.acceptor, &self.dialer.tls) {
-            (Some(_), Some(_)) => "gRPC: mutual TLS (serving and dialing)",
-            (Some(_), None) => "gRPC: mutual TLS serving, plaintext dialing",
-            (None, Some(_)) => "gRPC: plaintext serving, mutual TLS dialing",
-            (None, None) => "gRPC: plaintext",
+        match (&self.acceptor, self.dialer.is_tls()) {
+            (Some(_), true) => "gRPC: mutual TLS (serving and dialing)",
+            (Some(_), false) => "gRPC: mutual TLS serving, plaintext dialing",
+            (None, true) => "gRPC: plaintext serving, mutual TLS dialing",
+            (None, false) => "gRPC: plaintext",
         }
     }
 }
@@ -219,33 +201,6 @@ fn serving_provider(cipher_suites: &str) -> Result<CryptoProvider, TlsError> {
     }
     provider.cipher_suites.retain(|s| s.tls13().is_some() || names.contains(&go_name(s).as_str()));
     Ok(provider)
-}
-
-fn file_error(path: impl AsRef<Path>, e: impl std::fmt::Display) -> TlsError {
-    TlsError::File { path: path.as_ref().to_owned(), message: e.to_string() }
-}
-
-fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| file_error(path, e))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| file_error(path, e))?;
-    if certs.is_empty() {
-        return Err(file_error(path, "no PEM certificate in the file"));
-    }
-    Ok(certs)
-}
-
-fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(path, e))
-}
-
-fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for cert in load_certs(path)? {
-        roots.add(cert).map_err(|e| file_error(path, e))?;
-    }
-    Ok(roots)
 }
 
 /// The connections of a TLS gRPC port, handshaken. Each handshake runs in its own task
@@ -340,130 +295,6 @@ impl AsyncWrite for TlsConnection {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-/// Dials weed gRPC servers: plaintext HTTP/2, or TLS with our client certificate.
-#[derive(Clone, Default)]
-pub struct Dialer {
-    tls: Option<TlsConnector>,
-}
-
-impl std::fmt::Debug for Dialer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Dialer").field("tls", &self.tls.is_some()).finish()
-    }
-}
-
-impl Dialer {
-    /// A channel to `endpoint` (an `http://host:port` URI: with TLS the scheme stays
-    /// `http`, the TLS is this dialer's), with its timeouts and keepalive settings.
-    pub async fn connect(&self, endpoint: Endpoint) -> Result<Channel, tonic::transport::Error> {
-        match &self.tls {
-            None => endpoint.connect().await,
-            Some(tls) => endpoint.connect_with_connector(TlsDial { tls: tls.clone() }).await,
-        }
-    }
-}
-
-/// Longest a TLS handshake (with, when dialing, its TCP connect) may take.
-const HANDSHAKE_LIMIT: Duration = Duration::from_secs(10);
-
-/// The connector tonic calls for each new connection of a TLS [`Dialer`].
-#[derive(Clone)]
-struct TlsDial {
-    tls: TlsConnector,
-}
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-impl tonic::codegen::Service<Uri> for TlsDial {
-    type Response = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let tls = self.tls.clone();
-        Box::pin(async move {
-            let host = uri.host().ok_or("no host in the gRPC address")?;
-            let port = uri.port_u16().ok_or("no port in the gRPC address")?;
-            // weed's clients send the host (without port) as SNI; brackets off an IPv6 literal.
-            let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-            let name = ServerName::try_from(host.clone())?;
-            let dial = async {
-                let tcp = TcpStream::connect((host.as_str(), port)).await?;
-                tcp.set_nodelay(true)?;
-                tls.connect(name, tcp).await
-            };
-            let stream = tokio::time::timeout(HANDSHAKE_LIMIT, dial)
-                .await
-                .map_err(|_| format!("TLS connect to {host}:{port} took over {HANDSHAKE_LIMIT:?}"))??;
-            Ok(TokioIo::new(stream))
-        })
-    }
-}
-
-/// weed's client-side check: the server's certificate must chain to `[grpc] ca`; its
-/// names are not compared with the host dialed.
-#[derive(Debug)]
-struct ChainOnly {
-    roots: Arc<RootCertStore>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &ParsedCertificate::try_from(end_entity)?,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 

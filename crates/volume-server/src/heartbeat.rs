@@ -43,7 +43,7 @@ pub struct HeartbeatConfig {
     /// Interval between full heartbeats (weed's default pulse is 5 s).
     pub pulse: Duration,
     /// How the masters' gRPC ports are dialed (TLS when security.toml says so).
-    pub dialer: crate::grpc_tls::Dialer,
+    pub dialer: rdma_transport::grpc_tls::Dialer,
 }
 
 /// How one connection to a master ended.

@@ -175,13 +175,6 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let public_url = format!("{}:{}", cli.ip, cli.port);
     let master = cli.mserver.is_none().then(|| MasterApi::new(&store, public_url.clone()));
     let rdma = cli.rdma.start(&store, &cli.ip, security.read.as_ref().map(|k| k.jwt_key()));
-    if rdma.enabled() && grpc_tls.acceptor.is_some() {
-        // The control plane shares the gRPC port; rdma-transport's client dials plaintext.
-        tracing::warn!(
-            "gRPC TLS is on: RDMA clients must dial the control plane over mutual TLS; the \
-             bundled SDK does not yet, so its reads fall back to HTTP"
-        );
-    }
     let version = version_string(width);
     let state = Arc::new(AppState {
         store: Arc::clone(&store),

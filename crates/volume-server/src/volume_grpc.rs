@@ -12,12 +12,12 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
-use crate::grpc_tls::Dialer;
 use crate::pb::volume_server_pb::volume_server_server::{VolumeServer, VolumeServerServer};
 use crate::pb::volume_server_pb::*;
 use crate::pb::{grpc_address, master_pb};
 use crate::store::Store;
 use crate::volume_move::{self, CopiesUnderWay};
+use rdma_transport::grpc_tls::Dialer;
 
 /// The service over one store.
 pub struct VolumeGrpc {

@@ -20,7 +20,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::grpc_tls::Dialer;
+use rdma_transport::grpc_tls::Dialer;
 
 use crate::error::Error;
 use crate::pb::grpc_address;

@@ -124,7 +124,7 @@ impl Pki {
     }
 
     /// Our dialer trusting `ca` and presenting certificate `cn`.
-    fn dialer(&self, ca: &str, cn: &str) -> volume_server::grpc_tls::Dialer {
+    fn dialer(&self, ca: &str, cn: &str) -> rdma_transport::grpc_tls::Dialer {
         let files = GrpcTlsSettings {
             ca: self.path(&format!("{ca}-ca.crt")),
             client_cert: self.path(&format!("{cn}.crt")),
@@ -182,7 +182,7 @@ fn read_only(server: &str, vid: u32) -> Option<bool> {
 }
 
 /// A `VolumeServerStatus` call to our gRPC port with `dialer` (None: plaintext).
-fn status_call(grpc: &str, dialer: Option<volume_server::grpc_tls::Dialer>) -> Result<(), String> {
+fn status_call(grpc: &str, dialer: Option<rdma_transport::grpc_tls::Dialer>) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))

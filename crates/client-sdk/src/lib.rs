@@ -15,6 +15,15 @@
 //! why RDMA is not used; [`Client::transport_health`] shows which servers are backed off.
 //! "Not found" is authoritative and never falls back.
 //!
+//! ## Clusters with gRPC mutual TLS
+//! RDMA sessions are opened over the volume server's gRPC port. When the cluster runs
+//! that port with mutual TLS (weed's `security.toml` `[grpc]` sections), the RDMA
+//! transport needs a client certificate the servers trust:
+//! `RdmaTransportConfig::with_weed_security_toml` takes `[grpc.client]`'s certificate and
+//! `[grpc] ca` from the file weed's own clients use; `RdmaTransportConfig::with_grpc_tls`
+//! takes the PEM files. Without one (or with a certificate of another CA) no session
+//! opens and every read falls back to HTTP, counted as `unavailable`.
+//!
 //! ## Locations
 //! Volume locations come from the master's `/dir/lookup` and are cached for
 //! [`ClientBuilder::location_cache_ttl`]. A cached location is dropped and looked up
@@ -71,6 +80,8 @@ mod policy;
 mod rdma;
 mod stream;
 mod transport;
+#[cfg(feature = "rdma")]
+mod weed_security;
 
 pub use error::Error;
 pub use master::{AssignOptions, Assignment};
@@ -78,6 +89,10 @@ pub use needle::FileId;
 pub use policy::{Backoff, FallbackReason, RdmaPolicy, ReadMetrics, TransportHealth};
 #[cfg(feature = "rdma")]
 pub use rdma::{DeviceChoice, RdmaEngine, RdmaTransport, RdmaTransportConfig};
+/// Dialing the RDMA control plane over weed-style gRPC mutual TLS (`rdma-transport`'s):
+/// see [`RdmaTransportConfig::with_grpc_tls`].
+#[cfg(feature = "rdma")]
+pub use rdma_transport::grpc_tls;
 pub use stream::NeedleStream;
 pub use transport::{
     BoxFuture, HttpTransport, NeedleData, ReadTransport, TransportError, TransportErrorKind,

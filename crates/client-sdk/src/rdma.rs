@@ -17,13 +17,22 @@
 //! | `NotFound`, `Deleted`, `VolumeNotHere`        | `NotFound`      | ends (authoritative) |
 //! | `Corrupt` (header or CRC32-C, after one retry) | `Corrupt`      | falls back        |
 //! | `BadFid` (the server rejects the fid or the token's scope) | `Server(400)` | falls back, backs off |
+//!
+//! A cluster whose gRPC runs mutual TLS (weed's `security.toml` `[grpc]` sections) serves
+//! the control plane on its TLS gRPC port: give the transport a client certificate
+//! ([`RdmaTransportConfig::with_weed_security_toml`] or
+//! [`RdmaTransportConfig::with_grpc_tls`]). Without one, or with one the servers do not
+//! trust, no session opens (`ControlPlane`: the reads fall back to HTTP, counted as
+//! `Unavailable`).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use needle::FileId;
+use rdma_transport::grpc_tls::{ClientTlsFiles, Dialer, TlsError};
 use rdma_transport::verbs::{SidewayConfig, SidewayEngine};
 use rdma_transport::{NeedleRecord, RdmaClient, RdmaClientConfig, RdmaError, ReadEngine};
 
@@ -89,6 +98,10 @@ pub struct RdmaTransportConfig {
     /// ([`ClientBuilder::rdma_timeout`](crate::ClientBuilder::rdma_timeout)) bounds the
     /// whole attempt as well.
     pub read_timeout: Duration,
+    /// How the control plane is dialed: plaintext (the default), or mutual TLS, set with
+    /// [`RdmaTransportConfig::with_grpc_tls`] or
+    /// [`RdmaTransportConfig::with_weed_security_toml`].
+    pub grpc_dialer: Dialer,
 }
 
 impl Default for RdmaTransportConfig {
@@ -102,6 +115,41 @@ impl Default for RdmaTransportConfig {
             location_ttl: client.location_ttl,
             rpc_timeout: client.rpc_timeout,
             read_timeout: client.read_timeout,
+            grpc_dialer: Dialer::default(),
+        }
+    }
+}
+
+impl RdmaTransportConfig {
+    /// Dials the control plane over mutual TLS: presents `files.cert`/`files.key` and
+    /// trusts servers whose certificate chains to `files.ca` (their host names are not
+    /// checked, as in weed). The files are read now: a missing or unreadable one is an
+    /// error here, not a fallback later.
+    pub fn with_grpc_tls(self, files: &ClientTlsFiles) -> Result<Self, TlsError> {
+        Ok(Self { grpc_dialer: Dialer::mutual_tls(files)?, ..self })
+    }
+
+    /// Dials the control plane as weed's own gRPC clients (`weed shell`, `mount`, ...)
+    /// do with this `security.toml`: with `[grpc.client]`'s certificate
+    /// (`client_cert`/`client_key` if set, else `cert`/`key`), trusting `[grpc] ca`.
+    /// Relative paths are taken from the file's directory. A file without a client
+    /// certificate leaves the control plane plaintext, as in weed; a half one (`cert`
+    /// without `key`, no `ca`), a missing file or a bad PEM is an error. weed's
+    /// `WEED_GRPC_*` environment variables are not read.
+    ///
+    /// ```no_run
+    /// use client_sdk::{RdmaTransport, RdmaTransportConfig};
+    ///
+    /// let config = RdmaTransportConfig::default()
+    ///     .with_weed_security_toml("/etc/seaweedfs/security.toml".as_ref())?;
+    /// let rdma = RdmaTransport::new(config);
+    /// # drop(rdma);
+    /// # Ok::<(), client_sdk::grpc_tls::TlsError>(())
+    /// ```
+    pub fn with_weed_security_toml(self, security_toml: &Path) -> Result<Self, TlsError> {
+        match crate::weed_security::grpc_client_files(security_toml)? {
+            Some(files) => self.with_grpc_tls(&files),
+            None => Ok(Self { grpc_dialer: Dialer::default(), ..self }),
         }
     }
 }
@@ -174,7 +222,7 @@ impl RdmaTransport {
             location_ttl: self.config.location_ttl,
             rpc_timeout: self.config.rpc_timeout,
             read_timeout: self.config.read_timeout,
-            dialer: rdma_transport::grpc_tls::Dialer::default(),
+            dialer: self.config.grpc_dialer.clone(),
         };
         let client = Arc::new(RdmaClient::new(&grpc, engine, config)?);
         let mut clients = self.clients.lock().expect("not poisoned");
@@ -317,6 +365,31 @@ mod tests {
             assert_eq!(mapped.kind, kind, "{error}");
             assert_eq!(mapped.message, error.to_string());
         }
+    }
+
+    #[test]
+    fn grpc_tls_comes_from_security_toml_and_its_files_are_read_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("security.toml");
+        let client_section = "[grpc]\nca = \"pki/cluster-ca.crt\"\n[grpc.client]\n\
+                              cert = \"pki/client.crt\"\nkey = \"pki/client.key\"\n";
+        std::fs::write(&toml, client_section).unwrap();
+        // Named but not there yet: an error naming the file (paths relative to the toml's directory).
+        let error = RdmaTransportConfig::default().with_weed_security_toml(&toml).unwrap_err();
+        let ca = dir.path().join("pki/cluster-ca.crt");
+        assert!(matches!(&error, TlsError::File { path, .. } if *path == ca), "{error}");
+
+        let pki = testbeds::pki::Pki::new(&dir.path().join("pki")).unwrap();
+        pki.ca("cluster").unwrap();
+        pki.cert("cluster", "client").unwrap();
+        let config = RdmaTransportConfig::default().with_weed_security_toml(&toml).unwrap();
+        assert!(config.grpc_dialer.is_tls());
+
+        // No client certificate in the file: plaintext, as weed's clients dial then.
+        std::fs::write(&toml, "[jwt.signing]\nkey = \"k\"\n").unwrap();
+        let config = config.with_weed_security_toml(&toml).unwrap();
+        assert!(!config.grpc_dialer.is_tls());
+        assert!(!RdmaTransportConfig::default().grpc_dialer.is_tls());
     }
 
     #[test]

@@ -52,6 +52,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+/// Why the settings cannot be used: one error type for both sides.
 pub use rdma_transport::grpc_tls::TlsError;
 
 /// The `security.toml` settings for our gRPC TLS (paths as written: weed opens them

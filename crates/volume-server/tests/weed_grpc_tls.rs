@@ -25,60 +25,6 @@ use volume_server::pb::volume_server_pb::volume_server_client::VolumeServerClien
 /// Our data center: assigns asking for it land on ours.
 const OURS_DC: &str = "dc-ours";
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the openssl CLI makes the test certificates");
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// A CA `NAME-ca.crt`/`.key` in `dir`.
-fn make_ca(dir: &Path, name: &str) {
-    let (crt, key) = (format!("{name}-ca.crt"), format!("{name}-ca.key"));
-    openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &key]);
-    let subject = format!("/CN={name} test CA");
-    openssl(dir, &["req", "-x509", "-new", "-key", &key, "-out", &crt, "-days", "2", "-subj", &subject]);
-}
-
-/// `CN.crt`/`.key` in `dir`, signed by CA `ca`, for client and server use (as weed
-/// uses one certificate both ways), subject CN only.
-fn make_cert(dir: &Path, ca: &str, cn: &str) -> (PathBuf, PathBuf) {
-    let (crt, key, csr) = (format!("{cn}.crt"), format!("{cn}.key"), format!("{cn}.csr"));
-    openssl(dir, &["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", &key]);
-    openssl(dir, &["req", "-new", "-key", &key, "-out", &csr, "-subj", &format!("/CN={cn}")]);
-    let ext = dir.join("leaf.ext");
-    std::fs::write(
-        &ext,
-        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
-    )
-    .unwrap();
-    let (ca_crt, ca_key) = (format!("{ca}-ca.crt"), format!("{ca}-ca.key"));
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &ca_crt,
-            "-CAkey",
-            &ca_key,
-            "-CAcreateserial",
-            "-out",
-            &crt,
-            "-days",
-            "2",
-            "-extfile",
-            "leaf.ext",
-        ],
-    );
-    (dir.join(crt), dir.join(key))
-}
-
 /// The test PKI and a `security.toml` using it (absolute paths: weed and ours run in
 /// different working directories).
 struct Pki {
@@ -89,13 +35,13 @@ struct Pki {
 impl Pki {
     /// The PKI and a `security.toml` ending with `extra` (more sections).
     fn new(dir: &Path, extra: &str) -> Self {
-        std::fs::create_dir_all(dir).unwrap();
-        make_ca(dir, "cluster");
-        make_ca(dir, "foreign");
+        let certs = testbeds::pki::Pki::new(dir).unwrap();
+        certs.ca("cluster").unwrap();
+        certs.ca("foreign").unwrap();
         for cn in ["master", "volume", "client", "intruder"] {
-            make_cert(dir, "cluster", cn);
+            certs.cert("cluster", cn).unwrap();
         }
-        make_cert(dir, "foreign", "stranger");
+        certs.cert("foreign", "stranger").unwrap();
         let p = |name: &str| dir.join(name).display().to_string();
         let security_toml = dir.join("security.toml");
         std::fs::write(

@@ -3,7 +3,8 @@
 //! space is freed, while reads and deletes go on; without it, a write that finds the
 //! disk full gets a clear 500 and every acknowledged file survives, across a restart.
 //!
-//! Mounting a tmpfs needs root (CI runs as root); elsewhere the test says so and stops.
+//! Mounting a tmpfs needs root (CI runs as root); where it cannot mount one, the test
+//! says so and stops.
 
 mod common;
 
@@ -31,12 +32,19 @@ impl Tmpfs {
         let parent = tempfile::tempdir().unwrap();
         let mount_point = parent.path().join("disk");
         std::fs::create_dir(&mount_point).unwrap();
-        let status = Command::new("mount")
+        let mount = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m"), "tmpfs"])
             .arg(&mount_point)
-            .status()
+            .output()
             .unwrap();
-        assert!(status.success(), "mount -t tmpfs failed as root");
+        if !mount.status.success() {
+            // Root in a container without CAP_SYS_ADMIN, say.
+            eprintln!(
+                "skipped: cannot mount a tmpfs here: {}",
+                String::from_utf8_lossy(&mount.stderr).trim()
+            );
+            return None;
+        }
         Some(Tmpfs { mount_point, _parent: parent })
     }
 }

@@ -79,10 +79,16 @@ impl ReadNeedle {
         })
     }
 
-    pub(super) fn meta(&self) -> NeedleMeta<'_> {
+    /// The needle's metadata, and its data when it was read whole (one parse of the
+    /// record). Streamed needles are never gzip or manifests, so nothing needs their data
+    /// at once.
+    pub(super) fn parts(&self) -> (NeedleMeta<'_>, Option<&[u8]>) {
         match self {
-            ReadNeedle::Whole(stored) => stored.needle().meta(),
-            ReadNeedle::Streamed(stored) => stored.meta(),
+            ReadNeedle::Whole(stored) => {
+                let needle = stored.needle();
+                (needle.meta(), Some(needle.data))
+            }
+            ReadNeedle::Streamed(stored) => (stored.meta(), None),
         }
     }
 
@@ -93,15 +99,6 @@ impl ReadNeedle {
         match self {
             ReadNeedle::Whole(stored) => stored.crc,
             ReadNeedle::Streamed(stored) => stored.meta().checksum,
-        }
-    }
-
-    /// The data of a needle read whole. Streamed needles are never gzip or manifests, so
-    /// nothing needs their data at once.
-    pub(super) fn whole_data(&self) -> Option<&[u8]> {
-        match self {
-            ReadNeedle::Whole(stored) => Some(stored.needle().data),
-            ReadNeedle::Streamed(_) => None,
         }
     }
 

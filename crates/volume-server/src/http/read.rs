@@ -79,7 +79,7 @@ async fn respond(
             ApiError::json(StatusCode::TOO_MANY_REQUESTS, message)
         })?);
     let stored = ReadNeedle::read(&volume, id, url.fid.cookie, location).map_err(ApiError::for_read)?;
-    let needle = stored.meta();
+    let (needle, whole_data) = stored.parts();
     let headers_in = request.headers();
     let mut builder = Response::builder();
 
@@ -109,10 +109,8 @@ async fn respond(
             }
         }
     }
-    // Chunk manifests are never streamed: their data is here whole.
-    if let Some(manifest) =
-        stored.whole_data().and_then(|data| manifest::to_expand(needle.flags, data, request))
-    {
+    // Gzip and chunk manifests are never streamed: their data is here whole.
+    if let Some(manifest) = whole_data.and_then(|data| manifest::to_expand(needle.flags, data, request)) {
         return manifest::serve(state, request, builder, manifest, url.filename.clone()).await;
     }
     let filename = match &url.filename {
@@ -127,7 +125,7 @@ async fn respond(
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("gzip"));
-    let plain = match stored.whole_data() {
+    let plain = match whole_data {
         Some(data) if needle.flags.contains(Flags::COMPRESSED) => {
             if accepts_gzip && data.starts_with(&[0x1f, 0x8b]) {
                 builder = builder.header(header::CONTENT_ENCODING, "gzip");

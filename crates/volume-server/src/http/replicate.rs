@@ -42,7 +42,12 @@ pub enum ReadMode {
 
 /// Whether a request is replica traffic (`type=replicate`).
 pub(super) fn is_replica(query: Option<&str>) -> bool {
-    query.is_some_and(|q| q.split('&').any(|pair| pair == "type=replicate"))
+    has_pair(query, "type=replicate")
+}
+
+/// Whether `query` has `pair` (`name=value`, as sent) among its `&`-separated pairs.
+fn has_pair(query: Option<&str>, pair: &str) -> bool {
+    query.is_some_and(|q| q.split('&').any(|p| p == pair))
 }
 
 /// The other servers a write or delete of `volume` must reach too (weed's
@@ -101,7 +106,7 @@ pub(super) async fn write(
     if upload.chunk_manifest {
         params.push("cm=true".to_owned());
     }
-    if query.is_some_and(|q| q.split('&').any(|pair| pair == "fsync=true")) {
+    if has_pair(query, "fsync=true") {
         params.push("fsync=true".to_owned());
     }
     if upload.last_modified > 0 {
@@ -110,9 +115,9 @@ pub(super) async fn write(
     params.push(format!("ttl={}", upload.ttl));
     params.push("type=replicate".to_owned());
     let query_string = params.join("&");
-    let token = token_of(query, headers);
     let pairs = pair_headers(upload.pairs.as_deref());
-    let outcome = fan_out(state, volume, "write", targets, |server| {
+    let accepted = &[StatusCode::CREATED, StatusCode::NO_CONTENT, StatusCode::OK];
+    let outcome = fan_out(state, volume, "write", accepted, targets, token_of(query, headers), |server| {
         let mut request = clients()
             .1
             .post(format!("http://{server}{path}?{query_string}"))
@@ -121,16 +126,7 @@ pub(super) async fn write(
         for (name, value) in &pairs {
             request = request.header(name.as_str(), value.clone());
         }
-        if let Some(token) = &token {
-            request = request.bearer_auth(token);
-        }
-        async move {
-            let reply = request.send().await.map_err(|e| e.to_string())?;
-            match reply.status() {
-                StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
-                status => Err(failure(status, reply).await),
-            }
-        }
+        request
     })
     .await;
     outcome.map_err(|e| format!("failed to write to replicas for volume {}: {e}", volume.0))
@@ -146,46 +142,43 @@ pub(super) async fn delete(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<(), String> {
-    let token = token_of(query, headers);
-    fan_out(state, volume, "delete", targets, |server| {
-        let mut request = clients().1.delete(format!("http://{server}{path}?type=replicate"));
-        if let Some(token) = &token {
-            request = request.bearer_auth(token);
-        }
-        async move {
-            let reply = request.send().await.map_err(|e| e.to_string())?;
-            match reply.status() {
-                StatusCode::ACCEPTED | StatusCode::NOT_FOUND | StatusCode::NO_CONTENT | StatusCode::OK => {
-                    Ok(())
-                }
-                status => Err(failure(status, reply).await),
-            }
-        }
+    let accepted = &[StatusCode::ACCEPTED, StatusCode::NOT_FOUND, StatusCode::NO_CONTENT, StatusCode::OK];
+    fan_out(state, volume, "delete", accepted, targets, token_of(query, headers), |server| {
+        clients().1.delete(format!("http://{server}{path}?type=replicate"))
     })
     .await
 }
 
-/// Runs `send` for every target at once and waits for all of them (each bounded by the
-/// client's timeouts); the error lists every failure as weed's `DistributedOperation`
-/// does, `[server]: cause`, one a line.
-async fn fan_out<F, Fut>(
+/// Sends the request `build` makes for every target at once, with the client's `token`,
+/// and waits for all of them (each bounded by the client's timeouts); a reply whose
+/// status is not `accepted` is a failure. The error lists every failure as weed's
+/// `DistributedOperation` does, `[server]: cause`, one a line.
+async fn fan_out(
     state: &AppState,
     volume: VolumeId,
     op: &'static str,
+    accepted: &'static [StatusCode],
     targets: Vec<String>,
-    send: F,
-) -> Result<(), String>
-where
-    F: Fn(&str) -> Fut,
-    Fut: Future<Output = Result<(), String>> + Send + 'static,
-{
+    token: Option<String>,
+    build: impl Fn(&str) -> reqwest::RequestBuilder,
+) -> Result<(), String> {
     if targets.is_empty() {
         return Ok(());
     }
     let mut running = JoinSet::new();
     for server in targets {
-        let sending = send(&server);
-        running.spawn(async move { (server, sending.await) });
+        let mut request = build(&server);
+        if let Some(token) = &token {
+            request = request.bearer_auth(token);
+        }
+        running.spawn(async move {
+            let outcome = match request.send().await {
+                Ok(reply) if accepted.contains(&reply.status()) => Ok(()),
+                Ok(reply) => Err(failure(reply.status(), reply).await),
+                Err(e) => Err(e.to_string()),
+            };
+            (server, outcome)
+        });
     }
     let mut failures = Vec::new();
     while let Some(done) = running.join_next().await {
@@ -289,8 +282,7 @@ pub(super) async fn read_elsewhere(
     if state.read_mode == ReadMode::Local || !state.locations.clustered() {
         return None;
     }
-    let query = request.uri().query().unwrap_or("");
-    if query.split('&').any(|pair| pair == "proxied=true") {
+    if has_pair(request.uri().query(), "proxied=true") {
         return None;
     }
     let servers = match state.locations.lookup(volume.0).await {
@@ -305,7 +297,10 @@ pub(super) async fn read_elsewhere(
     if state.read_mode == ReadMode::Redirect {
         return Some(redirect(server, request, (vid, fid)));
     }
-    let query = if query.is_empty() { "proxied=true".to_owned() } else { format!("{query}&proxied=true") };
+    let query = match request.uri().query() {
+        None | Some("") => "proxied=true".to_owned(),
+        Some(query) => format!("{query}&proxied=true"),
+    };
     let url = format!("http://{server}{}?{query}", request.uri().path());
     let mut forwarded = clients().1.request(request.method().clone(), &url);
     for (name, value) in request.headers() {

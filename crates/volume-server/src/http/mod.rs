@@ -104,7 +104,8 @@ pub fn router(state: SharedState) -> Router {
 /// weed's `privateStoreHandler`, with a last line of defence: a handler that panics
 /// (a bug) answers 500 and logs the panic instead of dropping the connection.
 async fn store_handler(State(state): State<SharedState>, request: Request) -> Response {
-    let what = format!("{} {}", request.method(), request.uri().path());
+    // Kept for the panic log only: clones share the request's bytes, unlike a formatted string.
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let handling: Pin<Box<dyn Future<Output = Response> + Send>> = Box::pin(dispatch(state, request));
     match (CatchUnwind { inner: handling }).await {
         Ok(response) => response,
@@ -114,7 +115,8 @@ async fn store_handler(State(state): State<SharedState>, request: Request) -> Re
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_default();
-            tracing::error!(request = %what, panic = %message, "handler panicked");
+            let request = format!("{method} {}", uri.path());
+            tracing::error!(%request, panic = %message, "handler panicked");
             ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
         }
     }

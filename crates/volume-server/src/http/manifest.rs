@@ -222,7 +222,7 @@ async fn read_manifest(store: &Arc<Store>, fid: &FileId) -> Option<Result<ChunkM
         }
         let stored = volume.read_at(fid.needle_id(), fid.cookie, location).ok()?;
         let needle = stored.needle();
-        needle.flags.contains(Flags::CHUNK_MANIFEST).then(|| load(needle.flags, needle.data))
+        Some(load(needle.flags, needle.data))
     })
     .await
     .ok()
@@ -259,10 +259,8 @@ impl ChunkSource {
     /// `chunk`'s plain data, verified, and exactly as long as the manifest says.
     async fn read(&mut self, chunk: &Chunk) -> Result<Bytes, String> {
         let fid = chunk.fid;
-        let (stored, compressed) = if self.store.volume(fid.volume).is_ok() {
-            let store = Arc::clone(&self.store);
+        let (stored, compressed) = if let Ok(volume) = self.store.volume(fid.volume) {
             tokio::task::spawn_blocking(move || -> Result<(Bytes, bool), String> {
-                let volume = store.volume(fid.volume).map_err(|e| e.to_string())?;
                 let location = volume.locate_readable(fid.needle_id(), false).map_err(|e| e.to_string())?;
                 let stored =
                     volume.read_at(fid.needle_id(), fid.cookie, location).map_err(|e| e.to_string())?;

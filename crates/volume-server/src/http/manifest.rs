@@ -104,11 +104,11 @@ pub(super) async fn serve(
                 } else {
                     // Parts carry the type as it is, even empty: weed sniffs nothing here.
                     let layout = range::MultipartLayout::new(total, &ranges, &content_type);
-                    for (head, r) in layout.heads.iter().zip(&ranges) {
-                        pieces.push(Piece::Text(Bytes::from(head.clone())));
+                    for (head, r) in layout.heads.into_iter().zip(&ranges) {
+                        pieces.push(Piece::Text(Bytes::from(head)));
                         pieces.extend(chunk_pieces(&manifest, r.start, r.start + r.length));
                     }
-                    pieces.push(Piece::Text(Bytes::from(layout.closing.clone())));
+                    pieces.push(Piece::Text(Bytes::from(layout.closing)));
                     multipart_type = Some(layout.content_type);
                 }
                 StatusCode::PARTIAL_CONTENT

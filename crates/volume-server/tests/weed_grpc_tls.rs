@@ -81,30 +81,12 @@ impl Pki {
     }
 }
 
-/// `weed shell` running in the PKI's directory (so it reads the `security.toml` and
-/// dials with `[grpc.client]`); its output.
+/// `weed shell` with the PKI's directory as its config directory (so it reads the
+/// `security.toml` and dials with `[grpc.client]`); its output.
 fn weed_shell(pki: &Pki, master: &WeedMaster, script: &str) -> String {
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new("weed")
-        .args(["shell", &format!("-master={}", master.addr())])
-        .current_dir(&pki.dir)
-        .stdin(Stdio::piped())
-        .stdout(out.reopen().unwrap())
-        .stderr(out.reopen().unwrap())
-        .spawn()
-        .expect("weed is on PATH");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("weed shell did not finish {script:?}:\n{}", std::fs::read_to_string(out.path()).unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::fs::read_to_string(out.path()).unwrap()
+    let config_dir = format!("-config_dir={}", pki.dir.display());
+    let master = format!("-master={}", master.addr());
+    run_weed(&[&config_dir, "shell", &master], script, Duration::from_secs(120)).1
 }
 
 /// Has the master grow a volume in data center `dc` (its AllocateVolume call to that

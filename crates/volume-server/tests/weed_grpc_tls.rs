@@ -251,12 +251,10 @@ fn a_broken_tls_configuration_stops_the_server() {
     let toml = scratch.path().join("security.toml");
     std::fs::write(&toml, "[grpc]\nca = \"\"\n[grpc.volume]\ncert = \"volume.crt\"\nkey = \"volume.key\"\n")
         .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_volume-server"))
-        .args(["--dir", scratch.path().join("d").to_str().unwrap(), "--port", "0"])
-        .args(["--security-config", toml.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started without a CA: {text}");
+    let dir = scratch.path().join("d");
+    let text = start_refused(
+        &["--dir", dir.to_str().unwrap(), "--port", "0", "--security-config", toml.to_str().unwrap()],
+        &[],
+    );
     assert!(text.contains("[grpc] ca"), "{text}");
 }

@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -342,19 +341,15 @@ fn without_keys_nothing_is_signed_or_checked() {
 #[test]
 fn a_named_security_config_that_is_missing_or_broken_stops_the_server() {
     let scratch = tempfile::tempdir().unwrap();
-    let bin = Path::new(env!("CARGO_BIN_EXE_volume-server"));
     let broken = scratch.path().join("broken.toml");
     std::fs::write(&broken, "[jwt.signing\nkey = ").unwrap();
     for config in [scratch.path().join("missing.toml"), broken] {
-        let output = Command::new(bin)
-            .args(["--dir", scratch.path().to_str().unwrap(), "--port", "1", "--rdma", "off"])
-            .arg("--security-config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        let stderr =
-            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{config:?}: {stderr}");
+        let dir = scratch.path().to_str().unwrap();
+        let config_arg = config.to_str().unwrap();
+        let stderr = start_refused(
+            &["--dir", dir, "--port", "1", "--rdma", "off", "--security-config", config_arg],
+            &[],
+        );
         assert!(stderr.contains(config.file_name().unwrap().to_str().unwrap()), "names the file: {stderr}");
     }
 }

@@ -184,6 +184,39 @@ impl OurServer {
     }
 }
 
+/// Runs our server binary with `args` and `env`, which must refuse to start: exit with
+/// failure within 30 s (one still running then is killed and fails the test). Returns
+/// its stdout+stderr.
+pub fn start_refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_volume-server"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(out.reopen().unwrap())
+        .stderr(out.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "volume-server {args:?} still runs after 30 s: {}",
+                std::fs::read_to_string(out.path()).unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(out.path()).unwrap();
+    assert!(!status.success(), "volume-server {args:?} started: {text}");
+    text
+}
+
 /// Runs `weed ARGS...` to completion (at most `limit`), `stdin` written to it;
 /// returns whether it succeeded and its stdout+stderr.
 pub fn run_weed(args: &[&str], stdin: &str, limit: Duration) -> (bool, String) {

@@ -103,12 +103,6 @@ fn put_in(master: &WeedMaster, dc: &str, data: &[u8]) -> (String, String) {
     (a.fid, a.url)
 }
 
-fn read_only(server: &str, vid: u32) -> Option<bool> {
-    let status = get(server, "/status").json();
-    let volumes = status["Volumes"].as_array().cloned().unwrap_or_default();
-    volumes.iter().find(|v| v["Id"].as_u64() == Some(u64::from(vid))).and_then(|v| v["ReadOnly"].as_bool())
-}
-
 /// A `VolumeServerStatus` call to our gRPC port with `dialer` (None: plaintext).
 fn status_call(grpc: &str, dialer: Option<rdma_transport::grpc_tls::Dialer>) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

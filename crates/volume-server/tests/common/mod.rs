@@ -286,6 +286,14 @@ pub fn volume_ids(addr: &str) -> Vec<u32> {
     volumes.iter().filter_map(|v| v["Id"].as_u64().map(|id| id as u32)).collect()
 }
 
+/// Whether a volume server's `/status` lists volume `vid` as read-only; None if it does
+/// not list it.
+pub fn read_only(addr: &str, vid: u32) -> Option<bool> {
+    let status = get(addr, "/status").json();
+    let volumes = status["Volumes"].as_array().cloned().unwrap_or_default();
+    volumes.iter().find(|v| v["Id"].as_u64() == Some(u64::from(vid))).and_then(|v| v["ReadOnly"].as_bool())
+}
+
 /// The volume id of a fid's text.
 pub fn vid(fid: &str) -> u32 {
     fid.split(',').next().unwrap().parse().unwrap()

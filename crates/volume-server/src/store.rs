@@ -192,11 +192,7 @@ impl Store {
         self.volumes.read().unwrap_or_else(|e| e.into_inner()).values().map(|(_, v)| Arc::clone(v)).collect()
     }
 
-    /// The directory a volume lives in.
-    pub fn dir_of(&self, id: VolumeId) -> Option<&Path> {
-        self.config.dirs.get(self.dir_index_of(id)?).map(PathBuf::as_path)
-    }
-
+    /// The index in `--dir` of the directory a volume lives in.
     fn dir_index_of(&self, id: VolumeId) -> Option<usize> {
         self.volumes.read().unwrap_or_else(|e| e.into_inner()).get(&id.0).map(|(d, _)| *d)
     }
@@ -458,8 +454,8 @@ mod tests {
         let ids: Vec<u32> = (0..3).map(|_| store.create_volume("", rp, Ttl::EMPTY).unwrap().id().0).collect();
         assert_eq!(ids, vec![1, 2, 3]);
         assert!(matches!(store.create_volume("", rp, Ttl::EMPTY), Err(Error::NoFreeSlot)));
-        assert_eq!(store.dir_of(VolumeId(2)), Some(dirs[0].as_path()), "ties go to the first directory");
-        assert_eq!(store.dir_of(VolumeId(3)), Some(dirs[1].as_path()), "a holds 2, b 1");
+        assert_eq!(store.dir_index_of(VolumeId(2)), Some(0), "ties go to the first directory");
+        assert_eq!(store.dir_index_of(VolumeId(3)), Some(1), "a holds 2, b 1");
         let v = store.volume(VolumeId(2)).unwrap();
         v.write(&Needle::new(NeedleId(5), Cookie(6), b"kept")).unwrap();
         assert!(store.is_writable(&v));
@@ -710,7 +706,7 @@ mod tests {
         // The low directory reports only the slot it uses; new volumes go elsewhere.
         assert_eq!(store.max_volume_count(), 1 + 3);
         let placed = store.create_volume("", rp, Ttl::EMPTY).unwrap();
-        assert_eq!(store.dir_of(placed.id()), Some(dirs[1].as_path()));
+        assert_eq!(store.dir_index_of(placed.id()), Some(1), "the roomy directory");
         // A vacuum commit does not turn the low disk into a lasting mark.
         v.compact().unwrap();
         let new = store.commit_compaction(v.id()).unwrap();

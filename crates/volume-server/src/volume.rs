@@ -440,7 +440,7 @@ impl Volume {
 
     fn read_record(&self, offset: u64, size: u32) -> Result<Vec<u8>> {
         let mut record = vec![0u8; self.version().unpadded_record_size(size)];
-        self.dat.read_exact_at(&mut record, offset).map_err(|e| Error::io(&self.dat_path, e))?;
+        self.read_data(offset, &mut record)?;
         Ok(record)
     }
 

@@ -59,14 +59,6 @@ fn upload(addr: &str, fid: &str, data: &[u8]) -> Reply {
     request(addr, "POST", &format!("/{fid}"), &[("Content-Type", "application/octet-stream")], data).unwrap()
 }
 
-/// Whether `/status` lists volume `vid` as read-only.
-fn read_only(addr: &str, vid: u64) -> bool {
-    let status = get(addr, "/status").json();
-    let volumes = status["Volumes"].as_array().cloned().unwrap_or_default();
-    let volume = volumes.iter().find(|v| v["Id"] == vid).unwrap_or_else(|| panic!("volume {vid}: {status}"));
-    volume["ReadOnly"].as_bool().unwrap()
-}
-
 fn assert_reads_back(addr: &str, files: &[(String, Vec<u8>)]) {
     for (fid, data) in files {
         let reply = get(addr, &format!("/{fid}"));
@@ -92,11 +84,13 @@ fn low_free_space_stops_writes_until_space_is_freed() {
     // 16 MiB free, then 11: above the minimum.
     let first = (server.assign(""), five(1));
     assert_eq!(upload(addr, &first.0, &first.1).status, 201);
-    let vid: u64 = first.0.split(',').next().unwrap().parse().unwrap();
+    let vid = common::vid(&first.0);
     // 6 MiB free: below it. The next check turns the volume read-only.
     let second = (server.assign(""), five(2));
     assert_eq!(upload(addr, &second.0, &second.1).status, 201);
-    common::wait_until(Duration::from_secs(10), "the volume turns read-only", || read_only(addr, vid));
+    common::wait_until(Duration::from_secs(10), "the volume turns read-only", || {
+        common::read_only(addr, vid) == Some(true)
+    });
 
     let refused = upload(addr, &format!("{vid},ff0000beef"), b"no room");
     assert_eq!(refused.status, 500, "{}", refused.text());
@@ -111,7 +105,9 @@ fn low_free_space_stops_writes_until_space_is_freed() {
 
     // Space comes back: so do writes and assignments.
     std::fs::remove_file(&filler).unwrap();
-    common::wait_until(Duration::from_secs(10), "the volume takes writes again", || !read_only(addr, vid));
+    common::wait_until(Duration::from_secs(10), "the volume takes writes again", || {
+        common::read_only(addr, vid) == Some(false)
+    });
     let third = (server.assign(""), b"room again".to_vec());
     assert_eq!(upload(addr, &third.0, &third.1).status, 201);
     assert_reads_back(addr, &[first, third]);

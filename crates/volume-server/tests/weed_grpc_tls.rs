@@ -81,30 +81,12 @@ impl Pki {
     }
 }
 
-/// `weed shell` running in the PKI's directory (so it reads the `security.toml` and
-/// dials with `[grpc.client]`); its output.
+/// `weed shell` with the PKI's directory as its config directory (so it reads the
+/// `security.toml` and dials with `[grpc.client]`); its output.
 fn weed_shell(pki: &Pki, master: &WeedMaster, script: &str) -> String {
-    let out = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new("weed")
-        .args(["shell", &format!("-master={}", master.addr())])
-        .current_dir(&pki.dir)
-        .stdin(Stdio::piped())
-        .stdout(out.reopen().unwrap())
-        .stderr(out.reopen().unwrap())
-        .spawn()
-        .expect("weed is on PATH");
-    use std::io::Write;
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("weed shell did not finish {script:?}:\n{}", std::fs::read_to_string(out.path()).unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    std::fs::read_to_string(out.path()).unwrap()
+    let config_dir = format!("-config_dir={}", pki.dir.display());
+    let master = format!("-master={}", master.addr());
+    run_weed(&[&config_dir, "shell", &master], script, Duration::from_secs(120)).1
 }
 
 /// Has the master grow a volume in data center `dc` (its AllocateVolume call to that
@@ -119,12 +101,6 @@ fn put_in(master: &WeedMaster, dc: &str, data: &[u8]) -> (String, String) {
     let (status, reply) = testbeds::weed::upload(&a.url, &a.fid, "", data, body, &[]).unwrap();
     assert_eq!(status, 201, "upload {} to {}: {reply}", a.fid, a.url);
     (a.fid, a.url)
-}
-
-fn read_only(server: &str, vid: u32) -> Option<bool> {
-    let status = get(server, "/status").json();
-    let volumes = status["Volumes"].as_array().cloned().unwrap_or_default();
-    volumes.iter().find(|v| v["Id"].as_u64() == Some(u64::from(vid))).and_then(|v| v["ReadOnly"].as_bool())
 }
 
 /// A `VolumeServerStatus` call to our gRPC port with `dialer` (None: plaintext).
@@ -269,12 +245,10 @@ fn a_broken_tls_configuration_stops_the_server() {
     let toml = scratch.path().join("security.toml");
     std::fs::write(&toml, "[grpc]\nca = \"\"\n[grpc.volume]\ncert = \"volume.crt\"\nkey = \"volume.key\"\n")
         .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_volume-server"))
-        .args(["--dir", scratch.path().join("d").to_str().unwrap(), "--port", "0"])
-        .args(["--security-config", toml.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started without a CA: {text}");
+    let dir = scratch.path().join("d");
+    let text = start_refused(
+        &["--dir", dir.to_str().unwrap(), "--port", "0", "--security-config", toml.to_str().unwrap()],
+        &[],
+    );
     assert!(text.contains("[grpc] ca"), "{text}");
 }

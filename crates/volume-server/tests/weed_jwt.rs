@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::*;
@@ -191,13 +190,9 @@ fn weed_upload(master: &WeedMaster, scratch: &Path) {
     let data = pseudo_random(50_000, 3);
     let file = scratch.join("payload.bin");
     std::fs::write(&file, &data).unwrap();
-    let output = Command::new("weed")
-        .args(["upload", &format!("-master={}", master.addr()), file.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .output()
-        .expect("weed is on PATH");
-    let out = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "weed upload: {out}");
+    let master_flag = format!("-master={}", master.addr());
+    let (ok, out) = run_weed(&["upload", &master_flag, file.to_str().unwrap()], "", Duration::from_secs(120));
+    assert!(ok, "weed upload: {out}");
     let uploaded: serde_json::Value =
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     let fid = uploaded[0]["fid"].as_str().unwrap_or_else(|| panic!("no fid: {out}"));
@@ -216,15 +211,8 @@ fn a_secured_cluster_signs_and_checks_tokens_as_weed_does() {
 
     // Ours behind a secured weed master.
     let master = WeedMaster::start_in(&scratch.path().join("m-ours"), 100, Some(&config_dir)).unwrap();
-    let ours = OurServer::start(
-        &scratch.path().join("ours"),
-        &["--mserver", &master.addr(), "--max", "10", "--security-config", security_toml.to_str().unwrap()],
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !master.knows_volume_server(&ours.addr) {
-        assert!(std::time::Instant::now() < deadline, "the master never listed our server");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let ours =
+        join(&scratch.path().join("ours"), &master, &["--security-config", security_toml.to_str().unwrap()]);
     weed_upload(&master, scratch.path());
     let from_ours = probe(&master);
 
@@ -252,15 +240,8 @@ fn in_a_secured_replicated_cluster_replicas_get_the_clients_token() {
     let master =
         WeedMaster::start_with(scratch.path(), 100, Some(&config_dir), &["-defaultReplication=001"]).unwrap();
     let weed = WeedVolume::start_in(&scratch.path().join("weed"), &master, Some(&config_dir)).unwrap();
-    let ours = OurServer::start(
-        &scratch.path().join("ours"),
-        &["--mserver", &master.addr(), "--max", "10", "--security-config", security_toml.to_str().unwrap()],
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !master.knows_volume_server(&ours.addr) {
-        assert!(std::time::Instant::now() < deadline, "the master never listed our server");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let ours =
+        join(&scratch.path().join("ours"), &master, &["--security-config", security_toml.to_str().unwrap()]);
     let servers = [ours.addr.clone(), weed.addr()];
     for (i, writer) in servers.iter().enumerate() {
         let (fid, _, token) = assign(&master);
@@ -360,19 +341,15 @@ fn without_keys_nothing_is_signed_or_checked() {
 #[test]
 fn a_named_security_config_that_is_missing_or_broken_stops_the_server() {
     let scratch = tempfile::tempdir().unwrap();
-    let bin = Path::new(env!("CARGO_BIN_EXE_volume-server"));
     let broken = scratch.path().join("broken.toml");
     std::fs::write(&broken, "[jwt.signing\nkey = ").unwrap();
     for config in [scratch.path().join("missing.toml"), broken] {
-        let output = Command::new(bin)
-            .args(["--dir", scratch.path().to_str().unwrap(), "--port", "1", "--rdma", "off"])
-            .arg("--security-config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        let stderr =
-            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{config:?}: {stderr}");
+        let dir = scratch.path().to_str().unwrap();
+        let config_arg = config.to_str().unwrap();
+        let stderr = start_refused(
+            &["--dir", dir, "--port", "1", "--rdma", "off", "--security-config", config_arg],
+            &[],
+        );
         assert!(stderr.contains(config.file_name().unwrap().to_str().unwrap()), "names the file: {stderr}");
     }
 }

@@ -9,7 +9,6 @@ mod common;
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use testbeds::weed::{WeedMaster, WeedVolume};
@@ -188,14 +187,10 @@ fn the_white_list_flag_guards_a_standalone_server_and_a_bad_entry_stops_it() {
     ours.stop();
 
     // A bad entry stops the server with a message instead of leaving it unguarded.
-    let bin = env!("CARGO_BIN_EXE_volume-server");
     let dir = scratch.path().join("bad");
-    let out = Command::new(bin)
-        .args(["--dir", dir.to_str().unwrap(), "--port", "0"])
-        .env("WEED_GUARD_WHITE_LIST", "127.0.0.1,localhost")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "started with a bad white list: {stderr}");
+    let stderr = start_refused(
+        &["--dir", dir.to_str().unwrap(), "--port", "0"],
+        &[("WEED_GUARD_WHITE_LIST", "127.0.0.1,localhost")],
+    );
     assert!(stderr.contains("WEED_GUARD_WHITE_LIST") && stderr.contains("\"localhost\""), "{stderr}");
 }

@@ -184,6 +184,39 @@ impl OurServer {
     }
 }
 
+/// Runs our server binary with `args` and `env`, which must refuse to start: exit with
+/// failure within 30 s (one still running then is killed and fails the test). Returns
+/// its stdout+stderr.
+pub fn start_refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_volume-server"))
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(out.reopen().unwrap())
+        .stderr(out.reopen().unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "volume-server {args:?} still runs after 30 s: {}",
+                std::fs::read_to_string(out.path()).unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(out.path()).unwrap();
+    assert!(!status.success(), "volume-server {args:?} started: {text}");
+    text
+}
+
 /// Runs `weed ARGS...` to completion (at most `limit`), `stdin` written to it;
 /// returns whether it succeeded and its stdout+stderr.
 pub fn run_weed(args: &[&str], stdin: &str, limit: Duration) -> (bool, String) {
@@ -251,6 +284,14 @@ pub fn volume_ids(addr: &str) -> Vec<u32> {
     let status = get(addr, "/status").json();
     let volumes = status["Volumes"].as_array().cloned().unwrap_or_default();
     volumes.iter().filter_map(|v| v["Id"].as_u64().map(|id| id as u32)).collect()
+}
+
+/// Whether a volume server's `/status` lists volume `vid` as read-only; None if it does
+/// not list it.
+pub fn read_only(addr: &str, vid: u32) -> Option<bool> {
+    let status = get(addr, "/status").json();
+    let volumes = status["Volumes"].as_array().cloned().unwrap_or_default();
+    volumes.iter().find(|v| v["Id"].as_u64() == Some(u64::from(vid))).and_then(|v| v["ReadOnly"].as_bool())
 }
 
 /// The volume id of a fid's text.

@@ -878,19 +878,9 @@ fn slice_range(fid: &FileId, plain: Bytes, range: Range<u64>) -> Result<Bytes, E
 }
 
 /// A chunk manifest's whole body, verified (manifests are small).
-async fn whole_manifest(server: &str, fid: &FileId, mut body: NeedleBody) -> Result<NeedleData, Error> {
-    let http_error = |e| transport_error(server, fid, "http", transport::http_error(e));
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.next_unverified_chunk().await.map_err(http_error)? {
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(NeedleData {
-        bytes: bytes.into(),
-        compressed: body.compressed,
-        chunk_manifest: true,
-        crc: body.expected_crc(),
-        content_type: body.content_type.clone(),
-    })
+async fn whole_manifest(server: &str, fid: &FileId, body: NeedleBody) -> Result<NeedleData, Error> {
+    let stored = body.read_to_end().await;
+    stored.map(NeedleData::from).map_err(|e| transport_error(server, fid, "http", transport::http_error(e)))
 }
 
 /// The manifest in a chunk manifest's verified stored data.

@@ -88,13 +88,7 @@ impl ReadTransport for FakeRdma {
                     let stored = self.http.read_needle(server, fid, jwt).await.map_err(|e| {
                         TransportError { kind: TransportErrorKind::Unavailable, message: e.to_string() }
                     })?;
-                    Ok(NeedleData {
-                        bytes: stored.bytes,
-                        compressed: stored.compressed,
-                        chunk_manifest: stored.chunk_manifest,
-                        crc: stored.crc,
-                        content_type: stored.content_type,
-                    })
+                    Ok(NeedleData::from(stored))
                 }
             }
         })

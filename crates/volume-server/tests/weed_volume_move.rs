@@ -98,8 +98,7 @@ fn a_volume_moves_from_weed_volume_to_ours() {
     let weed = WeedVolume::start(&scratch.path().join("weed"), &master).unwrap();
     let (moved, files, deleted) = fill(&master, &weed.addr());
     let dir = scratch.path().join("ours");
-    let ours = OurServer::start(&dir, &["--mserver", &master.addr(), "--max", "20"]);
-    wait_until(Duration::from_secs(20), "the master lists ours", || master.knows_volume_server(&ours.addr));
+    let ours = join(&dir, &master, &[]);
 
     move_volume(&master, moved, &weed.addr(), &ours.addr);
     check(&ours.addr, &files, Some(&deleted));

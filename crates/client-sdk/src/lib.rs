@@ -535,11 +535,11 @@ impl Client {
     async fn chunked_stream(&self, fid: &FileId, stored: NeedleData) -> Result<NeedleStream, Error> {
         let manifest = manifest_of(fid, stored)?;
         let mut assembly =
-            stream::Assembly::new(fid, manifest.total_size(), self.inner.stream_memory_limit).await?;
+            stream::Assembly::new(fid, Some(manifest.total_size()), self.inner.stream_memory_limit).await?;
         for chunk in &manifest.chunks {
             assembly.push(&self.chunk_data(fid, chunk).await?).await?;
         }
-        assembly.finish((!manifest.mime.is_empty()).then_some(manifest.mime)).await
+        assembly.finish(false, (!manifest.mime.is_empty()).then_some(manifest.mime)).await
     }
 
     /// Bytes `range` of the file (after decompression), verified: see the crate docs for

@@ -213,17 +213,7 @@ fn a_failed_copy_answers_a_clear_error_and_mounts_nothing() {
     let dir = scratch.path().join("ours");
     let ours = OurServer::start(&dir, &["--mserver", &master.addr(), "--max", "20"]);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let grpc = volume_server::pb::grpc_address(&ours.addr).unwrap();
-    let mut client = rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .connect()
-            .await
-            .unwrap();
-        VolumeServerClient::new(channel)
-    });
+    let mut client = grpc_client(&rt, &ours.addr);
     let copy = |volume_id: u32, source: String, io_byte_per_second: i64| VolumeCopyRequest {
         volume_id,
         source_data_node: source,

@@ -516,12 +516,7 @@ impl Client {
         let manifest = manifest_of(fid, stored)?;
         let len = manifest.total_size();
         if range.end > len {
-            return Err(Error::RangeNotSatisfiable {
-                fid: fid.to_string(),
-                start: range.start,
-                end: range.end,
-                len,
-            });
+            return Err(Error::range_not_satisfiable(fid, &range, len));
         }
         let mut out = Vec::with_capacity((range.end - range.start).min(64 << 20) as usize);
         for (chunk, part) in manifest.chunks_in(range.start, range.end) {
@@ -546,12 +541,7 @@ impl Client {
     /// how. A range past the end is [`Error::RangeNotSatisfiable`].
     pub async fn read_range(&self, fid: &FileId, range: Range<u64>) -> Result<Bytes, Error> {
         if range.start > range.end {
-            return Err(Error::RangeNotSatisfiable {
-                fid: fid.to_string(),
-                start: range.start,
-                end: range.end,
-                len: 0,
-            });
+            return Err(Error::range_not_satisfiable(fid, &range, 0));
         }
         match self.at_volume(fid, &Op::Range(range.clone())).await? {
             Done::Range(bytes) => Ok(bytes),
@@ -867,12 +857,7 @@ fn unreachable_server(server: &str, fid: &FileId, e: reqwest::Error) -> Error {
 fn slice_range(fid: &FileId, plain: Bytes, range: Range<u64>) -> Result<Bytes, Error> {
     let len = plain.len() as u64;
     if range.start > range.end || range.end > len {
-        return Err(Error::RangeNotSatisfiable {
-            fid: fid.to_string(),
-            start: range.start,
-            end: range.end,
-            len,
-        });
+        return Err(Error::range_not_satisfiable(fid, &range, len));
     }
     Ok(plain.slice(range.start as usize..range.end as usize))
 }

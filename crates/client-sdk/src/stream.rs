@@ -75,12 +75,7 @@ pub(crate) async fn range_of(
     if let Some(len) = body.content_length.filter(|_| !body.compressed)
         && range.end > len
     {
-        return Err(Error::RangeNotSatisfiable {
-            fid: fid.to_string(),
-            start: range.start,
-            end: range.end,
-            len,
-        });
+        return Err(Error::range_not_satisfiable(fid, &range, len));
     }
     let capacity = (range.end - range.start).min(64 << 20) as usize;
     let mut plain =
@@ -101,12 +96,7 @@ pub(crate) async fn range_of(
     }
     let sink = plain.finish().map_err(decompress)?;
     if sink.range.end > sink.pos {
-        return Err(Error::RangeNotSatisfiable {
-            fid: fid.to_string(),
-            start: sink.range.start,
-            end: sink.range.end,
-            len: sink.pos,
-        });
+        return Err(Error::range_not_satisfiable(fid, &sink.range, sink.pos));
     }
     Ok(sink.kept.into())
 }

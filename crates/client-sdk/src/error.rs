@@ -44,3 +44,14 @@ pub enum Error {
     #[error("invalid client configuration: {0}")]
     Config(String),
 }
+
+impl Error {
+    /// `range` does not fit a file of `len` bytes.
+    pub(crate) fn range_not_satisfiable(
+        fid: &needle::FileId,
+        range: &std::ops::Range<u64>,
+        len: u64,
+    ) -> Self {
+        Error::RangeNotSatisfiable { fid: fid.to_string(), start: range.start, end: range.end, len }
+    }
+}

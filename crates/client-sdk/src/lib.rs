@@ -516,12 +516,7 @@ impl Client {
         let manifest = manifest_of(fid, stored)?;
         let len = manifest.total_size();
         if range.end > len {
-            return Err(Error::RangeNotSatisfiable {
-                fid: fid.to_string(),
-                start: range.start,
-                end: range.end,
-                len,
-            });
+            return Err(Error::range_not_satisfiable(fid, &range, len));
         }
         let mut out = Vec::with_capacity((range.end - range.start).min(64 << 20) as usize);
         for (chunk, part) in manifest.chunks_in(range.start, range.end) {
@@ -535,23 +530,18 @@ impl Client {
     async fn chunked_stream(&self, fid: &FileId, stored: NeedleData) -> Result<NeedleStream, Error> {
         let manifest = manifest_of(fid, stored)?;
         let mut assembly =
-            stream::Assembly::new(fid, manifest.total_size(), self.inner.stream_memory_limit).await?;
+            stream::Assembly::new(fid, Some(manifest.total_size()), self.inner.stream_memory_limit).await?;
         for chunk in &manifest.chunks {
             assembly.push(&self.chunk_data(fid, chunk).await?).await?;
         }
-        assembly.finish((!manifest.mime.is_empty()).then_some(manifest.mime)).await
+        assembly.finish(false, (!manifest.mime.is_empty()).then_some(manifest.mime)).await
     }
 
     /// Bytes `range` of the file (after decompression), verified: see the crate docs for
     /// how. A range past the end is [`Error::RangeNotSatisfiable`].
     pub async fn read_range(&self, fid: &FileId, range: Range<u64>) -> Result<Bytes, Error> {
         if range.start > range.end {
-            return Err(Error::RangeNotSatisfiable {
-                fid: fid.to_string(),
-                start: range.start,
-                end: range.end,
-                len: 0,
-            });
+            return Err(Error::range_not_satisfiable(fid, &range, 0));
         }
         match self.at_volume(fid, &Op::Range(range.clone())).await? {
             Done::Range(bytes) => Ok(bytes),
@@ -867,30 +857,15 @@ fn unreachable_server(server: &str, fid: &FileId, e: reqwest::Error) -> Error {
 fn slice_range(fid: &FileId, plain: Bytes, range: Range<u64>) -> Result<Bytes, Error> {
     let len = plain.len() as u64;
     if range.start > range.end || range.end > len {
-        return Err(Error::RangeNotSatisfiable {
-            fid: fid.to_string(),
-            start: range.start,
-            end: range.end,
-            len,
-        });
+        return Err(Error::range_not_satisfiable(fid, &range, len));
     }
     Ok(plain.slice(range.start as usize..range.end as usize))
 }
 
 /// A chunk manifest's whole body, verified (manifests are small).
-async fn whole_manifest(server: &str, fid: &FileId, mut body: NeedleBody) -> Result<NeedleData, Error> {
-    let http_error = |e| transport_error(server, fid, "http", transport::http_error(e));
-    let mut bytes = Vec::new();
-    while let Some(chunk) = body.next_unverified_chunk().await.map_err(http_error)? {
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(NeedleData {
-        bytes: bytes.into(),
-        compressed: body.compressed,
-        chunk_manifest: true,
-        crc: body.expected_crc(),
-        content_type: body.content_type.clone(),
-    })
+async fn whole_manifest(server: &str, fid: &FileId, body: NeedleBody) -> Result<NeedleData, Error> {
+    let stored = body.read_to_end().await;
+    stored.map(NeedleData::from).map_err(|e| transport_error(server, fid, "http", transport::http_error(e)))
 }
 
 /// The manifest in a chunk manifest's verified stored data.

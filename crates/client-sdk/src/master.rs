@@ -83,6 +83,12 @@ impl MasterApi {
         Error::Master { master: self.master.clone(), message: message.to_string() }
     }
 
+    /// A GET of the master's `path` (`/dir/...`) with `query`.
+    async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<reqwest::Response, Error> {
+        let url = format!("http://{}{path}", self.master);
+        self.http.get(url).query(query).send().await.map_err(|e| self.error(e))
+    }
+
     pub(crate) async fn assign(&self, options: &AssignOptions) -> Result<Assignment, Error> {
         let mut query = vec![("count", "1".to_owned())];
         for (key, value) in [
@@ -94,13 +100,7 @@ impl MasterApi {
                 query.push((key, value.clone()));
             }
         }
-        let response = self
-            .http
-            .get(format!("http://{}/dir/assign", self.master))
-            .query(&query)
-            .send()
-            .await
-            .map_err(|e| self.error(e))?;
+        let response = self.get("/dir/assign", &query).await?;
         let jwt = bearer_token(response.headers());
         let status = response.status();
         let reply: AssignReply =
@@ -122,13 +122,7 @@ impl MasterApi {
         {
             return Ok((servers.clone(), Source::Cache));
         }
-        let response = self
-            .http
-            .get(format!("http://{}/dir/lookup", self.master))
-            .query(&[("volumeId", volume.to_string())])
-            .send()
-            .await
-            .map_err(|e| self.error(e))?;
+        let response = self.get("/dir/lookup", &[("volumeId", volume.to_string())]).await?;
         let reply: LookupReply =
             response.json().await.map_err(|e| self.error(format!("lookup reply: {e}")))?;
         if reply.locations.is_empty() {
@@ -148,13 +142,7 @@ impl MasterApi {
         if read {
             query.push(("read", "yes".to_owned()));
         }
-        let response = self
-            .http
-            .get(format!("http://{}/dir/lookup", self.master))
-            .query(&query)
-            .send()
-            .await
-            .map_err(|e| self.error(e))?;
+        let response = self.get("/dir/lookup", &query).await?;
         Ok(bearer_token(response.headers()))
     }
 

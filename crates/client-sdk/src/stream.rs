@@ -75,12 +75,7 @@ pub(crate) async fn range_of(
     if let Some(len) = body.content_length.filter(|_| !body.compressed)
         && range.end > len
     {
-        return Err(Error::RangeNotSatisfiable {
-            fid: fid.to_string(),
-            start: range.start,
-            end: range.end,
-            len,
-        });
+        return Err(Error::range_not_satisfiable(fid, &range, len));
     }
     let capacity = (range.end - range.start).min(64 << 20) as usize;
     let mut plain =
@@ -101,19 +96,14 @@ pub(crate) async fn range_of(
     }
     let sink = plain.finish().map_err(decompress)?;
     if sink.range.end > sink.pos {
-        return Err(Error::RangeNotSatisfiable {
-            fid: fid.to_string(),
-            start: sink.range.start,
-            end: sink.range.end,
-            len: sink.pos,
-        });
+        return Err(Error::range_not_satisfiable(fid, &sink.range, sink.pos));
     }
     Ok(sink.kept.into())
 }
 
-/// A chunked file put together from its verified chunks before a [`NeedleStream`]
-/// releases any of it: in memory up to the memory limit, else in an unlinked temporary
-/// file, like a single needle.
+/// A needle's stored bytes, or a chunked file's verified chunks, held whole before a
+/// [`NeedleStream`] releases any of it: in memory up to the memory limit, else in an
+/// unlinked temporary file.
 pub(crate) struct Assembly {
     fid: FileId,
     sink: Sink,
@@ -125,8 +115,9 @@ enum Sink {
 }
 
 impl Assembly {
-    pub(crate) async fn new(fid: &FileId, total: u64, memory_limit: u64) -> Result<Self, Error> {
-        let sink = if total <= memory_limit {
+    /// For `total` bytes; an unknown total goes to a file.
+    pub(crate) async fn new(fid: &FileId, total: Option<u64>, memory_limit: u64) -> Result<Self, Error> {
+        let sink = if let Some(total) = total.filter(|&total| total <= memory_limit) {
             Sink::Memory(Vec::with_capacity(total as usize))
         } else {
             let io_error = |source| Error::LocalIo { fid: fid.to_string(), source };
@@ -139,19 +130,24 @@ impl Assembly {
         Ok(Self { fid: *fid, sink })
     }
 
-    /// Appends verified plain bytes.
-    pub(crate) async fn push(&mut self, plain: &[u8]) -> Result<(), Error> {
+    /// Appends bytes (none is released before [`Assembly::finish`]).
+    pub(crate) async fn push(&mut self, bytes: &[u8]) -> Result<(), Error> {
         match &mut self.sink {
-            Sink::Memory(bytes) => bytes.extend_from_slice(plain),
+            Sink::Memory(held) => held.extend_from_slice(bytes),
             Sink::File(file) => file
-                .write_all(plain)
+                .write_all(bytes)
                 .await
                 .map_err(|source| Error::LocalIo { fid: self.fid.to_string(), source })?,
         }
         Ok(())
     }
 
-    pub(crate) async fn finish(self, content_type: Option<String>) -> Result<NeedleStream, Error> {
+    /// The stream of what was pushed, once all of it verified; `compressed`: it is gzip.
+    pub(crate) async fn finish(
+        self,
+        compressed: bool,
+        content_type: Option<String>,
+    ) -> Result<NeedleStream, Error> {
         let held = match self.sink {
             Sink::Memory(bytes) => Held::Memory(bytes.into()),
             Sink::File(mut file) => {
@@ -161,7 +157,7 @@ impl Assembly {
                 Held::File(file)
             }
         };
-        Ok(NeedleStream::new(&self.fid, held, false, content_type))
+        Ok(NeedleStream::new(&self.fid, held, compressed, content_type))
     }
 }
 
@@ -215,31 +211,11 @@ impl NeedleStream {
         memory_limit: u64,
     ) -> Result<Self, Error> {
         let http_error = |e| transport_error(server, fid, "http", crate::transport::http_error(e));
-        let io_error = |source| Error::LocalIo { fid: fid.to_string(), source };
-        let (compressed, content_type) = (body.compressed, body.content_type.clone());
-        let held = match body.content_length {
-            Some(len) if len <= memory_limit => {
-                let mut bytes = Vec::with_capacity(len as usize);
-                while let Some(chunk) = body.next_unverified_chunk().await.map_err(http_error)? {
-                    bytes.extend_from_slice(&chunk);
-                }
-                Held::Memory(bytes.into())
-            }
-            _ => {
-                let file = tokio::task::spawn_blocking(tempfile::tempfile)
-                    .await
-                    .map_err(|e| io_error(std::io::Error::other(e)))?
-                    .map_err(io_error)?;
-                let mut file = tokio::fs::File::from_std(file);
-                while let Some(chunk) = body.next_unverified_chunk().await.map_err(http_error)? {
-                    file.write_all(&chunk).await.map_err(io_error)?;
-                }
-                file.flush().await.map_err(io_error)?;
-                file.rewind().await.map_err(io_error)?;
-                Held::File(file)
-            }
-        };
-        Ok(Self::new(fid, held, compressed, content_type))
+        let mut assembly = Assembly::new(fid, body.content_length, memory_limit).await?;
+        while let Some(chunk) = body.next_unverified_chunk().await.map_err(http_error)? {
+            assembly.push(&chunk).await?;
+        }
+        assembly.finish(body.compressed, body.content_type).await
     }
 
     /// The stored `Content-Type`, when the server sent one (for a chunked file, the

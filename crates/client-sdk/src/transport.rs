@@ -3,7 +3,7 @@
 //! the next one (fallback) or to answer the caller.
 
 use bytes::Bytes;
-use fallback_http::{HttpReadError, HttpReader};
+use fallback_http::{HttpReadError, HttpReader, StoredData};
 use needle::FileId;
 use std::fmt;
 use std::future::Future;
@@ -153,15 +153,20 @@ impl ReadTransport for HttpTransport {
         jwt: Option<&'a str>,
     ) -> BoxFuture<'a, Result<NeedleData, TransportError>> {
         Box::pin(async move {
-            let stored = self.reader.read_needle(server, fid, jwt).await.map_err(http_error)?;
-            Ok(NeedleData {
-                bytes: stored.bytes,
-                compressed: stored.compressed,
-                chunk_manifest: stored.chunk_manifest,
-                crc: stored.crc,
-                content_type: stored.content_type,
-            })
+            self.reader.read_needle(server, fid, jwt).await.map(NeedleData::from).map_err(http_error)
         })
+    }
+}
+
+impl From<StoredData> for NeedleData {
+    fn from(stored: StoredData) -> Self {
+        Self {
+            bytes: stored.bytes,
+            compressed: stored.compressed,
+            chunk_manifest: stored.chunk_manifest,
+            crc: stored.crc,
+            content_type: stored.content_type,
+        }
     }
 }
 

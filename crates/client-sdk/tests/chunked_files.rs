@@ -6,9 +6,8 @@
 mod common;
 
 use client_sdk::{Client, Error, FileId, UploadOptions};
-use common::{FakeRdma, Script, our_server, volume_server_bin};
+use common::{client_over_serving_fake_rdma, our_server, runtime, volume_server_bin};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testbeds::ours::OurVolumeServer;
 use testbeds::pseudo_random;
@@ -16,10 +15,6 @@ use testbeds::weed::{WeedMaster, WeedVolume};
 
 const MIB: usize = 1 << 20;
 const FILE_SIZE: usize = 3 * MIB + MIB / 2 + 12_345;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
 async fn drain(client: &Client, fid: &FileId) -> Result<Vec<u8>, Error> {
     let mut stream = client.download_stream(fid).await?;
@@ -44,10 +39,7 @@ fn upload_chunked_then_every_read_against_ours() {
     let server = our_server(&root.path().join("data"));
     let rt = runtime();
     let http = Client::builder(server.addr()).stream_memory_limit(MIB as u64).build().unwrap();
-    let rdma = Client::builder(server.addr())
-        .rdma_transport(Arc::new(FakeRdma::new(Script::Serve)))
-        .build()
-        .unwrap();
+    let rdma = client_over_serving_fake_rdma(server.addr());
     let data = pseudo_random(FILE_SIZE, 3);
     rt.block_on(async {
         let options = UploadOptions::named("big.bin");
@@ -82,10 +74,7 @@ fn a_corrupt_chunk_is_reported_not_returned() {
     let server = our_server(&root.path().join("data"));
     let rt = runtime();
     let http = Client::builder(server.addr()).build().unwrap();
-    let rdma = Client::builder(server.addr())
-        .rdma_transport(Arc::new(FakeRdma::new(Script::Serve)))
-        .build()
-        .unwrap();
+    let rdma = client_over_serving_fake_rdma(server.addr());
     let data = pseudo_random(FILE_SIZE, 5);
     let fid = rt.block_on(async {
         http.upload_chunked(data.clone(), &UploadOptions::named("big.bin"), MIB as u64).await.unwrap().fid

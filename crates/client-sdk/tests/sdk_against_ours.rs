@@ -5,16 +5,12 @@
 mod common;
 
 use client_sdk::{Client, Error, FileId, UploadOptions};
-use common::{FakeRdma, Script, our_server};
+use common::{client_over_serving_fake_rdma, our_server, runtime};
 use proptest::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
 use testbeds::canned::serve_once;
 use testbeds::pseudo_random;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
-}
 
 async fn drain(client: &Client, fid: &FileId) -> Vec<u8> {
     let mut stream = client.download_stream(fid).await.unwrap();
@@ -33,10 +29,7 @@ fn random_ranges_match_reference_copies() {
     // Over HTTP (streamed through the CRC, keeping the range) and over a stand-in RDMA
     // engine (whole needle, sliced): both must agree with the reference.
     let http = Client::builder(server.addr()).build().unwrap();
-    let rdma = Client::builder(server.addr())
-        .rdma_transport(Arc::new(FakeRdma::new(Script::Serve)))
-        .build()
-        .unwrap();
+    let rdma = client_over_serving_fake_rdma(server.addr());
     let blob = pseudo_random(1_500_000, 11);
     let text = "all work and no play makes a dull boy\n".repeat(20_000).into_bytes();
     let (blob_fid, text_fid) = rt.block_on(async {

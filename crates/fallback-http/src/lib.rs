@@ -117,19 +117,7 @@ impl HttpReader {
         fid: &FileId,
         jwt: Option<&str>,
     ) -> Result<StoredData, HttpReadError> {
-        let mut body = self.open_needle(server, fid, jwt).await?;
-        let mut bytes = BytesMut::with_capacity(body.content_length.unwrap_or(0).min(64 << 20) as usize);
-        while let Some(chunk) = body.next_unverified_chunk().await? {
-            bytes.extend_from_slice(&chunk);
-        }
-        // `next_unverified_chunk` returned `None`: the CRC32-C of everything matched.
-        Ok(StoredData {
-            bytes: bytes.freeze(),
-            compressed: body.compressed,
-            chunk_manifest: body.chunk_manifest,
-            crc: body.expected,
-            content_type: body.content_type,
-        })
+        self.open_needle(server, fid, jwt).await?.read_to_end().await
     }
 
     /// Starts reading the whole needle `fid` from `server`: the status and the ETag are
@@ -236,6 +224,22 @@ impl NeedleBody {
             }),
             Err(source) => Err(HttpReadError::Transport { server: self.server.clone(), source }),
         }
+    }
+
+    /// The rest of the body, held in memory and verified.
+    pub async fn read_to_end(mut self) -> Result<StoredData, HttpReadError> {
+        let mut bytes = BytesMut::with_capacity(self.content_length.unwrap_or(0).min(64 << 20) as usize);
+        while let Some(chunk) = self.next_unverified_chunk().await? {
+            bytes.extend_from_slice(&chunk);
+        }
+        // `next_unverified_chunk` returned `None`: the CRC32-C of everything matched.
+        Ok(StoredData {
+            bytes: bytes.freeze(),
+            compressed: self.compressed,
+            chunk_manifest: self.chunk_manifest,
+            crc: self.expected,
+            content_type: self.content_type,
+        })
     }
 
     /// The CRC32-C the body must have (from the ETag).

@@ -29,7 +29,7 @@ use crate::pb::volume_server_pb::*;
 use crate::store::Store;
 use crate::vif::VolumeInfo as VifFile;
 use crate::volume::{Volume, base_name};
-use crate::volume_grpc::status;
+use crate::volume_grpc::{blocking, status};
 
 /// Appended to the names of a copy's files until the copy is complete; the store
 /// removes such leftovers when it opens.
@@ -337,7 +337,7 @@ async fn pull_volume(
     let order: &[usize] = if vif.is_some() { &[1, 2, 0] } else { &[1, 0] };
     let collection = cut.collection.clone();
     let store = Arc::clone(store);
-    let volume = tokio::task::spawn_blocking(move || -> Result<Arc<Volume>, Error> {
+    let volume = blocking(move || -> Result<Arc<Volume>, Error> {
         for &i in order {
             std::fs::rename(&staged.paths[i], &finals[i]).map_err(|e| Error::io(&finals[i], e))?;
             staged.paths[i] = finals[i].clone();
@@ -348,9 +348,7 @@ async fn pull_volume(
         staged.keep();
         Ok(volume)
     })
-    .await
-    .map_err(|e| Status::internal(e.to_string()))?
-    .map_err(status)?;
+    .await?;
     let last = volume.file_status().last_append_ns;
     // weed's fallback for volumes without AppendAtNs: the .dat's modification time.
     Ok(if last != 0 { last } else { cut.dat_file_timestamp_seconds.saturating_mul(1_000_000_000) })

@@ -81,14 +81,18 @@ fn no_files_of(dir: &Path, vid: u32) {
     }
 }
 
-/// This machine's first non-loopback IPv4 address.
-fn routable_ip() -> String {
+/// Our server joined to `master` (`--max 20`) on this machine's first non-loopback IPv4
+/// address (weed refuses loopback copy sources), once the master lists it.
+fn join_on_routable_ip(dir: &Path, master: &WeedMaster) -> OurServer {
     let out = Command::new("hostname").arg("-I").output().expect("hostname -I");
-    String::from_utf8_lossy(&out.stdout)
+    let ip = String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
         .find(|a| a.parse::<std::net::Ipv4Addr>().is_ok_and(|ip| !ip.is_loopback()))
         .expect("weed refuses loopback copy sources: this test needs a non-loopback IPv4 address")
-        .to_owned()
+        .to_owned();
+    let ours = OurServer::start_on(dir, &ip, &["--mserver", &master.addr(), "--max", "20"]);
+    wait_until(Duration::from_secs(20), "the master lists ours", || master.knows_volume_server(&ours.addr));
+    ours
 }
 
 #[test]
@@ -98,8 +102,7 @@ fn a_volume_moves_from_weed_volume_to_ours() {
     let weed = WeedVolume::start(&scratch.path().join("weed"), &master).unwrap();
     let (moved, files, deleted) = fill(&master, &weed.addr());
     let dir = scratch.path().join("ours");
-    let ours = OurServer::start(&dir, &["--mserver", &master.addr(), "--max", "20"]);
-    wait_until(Duration::from_secs(20), "the master lists ours", || master.knows_volume_server(&ours.addr));
+    let ours = join(&dir, &master, &[]);
 
     move_volume(&master, moved, &weed.addr(), &ours.addr);
     check(&ours.addr, &files, Some(&deleted));
@@ -137,12 +140,10 @@ fn a_volume_moves_from_weed_volume_to_ours() {
 
 #[test]
 fn a_volume_moves_from_ours_to_weed_volume_while_a_writer_keeps_writing() {
-    let ip = routable_ip();
     let scratch = tempfile::tempdir().unwrap();
     let master = WeedMaster::start(scratch.path(), 64).unwrap();
     let dir = scratch.path().join("ours");
-    let ours = OurServer::start_on(&dir, &ip, &["--mserver", &master.addr(), "--max", "20"]);
-    wait_until(Duration::from_secs(20), "the master lists ours", || master.knows_volume_server(&ours.addr));
+    let ours = join_on_routable_ip(&dir, &master);
     let (moved, mut files, deleted) = fill(&master, &ours.addr);
     let weed = WeedVolume::start(&scratch.path().join("weed"), &master).unwrap();
 
@@ -214,17 +215,7 @@ fn a_failed_copy_answers_a_clear_error_and_mounts_nothing() {
     let dir = scratch.path().join("ours");
     let ours = OurServer::start(&dir, &["--mserver", &master.addr(), "--max", "20"]);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let grpc = volume_server::pb::grpc_address(&ours.addr).unwrap();
-    let mut client = rt.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
-            .unwrap()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .connect()
-            .await
-            .unwrap();
-        VolumeServerClient::new(channel)
-    });
+    let mut client = grpc_client(&rt, &ours.addr);
     let copy = |volume_id: u32, source: String, io_byte_per_second: i64| VolumeCopyRequest {
         volume_id,
         source_data_node: source,
@@ -361,12 +352,9 @@ fn the_tail_carries_writes_and_deletes_made_after_a_copy_from_weed_to_ours() {
 
 #[test]
 fn the_tail_carries_writes_made_after_a_copy_from_ours_to_weed() {
-    let ip = routable_ip();
     let scratch = tempfile::tempdir().unwrap();
     let master = WeedMaster::start(scratch.path(), 64).unwrap();
-    let ours =
-        OurServer::start_on(&scratch.path().join("ours"), &ip, &["--mserver", &master.addr(), "--max", "20"]);
-    wait_until(Duration::from_secs(20), "the master lists ours", || master.knows_volume_server(&ours.addr));
+    let ours = join_on_routable_ip(&scratch.path().join("ours"), &master);
     // weed 4.48's tail receiver does not apply tombstones as deletes (checked: the
     // deleted file still reads on weed after the tail), so only writes are checked
     // this way round; volume.move keeps the source read-only, where no deletes land.

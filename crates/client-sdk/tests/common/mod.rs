@@ -3,11 +3,11 @@
 
 #![allow(dead_code)] // each test target uses a different part
 
-use client_sdk::{BoxFuture, FileId, NeedleData, ReadTransport, TransportError, TransportErrorKind};
+use client_sdk::{BoxFuture, Client, FileId, NeedleData, ReadTransport, TransportError, TransportErrorKind};
 use fallback_http::{HttpReadConfig, HttpReader};
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use testbeds::ours::OurVolumeServer;
 
 /// `$CARGO_TARGET_DIR/debug/volume-server`, next to this test's `deps/` directory.
@@ -25,6 +25,16 @@ pub fn volume_server_bin() -> PathBuf {
 /// Our volume server, standalone (it answers the master API itself), over `dir`.
 pub fn our_server(dir: &std::path::Path) -> OurVolumeServer {
     OurVolumeServer::start(&volume_server_bin(), dir, &[]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The runtime the SDK tests drive their clients on.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A client of `server` whose RDMA transport is a [`FakeRdma`] that serves every read.
+pub fn client_over_serving_fake_rdma(server: &str) -> Client {
+    Client::builder(server).rdma_transport(Arc::new(FakeRdma::new(Script::Serve))).build().unwrap()
 }
 
 /// What a [`FakeRdma`] does on each read.
@@ -88,13 +98,7 @@ impl ReadTransport for FakeRdma {
                     let stored = self.http.read_needle(server, fid, jwt).await.map_err(|e| {
                         TransportError { kind: TransportErrorKind::Unavailable, message: e.to_string() }
                     })?;
-                    Ok(NeedleData {
-                        bytes: stored.bytes,
-                        compressed: stored.compressed,
-                        chunk_manifest: stored.chunk_manifest,
-                        crc: stored.crc,
-                        content_type: stored.content_type,
-                    })
+                    Ok(NeedleData::from(stored))
                 }
             }
         })

@@ -7,7 +7,9 @@
 //! 2. [`catch_up`] (under the volume's write lock, at commit) appends to the new files
 //!    whatever was appended to the old ones since the snapshot: the `.dat` tail as it
 //!    is, its `.idx` entries moved by the distance between the old and new ends. Then
-//!    [`install`] renames the new files over the old ones.
+//!    [`install`] renames the new files over the old ones under a commit marker
+//!    (`<base>.cpc`), so a crash at any step of the commit leaves files that
+//!    [`finish_interrupted_commit`] completes at the next load.
 //! 3. Cleanup removes the new files of a compaction that is not committed.
 
 use std::collections::HashMap;
@@ -163,15 +165,86 @@ pub fn catch_up(source: &Source<'_>, done: &Compacted, dat_end: u64, idx_end: u6
     Ok((done.dat_end + tail.len() as u64, done.idx_end + moved.len() as u64))
 }
 
-/// Renames `.cpd`/`.cpx` over `.dat`/`.idx`.
+/// `<base>.cpc`: the commit marker. It exists from the moment `.cpd`/`.cpx` are complete
+/// and on disk until both have replaced `.dat`/`.idx`; while it does, the new files
+/// are the volume, wherever they are (see [`finish_interrupted_commit`]).
+pub fn commit_marker_path(dat_path: &Path) -> PathBuf {
+    dat_path.with_extension("cpc")
+}
+
+/// Renames `.cpd`/`.cpx` over `.dat`/`.idx` (both synced by [`catch_up`]), under the
+/// commit marker: written and synced first, removed once both renames are on disk. A
+/// crash at any step leaves either the old pair without a marker, or a marker with
+/// the new files each renamed or not yet, which the next load completes.
 pub fn install(dat_path: &Path, idx_path: &Path) -> Result<()> {
     let cpd = cpd_path(dat_path);
     let cpx = cpx_path(dat_path);
+    let marker = commit_marker_path(dat_path);
+    crash_point("caught up")?;
+    File::create(&marker).and_then(|f| f.sync_all()).map_err(|e| Error::io(&marker, e))?;
+    sync_dir(dat_path)?;
+    crash_point("commit marked")?;
     std::fs::rename(&cpx, idx_path).map_err(|e| Error::io(&cpx, e))?;
+    crash_point(".idx replaced")?;
     std::fs::rename(&cpd, dat_path).map_err(|e| Error::io(&cpd, e))?;
-    if let Some(dir) = dat_path.parent() {
-        File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))?;
+    crash_point(".dat replaced")?;
+    sync_dir(dat_path)?;
+    crash_point("directory synced")?;
+    remove_marker(&marker, dat_path)
+}
+
+/// Brings a volume's files to one consistent pair before it is loaded. With the commit
+/// marker, a crash stopped a commit after `.cpd`/`.cpx` were complete: the renames not
+/// yet done are done now (the old `.dat` must not be read against the new `.idx`, nor
+/// the reverse). Without it, `.cpd`/`.cpx` are a compaction that never committed and
+/// are removed. Returns whether a commit was finished.
+pub fn finish_interrupted_commit(dat_path: &Path, idx_path: &Path) -> Result<bool> {
+    let marker = commit_marker_path(dat_path);
+    if !marker.exists() {
+        remove_files(dat_path)?;
+        return Ok(false);
     }
+    for (new, old) in [(cpx_path(dat_path), idx_path), (cpd_path(dat_path), dat_path)] {
+        if new.exists() {
+            std::fs::rename(&new, old).map_err(|e| Error::io(&new, e))?;
+        }
+    }
+    sync_dir(dat_path)?;
+    remove_marker(&marker, dat_path)?;
+    Ok(true)
+}
+
+/// Removes the commit marker durably: a marker that came back after a crash would
+/// make the next compaction's unfinished files the volume.
+fn remove_marker(marker: &Path, dat_path: &Path) -> Result<()> {
+    std::fs::remove_file(marker).map_err(|e| Error::io(marker, e))?;
+    sync_dir(dat_path)
+}
+
+/// fsyncs the directory holding `path`, so renames and removals in it are on disk.
+fn sync_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The commit step at which a test makes this thread's commit stop, as if the
+    /// process died there: nothing after it is written (a SIGKILL leaves the page
+    /// cache, so the files are as the steps before left them).
+    pub static CRASH_AT: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// A failpoint between two steps of a commit (only tests set one, see [`CRASH_AT`]).
+fn crash_point(step: &'static str) -> Result<()> {
+    #[cfg(test)]
+    if CRASH_AT.get() == Some(step) {
+        return Err(Error::io(Path::new(step), std::io::Error::other("crash point")));
+    }
+    let _ = step;
     Ok(())
 }
 

@@ -256,6 +256,9 @@ impl Volume {
         let dat_path = base.with_extension("dat");
         let idx_path = base.with_extension("idx");
         let vif_path = base.with_extension("vif");
+        if compaction::finish_interrupted_commit(&dat_path, &idx_path)? {
+            tracing::warn!(volume = id.0, "finished a vacuum commit that a crash interrupted");
+        }
         let info = VolumeInfo::load(&vif_path)?;
         if let Some(info) = &info {
             info.check_width(&vif_path, options.width)?;
@@ -674,7 +677,18 @@ impl Volume {
         let mut writer = self.lock_writer()?;
         let source = self.compaction_source();
         compaction::catch_up(&source, &done, writer.dat_end, writer.idx_end)?;
-        compaction::install(&self.dat_path, &self.idx_path)?;
+        let installed = compaction::install(&self.dat_path, &self.idx_path);
+        if installed.is_err() && compaction::commit_marker_path(&self.dat_path).exists() {
+            // The files on disk may be half swapped: this volume's open files are no
+            // longer the volume. The next load (restart or remount) finishes the commit.
+            tracing::error!(
+                volume = self.id.0,
+                "vacuum commit stopped halfway: no writes until the volume is loaded again"
+            );
+            self.read_only.store(true, Ordering::Relaxed);
+            writer.retired = true;
+        }
+        installed?;
         writer.retired = true;
         then()
     }
@@ -695,7 +709,10 @@ impl Volume {
     /// The files this volume consists of, for deleting it: `.dat`, `.idx`, `.vif`,
     /// and leftovers of a compaction.
     pub fn files(&self) -> Vec<PathBuf> {
-        ["dat", "idx", "vif", "cpd", "cpx"].iter().map(|ext| self.dat_path.with_extension(ext)).collect()
+        ["dat", "idx", "vif", "cpd", "cpx", "cpc"]
+            .iter()
+            .map(|ext| self.dat_path.with_extension(ext))
+            .collect()
     }
 
     /// The RocksDB map directory (`--index rocksdb`), if the volume has one.

@@ -178,6 +178,13 @@ fn finish(
     }
     upload.pairs = pairs_json(req.headers);
     upload.last_modified = req.query.get("ts").and_then(|t| t.parse().ok()).unwrap_or(req.now_seconds);
+    if upload.last_modified > needle::MAX_LAST_MODIFIED {
+        return Err(UploadError::Bad(format!(
+            "ts {} is past the largest last-modified time a needle holds ({})",
+            upload.last_modified,
+            needle::MAX_LAST_MODIFIED
+        )));
+    }
     if let Some(ttl) = req.query.get("ttl").filter(|t| !t.is_empty()) {
         upload.ttl = ttl.parse().map_err(|e: needle::FormatError| UploadError::Bad(e.to_string()))?;
     }

@@ -622,11 +622,7 @@ pub async fn tail_receiver(
         if message.needle_header.is_empty() {
             continue;
         }
-        let version = match message.version {
-            0 => local_version,
-            v => Version::from_byte(v as u8)
-                .map_err(|e| Status::invalid_argument(format!("tail record: {e}")))?,
-        };
+        let version = record_version(message.version, local_version)?;
         if record.is_empty() {
             let header = NeedleHeader::parse(&message.needle_header)
                 .map_err(|e| Status::invalid_argument(format!("tail record header: {e}")))?;
@@ -652,6 +648,17 @@ pub async fn tail_receiver(
     Ok(())
 }
 
+/// The format of a tail record as the sender names it (0: the receiving volume's).
+fn record_version(wire: u32, local: Version) -> Result<Version, Status> {
+    match wire {
+        0 => Ok(local),
+        v => u8::try_from(v)
+            .ok()
+            .and_then(|byte| Version::from_byte(byte).ok())
+            .ok_or_else(|| Status::invalid_argument(format!("tail record: unknown needle version {v}"))),
+    }
+}
+
 fn apply_record(store: &Store, id: VolumeId, record: &[u8], version: Version) -> Result<(), Status> {
     let needle = Needle::decode(record, version)
         .map_err(|e| Status::data_loss(format!("tail record for volume {id}: {e}")))?;
@@ -662,4 +669,19 @@ fn apply_record(store: &Store, id: VolumeId, record: &[u8], version: Version) ->
         };
     }
     store.write_to(id, |volume| volume.write(&needle)).map(|_| ()).map_err(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tail_record_version_outside_a_byte_is_invalid_not_truncated() {
+        assert_eq!(record_version(0, Version::V3).unwrap(), Version::V3);
+        assert_eq!(record_version(2, Version::V3).unwrap(), Version::V2);
+        for wire in [4, 257, 259, u32::MAX] {
+            let refused = record_version(wire, Version::V3).expect_err("a version that is none");
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{wire}");
+        }
+    }
 }

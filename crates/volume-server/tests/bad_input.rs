@@ -79,3 +79,55 @@ fn bad_requests_get_weeds_status_codes_and_a_message() {
     assert_eq!(get(a, "/healthz").status, 200);
     server.stop();
 }
+
+/// Values past what their field holds are refused with a 4xx, or answered as weed
+/// answers them, never with a panic: a `ts` past year 9999 reads back with weed's
+/// five-digit year, one past the needle's 5-byte field is a 400; an assign `count`
+/// that would run the key sequence past 2^64 is weed master's 406, and so is any
+/// assign once a volume holds the largest key (the server still starts).
+#[test]
+fn values_past_their_range_get_a_4xx_or_weeds_answer_not_a_panic() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("data");
+    let server = OurServer::start(&dir, &[]);
+    let a = server.addr.as_str();
+    let put = |path: &str| {
+        request(a, "PUT", path, &[("Content-Type", "application/octet-stream")], b"dated").unwrap()
+    };
+
+    let fid = server.assign("");
+    assert_eq!(put(&format!("/{fid}?ts=253402300800")).status, 201);
+    let r = get(a, &format!("/{fid}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // weed 4.48 answers the same upload with this header (Go formats the year as is).
+    assert_eq!(r.header("last-modified"), Some("Sat, 01 Jan 10000 00:00:00 GMT"));
+    let r =
+        request(a, "GET", &format!("/{fid}"), &[("If-Modified-Since", "Fri, 31 Dec 9999 23:59:59 GMT")], b"")
+            .unwrap();
+    assert_eq!(r.status, 200, "modified after the date asked about");
+
+    let fid = server.assign("");
+    let r = put(&format!("/{fid}?ts=1099511627776"));
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("ts"), "{}", r.text());
+
+    let key = |fid: &str| {
+        let key_and_cookie = fid.split_once(',').unwrap().1;
+        u64::from_str_radix(&key_and_cookie[..key_and_cookie.len() - 8], 16).unwrap()
+    };
+    let before = key(&server.assign(""));
+    let r = get(a, "/dir/assign?count=18446744073709551615");
+    assert_eq!(r.status, 406, "{}", r.text());
+    assert!(r.json()["error"].as_str().is_some_and(|e| !e.is_empty()), "{}", r.text());
+    assert!(key(&server.assign("")) > before, "the refused count took no keys and reused none");
+
+    // A needle with the largest key: no key is left for the embedded master to give.
+    let vid = vid(&fid);
+    assert_eq!(put(&format!("/{vid},ffffffffffffffff12345678")).status, 201);
+    server.stop();
+    let server = OurServer::start(&dir, &[]);
+    let r = get(&server.addr, "/dir/assign");
+    assert_eq!(r.status, 406, "{}", r.text());
+    assert_eq!(get(&server.addr, &format!("/{vid},ffffffffffffffff12345678")).body, b"dated");
+    server.stop();
+}

@@ -85,7 +85,7 @@ async fn respond(
 
     if needle.last_modified != 0 {
         let last_modified = std::time::UNIX_EPOCH + std::time::Duration::from_secs(needle.last_modified);
-        builder = builder.header(header::LAST_MODIFIED, httpdate::fmt_http_date(last_modified));
+        builder = builder.header(header::LAST_MODIFIED, http_date(needle.last_modified));
         let since = headers_in
             .get(header::IF_MODIFIED_SINCE)
             .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
@@ -304,5 +304,51 @@ impl http_body::Body for UnsizedEmpty {
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         std::task::Poll::Ready(None)
+    }
+}
+
+/// Go's `http.TimeFormat` of a Unix time, as weed writes `Last-Modified`: the year has
+/// as many digits as it needs (`httpdate` stops at 9999, and a needle's five-byte
+/// last-modified time reaches year 36812).
+fn http_date(unix_seconds: u64) -> String {
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]; // 1970-01-01: a Thursday
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let (days, seconds) = (unix_seconds / 86_400, unix_seconds % 86_400);
+    // Days to a civil date, counted from 0000-03-01 in 400-year eras (Hinnant's method).
+    let z = days + 719_468;
+    let (era, day_of_era) = (z / 146_097, z % 146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year:04} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[(days % 7) as usize],
+        MONTHS[month as usize - 1],
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates_match_httpdate_up_to_9999_and_go_past_it() {
+        let mut t = 0u64;
+        while t < 253_402_300_800 {
+            let expected = httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
+            assert_eq!(http_date(t), expected, "{t}");
+            t = t * 3 + 86_399;
+        }
+        assert_eq!(http_date(253_402_300_799), "Fri, 31 Dec 9999 23:59:59 GMT");
+        // What weed 4.48 answered for these `ts` values.
+        assert_eq!(http_date(253_402_300_800), "Sat, 01 Jan 10000 00:00:00 GMT");
+        assert_eq!(http_date(needle::MAX_LAST_MODIFIED), "Mon, 20 Feb 36812 00:36:15 GMT");
     }
 }

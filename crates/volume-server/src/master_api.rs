@@ -71,6 +71,12 @@ pub async fn assign(State(state): State<SharedState>, request: Request) -> Respo
     let query = query_params(&request);
     let count = query.get("count").and_then(|c| c.parse::<u64>().ok()).filter(|&c| c > 0).unwrap_or(1);
     let collection = query.get("collection").cloned().unwrap_or_default();
+    if let Err(e) = crate::volume::check_collection(&collection) {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            &AssignReply { error: e.to_string(), ..AssignReply::default() },
+        );
+    }
     let replication = query.get("replication").filter(|r| !r.is_empty()).map_or("000", String::as_str);
     let Ok(replica) = replication.parse::<ReplicaPlacement>() else {
         return not_acceptable(format!("invalid replication {replication:?}"));

@@ -205,6 +205,23 @@ pub fn base_name(collection: &str, id: VolumeId) -> String {
     if collection.is_empty() { id.to_string() } else { format!("{collection}_{id}") }
 }
 
+/// `<dir>/<collection_><vid>.dat`; the volume's other files replace its extension. (Not
+/// `with_extension` on the base name: a collection may hold dots, as `a.b_16.dat`.)
+fn dat_path(dir: &Path, collection: &str, id: VolumeId) -> PathBuf {
+    dir.join(format!("{}.dat", base_name(collection, id)))
+}
+
+/// Refuses a collection name that would not stay one file name in the volume's
+/// directory: `base_name` puts it into every file name of the volume. (weed 4.48 does
+/// not check, and `/dir/assign?collection=../../x` writes outside its directory; later
+/// SeaweedFS refuses such names too.)
+pub fn check_collection(collection: &str) -> Result<()> {
+    if matches!(collection, "." | "..") || collection.contains(['/', '\\', '\0']) {
+        return Err(Error::BadCollection(collection.to_owned()));
+    }
+    Ok(())
+}
+
 /// Splits a `.dat` file name into (collection, volume id), if it names a volume.
 pub fn parse_dat_name(file_name: &str) -> Option<(String, VolumeId)> {
     let base = file_name.strip_suffix(".dat")?;
@@ -235,27 +252,26 @@ impl Volume {
         ttl: Ttl,
         options: VolumeOptions,
     ) -> Result<Self> {
-        let base = dir.join(base_name(collection, id));
-        let dat_path = base.with_extension("dat");
+        check_collection(collection)?;
+        let dat_path = dat_path(dir, collection, id);
         if dat_path.exists() {
             return Err(Error::VolumeExists(id));
         }
         let super_block = SuperBlock::new(replica_placement, ttl);
         std::fs::write(&dat_path, super_block.to_bytes()?).map_err(|e| Error::io(&dat_path, e))?;
-        let idx_path = base.with_extension("idx");
+        let idx_path = dat_path.with_extension("idx");
         File::create(&idx_path).map_err(|e| Error::io(&idx_path, e))?;
         let expire_at = if ttl.is_empty() { 0 } else { (now_seconds() + ttl.seconds()) as i64 };
         VolumeInfo::new(Version::CURRENT as u32, options.width, expire_at)
-            .save(&base.with_extension("vif"))?;
+            .save(&dat_path.with_extension("vif"))?;
         Self::load(dir, collection, id, options)
     }
 
     /// Opens an existing volume, checking and repairing it (see [`crate::recovery`]).
     pub fn load(dir: &Path, collection: &str, id: VolumeId, options: VolumeOptions) -> Result<Self> {
-        let base = dir.join(base_name(collection, id));
-        let dat_path = base.with_extension("dat");
-        let idx_path = base.with_extension("idx");
-        let vif_path = base.with_extension("vif");
+        let dat_path = dat_path(dir, collection, id);
+        let idx_path = dat_path.with_extension("idx");
+        let vif_path = dat_path.with_extension("vif");
         if compaction::finish_interrupted_commit(&dat_path, &idx_path)? {
             tracing::warn!(volume = id.0, "finished a vacuum commit that a crash interrupted");
         }
@@ -276,7 +292,7 @@ impl Volume {
         let map: Box<dyn NeedleMap> = match options.index {
             IndexKind::Memory => Box::new(MemoryMap::new()),
             IndexKind::Rocksdb => {
-                Box::new(RocksMap::open(&base.with_extension("rdb"), super_block.compaction_revision)?)
+                Box::new(RocksMap::open(&dat_path.with_extension("rdb"), super_block.compaction_revision)?)
             }
         };
         let files = recovery::Files {

@@ -57,6 +57,7 @@ pub(crate) fn status(e: Error) -> Status {
             Status::not_found(e.to_string())
         }
         Error::VolumeExists(_) => Status::already_exists(e.to_string()),
+        Error::BadCollection(_) => Status::invalid_argument(e.to_string()),
         Error::NoFreeSlot => Status::resource_exhausted(e.to_string()),
         Error::NotEmpty(_) | Error::NotCompacted(_) | Error::ReadOnly(_) => {
             Status::failed_precondition(e.to_string())

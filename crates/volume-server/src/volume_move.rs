@@ -28,7 +28,7 @@ use crate::pb::volume_server_pb::volume_server_client::VolumeServerClient;
 use crate::pb::volume_server_pb::*;
 use crate::store::Store;
 use crate::vif::VolumeInfo as VifFile;
-use crate::volume::{Volume, base_name};
+use crate::volume::{Volume, base_name, check_collection};
 use crate::volume_grpc::{blocking, status};
 
 /// Appended to the names of a copy's files until the copy is complete; the store
@@ -278,12 +278,8 @@ async fn pull_volume(
             "volume {id} on {source} uses {theirs}-byte .idx offsets; this server runs with {ours}"
         )));
     }
-    if matches!(cut.collection.as_str(), "." | "..") || cut.collection.contains(['/', '\\', '\0']) {
-        return Err(Status::invalid_argument(format!(
-            "volume {id} on {source} names collection {:?}, which is no file name",
-            cut.collection
-        )));
-    }
+    check_collection(&cut.collection)
+        .map_err(|e| Status::invalid_argument(format!("volume {id} on {source}: {e}")))?;
     let dir = store.dir_for_copy(id).map_err(status)?;
     let base = base_name(&cut.collection, id);
     if dir.join(format!("{base}.dat")).exists() {

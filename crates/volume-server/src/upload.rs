@@ -136,12 +136,14 @@ pub fn parse(req: &Request<'_>) -> Result<Upload, UploadError> {
     }
     upload.original_size = upload.data.len();
     let uncompressed = if upload.gzipped {
-        match gunzip(&upload.data) {
+        match gunzip(&upload.data, req.size_limit) {
             Ok(plain) => {
                 upload.original_size = plain.len();
                 Some(plain)
             }
-            Err(_) => None,
+            // What the client sent is larger than the limit, only compressed.
+            Err(GunzipError::TooLarge(limit)) => return Err(UploadError::TooLarge(limit)),
+            Err(GunzipError::Invalid(_)) => None,
         }
     } else {
         // A replica stores what the first server stored: compressed or not, as sent.
@@ -209,10 +211,38 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     encoder.finish().expect("writing to a Vec cannot fail")
 }
 
-pub fn gunzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+/// Why gzip data was not inflated.
+#[derive(Debug, thiserror::Error)]
+pub enum GunzipError {
+    /// It inflates to more than the bound the caller set.
+    #[error("it inflates past {0} bytes")]
+    TooLarge(u64),
+    #[error("{0}")]
+    Invalid(#[from] std::io::Error),
+}
+
+/// Inflates gzip `data` to at most `limit` bytes: a few KiB of gzip can inflate to
+/// GiBs, so every caller bounds it (by the file size limit, or a size it already knows)
+/// and runs it on the blocking pool.
+pub fn gunzip(data: &[u8], limit: u64) -> Result<Vec<u8>, GunzipError> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(data).read_to_end(&mut out)?;
+    flate2::read::GzDecoder::new(data).take(limit.saturating_add(1)).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(GunzipError::TooLarge(limit));
+    }
     Ok(out)
+}
+
+/// The size gzip `data` says it inflates to (its trailer's ISIZE, the size mod 2^32);
+/// 0 for data too short to be gzip. Only an estimate to reserve memory by: [`gunzip`]
+/// with it as the bound refuses data that inflates to more.
+pub fn declared_size(data: &[u8]) -> u64 {
+    match data.len().checked_sub(4) {
+        Some(at) if data.len() >= 18 => {
+            u64::from(u32::from_le_bytes(data[at..].try_into().expect("4 bytes")))
+        }
+        _ => 0,
+    }
 }
 
 /// Go's `http.CanonicalHeaderKey`: `seaweed-foo-bar` -> `Seaweed-Foo-Bar`.
@@ -472,7 +502,9 @@ mod tests {
         let text = "abcdefghij".repeat(100);
         let u = run(Method::PUT, &[("content-type", "text/plain")], "/3,01", &[], text.as_bytes()).unwrap();
         assert!(u.gzipped && u.data.len() < 100 && u.original_size == 1000);
-        assert_eq!(gunzip(&u.data).unwrap(), text.as_bytes());
+        assert_eq!(gunzip(&u.data, text.len() as u64).unwrap(), text.as_bytes());
+        assert!(matches!(gunzip(&u.data, text.len() as u64 - 1), Err(GunzipError::TooLarge(_))));
+        assert_eq!(declared_size(&u.data), text.len() as u64);
         let u = run(Method::PUT, &[("content-type", "text/plain")], "/3,01", &[], b"short").unwrap();
         assert!(!u.gzipped);
         let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(text.as_bytes()));

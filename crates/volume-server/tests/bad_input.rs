@@ -131,3 +131,47 @@ fn values_past_their_range_get_a_4xx_or_weeds_answer_not_a_panic() {
     assert_eq!(get(&server.addr, &format!("/{vid},ffffffffffffffff12345678")).body, b"dated");
     server.stop();
 }
+
+/// 8 MiB of zeros, gzipped: about 8 KiB that inflate a thousandfold.
+fn gzip_bomb() -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(&vec![0u8; 8 << 20]).unwrap();
+    encoder.finish().unwrap()
+}
+
+/// Gzip is inflated only up to the file size limit: an upload sent with
+/// `Content-Encoding: gzip` that inflates past it is a 413, and a stored one read by a
+/// client that does not accept gzip is a 406 (it can still be had as gzip).
+#[test]
+fn gzip_that_inflates_past_the_file_size_limit_is_refused_not_inflated() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("data");
+    let bomb = gzip_bomb();
+    assert!(bomb.len() < 64 << 10, "{} bytes", bomb.len());
+    let gzip_put = |addr: &str, fid: &str| {
+        let headers = [("Content-Type", "application/octet-stream"), ("Content-Encoding", "gzip")];
+        request(addr, "PUT", &format!("/{fid}"), &headers, &bomb).unwrap()
+    };
+
+    let server = OurServer::start(&dir, &["--file-size-limit-mb", "1"]);
+    let fid = server.assign("");
+    let r = gzip_put(&server.addr, &fid);
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(get(&server.addr, &format!("/{fid}")).status, 404, "nothing stored");
+    server.stop();
+
+    // Stored under a larger limit, read under a smaller one.
+    let server = OurServer::start(&dir, &["--file-size-limit-mb", "16"]);
+    let fid = server.assign("");
+    assert_eq!(gzip_put(&server.addr, &fid).status, 201);
+    assert_eq!(get(&server.addr, &format!("/{fid}")).body.len(), 8 << 20, "within the limit: inflated");
+    server.stop();
+    let server = OurServer::start(&dir, &["--file-size-limit-mb", "1"]);
+    let r = get(&server.addr, &format!("/{fid}"));
+    assert_eq!(r.status, 406, "{}", r.text());
+    assert!(r.text().contains("Accept-Encoding"), "{}", r.text());
+    let r = request(&server.addr, "GET", &format!("/{fid}"), &[("Accept-Encoding", "gzip")], b"").unwrap();
+    assert_eq!((r.status, r.body == bomb), (200, true), "as stored, to a client that accepts gzip");
+    server.stop();
+}

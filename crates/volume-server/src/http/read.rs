@@ -7,15 +7,16 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
-use needle::Flags;
+use bytes::Bytes;
+use needle::{FileId, Flags};
 
 use super::payload::{Payload, ReadNeedle};
 use super::{ApiError, AppState, manifest, path, query_params, replicate};
 use crate::mime;
 use crate::range::{self, RangeError};
 use crate::security::Access;
-use crate::throttle::Held;
-use crate::upload::{gunzip, parse_bool};
+use crate::throttle::{Busy, Held};
+use crate::upload::{self, GunzipError, gunzip, parse_bool};
 
 pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response {
     let is_head = request.method() == Method::HEAD;
@@ -67,17 +68,14 @@ async fn respond(
     let read_deleted = request.uri().query().is_some_and(|q| q.contains("readDeleted="))
         && query_params(request).get("readDeleted").is_some_and(|v| v == "true");
     let location = volume.locate_readable(id, read_deleted).map_err(ApiError::for_read)?;
-    *held =
-        Some(state.throttle.downloads.admit(ReadNeedle::bytes_held(&location)).await.map_err(|busy| {
-            let message = format!(
-                "request {} because inflight download data {} > {}, and wait timeout",
-                request.uri().path(),
-                busy.in_flight,
-                busy.limit
-            );
-            tracing::debug!("too many requests: {message}");
-            ApiError::json(StatusCode::TOO_MANY_REQUESTS, message)
-        })?);
+    *held = Some(
+        state
+            .throttle
+            .downloads
+            .admit(ReadNeedle::bytes_held(&location))
+            .await
+            .map_err(|busy| too_many_requests(request, busy))?,
+    );
     let stored = ReadNeedle::read(&volume, id, url.fid.cookie, location).map_err(ApiError::for_read)?;
     let (needle, whole_data) = stored.parts();
     let headers_in = request.headers();
@@ -131,10 +129,7 @@ async fn respond(
                 builder = builder.header(header::CONTENT_ENCODING, "gzip");
                 None
             } else {
-                Some(gunzip(data).map_err(|e| {
-                    tracing::error!(fid = %url.fid, error = %e, "stored gzip data does not decompress");
-                    ApiError::empty(StatusCode::INTERNAL_SERVER_ERROR)
-                })?)
+                Some(inflate(state, request, url.fid, Bytes::copy_from_slice(data), held).await?)
             }
         }
         _ => None,
@@ -305,6 +300,56 @@ impl http_body::Body for UnsizedEmpty {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         std::task::Poll::Ready(None)
     }
+}
+
+/// weed's 429 when the download budget had no room within its timeout.
+fn too_many_requests(request: &axum::http::Request<()>, busy: Busy) -> ApiError {
+    let message = format!(
+        "request {} because inflight download data {} > {}, and wait timeout",
+        request.uri().path(),
+        busy.in_flight,
+        busy.limit
+    );
+    tracing::debug!("too many requests: {message}");
+    ApiError::json(StatusCode::TOO_MANY_REQUESTS, message)
+}
+
+/// Inflates a stored gzip needle for a client that does not accept gzip: the size its
+/// trailer declares is drawn from the download budget first (joining the read's draw in
+/// `held`), must be within the file size limit (else 406: the client can still have it
+/// as gzip), and bounds the inflation, which runs on the blocking pool.
+async fn inflate(
+    state: &AppState,
+    request: &axum::http::Request<()>,
+    fid: FileId,
+    data: Bytes,
+    held: &mut Option<Held>,
+) -> Result<Vec<u8>, ApiError> {
+    let declared = upload::declared_size(&data);
+    if declared > state.file_size_limit {
+        return Err(ApiError::json(
+            StatusCode::NOT_ACCEPTABLE,
+            format!(
+                "{fid} inflates to {declared} bytes, past the {}-byte file size limit; ask with Accept-Encoding: gzip",
+                state.file_size_limit
+            ),
+        ));
+    }
+    let more =
+        state.throttle.downloads.admit(declared).await.map_err(|busy| too_many_requests(request, busy))?;
+    *held = Some(match held.take() {
+        Some(read) => read.merge(more),
+        None => more,
+    });
+    let plain = tokio::task::spawn_blocking(move || gunzip(&data, declared)).await;
+    plain.map_err(|e| ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?.map_err(|e| {
+        let why = match e {
+            GunzipError::TooLarge(_) => "stored gzip data inflates past the size it declares".to_owned(),
+            GunzipError::Invalid(e) => format!("stored gzip data does not decompress: {e}"),
+        };
+        tracing::error!(%fid, "{why}");
+        ApiError::empty(StatusCode::INTERNAL_SERVER_ERROR)
+    })
 }
 
 /// Go's `http.TimeFormat` of a Unix time, as weed writes `Last-Modified`: the year has

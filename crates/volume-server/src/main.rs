@@ -244,6 +244,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         cli.data_center,
         cli.rack,
         grpc_tls.dialer,
+        cli.file_size_limit_mb << 20,
     )
     .into_service();
     let routes = Routes::new(volume_service).add_service(rdma.service());

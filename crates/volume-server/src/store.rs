@@ -696,6 +696,29 @@ mod tests {
         }
     }
 
+    /// The catch-up copies the tail a bounded piece at a time: writes since the
+    /// compaction several times that piece (and index entries across pieces) arrive whole.
+    #[test]
+    fn a_catch_up_larger_than_one_copy_piece_arrives_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(config(vec![root.path().to_owned()], vec![4])).unwrap();
+        let v = store.create_volume("", ReplicaPlacement::default(), Ttl::EMPTY).unwrap();
+        let data = |i: u64| vec![i as u8; 300 << 10];
+        v.write(&Needle::new(NeedleId(1), Cookie(1), b"old")).unwrap();
+        v.delete(NeedleId(1), Cookie(1)).unwrap();
+        v.compact().unwrap();
+        for i in 2..=12 {
+            v.write(&Needle::new(NeedleId(i), Cookie(1), &data(i))).unwrap();
+        }
+        v.delete(NeedleId(5), Cookie(1)).unwrap();
+        let new = store.commit_compaction(v.id()).unwrap();
+        assert!(matches!(new.read(NeedleId(1), Cookie(1)), Err(Error::NeedleNotFound(_))));
+        assert!(matches!(new.read(NeedleId(5), Cookie(1)), Err(Error::AlreadyDeleted(_))));
+        for i in (2..=12).filter(|&i| i != 5) {
+            assert_eq!(new.read(NeedleId(i), Cookie(1)).unwrap().needle().data, data(i), "needle {i}");
+        }
+    }
+
     #[test]
     fn compaction_drops_needles_whose_ttl_ran_out() {
         let root = tempfile::tempdir().unwrap();

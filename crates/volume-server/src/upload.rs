@@ -87,14 +87,15 @@ pub fn parse(req: &Request<'_>) -> Result<Upload, UploadError> {
             .cloned()
             .filter(|_| media_type.starts_with("multipart/"))
             .ok_or_else(|| UploadError::Bad("request Content-Type isn't multipart/form-data".into()))?;
-        let parts = multipart_parts(req.body, &boundary)?;
-        let first = parts.first().ok_or_else(|| UploadError::Bad("multipart: no parts".into()))?;
-        // The first part, or the first later one that carries a file name.
-        let chosen = if first.file_name.is_empty() {
-            parts.iter().find(|p| !p.file_name.is_empty()).unwrap_or(first)
-        } else {
-            first
+        let mut parts = multipart_parts(req.body, &boundary);
+        let first = parts.next().ok_or_else(|| UploadError::Bad("multipart: no parts".into()))??;
+        // The first part, or the first later one that carries a file name; parts are
+        // read only until it is found (one at a time, none kept), as weed reads them.
+        let later = match first.file_name.is_empty() {
+            true => parts.find(|p| p.as_ref().map_or(true, |p| !p.file_name.is_empty())).transpose()?,
+            false => None,
         };
+        let chosen = later.as_ref().unwrap_or(&first);
         upload.data = req.body.slice_ref(chosen.data);
         upload.name = clean_base(&chosen.file_name);
         part_type = first.header("content-type").to_owned();
@@ -392,22 +393,46 @@ fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     memchr::memmem::find(haystack.get(from..)?, needle).map(|p| p + from)
 }
 
-/// Splits a `multipart/form-data` body into its parts.
-fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<Part<'a>>, UploadError> {
-    let bad = |what: &str| UploadError::Bad(format!("multipart: {what}"));
+/// The parts of a `multipart/form-data` body, parsed one at a time as they are asked
+/// for: a caller that stops early never looks at the rest.
+fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> MultipartParts<'a> {
     let delimiter = format!("--{boundary}");
-    let mut at = find(body, delimiter.as_bytes(), 0).ok_or_else(|| bad("no boundary found"))?;
-    let mut parts = Vec::new();
-    loop {
-        at += delimiter.len();
+    let at = find(body, delimiter.as_bytes(), 0);
+    MultipartParts { body, delimiter, at }
+}
+
+struct MultipartParts<'a> {
+    body: &'a [u8],
+    delimiter: String,
+    /// Where the next delimiter starts; `None` once done (or none was found).
+    at: Option<usize>,
+}
+
+impl<'a> MultipartParts<'a> {
+    fn bad(&mut self, what: &str) -> UploadError {
+        self.at = None;
+        UploadError::Bad(format!("multipart: {what}"))
+    }
+}
+
+impl<'a> Iterator for MultipartParts<'a> {
+    type Item = Result<Part<'a>, UploadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let body = self.body;
+        let at = self.at? + self.delimiter.len();
         if body[at..].starts_with(b"--") {
-            break;
+            self.at = None;
+            return None;
         }
-        at = find(body, b"\n", at).ok_or_else(|| bad("truncated part"))? + 1;
-        let header_end = find(body, b"\r\n\r\n", at)
+        let Some(line_end) = find(body, b"\n", at) else { return Some(Err(self.bad("truncated part"))) };
+        let at = line_end + 1;
+        let Some(header_end) = find(body, b"\r\n\r\n", at)
             .map(|h| (h, h + 4))
             .or_else(|| (body[at..].starts_with(b"\r\n")).then_some((at, at + 2)))
-            .ok_or_else(|| bad("part headers not terminated"))?;
+        else {
+            return Some(Err(self.bad("part headers not terminated")));
+        };
         let mut headers = Vec::new();
         for line in String::from_utf8_lossy(&body[at..header_end.0]).split("\r\n") {
             if let Some((name, value)) = line.split_once(':') {
@@ -415,14 +440,14 @@ fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<Part<'a>>, 
             }
         }
         let data_start = header_end.1;
-        let next = find(body, format!("\r\n{delimiter}").as_bytes(), data_start)
-            .ok_or_else(|| bad("closing boundary missing"))?;
+        let Some(next) = find(body, format!("\r\n{}", self.delimiter).as_bytes(), data_start) else {
+            return Some(Err(self.bad("closing boundary missing")));
+        };
         let disposition = headers.iter().find(|(n, _)| n == "content-disposition").map_or("", |(_, v)| v);
         let file_name = params(disposition).remove("filename").unwrap_or_default();
-        parts.push(Part { headers, file_name, data: &body[data_start..next] });
-        at = next + 2;
+        self.at = Some(next + 2);
+        Some(Ok(Part { headers, file_name, data: &body[data_start..next] }))
     }
-    Ok(parts)
 }
 
 #[cfg(test)]
@@ -455,6 +480,23 @@ mod tests {
             size_limit: 1000,
             now_seconds: 42,
         })
+    }
+
+    /// Parts are read only up to the one the upload takes, as weed's multipart reader
+    /// does: whatever follows it (many tiny parts, or garbage, as weed 4.48 accepts)
+    /// is neither parsed nor held.
+    #[test]
+    fn multipart_stops_at_the_part_it_takes() {
+        let form = [("Content-Type", "multipart/form-data; boundary=B")];
+        let first_with_name = "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhello\r\n--B\r\nContent-Disposition: form-data; name=\"x\"\r\ngarbage-without-end";
+        let u = run(Method::POST, &form, "/1,01", &[], first_with_name.as_bytes()).unwrap();
+        assert_eq!((u.name.as_str(), &u.data[..]), ("a.txt", &b"hello"[..]));
+        let later_with_name = "--B\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nv\r\n--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.txt\"\r\n\r\nworld\r\n--B\r\ngarbage";
+        let u = run(Method::POST, &form, "/1,01", &[], later_with_name.as_bytes()).unwrap();
+        assert_eq!((u.name.as_str(), &u.data[..]), ("b.txt", &b"world"[..]));
+        let mut parts = multipart_parts(first_with_name.as_bytes(), "B");
+        assert!(parts.next().unwrap().is_ok());
+        assert!(parts.next().unwrap().is_err(), "the garbage is only found when asked for");
     }
 
     #[test]

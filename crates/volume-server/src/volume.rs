@@ -684,14 +684,18 @@ impl Volume {
     /// (see `Store::commit_compaction`), so a writer that waited for the lock finds
     /// the new volume when it looks again.
     pub fn commit_compaction<T>(&self, then: impl FnOnce() -> Result<T>) -> Result<T> {
-        let done = self
-            .compaction
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .ok_or(Error::NotCompacted(self.id))?;
-        let mut writer = self.lock_writer()?;
+        // Held to the end: no compaction starts over the files being committed.
+        let mut pending = self.compaction.lock().unwrap_or_else(|e| e.into_inner());
+        let done = pending.take().ok_or(Error::NotCompacted(self.id))?;
         let source = self.compaction_source();
+        // Most of the catch-up without the write lock (writes go on), then under it only
+        // what was written meanwhile.
+        let (dat_end, idx_end) = {
+            let writer = self.lock_writer()?;
+            (writer.dat_end, writer.idx_end)
+        };
+        let done = compaction::catch_up(&source, &done, dat_end, idx_end)?;
+        let mut writer = self.lock_writer()?;
         compaction::catch_up(&source, &done, writer.dat_end, writer.idx_end)?;
         let installed = compaction::install(&self.dat_path, &self.idx_path);
         if installed.is_err() && compaction::commit_marker_path(&self.dat_path).exists() {

@@ -576,14 +576,22 @@ fn send_records_since(
     Ok((position, newest))
 }
 
+/// Room a record takes beyond its data: header, name, mime, pairs (64 KiB at most),
+/// the fixed fields, checksum, timestamp and padding.
+const RECORD_OVERHEAD: u64 = 128 << 10;
+
 /// `VolumeTailReceiver` (target side): follows the source's `VolumeTailSender` from
 /// `since_ns` and applies each record to the local copy: a write, or for a tombstone
 /// (a record without body) a delete. Every record is checked (header, CRC32-C) first.
+/// A record whose data could not be uploaded here (past `file_size_limit`) is refused
+/// before it is buffered.
 pub async fn tail_receiver(
     store: Arc<Store>,
     dialer: &Dialer,
     request: VolumeTailReceiverRequest,
+    file_size_limit: u64,
 ) -> Result<(), Status> {
+    let most_record_bytes = file_size_limit.saturating_add(RECORD_OVERHEAD);
     let id = VolumeId(request.volume_id);
     let local_version = store.volume(id).map_err(status)?.version();
     let mut client = connect(&request.source_volume_server, dialer).await?;
@@ -595,8 +603,7 @@ pub async fn tail_receiver(
         })
         .await?
         .into_inner();
-    let mut record: Vec<u8> = Vec::new();
-    let mut expected = 0u64;
+    let mut record = TailRecord::new(most_record_bytes);
     // The sender goes quiet for up to `idle_timeout_seconds` rounds before it ends;
     // quieter than that (plus slack) means it is stuck. Without a timeout it never ends
     // by itself, and neither does this call.
@@ -619,20 +626,11 @@ pub async fn tail_receiver(
             continue;
         }
         let version = record_version(message.version, local_version)?;
-        if record.is_empty() {
-            let header = NeedleHeader::parse(&message.needle_header)
-                .map_err(|e| Status::invalid_argument(format!("tail record header: {e}")))?;
-            expected = version.record_size(header.size);
-            record.extend_from_slice(&message.needle_header[..HEADER_SIZE]);
-        }
-        if (record.len() + message.needle_body.len()) as u64 > expected {
-            return Err(Status::invalid_argument("a tail record's body is longer than its header says"));
-        }
-        record.extend_from_slice(&message.needle_body);
-        if !message.is_last_chunk {
+        let Some(complete) =
+            record.push(&message.needle_header, &message.needle_body, version, message.is_last_chunk)?
+        else {
             continue;
-        }
-        let complete = std::mem::take(&mut record);
+        };
         let store = Arc::clone(&store);
         tokio::task::spawn_blocking(move || apply_record(&store, id, &complete, version))
             .await
@@ -642,6 +640,54 @@ pub async fn tail_receiver(
         return Err(Status::data_loss("the tail ended in the middle of a record"));
     }
     Ok(())
+}
+
+/// One tail record reassembled from the sender's messages: its header (in every
+/// message; the first one's counts), then body pieces until the last chunk.
+struct TailRecord {
+    bytes: Vec<u8>,
+    /// The record's size as its header gives it.
+    expected: u64,
+    /// The largest record taken: the buffer grows with what the peer sends, up to this.
+    most: u64,
+}
+
+impl TailRecord {
+    fn new(most: u64) -> Self {
+        Self { bytes: Vec::new(), expected: 0, most }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Adds one message's pieces; returns the record once its last chunk arrived.
+    fn push(
+        &mut self,
+        header: &[u8],
+        body: &[u8],
+        version: Version,
+        last: bool,
+    ) -> Result<Option<Vec<u8>>, Status> {
+        if self.bytes.is_empty() {
+            let parsed = NeedleHeader::parse(header)
+                .map_err(|e| Status::invalid_argument(format!("tail record header: {e}")))?;
+            let expected = version.record_size(parsed.size);
+            if expected > self.most {
+                return Err(Status::resource_exhausted(format!(
+                    "a tail record of {expected} bytes is larger than the {} this server takes",
+                    self.most
+                )));
+            }
+            self.expected = expected;
+            self.bytes.extend_from_slice(&header[..HEADER_SIZE]);
+        }
+        if (self.bytes.len() + body.len()) as u64 > self.expected {
+            return Err(Status::invalid_argument("a tail record's body is longer than its header says"));
+        }
+        self.bytes.extend_from_slice(body);
+        Ok(last.then(|| std::mem::take(&mut self.bytes)))
+    }
 }
 
 /// The format of a tail record as the sender names it (0: the receiving volume's).
@@ -670,6 +716,28 @@ fn apply_record(store: &Store, id: VolumeId, record: &[u8], version: Version) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tail_record_larger_than_the_bound_is_refused_before_it_is_buffered() {
+        let header = |size: u32| {
+            let mut h = [0u8; HEADER_SIZE];
+            h[4..12].copy_from_slice(&7u64.to_be_bytes());
+            h[12..16].copy_from_slice(&size.to_be_bytes());
+            h
+        };
+        let mut record = TailRecord::new(1 << 20);
+        let refused = record.push(&header(u32::MAX - 8), &[0u8; 64], Version::V3, false).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+        assert!(record.is_empty(), "nothing of it kept");
+        // One within the bound is reassembled from its pieces.
+        let size = 100;
+        let total = Version::V3.record_size(size) as usize;
+        let body = vec![1u8; total - HEADER_SIZE];
+        assert!(record.push(&header(size), &body[..50], Version::V3, false).unwrap().is_none());
+        let whole = record.push(&header(size), &body[50..], Version::V3, true).unwrap().unwrap();
+        assert_eq!(whole.len(), total);
+        assert!(record.is_empty());
+    }
 
     #[test]
     fn a_tail_record_version_outside_a_byte_is_invalid_not_truncated() {

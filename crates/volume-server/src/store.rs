@@ -46,6 +46,18 @@ pub struct Store {
     /// Told the id of every volume whose files are retired (the RDMA read path drops
     /// the volume's registered regions). Set once, after the store is open.
     on_retire: OnceLock<RetireHook>,
+    /// Volumes that failed to load at open and have not been mounted since.
+    load_failures: Mutex<Vec<LoadFailure>>,
+}
+
+/// A volume found on disk that could not be loaded when the store opened: it is not
+/// served (as in weed, which logs it and loads the others) until a mount loads it.
+#[derive(Clone, Debug)]
+pub struct LoadFailure {
+    pub id: VolumeId,
+    pub collection: String,
+    pub dir: PathBuf,
+    pub error: String,
 }
 
 /// Called with a volume id when [`Store`] retires that volume's files. It runs while
@@ -54,9 +66,11 @@ pub type RetireHook = Box<dyn Fn(VolumeId) + Send + Sync>;
 
 impl Store {
     /// Loads every volume found in the configured directories (creating missing
-    /// directories). The same volume id in two places is an error.
+    /// directories). The same volume id in two places is an error; a volume that does
+    /// not load is logged, left out and kept in [`Store::load_failures`].
     pub fn open(config: StoreConfig) -> Result<Self> {
         let mut volumes = BTreeMap::new();
+        let mut load_failures = Vec::new();
         let disk_space_low: Vec<Arc<AtomicBool>> = config.dirs.iter().map(|_| Arc::default()).collect();
         for (dir_index, dir) in config.dirs.iter().enumerate() {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -81,8 +95,19 @@ impl Store {
                         reason: format!("volume {id} exists in two places"),
                     });
                 }
-                let volume = Volume::load(dir, &collection, id, config.volume)?
-                    .on_disk(Arc::clone(&disk_space_low[dir_index]));
+                let volume = match Volume::load(dir, &collection, id, config.volume) {
+                    Ok(volume) => volume.on_disk(Arc::clone(&disk_space_low[dir_index])),
+                    Err(e) => {
+                        tracing::error!(volume = id.0, collection, dir = %dir.display(), error = %e, "volume not loaded: the others are served");
+                        load_failures.push(LoadFailure {
+                            id,
+                            collection,
+                            dir: dir.clone(),
+                            error: e.to_string(),
+                        });
+                        continue;
+                    }
+                };
                 tracing::info!(volume = id.0, collection, dir = %dir.display(), report = ?volume.load_report(), "loaded");
                 volumes.insert(id.0, (dir_index, Arc::new(volume)));
             }
@@ -94,6 +119,7 @@ impl Store {
             create: Mutex::new(()),
             changed: Default::default(),
             on_retire: OnceLock::new(),
+            load_failures: Mutex::new(load_failures),
         };
         store.check_disk_space();
         Ok(store)
@@ -148,6 +174,11 @@ impl Store {
 
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    /// The volumes that did not load when the store opened, less those mounted since.
+    pub fn load_failures(&self) -> Vec<LoadFailure> {
+        self.load_failures.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Notified (one permit) whenever a volume is created, deleted, compacted or
@@ -304,6 +335,7 @@ impl Store {
         let volume =
             Arc::new(Volume::load(dir, collection, id, self.config.volume)?.on_disk(self.disk_of(dir_index)));
         tracing::info!(volume = id.0, collection, dir = %dir.display(), report = ?volume.load_report(), "mounted");
+        self.load_failures.lock().unwrap_or_else(|e| e.into_inner()).retain(|f| f.id != id);
         Ok(self.serve(dir_index, volume))
     }
 
@@ -657,6 +689,29 @@ mod tests {
         }
     }
 
+    /// The catch-up copies the tail a bounded piece at a time: writes since the
+    /// compaction several times that piece (and index entries across pieces) arrive whole.
+    #[test]
+    fn a_catch_up_larger_than_one_copy_piece_arrives_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(config(vec![root.path().to_owned()], vec![4])).unwrap();
+        let v = store.create_volume("", ReplicaPlacement::default(), Ttl::EMPTY).unwrap();
+        let data = |i: u64| vec![i as u8; 300 << 10];
+        v.write(&Needle::new(NeedleId(1), Cookie(1), b"old")).unwrap();
+        v.delete(NeedleId(1), Cookie(1)).unwrap();
+        v.compact().unwrap();
+        for i in 2..=12 {
+            v.write(&Needle::new(NeedleId(i), Cookie(1), &data(i))).unwrap();
+        }
+        v.delete(NeedleId(5), Cookie(1)).unwrap();
+        let new = store.commit_compaction(v.id()).unwrap();
+        assert!(matches!(new.read(NeedleId(1), Cookie(1)), Err(Error::NeedleNotFound(_))));
+        assert!(matches!(new.read(NeedleId(5), Cookie(1)), Err(Error::AlreadyDeleted(_))));
+        for i in (2..=12).filter(|&i| i != 5) {
+            assert_eq!(new.read(NeedleId(i), Cookie(1)).unwrap().needle().data, data(i), "needle {i}");
+        }
+    }
+
     #[test]
     fn writes_racing_commits_land_in_the_new_volume() {
         let root = tempfile::tempdir().unwrap();
@@ -693,29 +748,6 @@ mod tests {
         }
         for i in 1..=200u64 {
             assert_eq!(v.read(NeedleId(i), Cookie(1)).is_ok(), i % 2 == 1, "needle {i}");
-        }
-    }
-
-    /// The catch-up copies the tail a bounded piece at a time: writes since the
-    /// compaction several times that piece (and index entries across pieces) arrive whole.
-    #[test]
-    fn a_catch_up_larger_than_one_copy_piece_arrives_whole() {
-        let root = tempfile::tempdir().unwrap();
-        let store = Store::open(config(vec![root.path().to_owned()], vec![4])).unwrap();
-        let v = store.create_volume("", ReplicaPlacement::default(), Ttl::EMPTY).unwrap();
-        let data = |i: u64| vec![i as u8; 300 << 10];
-        v.write(&Needle::new(NeedleId(1), Cookie(1), b"old")).unwrap();
-        v.delete(NeedleId(1), Cookie(1)).unwrap();
-        v.compact().unwrap();
-        for i in 2..=12 {
-            v.write(&Needle::new(NeedleId(i), Cookie(1), &data(i))).unwrap();
-        }
-        v.delete(NeedleId(5), Cookie(1)).unwrap();
-        let new = store.commit_compaction(v.id()).unwrap();
-        assert!(matches!(new.read(NeedleId(1), Cookie(1)), Err(Error::NeedleNotFound(_))));
-        assert!(matches!(new.read(NeedleId(5), Cookie(1)), Err(Error::AlreadyDeleted(_))));
-        for i in (2..=12).filter(|&i| i != 5) {
-            assert_eq!(new.read(NeedleId(i), Cookie(1)).unwrap().needle().data, data(i), "needle {i}");
         }
     }
 

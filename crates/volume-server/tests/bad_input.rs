@@ -175,3 +175,33 @@ fn gzip_that_inflates_past_the_file_size_limit_is_refused_not_inflated() {
     assert_eq!((r.status, r.body == bomb), (200, true), "as stored, to a client that accepts gzip");
     server.stop();
 }
+
+/// One unreadable volume does not keep the server from starting (as in weed, which
+/// logs it and serves the others): it is left out, and named in the log, in `/status`
+/// (`FailedVolumes`, which weed does not have) and in `/metrics`.
+#[test]
+fn an_unreadable_volume_is_reported_and_the_others_are_served() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("data");
+    let server = OurServer::start(&dir, &[]);
+    let fid = server.assign("");
+    let put =
+        request(&server.addr, "PUT", &format!("/{fid}"), &[("Content-Type", "text/plain")], b"kept").unwrap();
+    assert_eq!(put.status, 201);
+    server.stop();
+    // Shorter than a superblock: weed says "not initialized" and skips it.
+    std::fs::write(dir.join("pics_9.dat"), b"xyz").unwrap();
+
+    let server = OurServer::start(&dir, &[]);
+    assert_eq!(get(&server.addr, &format!("/{fid}")).body, b"kept", "the readable volume is served");
+    let status = get(&server.addr, "/status").json();
+    let ids: Vec<_> =
+        status["Volumes"].as_array().unwrap().iter().map(|v| v["Id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, vec![1]);
+    let failed = &status["FailedVolumes"][0];
+    assert_eq!((failed["Id"].as_u64(), failed["Collection"].as_str()), (Some(9), Some("pics")), "{status}");
+    assert!(failed["Error"].as_str().is_some_and(|e| e.contains("pics_9.dat")), "{status}");
+    let metrics = get(&server.addr, "/metrics").text();
+    assert!(metrics.contains("volume_server_volume_load_failed{volume=\"9\"} 1"), "{metrics}");
+    server.stop();
+}

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 
 use needle::{Flags, IdxEntry, Needle, NeedleHeader, OffsetWidth, SuperBlock, VolumeId};
 
+use crate::durable::sync_parent;
 use crate::error::{Error, Result};
 
 /// Where the old files ended when compaction started.
@@ -222,13 +223,13 @@ pub fn install(dat_path: &Path, idx_path: &Path) -> Result<()> {
     let marker = commit_marker_path(dat_path);
     crash_point("caught up")?;
     File::create(&marker).and_then(|f| f.sync_all()).map_err(|e| Error::io(&marker, e))?;
-    sync_dir(dat_path)?;
+    sync_parent(dat_path)?;
     crash_point("commit marked")?;
     std::fs::rename(&cpx, idx_path).map_err(|e| Error::io(&cpx, e))?;
     crash_point(".idx replaced")?;
     std::fs::rename(&cpd, dat_path).map_err(|e| Error::io(&cpd, e))?;
     crash_point(".dat replaced")?;
-    sync_dir(dat_path)?;
+    sync_parent(dat_path)?;
     crash_point("directory synced")?;
     remove_marker(&marker, dat_path)
 }
@@ -249,7 +250,7 @@ pub fn finish_interrupted_commit(dat_path: &Path, idx_path: &Path) -> Result<boo
             std::fs::rename(&new, old).map_err(|e| Error::io(&new, e))?;
         }
     }
-    sync_dir(dat_path)?;
+    sync_parent(dat_path)?;
     remove_marker(&marker, dat_path)?;
     Ok(true)
 }
@@ -258,16 +259,7 @@ pub fn finish_interrupted_commit(dat_path: &Path, idx_path: &Path) -> Result<boo
 /// make the next compaction's unfinished files the volume.
 fn remove_marker(marker: &Path, dat_path: &Path) -> Result<()> {
     std::fs::remove_file(marker).map_err(|e| Error::io(marker, e))?;
-    sync_dir(dat_path)
-}
-
-/// fsyncs the directory holding `path`, so renames and removals in it are on disk.
-fn sync_dir(path: &Path) -> Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, e))
+    sync_parent(dat_path)
 }
 
 #[cfg(test)]

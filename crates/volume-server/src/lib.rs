@@ -6,7 +6,8 @@
 //! - [`recovery`]: the load-time check that cuts torn tails and re-indexes records a
 //!   crash left unindexed;
 //! - [`needle_map`]: needle id -> record, in memory or in RocksDB;
-//! - [`vif`]: the `.vif` volume info file;
+//! - [`vif`]: the `.vif` volume info file; [`durable`]: file changes that survive a
+//!   power loss (fsync before rename, and of the directory after);
 //! - compaction: vacuum (weed's compact / commit / cleanup);
 //! - [`heartbeat`], [`volume_grpc`], [`pb`]: membership in a `weed master` cluster and
 //!   weed's `VolumeServer` gRPC service.
@@ -19,6 +20,7 @@
 
 mod compaction;
 pub mod disk_space;
+pub mod durable;
 pub mod error;
 pub mod grpc;
 pub mod grpc_tls;

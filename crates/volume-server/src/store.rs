@@ -304,6 +304,7 @@ impl Store {
     /// server) and serves it; the next heartbeat reports it to the master.
     pub fn mount_copied(&self, dir: &Path, collection: &str, id: VolumeId) -> Result<Arc<Volume>> {
         let dir_index = self.config.dirs.iter().position(|d| d == dir).ok_or(Error::VolumeNotFound(id))?;
+        crate::volume::discard_stale_map(dir, collection, id)?;
         self.mount_from(dir_index, collection, id)
     }
 
@@ -368,14 +369,18 @@ impl Store {
         volume.stop_writes();
         self.retire(&volume, "deleted");
         let mut result = Ok(());
+        // The map first: left behind by a crash, it would outlive the files it indexes.
+        if let Some(dir) = volume.map_dir() {
+            match std::fs::remove_dir_all(&dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => result = Err(Error::io(&dir, e)),
+                _ => {}
+            }
+        }
         for path in volume.files() {
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => result = Err(Error::io(&path, e)),
                 _ => {}
             }
-        }
-        if let Some(dir) = volume.map_dir() {
-            let _ = std::fs::remove_dir_all(dir);
         }
         self.changed.notify_one();
         result
@@ -710,6 +715,78 @@ mod tests {
         for i in (2..=12).filter(|&i| i != 5) {
             assert_eq!(new.read(NeedleId(i), Cookie(1)).unwrap().needle().data, data(i), "needle {i}");
         }
+    }
+
+    /// A crash inside `delete_volume` can leave any of its files behind; a volume
+    /// created or copied in later with the same id must not inherit the old needle map.
+    #[test]
+    fn a_needle_map_left_by_a_crashed_delete_is_not_reused_by_a_new_volume_of_that_id() {
+        let root = tempfile::tempdir().unwrap();
+        let mut cfg = config(vec![root.path().to_owned()], vec![4]);
+        cfg.volume.index = IndexKind::Rocksdb;
+        let id = VolumeId(1);
+
+        // Created anew with that id: starts empty.
+        stale_map(root.path(), &cfg);
+        let store = Store::open(cfg.clone()).unwrap();
+        let new = store.create_volume_with_id(Some(id), "", ReplicaPlacement::default(), Ttl::EMPTY).unwrap();
+        assert_eq!(new.status().stats.file_count, 0, "a new volume starts with an empty map");
+        assert!(matches!(new.read(NeedleId(3), Cookie(1)), Err(Error::NeedleNotFound(_))));
+        drop(new);
+        store.delete_volume(id, false).unwrap();
+        drop(store);
+
+        // Copied in from elsewhere, with an index longer than the old map's watermark.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let other = Store::open(config(vec![elsewhere.path().to_owned()], vec![4])).unwrap();
+        let copied = other.create_volume("", ReplicaPlacement::default(), Ttl::EMPTY).unwrap();
+        for i in 1..=8 {
+            copied.write(&Needle::new(NeedleId(i), Cookie(2), &vec![b'c'; 10 * i as usize])).unwrap();
+        }
+        drop((copied, other));
+        stale_map(root.path(), &cfg);
+        let store = Store::open(cfg.clone()).unwrap();
+        for ext in ["dat", "idx", "vif"] {
+            std::fs::copy(elsewhere.path().join(format!("1.{ext}")), root.path().join(format!("1.{ext}")))
+                .unwrap();
+        }
+        let mounted = store.mount_copied(root.path(), "", id).unwrap();
+        for i in 1..=8 {
+            let read =
+                mounted.read(NeedleId(i), Cookie(2)).unwrap_or_else(|e| panic!("copied needle {i}: {e}"));
+            assert_eq!(read.needle().data, vec![b'c'; 10 * i as usize]);
+        }
+    }
+
+    /// Leaves in `dir` the RocksDB map of a volume 1 with five needles and none of its
+    /// files, as a crash in the middle of deleting it (before this order) would.
+    fn stale_map(dir: &Path, cfg: &StoreConfig) {
+        let store = Store::open(cfg.clone()).unwrap();
+        let v = store.create_volume("", ReplicaPlacement::default(), Ttl::EMPTY).unwrap();
+        for i in 1..=5 {
+            v.write(&Needle::new(NeedleId(i), Cookie(1), &[i as u8; 100])).unwrap();
+        }
+        drop((v, store));
+        for ext in ["dat", "idx", "vif"] {
+            std::fs::remove_file(dir.join(format!("1.{ext}"))).unwrap();
+        }
+        assert!(dir.join("1.rdb").exists());
+    }
+
+    /// Deleting removes the `.dat` last: a crash part way leaves either a volume that
+    /// loads (its map rebuilt from what is left) or nothing that names one.
+    #[test]
+    fn delete_removes_the_dat_last() {
+        let root = tempfile::tempdir().unwrap();
+        let mut cfg = config(vec![root.path().to_owned()], vec![4]);
+        cfg.volume.index = IndexKind::Rocksdb;
+        let store = Store::open(cfg).unwrap();
+        let v = store.create_volume("", ReplicaPlacement::default(), Ttl::EMPTY).unwrap();
+        assert_eq!(v.files().last(), Some(&v.dat_path().to_owned()), "the .dat goes last");
+        let id = v.id();
+        drop(v);
+        store.delete_volume(id, false).unwrap();
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
     }
 
     #[test]

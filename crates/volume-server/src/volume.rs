@@ -211,6 +211,22 @@ fn dat_path(dir: &Path, collection: &str, id: VolumeId) -> PathBuf {
     dir.join(format!("{}.dat", base_name(collection, id)))
 }
 
+/// Removes the RocksDB needle map (`<base>.rdb`) of volume `id` in `dir`, for files
+/// that did not build it: a new volume, or one copied in. A crash while deleting an
+/// earlier volume of that id can leave its map behind, whose watermark and revision
+/// could pass for the new files'.
+pub fn discard_stale_map(dir: &Path, collection: &str, id: VolumeId) -> Result<()> {
+    let map = dat_path(dir, collection, id).with_extension("rdb");
+    match std::fs::remove_dir_all(&map) {
+        Ok(()) => {
+            tracing::warn!(volume = id.0, map = %map.display(), "removed a needle map no volume owned");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(&map, e)),
+    }
+}
+
 /// Refuses a collection name that would not stay one file name in the volume's
 /// directory: `base_name` puts it into every file name of the volume. (weed 4.48 does
 /// not check, and `/dir/assign?collection=../../x` writes outside its directory; later
@@ -257,6 +273,7 @@ impl Volume {
         if dat_path.exists() {
             return Err(Error::VolumeExists(id));
         }
+        discard_stale_map(dir, collection, id)?;
         let super_block = SuperBlock::new(replica_placement, ttl);
         std::fs::write(&dat_path, super_block.to_bytes()?).map_err(|e| Error::io(&dat_path, e))?;
         let idx_path = dat_path.with_extension("idx");
@@ -726,10 +743,11 @@ impl Volume {
         self.writer.lock().unwrap_or_else(|e| e.into_inner()).retired = true;
     }
 
-    /// The files this volume consists of, for deleting it: `.dat`, `.idx`, `.vif`,
-    /// and leftovers of a compaction.
+    /// The files this volume consists of, in the order to delete them: leftovers of a
+    /// compaction, `.vif`, `.idx`, and the `.dat` last (its name is what makes a volume,
+    /// so a crash part way leaves a volume that loads, or nothing that names one).
     pub fn files(&self) -> Vec<PathBuf> {
-        ["dat", "idx", "vif", "cpd", "cpx", "cpc"]
+        ["cpc", "cpd", "cpx", "vif", "idx", "dat"]
             .iter()
             .map(|ext| self.dat_path.with_extension(ext))
             .collect()

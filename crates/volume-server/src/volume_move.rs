@@ -338,7 +338,7 @@ async fn pull_volume(
             std::fs::rename(&staged.paths[i], &finals[i]).map_err(|e| Error::io(&finals[i], e))?;
             staged.paths[i] = finals[i].clone();
         }
-        let _ = std::fs::File::open(&dir).and_then(|d| d.sync_all());
+        crate::durable::sync_parent(&finals[0])?;
         // `dir_for_copy` found the id free; a volume created meanwhile makes this fail.
         let volume = store.mount_copied(&dir, &collection, id)?;
         staged.keep();

@@ -17,6 +17,8 @@
 //!   on the gRPC port and for the gRPC clients (heartbeats, volume moves, pings).
 //! - [`throttle`]: the byte budgets bounding upload and download data held at once.
 //! - [`disk_space`]: the free space a data directory keeps before it stops taking writes.
+//! - [`supervise`]: background tasks (the heartbeat) restarted, logged and counted when
+//!   they panic.
 
 mod compaction;
 pub mod disk_space;
@@ -37,6 +39,7 @@ pub mod rdma;
 pub mod recovery;
 pub mod security;
 pub mod store;
+pub mod supervise;
 pub mod throttle;
 pub mod upload;
 pub mod vif;

@@ -43,8 +43,8 @@ pub use idx::{IdxEntry, OffsetWidth};
 pub use manifest::{Chunk, ChunkManifest, ManifestError};
 pub use meta::{DataSpan, NeedleMeta};
 pub use needle::{
-    CHECKSUM_SIZE, Flags, HEADER_SIZE, MAX_BODY_SIZE, MAX_NAME_LEN, MAX_PAIRS_LEN, Needle, NeedleHeader,
-    TIMESTAMP_SIZE, Version,
+    CHECKSUM_SIZE, Flags, HEADER_SIZE, MAX_BODY_SIZE, MAX_LAST_MODIFIED, MAX_NAME_LEN, MAX_PAIRS_LEN, Needle,
+    NeedleHeader, TIMESTAMP_SIZE, Version,
 };
 pub use replica::ReplicaPlacement;
 pub use superblock::{SUPER_BLOCK_SIZE, SuperBlock};

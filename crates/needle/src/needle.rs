@@ -26,7 +26,8 @@ pub const MAX_NAME_LEN: usize = 255;
 pub const MAX_PAIRS_LEN: usize = 65_535;
 /// weed's `Size` is an `int32`: a larger body would read back as "deleted".
 pub const MAX_BODY_SIZE: u32 = i32::MAX as u32;
-const MAX_LAST_MODIFIED: u64 = (1 << 40) - 1;
+/// The largest last-modified time (Unix seconds) a needle holds: five bytes.
+pub const MAX_LAST_MODIFIED: u64 = (1 << 40) - 1;
 
 /// Needle (and volume) format version.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

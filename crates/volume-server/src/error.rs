@@ -25,6 +25,11 @@ pub enum Error {
     ReadOnly(VolumeId),
     #[error("volume {volume} is full: {end} + {needed} bytes exceeds the {limit}-byte limit")]
     VolumeFull { volume: VolumeId, end: u64, needed: u64, limit: u64 },
+    /// A collection name that is no plain file name (it becomes part of the volume's).
+    #[error(
+        "invalid collection {0:?}: a collection name becomes a file name, so it cannot be . or .. nor hold /, \\ or NUL"
+    )]
+    BadCollection(String),
     #[error("volume {0} already exists")]
     VolumeExists(VolumeId),
     #[error("no free volume slot left (--max reached in every directory)")]

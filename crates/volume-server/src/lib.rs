@@ -6,7 +6,8 @@
 //! - [`recovery`]: the load-time check that cuts torn tails and re-indexes records a
 //!   crash left unindexed;
 //! - [`needle_map`]: needle id -> record, in memory or in RocksDB;
-//! - [`vif`]: the `.vif` volume info file;
+//! - [`vif`]: the `.vif` volume info file; [`durable`]: file changes that survive a
+//!   power loss (fsync before rename, and of the directory after);
 //! - compaction: vacuum (weed's compact / commit / cleanup);
 //! - [`heartbeat`], [`volume_grpc`], [`pb`]: membership in a `weed master` cluster and
 //!   weed's `VolumeServer` gRPC service.
@@ -16,9 +17,12 @@
 //!   on the gRPC port and for the gRPC clients (heartbeats, volume moves, pings).
 //! - [`throttle`]: the byte budgets bounding upload and download data held at once.
 //! - [`disk_space`]: the free space a data directory keeps before it stops taking writes.
+//! - [`supervise`]: background tasks (the heartbeat) restarted, logged and counted when
+//!   they panic.
 
 mod compaction;
 pub mod disk_space;
+pub mod durable;
 pub mod error;
 pub mod grpc;
 pub mod grpc_tls;
@@ -35,6 +39,7 @@ pub mod rdma;
 pub mod recovery;
 pub mod security;
 pub mod store;
+pub mod supervise;
 pub mod throttle;
 pub mod upload;
 pub mod vif;

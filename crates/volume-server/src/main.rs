@@ -21,6 +21,7 @@ use volume_server::master_api::MasterApi;
 use volume_server::metrics::Metrics;
 use volume_server::rdma::RdmaArgs;
 use volume_server::security::Security;
+use volume_server::supervise::supervise;
 use volume_server::throttle::{Budget, Throttle};
 use volume_server::volume_grpc::VolumeGrpc;
 use volume_server::{IndexKind, Store, StoreConfig, VolumeOptions};
@@ -219,7 +220,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         Duration::from_secs(cli.disk_check_interval_secs),
         stop_rx.clone(),
     ));
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
     let http = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
     if let Some(masters) = cli.mserver {
         for master in &masters {
@@ -236,7 +237,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             pulse: std::time::Duration::from_secs(5),
             dialer: grpc_tls.dialer.clone(),
         };
-        tokio::spawn(heartbeat::run(Arc::clone(&store), config, stop_rx.clone()));
+        let (store, state, stop) = (Arc::clone(&store), Arc::clone(&state), stop_rx.clone());
+        tokio::spawn(supervise(
+            "heartbeat",
+            stop_rx.clone(),
+            move || state.metrics.heartbeat_restarted(),
+            move || heartbeat::run(Arc::clone(&store), config.clone(), stop.clone()),
+        ));
     }
     let volume_service = VolumeGrpc::new(
         Arc::clone(&store),
@@ -244,6 +251,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         cli.data_center,
         cli.rack,
         grpc_tls.dialer,
+        cli.file_size_limit_mb << 20,
     )
     .into_service();
     let routes = Routes::new(volume_service).add_service(rdma.service());

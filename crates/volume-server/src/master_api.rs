@@ -4,7 +4,8 @@
 //!
 //! Keys come from one sequence for the whole server, started above the largest key
 //! any volume holds, so an assigned fid never names an existing needle; cookies are
-//! random. Assign picks a writable volume of the requested collection, replication
+//! random. A `count` that would run the sequence past the largest key is refused
+//! (406, weed master's assign error), never wrapped around to keys in use. Assign picks a writable volume of the requested collection, replication
 //! and TTL, and creates one when there is none and `--max` allows.
 //!
 //! With JWT keys configured it issues tokens as weed master does (`Authorization:
@@ -28,13 +29,14 @@ use crate::upload::go_json;
 pub struct MasterApi {
     /// `ip:port` clients should send reads and writes to.
     public_url: String,
-    next_key: AtomicU64,
+    /// The largest key handed out or held by a volume: the next assign starts above it.
+    last_key: AtomicU64,
 }
 
 impl MasterApi {
     pub fn new(store: &Store, public_url: String) -> Self {
         let max_key = store.volumes().iter().map(|v| v.max_key()).max().unwrap_or(0);
-        Self { public_url, next_key: AtomicU64::new(max_key + 1) }
+        Self { public_url, last_key: AtomicU64::new(max_key) }
     }
 }
 
@@ -69,6 +71,12 @@ pub async fn assign(State(state): State<SharedState>, request: Request) -> Respo
     let query = query_params(&request);
     let count = query.get("count").and_then(|c| c.parse::<u64>().ok()).filter(|&c| c > 0).unwrap_or(1);
     let collection = query.get("collection").cloned().unwrap_or_default();
+    if let Err(e) = crate::volume::check_collection(&collection) {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            &AssignReply { error: e.to_string(), ..AssignReply::default() },
+        );
+    }
     let replication = query.get("replication").filter(|r| !r.is_empty()).map_or("000", String::as_str);
     let Ok(replica) = replication.parse::<ReplicaPlacement>() else {
         return not_acceptable(format!("invalid replication {replication:?}"));
@@ -80,6 +88,11 @@ pub async fn assign(State(state): State<SharedState>, request: Request) -> Respo
         None => Ttl::EMPTY,
         Some(Ok(ttl)) => ttl,
         Some(Err(e)) => return not_acceptable(e.to_string()),
+    };
+    let Ok(last_key) =
+        master.last_key.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| last.checked_add(count))
+    else {
+        return not_acceptable(format!("no file keys left for count {count}"));
     };
     let store = &state.store;
     let mut candidates: Vec<_> = store
@@ -105,8 +118,7 @@ pub async fn assign(State(state): State<SharedState>, request: Request) -> Respo
         let i = rand::rng().random_range(0..candidates.len());
         candidates.swap_remove(i)
     };
-    let key = master.next_key.fetch_add(count, Ordering::Relaxed);
-    let fid = FileId::new(volume.id(), NeedleId(key), Cookie(rand::rng().random())).to_string();
+    let fid = FileId::new(volume.id(), NeedleId(last_key + 1), Cookie(rand::rng().random())).to_string();
     let token = state.security.issue(Access::Write, &fid);
     let response = reply(
         StatusCode::OK,

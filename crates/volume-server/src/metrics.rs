@@ -73,6 +73,8 @@ pub struct Metrics {
     replication: [AtomicU64; 4],
     /// Reads of volumes held elsewhere passed on: ok, failed.
     proxied_reads: [AtomicU64; 2],
+    /// Background tasks started again after a panic: the heartbeat.
+    heartbeat_restarts: AtomicU64,
 }
 
 impl Metrics {
@@ -105,6 +107,11 @@ impl Metrics {
         self.proxied_reads[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The heartbeat task panicked and was started again.
+    pub fn heartbeat_restarted(&self) {
+        self.heartbeat_restarts.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -122,6 +129,15 @@ impl Metrics {
                 load(&self.replication[i])
             );
         }
+        out.push_str(
+            "# HELP volume_server_task_restarts_total Background tasks started again after a panic.\n",
+        );
+        out.push_str("# TYPE volume_server_task_restarts_total counter\n");
+        let _ = writeln!(
+            out,
+            "volume_server_task_restarts_total{{task=\"heartbeat\"}} {}",
+            load(&self.heartbeat_restarts)
+        );
         out.push_str(
             "# HELP volume_server_proxied_reads_total Reads passed to the server holding the volume.\n",
         );

@@ -95,6 +95,22 @@ impl Budget {
     }
 }
 
+impl Held {
+    /// One hold of both draws, given back together (a read that inflates what it read
+    /// draws a second time).
+    pub fn merge(mut self, mut other: Held) -> Held {
+        self._permit = match (self._permit.take(), other._permit.take()) {
+            (Some(mut mine), Some(theirs)) => {
+                mine.merge(theirs);
+                Some(mine)
+            }
+            (mine, theirs) => mine.or(theirs),
+        };
+        self.bytes += std::mem::take(&mut other.bytes);
+        self
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         self.counters.in_flight.fetch_sub(self.bytes, Ordering::Relaxed);

@@ -87,14 +87,15 @@ pub fn parse(req: &Request<'_>) -> Result<Upload, UploadError> {
             .cloned()
             .filter(|_| media_type.starts_with("multipart/"))
             .ok_or_else(|| UploadError::Bad("request Content-Type isn't multipart/form-data".into()))?;
-        let parts = multipart_parts(req.body, &boundary)?;
-        let first = parts.first().ok_or_else(|| UploadError::Bad("multipart: no parts".into()))?;
-        // The first part, or the first later one that carries a file name.
-        let chosen = if first.file_name.is_empty() {
-            parts.iter().find(|p| !p.file_name.is_empty()).unwrap_or(first)
-        } else {
-            first
+        let mut parts = multipart_parts(req.body, &boundary);
+        let first = parts.next().ok_or_else(|| UploadError::Bad("multipart: no parts".into()))??;
+        // The first part, or the first later one that carries a file name; parts are
+        // read only until it is found (one at a time, none kept), as weed reads them.
+        let later = match first.file_name.is_empty() {
+            true => parts.find(|p| p.as_ref().map_or(true, |p| !p.file_name.is_empty())).transpose()?,
+            false => None,
         };
+        let chosen = later.as_ref().unwrap_or(&first);
         upload.data = req.body.slice_ref(chosen.data);
         upload.name = clean_base(&chosen.file_name);
         part_type = first.header("content-type").to_owned();
@@ -136,12 +137,14 @@ pub fn parse(req: &Request<'_>) -> Result<Upload, UploadError> {
     }
     upload.original_size = upload.data.len();
     let uncompressed = if upload.gzipped {
-        match gunzip(&upload.data) {
+        match gunzip(&upload.data, req.size_limit) {
             Ok(plain) => {
                 upload.original_size = plain.len();
                 Some(plain)
             }
-            Err(_) => None,
+            // What the client sent is larger than the limit, only compressed.
+            Err(GunzipError::TooLarge(limit)) => return Err(UploadError::TooLarge(limit)),
+            Err(GunzipError::Invalid(_)) => None,
         }
     } else {
         // A replica stores what the first server stored: compressed or not, as sent.
@@ -178,6 +181,13 @@ fn finish(
     }
     upload.pairs = pairs_json(req.headers);
     upload.last_modified = req.query.get("ts").and_then(|t| t.parse().ok()).unwrap_or(req.now_seconds);
+    if upload.last_modified > needle::MAX_LAST_MODIFIED {
+        return Err(UploadError::Bad(format!(
+            "ts {} is past the largest last-modified time a needle holds ({})",
+            upload.last_modified,
+            needle::MAX_LAST_MODIFIED
+        )));
+    }
     if let Some(ttl) = req.query.get("ttl").filter(|t| !t.is_empty()) {
         upload.ttl = ttl.parse().map_err(|e: needle::FormatError| UploadError::Bad(e.to_string()))?;
     }
@@ -202,10 +212,38 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     encoder.finish().expect("writing to a Vec cannot fail")
 }
 
-pub fn gunzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+/// Why gzip data was not inflated.
+#[derive(Debug, thiserror::Error)]
+pub enum GunzipError {
+    /// It inflates to more than the bound the caller set.
+    #[error("it inflates past {0} bytes")]
+    TooLarge(u64),
+    #[error("{0}")]
+    Invalid(#[from] std::io::Error),
+}
+
+/// Inflates gzip `data` to at most `limit` bytes: a few KiB of gzip can inflate to
+/// GiBs, so every caller bounds it (by the file size limit, or a size it already knows)
+/// and runs it on the blocking pool.
+pub fn gunzip(data: &[u8], limit: u64) -> Result<Vec<u8>, GunzipError> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(data).read_to_end(&mut out)?;
+    flate2::read::GzDecoder::new(data).take(limit.saturating_add(1)).read_to_end(&mut out)?;
+    if out.len() as u64 > limit {
+        return Err(GunzipError::TooLarge(limit));
+    }
     Ok(out)
+}
+
+/// The size gzip `data` says it inflates to (its trailer's ISIZE, the size mod 2^32);
+/// 0 for data too short to be gzip. Only an estimate to reserve memory by: [`gunzip`]
+/// with it as the bound refuses data that inflates to more.
+pub fn declared_size(data: &[u8]) -> u64 {
+    match data.len().checked_sub(4) {
+        Some(at) if data.len() >= 18 => {
+            u64::from(u32::from_le_bytes(data[at..].try_into().expect("4 bytes")))
+        }
+        _ => 0,
+    }
 }
 
 /// Go's `http.CanonicalHeaderKey`: `seaweed-foo-bar` -> `Seaweed-Foo-Bar`.
@@ -355,22 +393,46 @@ fn find(haystack: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     memchr::memmem::find(haystack.get(from..)?, needle).map(|p| p + from)
 }
 
-/// Splits a `multipart/form-data` body into its parts.
-fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<Part<'a>>, UploadError> {
-    let bad = |what: &str| UploadError::Bad(format!("multipart: {what}"));
+/// The parts of a `multipart/form-data` body, parsed one at a time as they are asked
+/// for: a caller that stops early never looks at the rest.
+fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> MultipartParts<'a> {
     let delimiter = format!("--{boundary}");
-    let mut at = find(body, delimiter.as_bytes(), 0).ok_or_else(|| bad("no boundary found"))?;
-    let mut parts = Vec::new();
-    loop {
-        at += delimiter.len();
+    let at = find(body, delimiter.as_bytes(), 0);
+    MultipartParts { body, delimiter, at }
+}
+
+struct MultipartParts<'a> {
+    body: &'a [u8],
+    delimiter: String,
+    /// Where the next delimiter starts; `None` once done (or none was found).
+    at: Option<usize>,
+}
+
+impl<'a> MultipartParts<'a> {
+    fn bad(&mut self, what: &str) -> UploadError {
+        self.at = None;
+        UploadError::Bad(format!("multipart: {what}"))
+    }
+}
+
+impl<'a> Iterator for MultipartParts<'a> {
+    type Item = Result<Part<'a>, UploadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let body = self.body;
+        let at = self.at? + self.delimiter.len();
         if body[at..].starts_with(b"--") {
-            break;
+            self.at = None;
+            return None;
         }
-        at = find(body, b"\n", at).ok_or_else(|| bad("truncated part"))? + 1;
-        let header_end = find(body, b"\r\n\r\n", at)
+        let Some(line_end) = find(body, b"\n", at) else { return Some(Err(self.bad("truncated part"))) };
+        let at = line_end + 1;
+        let Some(header_end) = find(body, b"\r\n\r\n", at)
             .map(|h| (h, h + 4))
             .or_else(|| (body[at..].starts_with(b"\r\n")).then_some((at, at + 2)))
-            .ok_or_else(|| bad("part headers not terminated"))?;
+        else {
+            return Some(Err(self.bad("part headers not terminated")));
+        };
         let mut headers = Vec::new();
         for line in String::from_utf8_lossy(&body[at..header_end.0]).split("\r\n") {
             if let Some((name, value)) = line.split_once(':') {
@@ -378,14 +440,14 @@ fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<Part<'a>>, 
             }
         }
         let data_start = header_end.1;
-        let next = find(body, format!("\r\n{delimiter}").as_bytes(), data_start)
-            .ok_or_else(|| bad("closing boundary missing"))?;
+        let Some(next) = find(body, format!("\r\n{}", self.delimiter).as_bytes(), data_start) else {
+            return Some(Err(self.bad("closing boundary missing")));
+        };
         let disposition = headers.iter().find(|(n, _)| n == "content-disposition").map_or("", |(_, v)| v);
         let file_name = params(disposition).remove("filename").unwrap_or_default();
-        parts.push(Part { headers, file_name, data: &body[data_start..next] });
-        at = next + 2;
+        self.at = Some(next + 2);
+        Some(Ok(Part { headers, file_name, data: &body[data_start..next] }))
     }
-    Ok(parts)
 }
 
 #[cfg(test)]
@@ -418,6 +480,23 @@ mod tests {
             size_limit: 1000,
             now_seconds: 42,
         })
+    }
+
+    /// Parts are read only up to the one the upload takes, as weed's multipart reader
+    /// does: whatever follows it (many tiny parts, or garbage, as weed 4.48 accepts)
+    /// is neither parsed nor held.
+    #[test]
+    fn multipart_stops_at_the_part_it_takes() {
+        let form = [("Content-Type", "multipart/form-data; boundary=B")];
+        let first_with_name = "--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n\r\nhello\r\n--B\r\nContent-Disposition: form-data; name=\"x\"\r\ngarbage-without-end";
+        let u = run(Method::POST, &form, "/1,01", &[], first_with_name.as_bytes()).unwrap();
+        assert_eq!((u.name.as_str(), &u.data[..]), ("a.txt", &b"hello"[..]));
+        let later_with_name = "--B\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\nv\r\n--B\r\nContent-Disposition: form-data; name=\"file\"; filename=\"b.txt\"\r\n\r\nworld\r\n--B\r\ngarbage";
+        let u = run(Method::POST, &form, "/1,01", &[], later_with_name.as_bytes()).unwrap();
+        assert_eq!((u.name.as_str(), &u.data[..]), ("b.txt", &b"world"[..]));
+        let mut parts = multipart_parts(first_with_name.as_bytes(), "B");
+        assert!(parts.next().unwrap().is_ok());
+        assert!(parts.next().unwrap().is_err(), "the garbage is only found when asked for");
     }
 
     #[test]
@@ -465,7 +544,9 @@ mod tests {
         let text = "abcdefghij".repeat(100);
         let u = run(Method::PUT, &[("content-type", "text/plain")], "/3,01", &[], text.as_bytes()).unwrap();
         assert!(u.gzipped && u.data.len() < 100 && u.original_size == 1000);
-        assert_eq!(gunzip(&u.data).unwrap(), text.as_bytes());
+        assert_eq!(gunzip(&u.data, text.len() as u64).unwrap(), text.as_bytes());
+        assert!(matches!(gunzip(&u.data, text.len() as u64 - 1), Err(GunzipError::TooLarge(_))));
+        assert_eq!(declared_size(&u.data), text.len() as u64);
         let u = run(Method::PUT, &[("content-type", "text/plain")], "/3,01", &[], b"short").unwrap();
         assert!(!u.gzipped);
         let md5 = base64::engine::general_purpose::STANDARD.encode(Md5::digest(text.as_bytes()));

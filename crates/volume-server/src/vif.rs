@@ -72,9 +72,9 @@ impl VolumeInfo {
     pub fn save(&self, path: &Path) -> Result<()> {
         let mut text = serde_json::to_vec_pretty(self).expect("VolumeInfo always serializes");
         text.push(b'\n');
-        let tmp = path.with_extension("vif.tmp");
-        std::fs::write(&tmp, &text).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        // Synced, and its directory entry: a `.vif` lost or torn in a power loss would
+        // forget a read-only mark, or fail the volume's load.
+        crate::durable::replace_file(path, &text)
     }
 
     /// The offset width this file declares, checked against the server's flag: a

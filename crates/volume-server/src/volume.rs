@@ -205,6 +205,39 @@ pub fn base_name(collection: &str, id: VolumeId) -> String {
     if collection.is_empty() { id.to_string() } else { format!("{collection}_{id}") }
 }
 
+/// `<dir>/<collection_><vid>.dat`; the volume's other files replace its extension. (Not
+/// `with_extension` on the base name: a collection may hold dots, as `a.b_16.dat`.)
+fn dat_path(dir: &Path, collection: &str, id: VolumeId) -> PathBuf {
+    dir.join(format!("{}.dat", base_name(collection, id)))
+}
+
+/// Removes the RocksDB needle map (`<base>.rdb`) of volume `id` in `dir`, for files
+/// that did not build it: a new volume, or one copied in. A crash while deleting an
+/// earlier volume of that id can leave its map behind, whose watermark and revision
+/// could pass for the new files'.
+pub fn discard_stale_map(dir: &Path, collection: &str, id: VolumeId) -> Result<()> {
+    let map = dat_path(dir, collection, id).with_extension("rdb");
+    match std::fs::remove_dir_all(&map) {
+        Ok(()) => {
+            tracing::warn!(volume = id.0, map = %map.display(), "removed a needle map no volume owned");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(&map, e)),
+    }
+}
+
+/// Refuses a collection name that would not stay one file name in the volume's
+/// directory: `base_name` puts it into every file name of the volume. (weed 4.48 does
+/// not check, and `/dir/assign?collection=../../x` writes outside its directory; later
+/// SeaweedFS refuses such names too.)
+pub fn check_collection(collection: &str) -> Result<()> {
+    if matches!(collection, "." | "..") || collection.contains(['/', '\\', '\0']) {
+        return Err(Error::BadCollection(collection.to_owned()));
+    }
+    Ok(())
+}
+
 /// Splits a `.dat` file name into (collection, volume id), if it names a volume.
 pub fn parse_dat_name(file_name: &str) -> Option<(String, VolumeId)> {
     let base = file_name.strip_suffix(".dat")?;
@@ -235,27 +268,30 @@ impl Volume {
         ttl: Ttl,
         options: VolumeOptions,
     ) -> Result<Self> {
-        let base = dir.join(base_name(collection, id));
-        let dat_path = base.with_extension("dat");
+        check_collection(collection)?;
+        let dat_path = dat_path(dir, collection, id);
         if dat_path.exists() {
             return Err(Error::VolumeExists(id));
         }
+        discard_stale_map(dir, collection, id)?;
         let super_block = SuperBlock::new(replica_placement, ttl);
         std::fs::write(&dat_path, super_block.to_bytes()?).map_err(|e| Error::io(&dat_path, e))?;
-        let idx_path = base.with_extension("idx");
+        let idx_path = dat_path.with_extension("idx");
         File::create(&idx_path).map_err(|e| Error::io(&idx_path, e))?;
         let expire_at = if ttl.is_empty() { 0 } else { (now_seconds() + ttl.seconds()) as i64 };
         VolumeInfo::new(Version::CURRENT as u32, options.width, expire_at)
-            .save(&base.with_extension("vif"))?;
+            .save(&dat_path.with_extension("vif"))?;
         Self::load(dir, collection, id, options)
     }
 
     /// Opens an existing volume, checking and repairing it (see [`crate::recovery`]).
     pub fn load(dir: &Path, collection: &str, id: VolumeId, options: VolumeOptions) -> Result<Self> {
-        let base = dir.join(base_name(collection, id));
-        let dat_path = base.with_extension("dat");
-        let idx_path = base.with_extension("idx");
-        let vif_path = base.with_extension("vif");
+        let dat_path = dat_path(dir, collection, id);
+        let idx_path = dat_path.with_extension("idx");
+        let vif_path = dat_path.with_extension("vif");
+        if compaction::finish_interrupted_commit(&dat_path, &idx_path)? {
+            tracing::warn!(volume = id.0, "finished a vacuum commit that a crash interrupted");
+        }
         let info = VolumeInfo::load(&vif_path)?;
         if let Some(info) = &info {
             info.check_width(&vif_path, options.width)?;
@@ -273,7 +309,7 @@ impl Volume {
         let map: Box<dyn NeedleMap> = match options.index {
             IndexKind::Memory => Box::new(MemoryMap::new()),
             IndexKind::Rocksdb => {
-                Box::new(RocksMap::open(&base.with_extension("rdb"), super_block.compaction_revision)?)
+                Box::new(RocksMap::open(&dat_path.with_extension("rdb"), super_block.compaction_revision)?)
             }
         };
         let files = recovery::Files {
@@ -665,16 +701,31 @@ impl Volume {
     /// (see `Store::commit_compaction`), so a writer that waited for the lock finds
     /// the new volume when it looks again.
     pub fn commit_compaction<T>(&self, then: impl FnOnce() -> Result<T>) -> Result<T> {
-        let done = self
-            .compaction
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .ok_or(Error::NotCompacted(self.id))?;
-        let mut writer = self.lock_writer()?;
+        // Held to the end: no compaction starts over the files being committed.
+        let mut pending = self.compaction.lock().unwrap_or_else(|e| e.into_inner());
+        let done = pending.take().ok_or(Error::NotCompacted(self.id))?;
         let source = self.compaction_source();
+        // Most of the catch-up without the write lock (writes go on), then under it only
+        // what was written meanwhile.
+        let (dat_end, idx_end) = {
+            let writer = self.lock_writer()?;
+            (writer.dat_end, writer.idx_end)
+        };
+        let done = compaction::catch_up(&source, &done, dat_end, idx_end)?;
+        let mut writer = self.lock_writer()?;
         compaction::catch_up(&source, &done, writer.dat_end, writer.idx_end)?;
-        compaction::install(&self.dat_path, &self.idx_path)?;
+        let installed = compaction::install(&self.dat_path, &self.idx_path);
+        if installed.is_err() && compaction::commit_marker_path(&self.dat_path).exists() {
+            // The files on disk may be half swapped: this volume's open files are no
+            // longer the volume. The next load (restart or remount) finishes the commit.
+            tracing::error!(
+                volume = self.id.0,
+                "vacuum commit stopped halfway: no writes until the volume is loaded again"
+            );
+            self.read_only.store(true, Ordering::Relaxed);
+            writer.retired = true;
+        }
+        installed?;
         writer.retired = true;
         then()
     }
@@ -692,10 +743,14 @@ impl Volume {
         self.writer.lock().unwrap_or_else(|e| e.into_inner()).retired = true;
     }
 
-    /// The files this volume consists of, for deleting it: `.dat`, `.idx`, `.vif`,
-    /// and leftovers of a compaction.
+    /// The files this volume consists of, in the order to delete them: leftovers of a
+    /// compaction, `.vif`, `.idx`, and the `.dat` last (its name is what makes a volume,
+    /// so a crash part way leaves a volume that loads, or nothing that names one).
     pub fn files(&self) -> Vec<PathBuf> {
-        ["dat", "idx", "vif", "cpd", "cpx"].iter().map(|ext| self.dat_path.with_extension(ext)).collect()
+        ["cpc", "cpd", "cpx", "vif", "idx", "dat"]
+            .iter()
+            .map(|ext| self.dat_path.with_extension(ext))
+            .collect()
     }
 
     /// The RocksDB map directory (`--index rocksdb`), if the volume has one.

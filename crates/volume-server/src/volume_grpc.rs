@@ -29,19 +29,23 @@ pub struct VolumeGrpc {
     copies: CopiesUnderWay,
     /// How other servers' gRPC ports are dialed (volume moves, pings).
     dialer: Dialer,
+    /// `--file-size-limit-mb` in bytes: bounds a record received from a peer.
+    file_size_limit: u64,
 }
 
 impl VolumeGrpc {
     /// The service over `store`; `version`, `data_center` and `rack` are what
-    /// `VolumeServerStatus` reports; `dialer` reaches other servers.
+    /// `VolumeServerStatus` reports; `dialer` reaches other servers; `file_size_limit`
+    /// bounds what a peer may send as one record.
     pub fn new(
         store: Arc<Store>,
         version: String,
         data_center: String,
         rack: String,
         dialer: Dialer,
+        file_size_limit: u64,
     ) -> Self {
-        Self { store, version, data_center, rack, copies: CopiesUnderWay::default(), dialer }
+        Self { store, version, data_center, rack, copies: CopiesUnderWay::default(), dialer, file_size_limit }
     }
 
     /// The tonic service, ready to add to the server's `Routes`.
@@ -57,6 +61,7 @@ pub(crate) fn status(e: Error) -> Status {
             Status::not_found(e.to_string())
         }
         Error::VolumeExists(_) => Status::already_exists(e.to_string()),
+        Error::BadCollection(_) => Status::invalid_argument(e.to_string()),
         Error::NoFreeSlot => Status::resource_exhausted(e.to_string()),
         Error::NotEmpty(_) | Error::NotCompacted(_) | Error::ReadOnly(_) => {
             Status::failed_precondition(e.to_string())
@@ -383,7 +388,13 @@ impl VolumeServer for VolumeGrpc {
         &self,
         request: Request<VolumeTailReceiverRequest>,
     ) -> Result<Response<VolumeTailReceiverResponse>, Status> {
-        volume_move::tail_receiver(Arc::clone(&self.store), &self.dialer, request.into_inner()).await?;
+        volume_move::tail_receiver(
+            Arc::clone(&self.store),
+            &self.dialer,
+            request.into_inner(),
+            self.file_size_limit,
+        )
+        .await?;
         Ok(Response::new(VolumeTailReceiverResponse {}))
     }
 

@@ -28,7 +28,7 @@ use crate::pb::volume_server_pb::volume_server_client::VolumeServerClient;
 use crate::pb::volume_server_pb::*;
 use crate::store::Store;
 use crate::vif::VolumeInfo as VifFile;
-use crate::volume::{Volume, base_name};
+use crate::volume::{Volume, base_name, check_collection};
 use crate::volume_grpc::{blocking, status};
 
 /// Appended to the names of a copy's files until the copy is complete; the store
@@ -278,12 +278,8 @@ async fn pull_volume(
             "volume {id} on {source} uses {theirs}-byte .idx offsets; this server runs with {ours}"
         )));
     }
-    if matches!(cut.collection.as_str(), "." | "..") || cut.collection.contains(['/', '\\', '\0']) {
-        return Err(Status::invalid_argument(format!(
-            "volume {id} on {source} names collection {:?}, which is no file name",
-            cut.collection
-        )));
-    }
+    check_collection(&cut.collection)
+        .map_err(|e| Status::invalid_argument(format!("volume {id} on {source}: {e}")))?;
     let dir = store.dir_for_copy(id).map_err(status)?;
     let base = base_name(&cut.collection, id);
     if dir.join(format!("{base}.dat")).exists() {
@@ -342,7 +338,7 @@ async fn pull_volume(
             std::fs::rename(&staged.paths[i], &finals[i]).map_err(|e| Error::io(&finals[i], e))?;
             staged.paths[i] = finals[i].clone();
         }
-        let _ = std::fs::File::open(&dir).and_then(|d| d.sync_all());
+        crate::durable::sync_parent(&finals[0])?;
         // `dir_for_copy` found the id free; a volume created meanwhile makes this fail.
         let volume = store.mount_copied(&dir, &collection, id)?;
         staged.keep();
@@ -580,14 +576,22 @@ fn send_records_since(
     Ok((position, newest))
 }
 
+/// Room a record takes beyond its data: header, name, mime, pairs (64 KiB at most),
+/// the fixed fields, checksum, timestamp and padding.
+const RECORD_OVERHEAD: u64 = 128 << 10;
+
 /// `VolumeTailReceiver` (target side): follows the source's `VolumeTailSender` from
 /// `since_ns` and applies each record to the local copy: a write, or for a tombstone
 /// (a record without body) a delete. Every record is checked (header, CRC32-C) first.
+/// A record whose data could not be uploaded here (past `file_size_limit`) is refused
+/// before it is buffered.
 pub async fn tail_receiver(
     store: Arc<Store>,
     dialer: &Dialer,
     request: VolumeTailReceiverRequest,
+    file_size_limit: u64,
 ) -> Result<(), Status> {
+    let most_record_bytes = file_size_limit.saturating_add(RECORD_OVERHEAD);
     let id = VolumeId(request.volume_id);
     let local_version = store.volume(id).map_err(status)?.version();
     let mut client = connect(&request.source_volume_server, dialer).await?;
@@ -599,8 +603,7 @@ pub async fn tail_receiver(
         })
         .await?
         .into_inner();
-    let mut record: Vec<u8> = Vec::new();
-    let mut expected = 0u64;
+    let mut record = TailRecord::new(most_record_bytes);
     // The sender goes quiet for up to `idle_timeout_seconds` rounds before it ends;
     // quieter than that (plus slack) means it is stuck. Without a timeout it never ends
     // by itself, and neither does this call.
@@ -622,25 +625,12 @@ pub async fn tail_receiver(
         if message.needle_header.is_empty() {
             continue;
         }
-        let version = match message.version {
-            0 => local_version,
-            v => Version::from_byte(v as u8)
-                .map_err(|e| Status::invalid_argument(format!("tail record: {e}")))?,
-        };
-        if record.is_empty() {
-            let header = NeedleHeader::parse(&message.needle_header)
-                .map_err(|e| Status::invalid_argument(format!("tail record header: {e}")))?;
-            expected = version.record_size(header.size);
-            record.extend_from_slice(&message.needle_header[..HEADER_SIZE]);
-        }
-        if (record.len() + message.needle_body.len()) as u64 > expected {
-            return Err(Status::invalid_argument("a tail record's body is longer than its header says"));
-        }
-        record.extend_from_slice(&message.needle_body);
-        if !message.is_last_chunk {
+        let version = record_version(message.version, local_version)?;
+        let Some(complete) =
+            record.push(&message.needle_header, &message.needle_body, version, message.is_last_chunk)?
+        else {
             continue;
-        }
-        let complete = std::mem::take(&mut record);
+        };
         let store = Arc::clone(&store);
         tokio::task::spawn_blocking(move || apply_record(&store, id, &complete, version))
             .await
@@ -650,6 +640,65 @@ pub async fn tail_receiver(
         return Err(Status::data_loss("the tail ended in the middle of a record"));
     }
     Ok(())
+}
+
+/// One tail record reassembled from the sender's messages: its header (in every
+/// message; the first one's counts), then body pieces until the last chunk.
+struct TailRecord {
+    bytes: Vec<u8>,
+    /// The record's size as its header gives it.
+    expected: u64,
+    /// The largest record taken: the buffer grows with what the peer sends, up to this.
+    most: u64,
+}
+
+impl TailRecord {
+    fn new(most: u64) -> Self {
+        Self { bytes: Vec::new(), expected: 0, most }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Adds one message's pieces; returns the record once its last chunk arrived.
+    fn push(
+        &mut self,
+        header: &[u8],
+        body: &[u8],
+        version: Version,
+        last: bool,
+    ) -> Result<Option<Vec<u8>>, Status> {
+        if self.bytes.is_empty() {
+            let parsed = NeedleHeader::parse(header)
+                .map_err(|e| Status::invalid_argument(format!("tail record header: {e}")))?;
+            let expected = version.record_size(parsed.size);
+            if expected > self.most {
+                return Err(Status::resource_exhausted(format!(
+                    "a tail record of {expected} bytes is larger than the {} this server takes",
+                    self.most
+                )));
+            }
+            self.expected = expected;
+            self.bytes.extend_from_slice(&header[..HEADER_SIZE]);
+        }
+        if (self.bytes.len() + body.len()) as u64 > self.expected {
+            return Err(Status::invalid_argument("a tail record's body is longer than its header says"));
+        }
+        self.bytes.extend_from_slice(body);
+        Ok(last.then(|| std::mem::take(&mut self.bytes)))
+    }
+}
+
+/// The format of a tail record as the sender names it (0: the receiving volume's).
+fn record_version(wire: u32, local: Version) -> Result<Version, Status> {
+    match wire {
+        0 => Ok(local),
+        v => u8::try_from(v)
+            .ok()
+            .and_then(|byte| Version::from_byte(byte).ok())
+            .ok_or_else(|| Status::invalid_argument(format!("tail record: unknown needle version {v}"))),
+    }
 }
 
 fn apply_record(store: &Store, id: VolumeId, record: &[u8], version: Version) -> Result<(), Status> {
@@ -662,4 +711,41 @@ fn apply_record(store: &Store, id: VolumeId, record: &[u8], version: Version) ->
         };
     }
     store.write_to(id, |volume| volume.write(&needle)).map(|_| ()).map_err(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tail_record_larger_than_the_bound_is_refused_before_it_is_buffered() {
+        let header = |size: u32| {
+            let mut h = [0u8; HEADER_SIZE];
+            h[4..12].copy_from_slice(&7u64.to_be_bytes());
+            h[12..16].copy_from_slice(&size.to_be_bytes());
+            h
+        };
+        let mut record = TailRecord::new(1 << 20);
+        let refused = record.push(&header(u32::MAX - 8), &[0u8; 64], Version::V3, false).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted, "{refused}");
+        assert!(record.is_empty(), "nothing of it kept");
+        // One within the bound is reassembled from its pieces.
+        let size = 100;
+        let total = Version::V3.record_size(size) as usize;
+        let body = vec![1u8; total - HEADER_SIZE];
+        assert!(record.push(&header(size), &body[..50], Version::V3, false).unwrap().is_none());
+        let whole = record.push(&header(size), &body[50..], Version::V3, true).unwrap().unwrap();
+        assert_eq!(whole.len(), total);
+        assert!(record.is_empty());
+    }
+
+    #[test]
+    fn a_tail_record_version_outside_a_byte_is_invalid_not_truncated() {
+        assert_eq!(record_version(0, Version::V3).unwrap(), Version::V3);
+        assert_eq!(record_version(2, Version::V3).unwrap(), Version::V2);
+        for wire in [4, 257, 259, u32::MAX] {
+            let refused = record_version(wire, Version::V3).expect_err("a version that is none");
+            assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{wire}");
+        }
+    }
 }

@@ -184,3 +184,60 @@ fn calls_we_do_not_serve_answer_unimplemented() {
     assert_eq!(status.code(), Code::Unimplemented, "{status}");
     ours.stop();
 }
+
+/// A collection name becomes part of the volume's file names: one that is no plain
+/// file name (a separator, `..`) is refused, over HTTP assign (400) and gRPC
+/// AllocateVolume (InvalidArgument), and nothing is created in or outside the
+/// data directory. (weed 4.48 itself writes `../../x` outside its directory.)
+#[test]
+fn collection_names_that_are_paths_are_refused_over_http_and_grpc() {
+    let scratch = tempfile::tempdir().unwrap();
+    let data = scratch.path().join("a").join("data");
+    std::fs::create_dir_all(data.parent().unwrap()).unwrap();
+    let ours = OurServer::start(&data, &[]);
+    let rt = runtime();
+    let mut client = rt.block_on(connect(&ours.addr));
+    for collection in ["../../x", "..", "a/b", "a\\b", "nul\0l"] {
+        let query = url_encoded(collection);
+        let r = get(&ours.addr, &format!("/dir/assign?collection={query}"));
+        assert_eq!(r.status, 400, "assign {collection:?}: {}", r.text());
+        assert!(r.json()["error"].as_str().is_some_and(|e| e.contains("collection")), "{}", r.text());
+        let request =
+            AllocateVolumeRequest { volume_id: 7, collection: collection.into(), ..Default::default() };
+        let refused = rt.block_on(client.allocate_volume(request)).unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "allocate {collection:?}: {refused}");
+    }
+    let outside: Vec<_> = walkdir(scratch.path())
+        .into_iter()
+        .filter(|p| !p.starts_with(&data) && !p.is_dir() && p.extension().is_none_or(|e| e != "log"))
+        .collect();
+    assert!(outside.is_empty(), "files outside the data directory: {outside:?}");
+    assert!(volume_ids(&ours.addr).is_empty(), "no volume was created");
+    // A plain name still works, dots and underscores included (weed's `a.b_16.dat`).
+    let r = get(&ours.addr, "/dir/assign?collection=a.b_c");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let files: Vec<_> = std::fs::read_dir(&data).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(data.join("a.b_c_1.dat").exists(), "{files:?}");
+    ours.stop();
+}
+
+/// `%`-encodes every byte that is not alphanumeric, for a query value.
+fn url_encoded(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| if b.is_ascii_alphanumeric() { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
+}
+
+/// Every path under `root`, recursively.
+fn walkdir(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(root).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(walkdir(&path));
+        }
+        found.push(path);
+    }
+    found
+}

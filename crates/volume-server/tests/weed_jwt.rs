@@ -322,6 +322,39 @@ fn standalone_the_embedded_master_issues_tokens_and_the_server_checks_them() {
     ours.stop();
 }
 
+/// `type=replicate` (replica traffic: no upload budget, no fan-out) is no way around
+/// the keys: as in weed, a replica write or delete needs a write token for its file.
+#[test]
+fn with_keys_a_replica_write_or_delete_needs_a_token_for_its_file() {
+    let scratch = tempfile::tempdir().unwrap();
+    let security_toml = write_security_toml(scratch.path());
+    let ours = OurServer::start(
+        &scratch.path().join("data"),
+        &["--security-config", security_toml.to_str().unwrap()],
+    );
+    let assign = || {
+        let reply = get(&ours.addr, "/dir/assign");
+        (reply.json()["fid"].as_str().unwrap().to_owned(), bearer(&reply))
+    };
+    let (fid, token) = assign();
+    let (_, other_token) = assign();
+    let replica = format!("/{fid}?type=replicate");
+    let data = pseudo_random(1000, 7);
+    let wrong = r#"{"error":"wrong jwt"}"#.to_owned();
+    let r = post(&ours.addr, &replica, &data, &[]);
+    assert_eq!((r.status, r.text()), (401, wrong.clone()), "replica write without a token");
+    let r = post(&ours.addr, &replica, &data, &[("Authorization", &format!("Bearer {other_token}"))]);
+    assert_eq!((r.status, r.text()), (401, wrong.clone()), "replica write with another file's token");
+    let read = JwtKey::new(READ_KEY).sign(&serde_json::json!({ "fid": fid }));
+    assert_eq!(send(&ours.addr, "GET", &format!("/{fid}?jwt={read}"), &[]).status, 404, "nothing stored");
+    let r = post(&ours.addr, &replica, &data, &[("Authorization", &format!("Bearer {token}"))]);
+    assert_eq!(r.status, 201, "replica write with its token: {}", r.text());
+    let r = send(&ours.addr, "DELETE", &replica, &[]);
+    assert_eq!((r.status, r.text()), (401, wrong), "replica delete without a token");
+    assert_eq!(send(&ours.addr, "GET", &format!("/{fid}?jwt={read}"), &[]).body, data);
+    ours.stop();
+}
+
 #[test]
 fn without_keys_nothing_is_signed_or_checked() {
     let scratch = tempfile::tempdir().unwrap();

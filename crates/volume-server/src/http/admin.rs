@@ -66,6 +66,19 @@ struct StatusJson<'a> {
     volumes: Vec<VolumeJson>,
     /// Not in weed's `/status`: the RDMA read path (mode, cache figures).
     rdma: rdma_transport::server::RdmaStatus,
+    /// Not in weed's `/status` (weed only logs them): volumes found on disk that did
+    /// not load; absent when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    failed_volumes: Vec<FailedVolumeJson>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct FailedVolumeJson {
+    id: u32,
+    collection: String,
+    dir: String,
+    error: String,
 }
 
 /// Disk usage of a directory.
@@ -130,7 +143,18 @@ pub(super) async fn status(State(state): State<SharedState>, request: Request) -
         .collect();
     let disks: Vec<_> = state.store.config().dirs.iter().map(|d| disk_status(d)).collect();
     let rdma = state.rdma.status();
-    let body = StatusJson { disk_statuses: disks, version: &state.version, volumes, rdma };
+    let failed_volumes = state
+        .store
+        .load_failures()
+        .into_iter()
+        .map(|f| FailedVolumeJson {
+            id: f.id.0,
+            collection: f.collection,
+            dir: f.dir.display().to_string(),
+            error: f.error,
+        })
+        .collect();
+    let body = StatusJson { disk_statuses: disks, version: &state.version, volumes, rdma, failed_volumes };
     let text = if query.contains_key("pretty") {
         serde_json::to_string_pretty(&body).expect("status serializes")
     } else {
@@ -183,6 +207,14 @@ fn load_report_metrics(state: &SharedState) -> String {
             ][pick];
             let _ = writeln!(out, "{metric}{{volume=\"{}\"}} {value}", v.id());
         }
+    }
+    let metric = "volume_server_volume_load_failed";
+    let _ = writeln!(
+        out,
+        "# HELP {metric} A volume found on disk that did not load (see /status).\n# TYPE {metric} gauge"
+    );
+    for failure in state.store.load_failures() {
+        let _ = writeln!(out, "{metric}{{volume=\"{}\"}} 1", failure.id);
     }
     out
 }

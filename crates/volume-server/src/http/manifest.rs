@@ -55,10 +55,14 @@ pub(super) fn to_expand(flags: Flags, data: &[u8], request: &Request<()>) -> Opt
         .ok()
 }
 
+/// The most a gzipped manifest may inflate to: its JSON takes about 100 bytes a chunk,
+/// so this is some 600,000 chunks (terabytes of file at weed's chunk sizes).
+const MAX_MANIFEST_JSON: u64 = 64 << 20;
+
 /// The manifest in a manifest needle's data (gzip when flagged compressed).
 fn load(flags: Flags, data: &[u8]) -> Result<ChunkManifest, String> {
     if flags.contains(Flags::COMPRESSED) {
-        let json = gunzip(data).map_err(|e| format!("gunzip: {e}"))?;
+        let json = gunzip(data, MAX_MANIFEST_JSON).map_err(|e| format!("gunzip: {e}"))?;
         ChunkManifest::parse(&json)
     } else {
         ChunkManifest::parse(data)
@@ -279,7 +283,10 @@ impl ChunkSource {
             self.read_remote(&fid).await?
         };
         let data = if compressed {
-            Bytes::from(gunzip(&stored).map_err(|e| format!("chunk {fid}: gunzip: {e}"))?)
+            // Inflated to no more than the manifest says the chunk holds, off the async workers.
+            let size = chunk.size;
+            let plain = tokio::task::spawn_blocking(move || gunzip(&stored, size)).await;
+            Bytes::from(plain.map_err(|e| e.to_string())?.map_err(|e| format!("chunk {fid}: gunzip: {e}"))?)
         } else {
             stored
         };

@@ -110,11 +110,7 @@ async fn store_handler(State(state): State<SharedState>, request: Request) -> Re
     match (CatchUnwind { inner: handling }).await {
         Ok(response) => response,
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
+            let message = crate::supervise::panic_message(panic.as_ref());
             let request = format!("{method} {}", uri.path());
             tracing::error!(%request, panic = %message, "handler panicked");
             ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()

@@ -7,15 +7,16 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
-use needle::Flags;
+use bytes::Bytes;
+use needle::{FileId, Flags};
 
 use super::payload::{Payload, ReadNeedle};
 use super::{ApiError, AppState, manifest, path, query_params, replicate};
 use crate::mime;
 use crate::range::{self, RangeError};
 use crate::security::Access;
-use crate::throttle::Held;
-use crate::upload::{gunzip, parse_bool};
+use crate::throttle::{Busy, Held};
+use crate::upload::{self, GunzipError, gunzip, parse_bool};
 
 pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response {
     let is_head = request.method() == Method::HEAD;
@@ -67,17 +68,14 @@ async fn respond(
     let read_deleted = request.uri().query().is_some_and(|q| q.contains("readDeleted="))
         && query_params(request).get("readDeleted").is_some_and(|v| v == "true");
     let location = volume.locate_readable(id, read_deleted).map_err(ApiError::for_read)?;
-    *held =
-        Some(state.throttle.downloads.admit(ReadNeedle::bytes_held(&location)).await.map_err(|busy| {
-            let message = format!(
-                "request {} because inflight download data {} > {}, and wait timeout",
-                request.uri().path(),
-                busy.in_flight,
-                busy.limit
-            );
-            tracing::debug!("too many requests: {message}");
-            ApiError::json(StatusCode::TOO_MANY_REQUESTS, message)
-        })?);
+    *held = Some(
+        state
+            .throttle
+            .downloads
+            .admit(ReadNeedle::bytes_held(&location))
+            .await
+            .map_err(|busy| too_many_requests(request, busy))?,
+    );
     let stored = ReadNeedle::read(&volume, id, url.fid.cookie, location).map_err(ApiError::for_read)?;
     let (needle, whole_data) = stored.parts();
     let headers_in = request.headers();
@@ -85,7 +83,7 @@ async fn respond(
 
     if needle.last_modified != 0 {
         let last_modified = std::time::UNIX_EPOCH + std::time::Duration::from_secs(needle.last_modified);
-        builder = builder.header(header::LAST_MODIFIED, httpdate::fmt_http_date(last_modified));
+        builder = builder.header(header::LAST_MODIFIED, http_date(needle.last_modified));
         let since = headers_in
             .get(header::IF_MODIFIED_SINCE)
             .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
@@ -131,10 +129,7 @@ async fn respond(
                 builder = builder.header(header::CONTENT_ENCODING, "gzip");
                 None
             } else {
-                Some(gunzip(data).map_err(|e| {
-                    tracing::error!(fid = %url.fid, error = %e, "stored gzip data does not decompress");
-                    ApiError::empty(StatusCode::INTERNAL_SERVER_ERROR)
-                })?)
+                Some(inflate(state, request, url.fid, Bytes::copy_from_slice(data), held).await?)
             }
         }
         _ => None,
@@ -304,5 +299,101 @@ impl http_body::Body for UnsizedEmpty {
         _: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         std::task::Poll::Ready(None)
+    }
+}
+
+/// weed's 429 when the download budget had no room within its timeout.
+fn too_many_requests(request: &axum::http::Request<()>, busy: Busy) -> ApiError {
+    let message = format!(
+        "request {} because inflight download data {} > {}, and wait timeout",
+        request.uri().path(),
+        busy.in_flight,
+        busy.limit
+    );
+    tracing::debug!("too many requests: {message}");
+    ApiError::json(StatusCode::TOO_MANY_REQUESTS, message)
+}
+
+/// Inflates a stored gzip needle for a client that does not accept gzip: the size its
+/// trailer declares is drawn from the download budget first (joining the read's draw in
+/// `held`), must be within the file size limit (else 406: the client can still have it
+/// as gzip), and bounds the inflation, which runs on the blocking pool.
+async fn inflate(
+    state: &AppState,
+    request: &axum::http::Request<()>,
+    fid: FileId,
+    data: Bytes,
+    held: &mut Option<Held>,
+) -> Result<Vec<u8>, ApiError> {
+    let declared = upload::declared_size(&data);
+    if declared > state.file_size_limit {
+        return Err(ApiError::json(
+            StatusCode::NOT_ACCEPTABLE,
+            format!(
+                "{fid} inflates to {declared} bytes, past the {}-byte file size limit; ask with Accept-Encoding: gzip",
+                state.file_size_limit
+            ),
+        ));
+    }
+    let more =
+        state.throttle.downloads.admit(declared).await.map_err(|busy| too_many_requests(request, busy))?;
+    *held = Some(match held.take() {
+        Some(read) => read.merge(more),
+        None => more,
+    });
+    let plain = tokio::task::spawn_blocking(move || gunzip(&data, declared)).await;
+    plain.map_err(|e| ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?.map_err(|e| {
+        let why = match e {
+            GunzipError::TooLarge(_) => "stored gzip data inflates past the size it declares".to_owned(),
+            GunzipError::Invalid(e) => format!("stored gzip data does not decompress: {e}"),
+        };
+        tracing::error!(%fid, "{why}");
+        ApiError::empty(StatusCode::INTERNAL_SERVER_ERROR)
+    })
+}
+
+/// Go's `http.TimeFormat` of a Unix time, as weed writes `Last-Modified`: the year has
+/// as many digits as it needs (`httpdate` stops at 9999, and a needle's five-byte
+/// last-modified time reaches year 36812).
+fn http_date(unix_seconds: u64) -> String {
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"]; // 1970-01-01: a Thursday
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let (days, seconds) = (unix_seconds / 86_400, unix_seconds % 86_400);
+    // Days to a civil date, counted from 0000-03-01 in 400-year eras (Hinnant's method).
+    let z = days + 719_468;
+    let (era, day_of_era) = (z / 146_097, z % 146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 { month_from_march + 3 } else { month_from_march - 9 };
+    let year = era * 400 + year_of_era + u64::from(month <= 2);
+    format!(
+        "{}, {day:02} {} {year:04} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[(days % 7) as usize],
+        MONTHS[month as usize - 1],
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_dates_match_httpdate_up_to_9999_and_go_past_it() {
+        let mut t = 0u64;
+        while t < 253_402_300_800 {
+            let expected = httpdate::fmt_http_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(t));
+            assert_eq!(http_date(t), expected, "{t}");
+            t = t * 3 + 86_399;
+        }
+        assert_eq!(http_date(253_402_300_799), "Fri, 31 Dec 9999 23:59:59 GMT");
+        // What weed 4.48 answered for these `ts` values.
+        assert_eq!(http_date(253_402_300_800), "Sat, 01 Jan 10000 00:00:00 GMT");
+        assert_eq!(http_date(needle::MAX_LAST_MODIFIED), "Mon, 20 Feb 36812 00:36:15 GMT");
     }
 }

@@ -97,15 +97,21 @@ async fn upload_file(state: &AppState, request: Request) -> Result<Response, Api
         }
     })?;
     let query = query_params(&Request::from_parts(parts.clone(), Body::empty()));
-    let upload = upload::parse(&upload::Request {
-        method: &parts.method,
-        headers: &parts.headers,
-        path: parts.uri.path(),
-        query: &query,
-        body: &body,
-        size_limit: limit,
-        now_seconds: now_seconds(),
+    // Parsing gzips or gunzips the body: CPU work off the async workers.
+    let (method, headers, path) = (parts.method.clone(), parts.headers.clone(), parts.uri.path().to_owned());
+    let upload = tokio::task::spawn_blocking(move || {
+        upload::parse(&upload::Request {
+            method: &method,
+            headers: &headers,
+            path: &path,
+            query: &query,
+            body: &body,
+            size_limit: limit,
+            now_seconds: now_seconds(),
+        })
     })
+    .await
+    .map_err(|e| ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, format!("parsing the upload: {e}")))?
     .map_err(|e| match e {
         UploadError::TooLarge(_) => too_large(limit),
         UploadError::Bad(message) => ApiError::bad_request(message),

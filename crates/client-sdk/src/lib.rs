@@ -882,7 +882,7 @@ pub(crate) fn plain_bytes(fid: &FileId, stored: NeedleData) -> Result<Bytes, Err
     }
     use std::io::Read;
     let mut plain = Vec::with_capacity(stored.bytes.len() * 4);
-    flate2::read::GzDecoder::new(&stored.bytes[..])
+    flate2::read::MultiGzDecoder::new(&stored.bytes[..])
         .read_to_end(&mut plain)
         .map_err(|source| Error::Decompress { fid: fid.to_string(), source })?;
     Ok(plain.into())
@@ -890,7 +890,7 @@ pub(crate) fn plain_bytes(fid: &FileId, stored: NeedleData) -> Result<Bytes, Err
 
 #[cfg(test)]
 mod tests {
-    use super::{first_boundary_not_in, multipart_boundary};
+    use super::{NeedleData, first_boundary_not_in, multipart_boundary, plain_bytes};
 
     #[test]
     fn the_multipart_boundary_never_occurs_in_the_data() {
@@ -898,5 +898,27 @@ mod tests {
         assert_eq!(first_boundary_not_in(b"xx b-0 b-1 yy", "b"), "b-2");
         let data = b"payload";
         assert!(multipart_boundary(data).starts_with("seaweed-sdk-"));
+    }
+
+    /// Gzip of several members (a client may upload it as such) inflates whole, as Go's
+    /// gzip reader (weed's) inflates it, not only its first member.
+    #[test]
+    fn gzip_of_several_members_inflates_whole() {
+        use std::io::Write;
+        let mut stored = Vec::new();
+        for member in [&b"first member, "[..], b"second member"] {
+            let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            encoder.write_all(member).unwrap();
+            stored.extend(encoder.finish().unwrap());
+        }
+        let data = NeedleData {
+            bytes: stored.into(),
+            compressed: true,
+            chunk_manifest: false,
+            crc: 0,
+            content_type: None,
+        };
+        let plain = plain_bytes(&"3,01637037d6".parse().unwrap(), data).unwrap();
+        assert_eq!(&plain[..], b"first member, second member");
     }
 }

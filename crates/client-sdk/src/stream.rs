@@ -5,7 +5,7 @@
 use crate::{Error, FileId, NeedleData, transport_error};
 use bytes::Bytes;
 use fallback_http::NeedleBody;
-use flate2::write::GzDecoder;
+use flate2::write::MultiGzDecoder;
 use std::io::Write;
 use std::ops::Range;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
@@ -40,12 +40,12 @@ impl Write for RangeSink {
 /// Plain bytes out of stored ones: gunzip for compressed needles, a pass-through otherwise.
 enum Plain<W: Write> {
     Stored(W),
-    Gzip(GzDecoder<W>),
+    Gzip(MultiGzDecoder<W>),
 }
 
 impl<W: Write> Plain<W> {
     fn new(compressed: bool, sink: W) -> Self {
-        if compressed { Plain::Gzip(GzDecoder::new(sink)) } else { Plain::Stored(sink) }
+        if compressed { Plain::Gzip(MultiGzDecoder::new(sink)) } else { Plain::Stored(sink) }
     }
 
     fn write_all(&mut self, stored: &[u8]) -> std::io::Result<()> {
@@ -176,7 +176,7 @@ impl Assembly {
 pub struct NeedleStream {
     fid: String,
     held: Held,
-    gunzip: Option<GzDecoder<Vec<u8>>>,
+    gunzip: Option<MultiGzDecoder<Vec<u8>>>,
     content_type: Option<String>,
     finished: bool,
 }
@@ -196,7 +196,7 @@ impl NeedleStream {
         Self {
             fid: fid.to_string(),
             held,
-            gunzip: compressed.then(|| GzDecoder::new(Vec::new())),
+            gunzip: compressed.then(|| MultiGzDecoder::new(Vec::new())),
             content_type,
             finished: false,
         }

@@ -227,7 +227,7 @@ pub enum GunzipError {
 /// and runs it on the blocking pool.
 pub fn gunzip(data: &[u8], limit: u64) -> Result<Vec<u8>, GunzipError> {
     let mut out = Vec::new();
-    flate2::read::GzDecoder::new(data).take(limit.saturating_add(1)).read_to_end(&mut out)?;
+    flate2::read::MultiGzDecoder::new(data).take(limit.saturating_add(1)).read_to_end(&mut out)?;
     if out.len() as u64 > limit {
         return Err(GunzipError::TooLarge(limit));
     }

@@ -176,6 +176,34 @@ fn gzip_that_inflates_past_the_file_size_limit_is_refused_not_inflated() {
     server.stop();
 }
 
+/// Gzip of several members (a client may upload it with `Content-Encoding: gzip`; its
+/// trailer declares only the last member's size) reads back whole to a client that does
+/// not accept gzip, and as stored to one that does.
+#[test]
+fn gzip_of_several_members_reads_back_whole() {
+    use std::io::Write;
+    let scratch = tempfile::tempdir().unwrap();
+    let server = OurServer::start(&scratch.path().join("data"), &[]);
+    let (first, second) = (pseudo_random(300_000, 1), b"the last member, much shorter".to_vec());
+    let mut stored = Vec::new();
+    for member in [&first, &second] {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        encoder.write_all(member).unwrap();
+        stored.extend(encoder.finish().unwrap());
+    }
+    let fid = server.assign("");
+    let headers = [("Content-Type", "application/octet-stream"), ("Content-Encoding", "gzip")];
+    let r = request(&server.addr, "PUT", &format!("/{fid}"), &headers, &stored).unwrap();
+    assert_eq!(r.status, 201, "{}", r.text());
+
+    let r = get(&server.addr, &format!("/{fid}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.body == [first, second].concat(), "both members inflated: {} bytes", r.body.len());
+    let r = request(&server.addr, "GET", &format!("/{fid}"), &[("Accept-Encoding", "gzip")], b"").unwrap();
+    assert_eq!((r.status, r.body == stored), (200, true), "as stored, to a client that accepts gzip");
+    server.stop();
+}
+
 /// One unreadable volume does not keep the server from starting (as in weed, which
 /// logs it and serves the others): it is left out, and named in the log, in `/status`
 /// (`FailedVolumes`, which weed does not have) and in `/metrics`.

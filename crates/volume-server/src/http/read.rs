@@ -317,7 +317,10 @@ fn too_many_requests(request: &axum::http::Request<()>, busy: Busy) -> ApiError 
 /// Inflates a stored gzip needle for a client that does not accept gzip: the size its
 /// trailer declares is drawn from the download budget first (joining the read's draw in
 /// `held`), must be within the file size limit (else 406: the client can still have it
-/// as gzip), and bounds the inflation, which runs on the blocking pool.
+/// as gzip), and bounds the inflation, which runs on the blocking pool. A trailer
+/// declares only its own member's size, so gzip of several members (which a client may
+/// upload with `Content-Encoding: gzip`) inflates past it: then the rest, up to the file
+/// size limit, is drawn too and it is inflated again with that bound.
 async fn inflate(
     state: &AppState,
     request: &axum::http::Request<()>,
@@ -325,31 +328,61 @@ async fn inflate(
     data: Bytes,
     held: &mut Option<Held>,
 ) -> Result<Vec<u8>, ApiError> {
+    let limit = state.file_size_limit;
     let declared = upload::declared_size(&data);
-    if declared > state.file_size_limit {
-        return Err(ApiError::json(
-            StatusCode::NOT_ACCEPTABLE,
-            format!(
-                "{fid} inflates to {declared} bytes, past the {}-byte file size limit; ask with Accept-Encoding: gzip",
-                state.file_size_limit
-            ),
-        ));
+    if declared > limit {
+        return Err(past_the_limit(fid, declared, limit));
     }
+    draw(state, request, declared, held).await?;
+    match gunzip_blocking(&data, declared).await? {
+        Err(GunzipError::TooLarge(_)) => {
+            draw(state, request, limit - declared, held).await?;
+            match gunzip_blocking(&data, limit).await? {
+                Err(GunzipError::TooLarge(_)) => Err(past_the_limit(fid, limit + 1, limit)),
+                inflated => inflated.map_err(|e| corrupt_gzip(fid, e)),
+            }
+        }
+        inflated => inflated.map_err(|e| corrupt_gzip(fid, e)),
+    }
+}
+
+/// Draws `bytes` more from the download budget into `held`.
+async fn draw(
+    state: &AppState,
+    request: &axum::http::Request<()>,
+    bytes: u64,
+    held: &mut Option<Held>,
+) -> Result<(), ApiError> {
     let more =
-        state.throttle.downloads.admit(declared).await.map_err(|busy| too_many_requests(request, busy))?;
+        state.throttle.downloads.admit(bytes).await.map_err(|busy| too_many_requests(request, busy))?;
     *held = Some(match held.take() {
         Some(read) => read.merge(more),
         None => more,
     });
-    let plain = tokio::task::spawn_blocking(move || gunzip(&data, declared)).await;
-    plain.map_err(|e| ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?.map_err(|e| {
-        let why = match e {
-            GunzipError::TooLarge(_) => "stored gzip data inflates past the size it declares".to_owned(),
-            GunzipError::Invalid(e) => format!("stored gzip data does not decompress: {e}"),
-        };
-        tracing::error!(%fid, "{why}");
-        ApiError::empty(StatusCode::INTERNAL_SERVER_ERROR)
-    })
+    Ok(())
+}
+
+/// [`gunzip`] on the blocking pool; the outer error is the pool's.
+async fn gunzip_blocking(data: &Bytes, limit: u64) -> Result<Result<Vec<u8>, GunzipError>, ApiError> {
+    let data = data.clone();
+    tokio::task::spawn_blocking(move || gunzip(&data, limit))
+        .await
+        .map_err(|e| ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+}
+
+/// 406 for gzip that inflates past the file size limit: the client can have it as stored.
+fn past_the_limit(fid: FileId, size: u64, limit: u64) -> ApiError {
+    ApiError::json(
+        StatusCode::NOT_ACCEPTABLE,
+        format!(
+            "{fid} inflates to {size} bytes or more, past the {limit}-byte file size limit; ask with Accept-Encoding: gzip"
+        ),
+    )
+}
+
+fn corrupt_gzip(fid: FileId, error: GunzipError) -> ApiError {
+    tracing::error!(%fid, %error, "stored gzip data does not decompress");
+    ApiError::empty(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 /// Go's `http.TimeFormat` of a Unix time, as weed writes `Last-Modified`: the year has

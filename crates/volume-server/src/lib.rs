@@ -17,6 +17,7 @@
 //!   on the gRPC port and for the gRPC clients (heartbeats, volume moves, pings).
 //! - [`throttle`]: the byte budgets bounding upload and download data held at once.
 //! - [`disk_space`]: the free space a data directory keeps before it stops taking writes.
+//! - [`weed_cli`]: `weed volume`'s command line (`-dataCenter=dc1`) translated to ours.
 //! - [`supervise`]: background tasks (the heartbeat) restarted, logged and counted when
 //!   they panic.
 
@@ -46,6 +47,7 @@ pub mod vif;
 pub mod volume;
 pub mod volume_grpc;
 pub mod volume_move;
+pub mod weed_cli;
 
 #[cfg(test)]
 mod recovery_tests;

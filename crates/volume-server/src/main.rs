@@ -1,4 +1,6 @@
 //! `volume-server`: a drop-in `weed volume`. Flags mirror weed's; see `--help`.
+//! `volume-server volume -dir=/data -master=m1:9333 ...` takes weed's own command line
+//! (`volume_server::weed_cli`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +11,9 @@ use axum::http::HeaderValue;
 use clap::Parser;
 use needle::OffsetWidth;
 use std::future::IntoFuture;
+use std::io::IsTerminal;
+use tracing::level_filters::LevelFilter;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use tonic::service::Routes;
 use volume_server::disk_space::MinFreeSpace;
@@ -24,6 +29,7 @@ use volume_server::security::Security;
 use volume_server::supervise::supervise;
 use volume_server::throttle::{Budget, Throttle};
 use volume_server::volume_grpc::VolumeGrpc;
+use volume_server::weed_cli;
 use volume_server::{IndexKind, Store, StoreConfig, VolumeOptions};
 
 #[derive(Parser, Debug)]
@@ -38,8 +44,18 @@ struct Cli {
     /// IP address to listen on and to advertise.
     #[arg(long, default_value = "127.0.0.1")]
     ip: String,
+    /// IP address to listen on, when it differs from --ip (weed's -ip.bind), e.g. 0.0.0.0.
+    #[arg(long)]
+    ip_bind: Option<String>,
     #[arg(long, default_value_t = 8080)]
     port: u16,
+    /// The address clients are sent to for this server's files (weed's -publicUrl).
+    /// Default: --ip and --public-port.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// The port of the default public URL (weed's -port.public). Default: --port.
+    #[arg(long)]
+    public_port: Option<u16>,
     /// gRPC port (the master, `weed shell` and RDMA clients dial it). Default: port + 10000.
     #[arg(long)]
     grpc_port: Option<u16>,
@@ -116,13 +132,56 @@ struct Cli {
     /// Longest a download waits for room before its 429 (weed's -inflightDownloadDataTimeout).
     #[arg(long, default_value_t = 60)]
     inflight_download_data_timeout_secs: u64,
+    /// Log lines as text (coloured only on a terminal) or as one JSON object per line,
+    /// for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// The most detailed level logged: error, warn, info, debug or trace (weed's -v:
+    /// 0-1 info, 2-3 debug, 4 and up trace).
+    #[arg(long, default_value = "info")]
+    log_level: LevelFilter,
+    /// Log to standard error instead of standard output (weed's -logtostderr).
+    #[arg(long)]
+    log_to_stderr: bool,
     #[command(flatten)]
     rdma: RdmaArgs,
 }
 
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logging as the flags ask. Colour escapes only when the stream is a terminal: a log
+/// file or a journal gets plain text.
+fn init_logging(cli: &Cli) {
+    let (writer, terminal) = if cli.log_to_stderr {
+        (BoxMakeWriter::new(std::io::stderr), std::io::stderr().is_terminal())
+    } else {
+        (BoxMakeWriter::new(std::io::stdout), std::io::stdout().is_terminal())
+    };
+    let builder =
+        tracing_subscriber::fmt().with_target(false).with_max_level(cli.log_level).with_writer(writer);
+    match cli.log_format {
+        LogFormat::Text => builder.with_ansi(terminal).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
 fn main() {
-    tracing_subscriber::fmt().with_target(false).init();
-    let cli = Cli::parse();
+    let translated = match weed_cli::translate(std::env::args_os()) {
+        Ok(translated) => translated,
+        Err(e) => {
+            eprintln!("volume-server: {e}");
+            std::process::exit(2);
+        }
+    };
+    let cli = Cli::parse_from(translated.args);
+    init_logging(&cli);
+    for warning in &translated.warnings {
+        tracing::warn!("{warning}");
+    }
     let workers = cli
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1)));
@@ -173,7 +232,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         volume: VolumeOptions { width, index: cli.index, fsync: cli.fsync },
     };
     let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(config)).await??);
-    let public_url = format!("{}:{}", cli.ip, cli.port);
+    let public_url = cli
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", cli.ip, cli.public_port.unwrap_or(cli.port)));
     let master = cli.mserver.is_none().then(|| MasterApi::new(&store, public_url.clone()));
     let rdma = cli.rdma.start(&store, &cli.ip, security.read.as_ref().map(|k| k.jwt_key()));
     let version = version_string(width);
@@ -200,7 +262,9 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             ),
         },
     });
-    let addr: SocketAddr = format!("{}:{}", cli.ip, cli.port).parse()?;
+    let bind_ip = cli.ip_bind.as_deref().unwrap_or(&cli.ip);
+    let addr: SocketAddr =
+        format!("{bind_ip}:{}", cli.port).parse().map_err(|e| format!("{bind_ip}: {e}"))?;
     let grpc_port = cli
         .grpc_port
         .or_else(|| grpc::default_port(cli.port))

@@ -9,7 +9,9 @@
 //! trying the configured masters in turn, and re-register by sending the full list.
 
 use std::collections::BTreeMap;
+use std::fmt::Write;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
@@ -44,6 +46,49 @@ pub struct HeartbeatConfig {
     pub pulse: Duration,
     /// How the masters' gRPC ports are dialed (TLS when security.toml says so).
     pub dialer: rdma_transport::grpc_tls::Dialer,
+    /// Where the stream's state is kept for `/metrics`.
+    pub status: Arc<HeartbeatStatus>,
+}
+
+/// The heartbeat stream's state, as `/metrics` shows it: whether a master has accepted
+/// us now, and how often a stream ended (a master restart, a network cut, a leader
+/// change all show up here before volumes go missing from lookups).
+#[derive(Debug, Default)]
+pub struct HeartbeatStatus {
+    registered: AtomicBool,
+    streams_ended: AtomicU64,
+}
+
+impl HeartbeatStatus {
+    fn set_registered(&self, registered: bool) {
+        self.registered.store(registered, Ordering::Relaxed);
+    }
+
+    fn stream_ended(&self) {
+        self.set_registered(false);
+        self.streams_ended.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Prometheus text: `volume_server_heartbeat_registered` (0 as well when the server
+    /// runs standalone) and `volume_server_heartbeat_streams_ended_total`.
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP volume_server_heartbeat_registered 1 while a master accepts this server's heartbeats.\n\
+             # TYPE volume_server_heartbeat_registered gauge\n\
+             volume_server_heartbeat_registered {}",
+            u8::from(self.registered.load(Ordering::Relaxed))
+        );
+        let _ = writeln!(
+            out,
+            "# HELP volume_server_heartbeat_streams_ended_total Heartbeat streams to a master that ended (then reconnected).\n\
+             # TYPE volume_server_heartbeat_streams_ended_total counter\n\
+             volume_server_heartbeat_streams_ended_total {}",
+            self.streams_ended.load(Ordering::Relaxed)
+        );
+        out
+    }
 }
 
 /// How one connection to a master ended.
@@ -68,6 +113,7 @@ pub async fn run(store: Arc<Store>, config: HeartbeatConfig, mut stop: watch::Re
             ended = session(&store, &config, &master) => ended,
             _ = stop.wait_for(|stopped| *stopped) => return,
         };
+        config.status.stream_ended();
         match ended {
             Ended::Redirect(new_leader) => {
                 tracing::info!(from = %master, to = %new_leader, "master names another leader; following");
@@ -139,6 +185,7 @@ async fn session(store: &Store, config: &HeartbeatConfig, master: &str) -> Ended
                     if !registered {
                         tracing::info!(%master, volume_size_limit = response.volume_size_limit, "registered with master");
                         registered = true;
+                        config.status.set_registered(true);
                     }
                     if response.resend_full_volume_list {
                         send(full_heartbeat(store, config, &mut reported))

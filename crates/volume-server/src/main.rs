@@ -20,7 +20,7 @@ use volume_server::disk_space::MinFreeSpace;
 use volume_server::grpc;
 use volume_server::grpc_tls::GrpcTls;
 use volume_server::guard::WhiteList;
-use volume_server::heartbeat::{self, HeartbeatConfig};
+use volume_server::heartbeat::{self, HeartbeatConfig, HeartbeatStatus};
 use volume_server::http::{AppState, ReadMode, VolumeLocations, router, version_string};
 use volume_server::master_api::MasterApi;
 use volume_server::metrics::Metrics;
@@ -239,6 +239,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let master = cli.mserver.is_none().then(|| MasterApi::new(&store, public_url.clone()));
     let rdma = cli.rdma.start(&store, &cli.ip, security.read.as_ref().map(|k| k.jwt_key()));
     let version = version_string(width);
+    let heartbeat_status = Arc::new(HeartbeatStatus::default());
     let state = Arc::new(AppState {
         store: Arc::clone(&store),
         file_size_limit: cli.file_size_limit_mb << 20,
@@ -250,6 +251,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         read_mode: cli.read_mode,
         metrics: Metrics::new(),
         rdma: rdma.clone(),
+        heartbeat: Arc::clone(&heartbeat_status),
         security,
         throttle: Throttle {
             uploads: Budget::new(
@@ -300,6 +302,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             rack: cli.rack.clone(),
             pulse: std::time::Duration::from_secs(5),
             dialer: grpc_tls.dialer.clone(),
+            status: heartbeat_status,
         };
         let (store, state, stop) = (Arc::clone(&store), Arc::clone(&state), stop_rx.clone());
         tokio::spawn(supervise(

@@ -163,6 +163,11 @@ impl Store {
             .sum()
     }
 
+    /// Whether data directory `dir_index` is below its minimum free space (as last checked).
+    pub fn is_disk_space_low(&self, dir_index: usize) -> bool {
+        self.disk_space_low.get(dir_index).is_some_and(|low| low.load(Ordering::Relaxed))
+    }
+
     fn min_free_space_of(&self, dir_index: usize) -> MinFreeSpace {
         let minimums = &self.config.min_free_space;
         minimums.get(dir_index).or(minimums.last()).copied().unwrap_or_default()

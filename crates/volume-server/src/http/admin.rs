@@ -174,6 +174,8 @@ pub(super) async fn healthz() -> Response {
 pub(super) async fn metrics(State(state): State<SharedState>) -> Response {
     let mut text = state.metrics.render();
     text.push_str(&load_report_metrics(&state));
+    text.push_str(&storage_metrics(&state));
+    text.push_str(&state.heartbeat.render_metrics());
     text.push_str(&state.rdma.render_metrics());
     text.push_str(&state.throttle.render_metrics());
     Response::builder()
@@ -182,6 +184,60 @@ pub(super) async fn metrics(State(state): State<SharedState>) -> Response {
         .header(header::CONTENT_LENGTH, text.len())
         .body(Body::from(text))
         .expect("static headers are valid")
+}
+
+/// Each data directory's file system (read now: a statvfs is cheap) and whether it is
+/// below its minimum free space; each volume's size, live files and deletions.
+fn storage_metrics(state: &SharedState) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let dirs = &state.store.config().dirs;
+    let usage: Vec<_> = dirs.iter().map(|dir| crate::disk_space::DiskUsage::of(dir).ok()).collect();
+    for (metric, help, pick) in [
+        ("volume_server_disk_free_bytes", "Free bytes of a data directory's file system.", 0),
+        ("volume_server_disk_total_bytes", "Size of a data directory's file system.", 1),
+    ] {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+        for (dir, usage) in dirs.iter().zip(&usage) {
+            if let Some(usage) = usage {
+                let value = [usage.free, usage.all][pick];
+                let _ =
+                    writeln!(out, "{metric}{{dir=\"{}\"}} {value}", label_value(&dir.display().to_string()));
+            }
+        }
+    }
+    let metric = "volume_server_disk_low";
+    let _ = writeln!(
+        out,
+        "# HELP {metric} 1 while a data directory is below its minimum free space (its volumes read-only).\n# TYPE {metric} gauge"
+    );
+    for (index, dir) in dirs.iter().enumerate() {
+        let low = u8::from(state.store.is_disk_space_low(index));
+        let _ = writeln!(out, "{metric}{{dir=\"{}\"}} {low}", label_value(&dir.display().to_string()));
+    }
+    let volumes: Vec<_> = state.store.volumes().iter().map(|v| v.status()).collect();
+    let _ = writeln!(out, "# HELP volume_server_volumes Volumes served.\n# TYPE volume_server_volumes gauge");
+    let _ = writeln!(out, "volume_server_volumes {}", volumes.len());
+    for (metric, help, pick) in [
+        ("volume_server_volume_dat_bytes", "Size of a volume's .dat file.", 0),
+        ("volume_server_volume_files", "Files put into a volume (overwrites count again).", 1),
+        ("volume_server_volume_deleted_files", "Files deleted from a volume (space vacuum frees).", 2),
+        ("volume_server_volume_read_only", "1 if a volume takes no writes.", 3),
+    ] {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} gauge");
+        for v in &volumes {
+            let value =
+                [v.dat_size, v.stats.file_count, v.stats.deletion_count, u64::from(v.read_only)][pick];
+            let collection = label_value(&v.collection);
+            let _ = writeln!(out, "{metric}{{volume=\"{}\",collection=\"{collection}\"}} {value}", v.id);
+        }
+    }
+    out
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// What loading did per volume: how much `.idx` was replayed into the needle map (0

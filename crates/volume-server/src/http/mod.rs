@@ -66,6 +66,8 @@ pub struct AppState {
     pub security: Security,
     /// Bounds on upload and download bytes in flight (429 when no room comes free).
     pub throttle: Throttle,
+    /// The heartbeat stream's state (never registered when standalone).
+    pub heartbeat: Arc<crate::heartbeat::HeartbeatStatus>,
 }
 
 pub type SharedState = Arc<AppState>;

@@ -125,29 +125,21 @@ fn delete_one(store: &Store, file_id: &str, skip_cookie_check: bool) -> DeleteRe
     }
 }
 
+/// A data directory's file system as weed reports it: free counts the blocks reserved
+/// for root (`f_bfree`), the same figure `--min-free-space` is checked against.
 fn disk_status(dir: &std::path::Path) -> DiskStatus {
-    let mut status = DiskStatus { dir: dir.display().to_string(), ..Default::default() };
-    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
-        status.error = "path contains a NUL byte".into();
-        return status;
-    };
-    let mut fs = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `path` is NUL-terminated; statvfs fills `fs` when it returns 0.
-    if unsafe { libc::statvfs(path.as_ptr(), fs.as_mut_ptr()) } != 0 {
-        status.error = std::io::Error::last_os_error().to_string();
-        return status;
+    let mut status =
+        DiskStatus { dir: dir.display().to_string(), disk_type: "hdd".into(), ..Default::default() };
+    match crate::disk_space::DiskUsage::of(dir) {
+        Ok(usage) => {
+            status.all = usage.all;
+            status.free = usage.free;
+            status.used = usage.used();
+            status.percent_free = usage.percent_free();
+            status.percent_used = usage.percent_used();
+        }
+        Err(e) => status.error = e.to_string(),
     }
-    // SAFETY: statvfs returned 0, so `fs` is initialized.
-    let fs = unsafe { fs.assume_init() };
-    let block = fs.f_frsize;
-    status.all = fs.f_blocks * block;
-    status.free = fs.f_bavail * block;
-    status.used = status.all.saturating_sub(fs.f_bfree * block);
-    if status.all > 0 {
-        status.percent_free = (status.free as f64 * 100.0 / status.all as f64) as f32;
-        status.percent_used = (status.used as f64 * 100.0 / status.all as f64) as f32;
-    }
-    status.disk_type = "hdd".into();
     status
 }
 

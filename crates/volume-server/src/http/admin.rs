@@ -192,7 +192,7 @@ fn storage_metrics(state: &SharedState) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let dirs = &state.store.config().dirs;
-    let usage: Vec<_> = dirs.iter().map(|dir| crate::disk_space::DiskUsage::of(dir).ok()).collect();
+    let usage: Vec<_> = dirs.iter().map(|dir| DiskUsage::of(dir).ok()).collect();
     for (metric, help, pick) in [
         ("volume_server_disk_free_bytes", "Free bytes of a data directory's file system.", 0),
         ("volume_server_disk_total_bytes", "Size of a data directory's file system.", 1),

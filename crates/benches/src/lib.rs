@@ -1,1 +1,6 @@
-//! Benchmarks live in `benches/`; run them with `cargo bench -p benches`.
+//! Benchmarks live in `benches/`; run them with `cargo bench -p benches`. The harnesses
+//! (`src/bin`) print their figures and, when `$BENCH_FIGURES_DIR` is set, save them
+//! ([`figures`]); `bench-report` draws the saved figures into one HTML page ([`report`]).
+
+pub mod figures;
+pub mod report;

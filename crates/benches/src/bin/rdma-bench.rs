@@ -106,14 +106,8 @@ fn ratio(ours: f64, theirs: Option<f64>, what: &str) -> String {
 
 fn run(o: &Options) -> Result<(), BoxError> {
     let dir = tempfile_dir()?;
-    let grpc_port = testbeds::process::free_port_pair()?;
-    let grpc_port_text = grpc_port.to_string();
-    let server = OurVolumeServer::start(
-        &o.volume_server,
-        &dir,
-        &["--rdma-device", &o.device, "--grpc-port", &grpc_port_text, "--max", "1"],
-    )?;
-    let grpc = format!("127.0.0.1:{grpc_port}");
+    let server = OurVolumeServer::start(&o.volume_server, &dir, &["--rdma-device", &o.device, "--max", "1"])?;
+    let grpc = server.grpc_addr();
     let upload_one = |data: &[u8]| -> Result<FileId, BoxError> {
         let a = assign(&format!("http://{}", server.addr()), "")?;
         let body = UploadBody::Raw { content_type: "application/octet-stream" };

@@ -11,22 +11,18 @@ use client_sdk::{
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testbeds::process::ServerProcess;
+use testbeds::ours::OurVolumeServer;
 use testbeds::pseudo_random;
 
 fn device() -> String {
     std::env::var("SOFTROCE_DEVICE").unwrap_or_else(|_| "rxe0".to_owned())
 }
 
-/// A `volume-server` with RDMA on, standalone (it answers the master API itself), that
-/// can be killed and started again on the same ports and data.
+/// A `volume-server` with RDMA on, standalone (it answers the master API itself), its
+/// data on tmpfs.
 struct RdmaVolumeServer {
-    process: Option<ServerProcess>,
+    process: OurVolumeServer,
     dir: tempfile::TempDir,
-    port: u16,
-    starts: u32,
-    /// More flags for every start.
-    extra: Vec<String>,
 }
 
 impl RdmaVolumeServer {
@@ -36,46 +32,16 @@ impl RdmaVolumeServer {
 
     fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("sdk-rdma-").tempdir_in("/dev/shm").expect("tmpfs");
-        let port = testbeds::process::free_port_pair().expect("a free port pair");
-        let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut server = Self { process: None, dir, port, starts: 0, extra };
-        server.launch();
-        server
-    }
-
-    fn launch(&mut self) {
-        let mut args: Vec<String> = [
-            "--dir",
-            &self.dir.path().display().to_string(),
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            &self.port.to_string(),
-            "--rdma-device",
-            &device(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(self.extra.iter().cloned());
-        self.starts += 1;
-        let log = self.dir.path().with_extension(format!("log-{}", self.starts));
-        let mut process =
-            ServerProcess::spawn(&common::volume_server_bin(), "volume-server", &args, log).expect("spawn");
-        let health = format!("http://{}/healthz", self.addr());
-        process
-            .wait_ready(|| ureq::get(&health).timeout(Duration::from_secs(2)).call().is_ok())
-            .expect("volume-server ready");
-        self.process = Some(process);
+        let device = device();
+        let mut args = vec!["--rdma-device", &device];
+        args.extend_from_slice(extra);
+        let process = OurVolumeServer::start(&common::volume_server_bin(), dir.path(), &args)
+            .unwrap_or_else(|e| panic!("volume-server starts: {e}"));
+        Self { process, dir }
     }
 
     fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL: sessions, queue pairs and registrations vanish with the process.
-    fn kill(&mut self) {
-        self.process.take().expect("running").kill();
+        self.process.addr().to_owned()
     }
 
     fn dat(&self, fid: &FileId) -> std::path::PathBuf {
@@ -236,9 +202,10 @@ pub async fn a_killed_server_means_fallback_or_a_clear_error_then_rdma_resumes(e
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    server.kill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    tokio::task::block_in_place(|| server.launch());
+    // SIGKILL: sessions, queue pairs and registrations vanish with the process; it is
+    // down for 2 s while the readers go on (this worker blocks, the other runs them).
+    tokio::task::block_in_place(|| server.process.kill_and_restart(Duration::from_secs(2)))
+        .unwrap_or_else(|e| panic!("volume-server restarts: {e}"));
     let back = over_rdma(&client);
 
     // RDMA resumes: reads are served over RDMA again within a bounded time.

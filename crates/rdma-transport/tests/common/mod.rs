@@ -42,10 +42,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// A running volume server with RDMA on, its data in a tmpfs directory.
 pub struct Server {
-    pub process: Option<OurVolumeServer>,
+    pub process: OurVolumeServer,
     pub dir: tempfile::TempDir,
-    pub grpc_port: u16,
-    extra: Vec<String>,
 }
 
 impl Server {
@@ -58,40 +56,25 @@ impl Server {
 
     /// Starts a server on `dir` (which may hold volumes already).
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
-        let grpc_port = testbeds::process::free_port_pair().expect("a free port");
-        let mut server =
-            Server { process: None, dir, grpc_port, extra: extra.iter().map(|s| s.to_string()).collect() };
-        server.launch();
-        server
+        let device = device_name();
+        let mut args = vec!["--rdma-device", &device];
+        args.extend_from_slice(extra);
+        let process = OurVolumeServer::start(&volume_server_binary(), dir.path(), &args)
+            .unwrap_or_else(|e| panic!("volume-server starts: {e}"));
+        Server { process, dir }
     }
 
-    fn launch(&mut self) {
-        let mut args = vec![
-            "--rdma-device".to_owned(),
-            device_name(),
-            "--grpc-port".to_owned(),
-            self.grpc_port.to_string(),
-        ];
-        args.extend(self.extra.iter().cloned());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.process = Some(
-            OurVolumeServer::start(&volume_server_binary(), self.dir.path(), &args)
-                .expect("volume-server starts"),
-        );
-    }
-
-    /// Stops the server gracefully and starts it again on the same data and gRPC port.
+    /// Stops the server gracefully and starts it again on the same data and ports.
     pub fn restart(&mut self) {
-        self.process.take().expect("running").stop();
-        self.launch();
+        self.process.restart().unwrap_or_else(|e| panic!("volume-server restarts: {e}"));
     }
 
     pub fn http(&self) -> &str {
-        self.process.as_ref().expect("running").addr()
+        self.process.addr()
     }
 
     pub fn grpc(&self) -> String {
-        format!("127.0.0.1:{}", self.grpc_port)
+        self.process.grpc_addr()
     }
 
     pub fn client(&self, engine: EngineFactory, config: RdmaClientConfig) -> RdmaClient {

@@ -89,20 +89,6 @@ fn weed_shell(pki: &Pki, master: &WeedMaster, script: &str) -> String {
     run_weed(&[&config_dir, "shell", &master], script, Duration::from_secs(120)).1
 }
 
-/// Has the master grow a volume in data center `dc` (its AllocateVolume call to that
-/// server's gRPC port), then uploads `data` there; (fid, server). The explicit grow:
-/// weed master 4.48 answers "volume growth in progress" to assigns for a second data
-/// center without ever growing there.
-fn put_in(master: &WeedMaster, dc: &str, data: &[u8]) -> (String, String) {
-    let grown = get(&master.addr(), &format!("/vol/grow?count=1&dataCenter={dc}"));
-    assert_eq!((grown.status, grown.json()["count"].as_u64()), (200, Some(1)), "grow: {}", grown.text());
-    let a = testbeds::weed::assign(&master.url(), &format!("dataCenter={dc}")).unwrap();
-    let body = testbeds::weed::UploadBody::Raw { content_type: "application/octet-stream" };
-    let (status, reply) = testbeds::weed::upload(&a.url, &a.fid, "", data, body, &[]).unwrap();
-    assert_eq!(status, 201, "upload {} to {}: {reply}", a.fid, a.url);
-    (a.fid, a.url)
-}
-
 /// A `VolumeServerStatus` call to our gRPC port with `dialer` (None: plaintext).
 fn status_call(grpc: &str, dialer: Option<rdma_transport::grpc_tls::Dialer>) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

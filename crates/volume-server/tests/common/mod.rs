@@ -309,6 +309,27 @@ pub fn put(master: &testbeds::weed::WeedMaster, data: &[u8]) -> (String, String)
     (a.fid, a.url)
 }
 
+/// Has the master grow one volume in data center `dc` (its AllocateVolume call to the
+/// server there), so that assigns with `dataCenter={dc}` land on that server: placement
+/// by data center is how a test with several servers chooses where a file goes, never
+/// chance. The explicit grow: weed master 4.48 answers "volume growth in progress" to
+/// assigns for a second data center without ever growing there.
+pub fn grow_in(master: &testbeds::weed::WeedMaster, dc: &str) {
+    let grown = get(&master.addr(), &format!("/vol/grow?count=1&dataCenter={dc}"));
+    assert_eq!((grown.status, grown.json()["count"].as_u64()), (200, Some(1)), "grow: {}", grown.text());
+}
+
+/// Grows a volume in data center `dc` ([`grow_in`]), then uploads `data` there (raw
+/// body); (fid, server).
+pub fn put_in(master: &testbeds::weed::WeedMaster, dc: &str, data: &[u8]) -> (String, String) {
+    grow_in(master, dc);
+    let a = testbeds::weed::assign(&master.url(), &format!("dataCenter={dc}")).unwrap();
+    let body = testbeds::weed::UploadBody::Raw { content_type: "application/octet-stream" };
+    let (status, reply) = testbeds::weed::upload(&a.url, &a.fid, "", data, body, &[]).unwrap();
+    assert_eq!(status, 201, "upload {} to {}: {reply}", a.fid, a.url);
+    (a.fid, a.url)
+}
+
 /// A master assign against a real `weed master` (`query` as in a URL: "" or "?ttl=5d").
 pub fn weed_assign(master: &testbeds::weed::WeedMaster, query: &str) -> String {
     let query = query.strip_prefix('?').unwrap_or(query);

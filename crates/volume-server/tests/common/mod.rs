@@ -319,12 +319,13 @@ pub fn grow_in(master: &testbeds::weed::WeedMaster, dc: &str) {
     assert_eq!((grown.status, grown.json()["count"].as_u64()), (200, Some(1)), "grow: {}", grown.text());
 }
 
-/// Grows a volume in data center `dc` ([`grow_in`]), then uploads `data` there (raw
-/// body); (fid, server).
+/// Uploads `data` (multipart, `f.bin`) where the master assigns it in data center `dc`,
+/// which has a volume ([`grow_in`]); returns (fid, server).
 pub fn put_in(master: &testbeds::weed::WeedMaster, dc: &str, data: &[u8]) -> (String, String) {
-    grow_in(master, dc);
-    let a = testbeds::weed::assign(&master.url(), &format!("dataCenter={dc}")).unwrap();
-    let body = testbeds::weed::UploadBody::Raw { content_type: "application/octet-stream" };
+    let a = testbeds::weed::assign(&master.url(), &format!("dataCenter={dc}"))
+        .unwrap_or_else(|e| panic!("assign in {dc}: {e}"));
+    let body =
+        testbeds::weed::UploadBody::Multipart { filename: "f.bin", content_type: "application/octet-stream" };
     let (status, reply) = testbeds::weed::upload(&a.url, &a.fid, "", data, body, &[]).unwrap();
     assert_eq!(status, 201, "upload {} to {}: {reply}", a.fid, a.url);
     (a.fid, a.url)

@@ -155,6 +155,21 @@ impl WeedMaster {
         format!("http://{}", self.addr())
     }
 
+    /// Has the master grow one volume in data center `dc` (its AllocateVolume call to a
+    /// server there), so that assigns with `dataCenter={dc}` (and `weed upload
+    /// -dataCenter={dc}`) land there: placing files by data center is how a test with
+    /// several servers decides which holds what, never the master's random choice. The
+    /// explicit grow: weed master 4.48 answers "volume growth in progress" to assigns
+    /// for a second data center without ever growing there.
+    pub fn grow_in(&self, dc: &str) -> Result<(), HttpError> {
+        let reply: serde_json::Value =
+            ureq::get(&format!("{}/vol/grow?count=1&dataCenter={dc}", self.url())).call()?.into_json()?;
+        match reply["count"].as_u64() {
+            Some(1) => Ok(()),
+            _ => Err(format!("growing a volume in {dc}: {reply}").into()),
+        }
+    }
+
     /// Whether the master's topology lists a volume server at `addr` (`ip:port`).
     pub fn knows_volume_server(&self, addr: &str) -> bool {
         http_ok(&format!("{}/dir/status", self.url()))

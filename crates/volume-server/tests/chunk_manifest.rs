@@ -185,7 +185,7 @@ fn upload_mixed(
     write_key: Option<&str>,
 ) -> (String, Vec<String>) {
     for dc in [WEED_DC, OURS_DC] {
-        grow_in(master, dc);
+        master.grow_in(dc).unwrap();
     }
     let (weed, ours) = servers;
     let post = |dc: &str, bytes: &[u8], query: &str, content_type: &str| -> String {

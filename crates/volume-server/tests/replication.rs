@@ -181,7 +181,7 @@ fn a_read_of_a_volume_held_elsewhere_is_proxied_like_weed_volume_does() {
     // A file on each server, placed by data center.
     let mut on = std::collections::BTreeMap::<String, (String, Vec<u8>)>::new();
     for (i, dc) in [WEED_DC, OURS_DC].into_iter().enumerate() {
-        grow_in(&master, dc);
+        master.grow_in(dc).unwrap();
         let data = pseudo_random(3000, i as u64);
         let (fid, server) = put_in(&master, dc, &data);
         on.insert(server, (fid, data));

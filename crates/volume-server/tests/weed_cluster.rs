@@ -130,7 +130,7 @@ fn a_mixed_cluster_serves_files_on_either_server() {
     let ours = join(&scratch.path().join("ours"), &master, &["--data-center", "dc-ours"]);
     let mut files = Vec::new();
     for (dc, server) in [("dc-weed", weed.addr()), ("dc-ours", ours.addr.clone())] {
-        grow_in(&master, dc);
+        master.grow_in(dc).unwrap();
         for _ in 0..3 {
             let data = pseudo_random(2000, files.len() as u64);
             let (fid, on) = put_in(&master, dc, &data);

@@ -126,7 +126,7 @@ fn a_weed_cluster_on_mutual_tls_works_with_ours_and_strangers_are_refused() {
     // The master allocates a volume on ours (its gRPC call to our TLS port), then an
     // upload and a download through the master's assignment and lookup.
     let data = pseudo_random(40_000, 5);
-    grow_in(&master, OURS_DC);
+    master.grow_in(OURS_DC).unwrap();
     let (fid, server) = put_in(&master, OURS_DC, &data);
     assert_eq!(server, ours.addr, "assigned to our data center");
     let on_ours = vid(&fid);
@@ -205,7 +205,7 @@ fn tls_settings_cap_the_version_and_weed_still_talks_to_ours() {
     let ours =
         join(&scratch.path().join("ours"), &master, &["--security-config", &toml, "--data-center", OURS_DC]);
     let data = pseudo_random(5_000, 9);
-    grow_in(&master, OURS_DC);
+    master.grow_in(OURS_DC).unwrap();
     let (fid, server) = put_in(&master, OURS_DC, &data);
     assert_eq!((server.as_str(), get(&ours.addr, &format!("/{fid}")).body), (ours.addr.as_str(), data));
     let out = weed_shell(

@@ -3,11 +3,14 @@
 
 #![allow(dead_code)] // each test target uses a different part
 
-use client_sdk::{BoxFuture, Client, FileId, NeedleData, ReadTransport, TransportError, TransportErrorKind};
+use client_sdk::{
+    Backoff, BoxFuture, Client, FileId, NeedleData, ReadTransport, TransportError, TransportErrorKind,
+};
 use fallback_http::{HttpReadConfig, HttpReader};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use testbeds::ours::OurVolumeServer;
 
 /// `$CARGO_TARGET_DIR/debug/volume-server`, next to this test's `deps/` directory.
@@ -30,6 +33,24 @@ pub fn our_server(dir: &std::path::Path) -> OurVolumeServer {
 /// The runtime the SDK tests drive their clients on.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A backoff no test outlasts: reads made while it runs are skipped however slow they are.
+pub const LONG_BACKOFF: Backoff =
+    Backoff { initial: Duration::from_secs(3600), max: Duration::from_secs(3600) };
+
+/// A short backoff, for tests that wait it out with [`wait_out_backoff`].
+pub const SHORT_BACKOFF: Backoff =
+    Backoff { initial: Duration::from_millis(100), max: Duration::from_millis(100) };
+
+/// Sleeps until every transport `client` backs off from may be tried again (the longest
+/// `retry_in` of its `transport_health`): a backoff waited out exactly, not guessed with
+/// a sleep that a slow read before could have eaten into.
+pub async fn wait_out_backoff(client: &Client) {
+    let longest = client.transport_health().iter().map(|h| h.retry_in).max().unwrap_or_default();
+    // tokio's timer has millisecond granularity and never fires early; one more
+    // millisecond keeps a sub-millisecond remainder from being rounded away.
+    tokio::time::sleep(longest + Duration::from_millis(1)).await;
 }
 
 /// A client of `server` whose RDMA transport is a [`FakeRdma`] that serves every read.

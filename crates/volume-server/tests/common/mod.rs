@@ -309,18 +309,8 @@ pub fn put(master: &testbeds::weed::WeedMaster, data: &[u8]) -> (String, String)
     (a.fid, a.url)
 }
 
-/// Has the master grow one volume in data center `dc` (its AllocateVolume call to the
-/// server there), so that assigns with `dataCenter={dc}` land on that server: placement
-/// by data center is how a test with several servers chooses where a file goes, never
-/// chance. The explicit grow: weed master 4.48 answers "volume growth in progress" to
-/// assigns for a second data center without ever growing there.
-pub fn grow_in(master: &testbeds::weed::WeedMaster, dc: &str) {
-    let grown = get(&master.addr(), &format!("/vol/grow?count=1&dataCenter={dc}"));
-    assert_eq!((grown.status, grown.json()["count"].as_u64()), (200, Some(1)), "grow: {}", grown.text());
-}
-
 /// Uploads `data` (multipart, `f.bin`) where the master assigns it in data center `dc`,
-/// which has a volume ([`grow_in`]); returns (fid, server).
+/// which has a volume (`WeedMaster::grow_in`); returns (fid, server).
 pub fn put_in(master: &testbeds::weed::WeedMaster, dc: &str, data: &[u8]) -> (String, String) {
     let a = testbeds::weed::assign(&master.url(), &format!("dataCenter={dc}"))
         .unwrap_or_else(|e| panic!("assign in {dc}: {e}"));

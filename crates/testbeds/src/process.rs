@@ -15,7 +15,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long a server may take to become ready before the start fails.
+/// How long a server may take to become ready before the start fails (scaled to the
+/// Soft-RoCE guest's speed there, [`crate::softroce::slowness`]).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a graceful stop may take before the process is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -166,6 +167,7 @@ impl ServerProcess {
     /// of Rust's bind error alike), else [`Error::Exited`].
     pub fn wait_ready(&mut self, ports: &[u16], mut ready: impl FnMut() -> bool) -> Result<(), Error> {
         let start = Instant::now();
+        let timeout = crate::softroce::slowness::scaled(READY_TIMEOUT);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -185,10 +187,10 @@ impl ServerProcess {
             if ports.iter().all(|&port| listens_on(self.child.id(), port)) && ready() {
                 return Ok(());
             }
-            if start.elapsed() > READY_TIMEOUT {
+            if start.elapsed() > timeout {
                 return Err(Error::NotReady {
                     what: self.what.clone(),
-                    timeout: READY_TIMEOUT,
+                    timeout,
                     log: self.log.display().to_string(),
                     tail: self.log_tail(),
                 });

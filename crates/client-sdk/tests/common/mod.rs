@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use testbeds::ours::OurVolumeServer;
+use testbeds::softroce::slowness::scaled;
 
 /// `$CARGO_TARGET_DIR/debug/volume-server`, next to this test's `deps/` directory.
 pub fn volume_server_bin() -> PathBuf {
@@ -28,6 +29,49 @@ pub fn volume_server_bin() -> PathBuf {
 /// Our volume server, standalone (it answers the master API itself), over `dir`.
 pub fn our_server(dir: &std::path::Path) -> OurVolumeServer {
     OurVolumeServer::start(&volume_server_bin(), dir, &[]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The RDMA device of the Soft-RoCE guest (`$SOFTROCE_DEVICE`, rxe0).
+#[cfg(feature = "rdma")]
+pub fn guest_device() -> String {
+    std::env::var("SOFTROCE_DEVICE").unwrap_or_else(|_| "rxe0".to_owned())
+}
+
+/// The RDMA transport of the guest tests: `engine` on the guest's device, its
+/// control-plane and READ limits scaled to the guest's speed (`testbeds::softroce::
+/// slowness`): a read that is slow because the whole guest is slow is not a failure.
+#[cfg(feature = "rdma")]
+pub fn guest_rdma_config(engine: client_sdk::RdmaEngine) -> client_sdk::RdmaTransportConfig {
+    client_sdk::RdmaTransportConfig {
+        engine,
+        device: client_sdk::DeviceChoice::Name(guest_device()),
+        read_timeout: scaled(Duration::from_secs(10)),
+        rpc_timeout: scaled(Duration::from_secs(10)),
+        ..client_sdk::RdmaTransportConfig::default()
+    }
+}
+
+/// A client of `server` reading through `rdma` first under `policy` (with `jwt` for RDMA
+/// sessions if given), its limits scaled to the guest's speed. The first read of a
+/// client opens a TLS or plain gRPC connection, a session and a queue pair: seconds in
+/// the emulated guest, hence an RDMA limit well above that.
+#[cfg(feature = "rdma")]
+pub fn guest_client(
+    server: &str,
+    rdma: client_sdk::RdmaTransportConfig,
+    policy: client_sdk::RdmaPolicy,
+    jwt: Option<String>,
+) -> Client {
+    let mut builder = Client::builder(server)
+        .rdma_transport(Arc::new(client_sdk::RdmaTransport::new(rdma)))
+        .rdma_policy(policy)
+        .rdma_timeout(scaled(Duration::from_secs(15)))
+        .request_timeout(scaled(Duration::from_secs(30)))
+        .backoff(Backoff { initial: Duration::from_millis(200), max: Duration::from_millis(200) });
+    if let Some(jwt) = jwt {
+        builder = builder.jwt(jwt);
+    }
+    builder.build().expect("a client")
 }
 
 /// The runtime the SDK tests drive their clients on.

@@ -103,11 +103,14 @@ fn a_corrupt_chunk_is_reported_not_returned() {
 fn weed_upload_max_mb_files_read_through_the_sdk() {
     let root = tempfile::tempdir().unwrap();
     let master = WeedMaster::start(root.path(), 64).unwrap_or_else(|e| panic!("{e}"));
-    let weed = WeedVolume::start(&root.path().join("weed"), &master).unwrap_or_else(|e| panic!("{e}"));
+    // Each server in a data center of its own: `weed upload -dataCenter` puts a file
+    // (manifest and chunks) on the one chosen.
+    let weed = WeedVolume::start_with(&root.path().join("weed"), &master, &["-dataCenter=dc-weed"])
+        .unwrap_or_else(|e| panic!("{e}"));
     let ours = OurVolumeServer::start(
         &volume_server_bin(),
         &root.path().join("ours"),
-        &["--mserver", &master.addr(), "--max", "20"],
+        &["--mserver", &master.addr(), "--max", "20", "--data-center", "dc-ours"],
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -120,11 +123,11 @@ fn weed_upload_max_mb_files_read_through_the_sdk() {
     let data = pseudo_random(FILE_SIZE, 9);
     let file = root.path().join("big.bin");
     std::fs::write(&file, &data).unwrap();
-    // Manifests on both servers, chunks wherever the master put them.
-    let mut on = std::collections::BTreeSet::new();
-    for _ in 0..20 {
-        let fid = weed_upload(&master.addr(), &file);
+    for (dc, server) in [("dc-weed", weed.addr()), ("dc-ours", ours.addr().to_owned())] {
+        master.grow_in(dc).unwrap_or_else(|e| panic!("{e}"));
+        let fid = weed_upload(&master.addr(), dc, &file);
         let holders = rt.block_on(client.lookup(fid.volume)).unwrap();
+        assert_eq!(holders, [server], "{fid} was uploaded in {dc}");
         rt.block_on(async {
             let stored = client.read_stored(&fid).await.unwrap();
             assert!(stored.chunk_manifest, "{fid} on {holders:?}: the manifest, seen as one");
@@ -132,12 +135,7 @@ fn weed_upload_max_mb_files_read_through_the_sdk() {
             let got = client.read_range(&fid, MIB as u64 - 3..2 * MIB as u64 + 3).await.unwrap();
             assert!(got[..] == data[MIB - 3..2 * MIB + 3]);
         });
-        on.extend(holders);
-        if on.contains(&weed.addr()) && on.contains(ours.addr()) {
-            break;
-        }
     }
-    assert!(on.contains(&weed.addr()) && on.contains(ours.addr()), "manifests on both servers: {on:?}");
 }
 
 /// The server refused the corrupt chunk or the client caught it; never bytes.
@@ -151,9 +149,11 @@ fn refused(result: Result<Vec<u8>, Error>) -> bool {
     }
 }
 
-fn weed_upload(master: &str, file: &Path) -> FileId {
+/// `weed upload -maxMB=1` of `file` in data center `dc`; the manifest's fid.
+fn weed_upload(master: &str, dc: &str, file: &Path) -> FileId {
     let out = std::process::Command::new("weed")
-        .args(["upload", &format!("-master={master}"), "-maxMB=1", file.to_str().unwrap()])
+        .args(["upload", &format!("-master={master}"), &format!("-dataCenter={dc}"), "-maxMB=1"])
+        .arg(file)
         .stdin(std::process::Stdio::null())
         .output()
         .expect("weed is on PATH");

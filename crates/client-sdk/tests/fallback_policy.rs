@@ -5,8 +5,8 @@
 
 mod common;
 
-use client_sdk::{Backoff, Client, Error, FallbackReason, RdmaPolicy, TransportErrorKind, UploadOptions};
-use common::{FakeRdma, Script, our_server};
+use client_sdk::{Client, Error, FallbackReason, RdmaPolicy, TransportErrorKind, UploadOptions};
+use common::{FakeRdma, LONG_BACKOFF, SHORT_BACKOFF, Script, our_server, wait_out_backoff};
 use std::sync::Arc;
 use std::time::Duration;
 use testbeds::pseudo_random;
@@ -16,46 +16,54 @@ async fn rdma_first_falls_back_per_request_backs_off_and_recovers() {
     let root = tempfile::tempdir().unwrap();
     let server = our_server(&root.path().join("data"));
     let rdma = Arc::new(FakeRdma::new(Script::Fail(TransportErrorKind::NotOffered)));
-    // A fixed 1 s backoff: the sleeps below outlast it whatever the failure count, and
-    // back-to-back reads (even on a loaded machine) fall inside it.
-    let backoff = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(1) };
-    let client = Client::builder(server.addr())
-        .rdma_transport(rdma.clone())
-        .backoff(backoff)
-        .rdma_timeout(Duration::from_millis(300))
-        .build()
-        .unwrap();
+    let with = |backoff, rdma_timeout| {
+        Client::builder(server.addr())
+            .rdma_transport(rdma.clone())
+            .backoff(backoff)
+            .rdma_timeout(rdma_timeout)
+            .build()
+            .unwrap()
+    };
+    // An RDMA timeout no served read comes near, for every client but the one that hangs.
+    let patient = with(LONG_BACKOFF, Duration::from_secs(30));
     let blob = pseudo_random(100_000, 3);
-    let fid = client.upload(blob.clone(), &UploadOptions::named("b")).await.unwrap().fid;
+    let fid = patient.upload(blob.clone(), &UploadOptions::named("b")).await.unwrap().fid;
 
-    // Not offered: served over HTTP, counted, then skipped while backing off.
+    // Not offered: served over HTTP, counted, then skipped while backing off (an hour:
+    // every read below falls inside it however long it takes).
     for _ in 0..3 {
-        assert_eq!(client.download(&fid).await.unwrap(), blob);
+        assert_eq!(patient.download(&fid).await.unwrap(), blob);
     }
     assert_eq!(rdma.attempts(), 1, "backoff keeps the transport out of the way");
-    let counts = client.fallback_counts();
+    let counts = patient.fallback_counts();
     assert_eq!(counts.get(&("fake-rdma", FallbackReason::NotOffered)), Some(&1), "{counts:?}");
     assert_eq!(counts.get(&("fake-rdma", FallbackReason::Backoff)), Some(&2), "{counts:?}");
-    let health = client.transport_health();
+    let health = patient.transport_health();
     assert_eq!(health.len(), 1, "{health:?}");
     assert_eq!((health[0].transport, health[0].last_failure), ("fake-rdma", FallbackReason::NotOffered));
     assert_eq!(health[0].server, server.addr());
 
-    // After the backoff RDMA is tried again; it works now, and the health entry clears.
+    // After the backoff (a short one, waited out) RDMA is tried again; it works now, and
+    // the health entry clears.
+    let client = with(SHORT_BACKOFF, Duration::from_secs(30));
+    assert_eq!(client.download(&fid).await.unwrap(), blob);
+    assert_eq!(rdma.attempts(), 2, "not offered: backing off");
     rdma.set(Script::Serve);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    wait_out_backoff(&client).await;
     assert_eq!(client.read_range(&fid, 10..20).await.unwrap(), &blob[10..20]);
-    assert_eq!(rdma.attempts(), 2);
+    assert_eq!(rdma.attempts(), 3);
     assert!(client.transport_health().is_empty());
     assert_eq!(client.metrics().reads.get("fake-rdma"), Some(&1));
 
     // A hang is cut off by the RDMA timeout; the read still completes over HTTP.
     rdma.set(Script::Hang);
-    assert_eq!(client.download(&fid).await.unwrap(), blob);
-    assert_eq!(client.fallback_counts().get(&("fake-rdma", FallbackReason::Timeout)), Some(&1));
+    let impatient = with(SHORT_BACKOFF, Duration::from_millis(300));
+    assert_eq!(impatient.download(&fid).await.unwrap(), blob);
+    assert_eq!(impatient.fallback_counts().get(&("fake-rdma", FallbackReason::Timeout)), Some(&1));
+    let text = impatient.metrics().to_prometheus();
+    assert!(text.contains("reason=\"timeout\"} 1\n"), "{text}");
 
     // A failed verification falls back without backing off: the next read tries RDMA.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     rdma.set(Script::Fail(TransportErrorKind::Corrupt));
     let before = rdma.attempts();
     for _ in 0..2 {
@@ -69,7 +77,7 @@ async fn rdma_first_falls_back_per_request_backs_off_and_recovers() {
         (TransportErrorKind::Unavailable, FallbackReason::Unavailable),
         (TransportErrorKind::Server(503), FallbackReason::ServerError),
     ] {
-        tokio::time::sleep(Duration::from_millis(1100)).await;
+        wait_out_backoff(&client).await;
         rdma.set(Script::Fail(kind));
         let mut stream = client.download_stream(&fid).await.unwrap();
         let mut streamed = Vec::new();
@@ -81,16 +89,13 @@ async fn rdma_first_falls_back_per_request_backs_off_and_recovers() {
     }
 
     // "Not found" from RDMA is authoritative: no HTTP read, no fallback counted.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    wait_out_backoff(&client).await;
     rdma.set(Script::Fail(TransportErrorKind::NotFound));
     let http_reads = client.metrics().reads.get("http").copied();
     let err = client.download(&fid).await.unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }), "{err}");
     assert_eq!(client.metrics().reads.get("http").copied(), http_reads);
-
-    let text = client.metrics().to_prometheus();
-    assert!(text.contains("reason=\"timeout\"} 1\n"), "{text}");
-    drop(client);
+    drop((patient, client, impatient));
     server.stop();
 }
 

@@ -7,11 +7,10 @@
 mod common;
 
 use client_sdk::{
-    Backoff, Client, Error, FallbackReason, RdmaPolicy, RdmaTransport, RdmaTransportConfig, UploadOptions,
+    Client, Error, FallbackReason, RdmaPolicy, RdmaTransport, RdmaTransportConfig, UploadOptions,
 };
-use common::our_server;
+use common::{LONG_BACKOFF, SHORT_BACKOFF, our_server, wait_out_backoff};
 use std::sync::Arc;
-use std::time::Duration;
 use testbeds::pseudo_random;
 
 fn no_device_here() -> bool {
@@ -28,9 +27,9 @@ async fn without_a_device_reads_go_over_http_and_say_why() {
     let root = tempfile::tempdir().unwrap();
     let server = our_server(&root.path().join("data"));
     let rdma = Arc::new(RdmaTransport::new(RdmaTransportConfig::default()));
-    let backoff = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(1) };
+    // An hour's backoff: the reads below all fall inside it however long they take.
     let client =
-        Client::builder(server.addr()).rdma_transport(rdma.clone()).backoff(backoff).build().unwrap();
+        Client::builder(server.addr()).rdma_transport(rdma.clone()).backoff(LONG_BACKOFF).build().unwrap();
     let blob = pseudo_random(70_000, 11);
     let fid = client.upload(blob.clone(), &UploadOptions::named("b")).await.unwrap().fid;
 
@@ -55,10 +54,13 @@ async fn without_a_device_reads_go_over_http_and_say_why() {
     );
     assert_eq!(rdma.connected_servers(), 0, "no client is kept without an engine");
 
-    // After the backoff it is tried again (and is still not offered).
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(client.read_range(&fid, 5..10).await.unwrap(), &blob[5..10]);
-    assert_eq!(client.fallback_counts().get(&("rdma-sideway", FallbackReason::NotOffered)), Some(&2));
+    // After the backoff (a short one, waited out) it is tried again, and is still not offered.
+    let retrying =
+        Client::builder(server.addr()).rdma_transport(rdma.clone()).backoff(SHORT_BACKOFF).build().unwrap();
+    assert_eq!(retrying.download(&fid).await.unwrap(), blob);
+    wait_out_backoff(&retrying).await;
+    assert_eq!(retrying.read_range(&fid, 5..10).await.unwrap(), &blob[5..10]);
+    assert_eq!(retrying.fallback_counts().get(&("rdma-sideway", FallbackReason::NotOffered)), Some(&2));
 
     // Requiring RDMA: a clear error that names the missing device, never bytes.
     let strict = Client::builder(server.addr())

@@ -10,39 +10,21 @@ mod common;
 
 use client_sdk::grpc_tls::ClientTlsFiles;
 use client_sdk::{
-    Backoff, Client, DeviceChoice, FallbackReason, FileId, RdmaPolicy, RdmaTransport, RdmaTransportConfig,
-    UploadOptions,
+    Client, FallbackReason, FileId, RdmaEngine, RdmaPolicy, RdmaTransportConfig, UploadOptions,
 };
-use std::sync::Arc;
-use std::time::Duration;
+use common::{guest_client, guest_device, guest_rdma_config};
 use testbeds::ours::OurVolumeServer;
 use testbeds::pki::Pki;
 use testbeds::pseudo_random;
 
 const RDMA: &str = "rdma-sideway";
 
-fn device() -> String {
-    std::env::var("SOFTROCE_DEVICE").unwrap_or_else(|_| "rxe0".to_owned())
-}
-
 fn rdma_config() -> RdmaTransportConfig {
-    RdmaTransportConfig {
-        device: DeviceChoice::Name(device()),
-        read_timeout: Duration::from_secs(3),
-        rpc_timeout: Duration::from_secs(3),
-        ..RdmaTransportConfig::default()
-    }
+    guest_rdma_config(RdmaEngine::Sideway)
 }
 
 fn client(server: &OurVolumeServer, config: RdmaTransportConfig, policy: RdmaPolicy) -> Client {
-    Client::builder(server.addr())
-        .rdma_transport(Arc::new(RdmaTransport::new(config)))
-        .rdma_policy(policy)
-        .rdma_timeout(Duration::from_secs(4))
-        .request_timeout(Duration::from_secs(10))
-        .backoff(Backoff { initial: Duration::from_millis(200), max: Duration::from_millis(200) })
-        .build()
-        .expect("a client")
+    guest_client(server.addr(), config, policy, None)
 }
 
 /// Reads every file and checks its bytes.
@@ -88,7 +70,7 @@ async fn a_tls_grpc_port_opens_rdma_sessions_only_for_trusted_client_certificate
     let server = OurVolumeServer::start(
         &common::volume_server_bin(),
         &data_dir,
-        &["--rdma-device", &device(), "--security-config", &path(&security_toml)],
+        &["--rdma-device", &guest_device(), "--security-config", &path(&security_toml)],
     )
     .unwrap_or_else(|e| panic!("{e}"));
 

@@ -206,7 +206,7 @@ async fn rdma_async_rdma_concurrent_reads_on_a_multi_thread_runtime() {
         }));
     }
     for reader in readers {
-        tokio::time::timeout(Duration::from_secs(300), reader)
+        tokio::time::timeout(testbeds::softroce::slowness::scaled(Duration::from_secs(60)), reader)
             .await
             .expect("readers finish")
             .expect("a reader panicked");

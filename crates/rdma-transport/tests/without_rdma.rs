@@ -58,9 +58,7 @@ fn a_server_without_rdma_refuses_sessions_as_unavailable() {
     let bin = exe.parent().and_then(Path::parent).unwrap().join("volume-server");
     assert!(bin.exists(), "{} is missing: run `cargo build -p volume-server` first", bin.display());
     let dir = tempfile::tempdir().unwrap();
-    let grpc_port = testbeds::process::free_port_pair().unwrap().to_string();
-    let server =
-        OurVolumeServer::start(&bin, dir.path(), &["--rdma", "off", "--grpc-port", &grpc_port]).unwrap();
+    let server = OurVolumeServer::start(&bin, dir.path(), &["--rdma", "off"]).unwrap();
 
     let status: serde_json::Value =
         ureq::get(&format!("http://{}/status", server.addr())).call().unwrap().into_json().unwrap();
@@ -68,12 +66,9 @@ fn a_server_without_rdma_refuses_sessions_as_unavailable() {
     assert!(status["Rdma"]["Reason"].as_str().unwrap().contains("--rdma off"), "{status}");
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let client = RdmaClient::new(
-        &format!("127.0.0.1:{grpc_port}"),
-        Arc::new(EndpointOnlyEngine),
-        RdmaClientConfig::default(),
-    )
-    .unwrap();
+    let client =
+        RdmaClient::new(&server.grpc_addr(), Arc::new(EndpointOnlyEngine), RdmaClientConfig::default())
+            .unwrap();
     let error = runtime.block_on(client.read(&"1,01637037d6".parse().unwrap())).unwrap_err();
     assert!(matches!(error, RdmaError::NoDevice(_)), "{error}");
     assert_eq!(error.kind(), ErrorKind::Unavailable);
@@ -114,16 +109,16 @@ fn the_control_plane_is_dialed_over_mutual_tls_and_refusals_are_unavailable() {
     )
     .unwrap();
     let start = |dir: &str, tls: bool| {
-        let grpc_port = testbeds::process::free_port_pair().unwrap().to_string();
         let toml = security_toml.display().to_string();
-        let mut args = vec!["--rdma", "off", "--grpc-port", &grpc_port];
+        let mut args = vec!["--rdma", "off"];
         if tls {
             args.extend(["--security-config", &toml]);
         }
         let data = root.path().join(dir);
         std::fs::create_dir_all(&data).unwrap();
         let server = OurVolumeServer::start(&bin, &data, &args).unwrap();
-        (server, format!("127.0.0.1:{grpc_port}"))
+        let grpc = server.grpc_addr();
+        (server, grpc)
     };
     let (_tls_server, tls_grpc) = start("tls", true);
     let (_plain_server, plain_grpc) = start("plain", false);

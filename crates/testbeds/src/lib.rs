@@ -86,9 +86,9 @@
 //!   A), print its output, exit with its exit code.
 //! - `testbeds selfcheck [--guests 1|2]`: `ib_read_lat -s 4096`, `ib_read_bw -s 4096` and
 //!   `-s 1048576`, server and client over rxe0, figures in a table.
-//! - `testbeds rdma-tests [--cross-host] [--features FEATURES]`: the guest stage of
-//!   `scripts/test-all` (below); `--features` goes to the cargo build of the tests, so
-//!   feature-gated RDMA code (the async-rdma engine) is built and tested too.
+//! - `testbeds rdma-tests [--cross-host] [--features FEATURES] [--budget SECS]`: the guest
+//!   stage of `scripts/test-all` (below); `--features` goes to the cargo build of the
+//!   tests, so feature-gated RDMA code (the async-rdma engine) is built and tested too.
 //!
 //! ## As a library
 //!
@@ -121,15 +121,31 @@
 //! On the host, `cargo test` lists it as *ignored* with that reason: visible, never counted
 //! as passed. `scripts/test-all` then runs `testbeds rdma-tests`, which builds the
 //! workspace's test executables (`cargo test --workspace --no-run --message-format=json`),
-//! keeps the `rdma_*` integration-test targets, and in one boot shows rxe0's state, runs
-//! the perftest self-check, and runs each executable with `--ignored` (only the RDMA tests;
-//! working directory = the package's, `$SOFTROCE_SCRATCH` attached). The stage fails if a
-//! test fails, if an executable crashes, if the guest cannot boot or create rxe0, or if no
-//! RDMA test runs at all. `crates/testbeds/tests/rdma_verbs_smoke.rs` is the first one.
-//! Last, if `target/release/rdma-bench` was built (crates/benches, bench profile), it runs
-//! in the same boot and prints the read path's figures as ratios to that perftest
-//! baseline (figures only: it never fails the stage); so does `sdk-rdma-vs-http`, the
-//! SDK's downloads over RDMA and over HTTP.
+//! keeps the `rdma_*` integration-test targets, lists their ignored tests (on the host),
+//! and in one boot shows rxe0's state, runs the perftest self-check, and runs each RDMA
+//! test on its own (`EXE --ignored --exact NAME`; working directory = the package's,
+//! `$SOFTROCE_SCRATCH` attached). The stage fails if a test fails, crashes or is cut off,
+//! if the guest cannot boot or create rxe0, or if no RDMA test exists at all.
+//! `crates/testbeds/tests/rdma_verbs_smoke.rs` is the first one. Last, if
+//! `target/release/rdma-bench` was built (crates/benches, bench profile), it runs in the
+//! same boot and prints the read path's figures as ratios to that perftest baseline
+//! (figures only: it never fails the stage); so does `sdk-rdma-vs-http`, the SDK's
+//! downloads over RDMA and over HTTP. Both measure `target/release/volume-server` when it
+//! was built (`scripts/test-all` builds it), else the debug one.
+//!
+//! **Time.** The guest's speed follows the host's: the same stage ran ~3x slower on a
+//! fresh machine than where it was tuned. The perftest baseline gives each boot's
+//! slowness ([`softroce::slowness`]: 4 KiB `ib_read_lat` over 64 us, at least 1), which
+//! every test and benchmark gets in `$SOFTROCE_SLOWNESS`: **every time limit in a guest
+//! test goes through [`softroce::slowness::scaled`]** (written for the reference guest),
+//! so a slow guest is never a failure, and limits stay near what the work needs, so a
+//! failing test fails about as fast as a passing one passes. Each test runs under a limit
+//! of its own (150 s scaled) that only cuts off a hang. The stage has a budget
+//! (`--budget`, 1080 s by default: test-all's 20-minute bound is a backstop): each step's
+//! limit is cut to what is left, and the stage ends with the wall time of each step and,
+//! when the budget ran out, the step it ran out in. Engine-independent scenarios run
+//! through the default engine only (see `rdma_read_path_async_rdma.rs`,
+//! `rdma_sdk_async_rdma.rs`).
 //!
 //! Under emulation a 1 MiB READ takes ~20 ms and ~50-70 MB/s is the ceiling: size test
 //! workloads in MiB, not GiB, and never assert on timings.

@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use testbeds::softroce::perftest::{self, PerftestCase};
-use testbeds::softroce::rdma_tests;
+use testbeds::softroce::perftest;
+use testbeds::softroce::rdma_tests::{self, StageClock, StepOutcome};
 use testbeds::softroce::{Echo, Error, Guest, GuestCommand, GuestConfig, GuestImage, GuestPair};
 
 const USAGE: &str = "\
@@ -25,12 +25,19 @@ commands:
   selfcheck [--guests 1|2]
                           run ib_read_lat (4 KiB) and ib_read_bw (4 KiB, 1 MiB) over rxe0 and
                           print the figures
-  rdma-tests [--cross-host] [--features FEATURES]
+  rdma-tests [--cross-host] [--features FEATURES] [--budget SECS]
                           build the workspace's test executables, then in one boot: show rxe0,
-                          run the selfcheck, run every `rdma_*` test target with --ignored;
-                          --cross-host adds an ib_read_lat across two guests afterwards;
-                          --features is passed to cargo (e.g. rdma-transport/async-rdma)
+                          run the selfcheck, run each test of every `rdma_*` target (its
+                          ignored ones) on its own, with limits scaled to the boot's speed,
+                          then the benchmarks; --cross-host adds an ib_read_lat across two
+                          guests afterwards; --features is passed to cargo (e.g.
+                          rdma-transport/async-rdma); the stage ends within --budget
+                          (default 1080) and prints the wall time of each step
 ";
+
+/// `rdma-tests`' default budget: 18 min, inside `scripts/test-all`'s 20-minute bound on
+/// the stage with room to shut down and print the steps.
+const DEFAULT_BUDGET: Duration = Duration::from_secs(1080);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -88,6 +95,8 @@ struct Options {
     cross_host: bool,
     /// Cargo features for the test build (`--features`), empty for none.
     features: String,
+    /// What `rdma-tests` may take in all (`--budget`).
+    budget: Duration,
     command: Vec<String>,
 }
 
@@ -99,6 +108,7 @@ fn parse_options(args: &[String], allowed: &[&str]) -> Result<Options, CliError>
         config: GuestConfig::default(),
         cross_host: false,
         features: String::new(),
+        budget: DEFAULT_BUDGET,
         command: Vec::new(),
     };
     let mut iter = args.iter();
@@ -128,6 +138,7 @@ fn parse_options(args: &[String], allowed: &[&str]) -> Result<Options, CliError>
             "--memory" => options.config.memory_mib = number()?,
             "--scratch-disk" => options.config.scratch_disk_mib = Some(number()?),
             "--features" => options.features = value.clone(),
+            "--budget" => options.budget = Duration::from_secs(u64::from(number()?)),
             _ => return Err(CliError::Usage(format!("unexpected argument `{arg}`"))),
         }
     }
@@ -205,31 +216,51 @@ fn selfcheck(args: &[String]) -> Result<ExitCode, CliError> {
 }
 
 fn rdma_tests_command(args: &[String]) -> Result<ExitCode, CliError> {
-    let options = parse_options(args, &["--cross-host", "--memory", "--features"])?;
-    let started = Instant::now();
-    let image = prepare()?;
-    let executables = rdma_tests::build_and_discover(&options.features)?;
-    println!(
-        "rdma-tests: {} RDMA test target(s): {}",
+    let options = parse_options(args, &["--cross-host", "--memory", "--features", "--budget"])?;
+    let mut clock = StageClock::new(options.budget);
+    let mut report = |line: &str| println!("rdma-tests: {line}");
+    let result = rdma_tests_stage(&options, &mut clock, &mut report);
+    println!("rdma-tests: wall time of each step:\n{}", clock.render().trim_end());
+    if let Some(step) = clock.ran_out_in() {
+        println!(
+            "rdma-tests: the stage's budget of {} s ran out during `{}` ({:.1} s)",
+            clock.budget().as_secs(),
+            step.name,
+            step.elapsed.as_secs_f64()
+        );
+    }
+    let summary = result?;
+    for failed in &summary.failed {
+        println!("rdma-tests: FAILED {failed}");
+    }
+    if summary.not_run > 0 {
+        println!("rdma-tests: {} test(s) not run: the budget ran out first", summary.not_run);
+    }
+    let failed = summary.failed.len() as u32 + summary.not_run;
+    println!("rdma-tests: {} passed, {failed} failed", summary.passed);
+    Ok(if failed == 0 && clock.ran_out_in().is_none() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The guest stage's steps, each timed on `clock`.
+fn rdma_tests_stage(
+    options: &Options,
+    clock: &mut StageClock,
+    report: &mut dyn FnMut(&str),
+) -> Result<rdma_tests::Summary, CliError> {
+    let image = clock.time("prepare the guest image", || {
+        Ok((GuestImage::prepare(&mut |line| println!("prepare: {line}"))?, StepOutcome::Ok))
+    })?;
+    let executables = clock.time("build the test executables", || {
+        Ok((rdma_tests::build_and_discover(&options.features)?, StepOutcome::Ok))
+    })?;
+    report(&format!(
+        "{} RDMA test target(s): {}",
         executables.len(),
         executables.iter().map(|e| e.target.as_str()).collect::<Vec<_>>().join(", ")
-    );
-    let summary = rdma_tests::run_in_guest(&image, &options.config, &executables, &mut |line| {
-        println!("rdma-tests: {line}")
-    })?;
-    if options.cross_host {
-        let pair = GuestPair::boot(&image, &options.config)?;
-        let case = PerftestCase::read_latency(4096);
-        let result = perftest::run_cases(&pair.server, &pair.client, &[case])?;
-        pair.shutdown()?;
-        println!("rdma-tests: across two guests (socket netdev):");
-        print!("{}", perftest::render_table(&result));
+    ));
+    let summary = rdma_tests::run_in_guest(&image, &options.config, &executables, clock, report)?;
+    if options.cross_host && clock.ran_out_in().is_none() {
+        rdma_tests::run_cross_host(&image, &options.config, clock, report)?;
     }
-    println!("rdma-tests: guest stage took {:.1} s", started.elapsed().as_secs_f64());
-    for broken in &summary.broken_executables {
-        println!("rdma-tests: {broken} failed without a test result");
-    }
-    let failed = summary.failed + summary.broken_executables.len() as u32;
-    println!("rdma-tests: {} passed, {failed} failed", summary.passed);
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(summary)
 }

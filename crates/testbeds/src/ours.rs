@@ -1,15 +1,22 @@
 //! Our `volume-server` binary as a child process, for tests and load runs that need the
 //! real server (its CLI, its crash behaviour) rather than the library.
 
-use crate::process::{Error, ServerProcess, free_port_pair, http_ok};
-use std::path::Path;
+use crate::process::{Error, ServerProcess, http_ok, on_free_port};
+use std::path::{Path, PathBuf};
 
-/// A running `volume-server` on 127.0.0.1, standalone (embedded master API) unless
-/// `extra` says `--mserver`.
+/// A running `volume-server`, standalone (embedded master API) unless `extra` says
+/// `--mserver`, with its HTTP port `P` and its gRPC port `P + 10000` (the default: tests
+/// do not pass `--grpc-port`, so both ports are the start's own choice).
 #[derive(Debug)]
 pub struct OurVolumeServer {
     process: ServerProcess,
+    bin: PathBuf,
+    /// `IP:PORT` of the HTTP listener.
     addr: String,
+    ip: String,
+    port: u16,
+    args: Vec<String>,
+    log: PathBuf,
 }
 
 impl OurVolumeServer {
@@ -22,26 +29,59 @@ impl OurVolumeServer {
     /// [`OurVolumeServer::start`] listening on (and advertising) `ip` instead of
     /// 127.0.0.1: weed refuses to copy volumes from loopback addresses.
     pub fn start_on(bin: &Path, dir: &Path, ip: &str, extra: &[&str]) -> Result<Self, Error> {
-        let port = free_port_pair()?;
-        let mut args = vec![
-            "--dir".to_owned(),
-            dir.display().to_string(),
-            "--ip".to_owned(),
-            ip.to_owned(),
-            "--port".to_owned(),
-            port.to_string(),
-        ];
-        args.extend(extra.iter().map(|a| a.to_string()));
-        let log = dir.with_extension(format!("ours-{port}.log"));
-        let mut process = ServerProcess::spawn(bin, "volume-server", &args, log)?;
-        let addr = format!("{ip}:{port}");
-        process.wait_ready(|| http_ok(&format!("http://{addr}/healthz")).is_some())?;
-        Ok(Self { process, addr })
+        on_free_port(|port| {
+            let mut args = vec![
+                "--dir".to_owned(),
+                dir.display().to_string(),
+                "--ip".to_owned(),
+                ip.to_owned(),
+                "--port".to_owned(),
+                port.to_string(),
+            ];
+            args.extend(extra.iter().map(|a| a.to_string()));
+            let log = dir.with_extension(format!("ours-{port}.log"));
+            let process = Self::launch(bin, ip, port, &args, &log)?;
+            let addr = format!("{ip}:{port}");
+            Ok(Self { process, bin: bin.to_owned(), addr, ip: ip.to_owned(), port, args, log })
+        })
+    }
+
+    fn launch(bin: &Path, ip: &str, port: u16, args: &[String], log: &Path) -> Result<ServerProcess, Error> {
+        let mut process = ServerProcess::spawn(bin, "volume-server", args, log.to_owned())?;
+        let health = format!("http://{ip}:{port}/healthz");
+        process.wait_ready(&[port, port + 10000], || http_ok(&health).is_some())?;
+        Ok(process)
+    }
+
+    /// A graceful stop, then the same command again: same ports, data and flags (the
+    /// log starts over). For a crash, [`OurVolumeServer::kill_and_restart`].
+    pub fn restart(&mut self) -> Result<(), Error> {
+        self.process.stop();
+        self.relaunch()
+    }
+
+    /// SIGKILL (sessions, queue pairs and registrations vanish with the process), then
+    /// the same command again once `down` has passed.
+    pub fn kill_and_restart(&mut self, down: std::time::Duration) -> Result<(), Error> {
+        self.process.kill();
+        std::thread::sleep(down);
+        self.relaunch()
+    }
+
+    fn relaunch(&mut self) -> Result<(), Error> {
+        self.process = Self::launch(&self.bin, &self.ip, self.port, &self.args, &self.log)?;
+        Ok(())
     }
 
     /// `IP:PORT` (127.0.0.1 unless started with [`OurVolumeServer::start_on`]).
     pub fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// `IP:PORT` of the gRPC listener (weed's VolumeServer service and the RDMA control
+    /// plane).
+    pub fn grpc_addr(&self) -> String {
+        format!("{}:{}", self.ip, self.port + 10000)
     }
 
     /// The server's process id.

@@ -1,6 +1,13 @@
 //! Servers under test as child processes: started with their output in a log file,
 //! waited for until ready, stopped gracefully (SIGTERM) or crashed (SIGKILL), and killed
 //! if a test drops them early, so no server outlives its test.
+//!
+//! Ports: a port found free ([`free_port_pair`]) is released before the server binds it,
+//! so another process may take it in between. A server is ready only once *it* holds the
+//! listening sockets of its ports ([`ServerProcess::wait_ready`] looks the socket up in
+//! `/proc`), so an answer from another process on that port is never taken for its own;
+//! a server that exits because its port was taken ([`Error::PortTaken`]) is started again
+//! on other ports by [`on_free_port`].
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -8,10 +15,19 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long a server may take to become ready before the start fails.
+/// How long a server may take to become ready before the start fails (scaled to the
+/// Soft-RoCE guest's speed there, [`crate::softroce::slowness`]).
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a graceful stop may take before the process is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
+/// How many port pairs [`on_free_port`] tries: each retry follows a port taken between
+/// the probe and the bind, which takes another process's bind in that window.
+const PORT_ATTEMPTS: u32 = 8;
+/// The first port [`free_port_pair`] hands out and how many it cycles through. The pair's
+/// upper port (`p + 10000`) stays below Linux's ephemeral range (32768 and up), so an
+/// outgoing connection's local port never takes it.
+const FIRST_PORT: u16 = 12000;
+const PORT_SPAN: u16 = 10000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -29,6 +45,8 @@ pub enum Error {
     NotReady { what: String, timeout: Duration, log: String, tail: String },
     #[error("`{what}` exited early ({status}); last lines of {log}:\n{tail}")]
     Exited { what: String, status: std::process::ExitStatus, log: String, tail: String },
+    #[error("`{what}` could not bind its port: another process took it ({log})")]
+    PortTaken { what: String, log: String },
     #[error("no free loopback port pair (port and port+10000) found")]
     NoFreePort,
     #[error("I/O error in {path}: {source}")]
@@ -36,19 +54,58 @@ pub enum Error {
 }
 
 /// A loopback port `p` such that `p` and `p + 10000` (weed's gRPC convention, which our
-/// server follows too) are free.
+/// server follows too) are free now. Start servers through [`on_free_port`], which
+/// retries when another process takes the port before the server binds it.
 pub fn free_port_pair() -> Result<u16, Error> {
     // Spread concurrent test processes over the range so they rarely probe the same ports.
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20000 + (std::process::id() % 97) as u16 * 100;
+    let offset = (std::process::id() % 97) as u16 * 100;
     for _ in 0..2000 {
-        let candidate = 20000 + (base - 20000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 10000;
+        let candidate = FIRST_PORT + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % PORT_SPAN;
         let free = |p: u16| TcpListener::bind((Ipv4Addr::LOCALHOST, p)).is_ok();
         if free(candidate) && free(candidate + 10000) {
             return Ok(candidate);
         }
     }
     Err(Error::NoFreePort)
+}
+
+/// Runs `start` with a free port pair ([`free_port_pair`]), and again with another pair
+/// each time it fails with [`Error::PortTaken`] (bounded): the start of a server that
+/// picks its own ports, robust to another process binding them first.
+pub fn on_free_port<T>(mut start: impl FnMut(u16) -> Result<T, Error>) -> Result<T, Error> {
+    let mut attempt = 1;
+    loop {
+        match start(free_port_pair()?) {
+            Err(Error::PortTaken { .. }) if attempt < PORT_ATTEMPTS => attempt += 1,
+            result => return result,
+        }
+    }
+}
+
+/// Whether process `pid` holds a listening TCP socket on `port` (IPv4 or IPv6): the
+/// socket's inode, from `/proc/net/tcp{,6}`, is one of the process's open files.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let wanted = format!(":{port:04X}");
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            // sl, local address, remote address, state, ..., inode (the 10th field).
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() > 9 && fields[1].ends_with(&wanted) && fields[3] == "0A" {
+                inodes.push(format!("socket:[{}]", fields[9]));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return false;
+    }
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().any(|fd| {
+        std::fs::read_link(fd.path())
+            .is_ok_and(|target| inodes.iter().any(|i| target.as_os_str() == i.as_str()))
+    })
 }
 
 /// The body of a 2xx answer to a GET of `url`, or `None`.
@@ -104,11 +161,22 @@ impl ServerProcess {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    /// Polls `ready` until it returns true, failing if the process exits or time runs out.
-    pub fn wait_ready(&mut self, mut ready: impl FnMut() -> bool) -> Result<(), Error> {
+    /// Polls until the process listens on every port of `ports` itself and `ready`
+    /// returns true. Fails if time runs out, or if the process exits: with
+    /// [`Error::PortTaken`] when its log says a port was in use (the message of Go's and
+    /// of Rust's bind error alike), else [`Error::Exited`].
+    pub fn wait_ready(&mut self, ports: &[u16], mut ready: impl FnMut() -> bool) -> Result<(), Error> {
         let start = Instant::now();
+        let timeout = crate::softroce::slowness::scaled(READY_TIMEOUT);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
+                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+                if log.to_ascii_lowercase().contains("address already in use") {
+                    return Err(Error::PortTaken {
+                        what: self.what.clone(),
+                        log: self.log.display().to_string(),
+                    });
+                }
                 return Err(Error::Exited {
                     what: self.what.clone(),
                     status,
@@ -116,13 +184,13 @@ impl ServerProcess {
                     tail: self.log_tail(),
                 });
             }
-            if ready() {
+            if ports.iter().all(|&port| listens_on(self.child.id(), port)) && ready() {
                 return Ok(());
             }
-            if start.elapsed() > READY_TIMEOUT {
+            if start.elapsed() > timeout {
                 return Err(Error::NotReady {
                     what: self.what.clone(),
-                    timeout: READY_TIMEOUT,
+                    timeout,
                     log: self.log.display().to_string(),
                     tail: self.log_tail(),
                 });
@@ -211,5 +279,68 @@ impl Drop for ServerProcess {
         if let Ok(None) = self.child.try_wait() {
             self.kill();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A real server for the port tests: Python's `http.server` on 127.0.0.1:`port`
+    /// (python3 is on every machine the tests run on: `weed` is installed with pip).
+    fn http_server(port: u16, dir: &Path) -> Result<ServerProcess, Error> {
+        let args: Vec<String> =
+            ["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()].map(str::to_owned).to_vec();
+        let mut process = ServerProcess::spawn(
+            Path::new("python3"),
+            "python3 http.server",
+            &args,
+            dir.join(format!("{port}.log")),
+        )?;
+        let url = format!("http://127.0.0.1:{port}/");
+        process.wait_ready(&[port], || http_ok(&url).is_some())?;
+        Ok(process)
+    }
+
+    #[test]
+    fn another_process_on_the_port_is_never_taken_for_the_server() {
+        let dir = tempfile_dir("taken");
+        // Another process's HTTP server already answers on the port our server is told to use.
+        let port = free_port_pair().unwrap();
+        let mut other = http_server(port, &dir).unwrap();
+        // Its answers do not make ours ready: ours cannot bind, exits, and says why.
+        match http_server(port, &dir) {
+            Err(Error::PortTaken { what, .. }) => assert_eq!(what, "python3 http.server"),
+            other => panic!("expected PortTaken, got {other:?}"),
+        }
+        other.kill();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_start_whose_port_is_taken_meanwhile_moves_to_other_ports() {
+        let dir = tempfile_dir("moves");
+        let mut attempts = Vec::new();
+        let mut thief = None;
+        let (server, port) = on_free_port(|port| {
+            attempts.push(port);
+            if thief.is_none() {
+                // Another process binds the free port between the probe and our start.
+                thief = Some(TcpListener::bind((Ipv4Addr::LOCALHOST, port)).unwrap());
+            }
+            http_server(port, &dir).map(|server| (server, port))
+        })
+        .unwrap();
+        assert_eq!(attempts.len(), 2, "{attempts:?}");
+        assert_ne!(port, attempts[0]);
+        assert!(listens_on(server.pid(), port));
+        drop(server);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn tempfile_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("testbeds-process-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 }

@@ -11,8 +11,8 @@ use std::process::{Command, Stdio};
 /// The `weed` version the interop tests are written against.
 pub const WEED_VERSION: &str = "4.48";
 
-pub use crate::process::{Error, free_port_pair};
-use crate::process::{ServerProcess, http_ok};
+pub use crate::process::Error;
+use crate::process::{ServerProcess, free_port_pair, http_ok, on_free_port};
 
 /// Finds `weed` on `PATH` and checks that it is the version the tests expect.
 pub fn weed_binary() -> Result<PathBuf, Error> {
@@ -57,38 +57,47 @@ impl WeedMaster {
         config_dir: Option<&Path>,
         extra: &[&str],
     ) -> Result<Self, Error> {
-        let port = free_port_pair()?;
         let extra: Vec<String> = extra.iter().map(|s| (*s).to_owned()).collect();
-        let (args, log) = Self::prepare(dir, "master", port, volume_size_limit_mb, &extra)?;
-        let process = Self::spawn(port, &args, &log, config_dir)?;
-        Ok(Self { process, port, args, log, config_dir: config_dir.map(Path::to_owned) })
+        on_free_port(|port| {
+            let (args, log) = Self::prepare(dir, "master", port, volume_size_limit_mb, &extra)?;
+            let process = Self::spawn(port, &args, &log, config_dir)?;
+            Ok(Self { process, port, args, log, config_dir: config_dir.map(Path::to_owned) })
+        })
     }
 
     /// Starts `count` masters forming one raft cluster (`-peers`), the i-th keeping its
     /// metadata in `dir/master-i`. Their HTTP ports answer at once; a leader is
     /// elected a few seconds later (see [`WeedMaster::leader`]).
+    ///
+    /// The peers' ports are fixed before any starts: if one finds its port taken, all are
+    /// stopped and the cluster starts again on other ports (as [`on_free_port`] does).
     pub fn start_cluster(dir: &Path, count: usize, volume_size_limit_mb: u32) -> Result<Vec<Self>, Error> {
-        let mut ports = Vec::new();
-        while ports.len() < count {
-            let port = free_port_pair()?;
-            if !ports.contains(&port) {
-                ports.push(port);
+        // on_free_port's port is the first master's; the others are found beside it.
+        on_free_port(|first| {
+            let mut ports = vec![first];
+            while ports.len() < count {
+                let port = free_port_pair()?;
+                if !ports.contains(&port) {
+                    ports.push(port);
+                }
             }
-        }
-        let peers = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
-        let mut masters = Vec::new();
-        for (i, &port) in ports.iter().enumerate() {
-            let extra = [format!("-peers={peers}")];
-            let (args, log) = Self::prepare(dir, &format!("master-{i}"), port, volume_size_limit_mb, &extra)?;
-            // All start before any is waited for: none answers until a quorum is up.
-            let process = ServerProcess::spawn(&weed_binary()?, "weed master", &args, log.clone())?;
-            masters.push(Self { process, port, args, log, config_dir: None });
-        }
-        for master in &mut masters {
-            let url = format!("{}/cluster/status", master.url());
-            master.process.wait_ready(|| http_ok(&url).is_some())?;
-        }
-        Ok(masters)
+            let peers = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",");
+            let mut masters = Vec::new();
+            for (i, &port) in ports.iter().enumerate() {
+                let extra = [format!("-peers={peers}")];
+                let (args, log) =
+                    Self::prepare(dir, &format!("master-{i}"), port, volume_size_limit_mb, &extra)?;
+                // All start before any is waited for: none answers until a quorum is up.
+                let process = ServerProcess::spawn(&weed_binary()?, "weed master", &args, log.clone())?;
+                masters.push(Self { process, port, args, log, config_dir: None });
+            }
+            // A failure drops `masters`, which kills every one of them.
+            for master in &mut masters {
+                let url = format!("{}/cluster/status", master.url());
+                master.process.wait_ready(&[master.port, master.port + 10000], || http_ok(&url).is_some())?;
+            }
+            Ok(masters)
+        })
     }
 
     /// The command line and log path of a master named `name` under `dir`.
@@ -123,7 +132,9 @@ impl WeedMaster {
 
     fn spawn(port: u16, args: &[String], log: &Path, cwd: Option<&Path>) -> Result<ServerProcess, Error> {
         let mut process = ServerProcess::spawn_in(&weed_binary()?, "weed master", args, log.to_owned(), cwd)?;
-        process.wait_ready(|| http_ok(&format!("http://127.0.0.1:{port}/cluster/status")).is_some())?;
+        process.wait_ready(&[port, port + 10000], || {
+            http_ok(&format!("http://127.0.0.1:{port}/cluster/status")).is_some()
+        })?;
         Ok(process)
     }
 
@@ -142,6 +153,21 @@ impl WeedMaster {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr())
+    }
+
+    /// Has the master grow one volume in data center `dc` (its AllocateVolume call to a
+    /// server there), so that assigns with `dataCenter={dc}` (and `weed upload
+    /// -dataCenter={dc}`) land there: placing files by data center is how a test with
+    /// several servers decides which holds what, never the master's random choice. The
+    /// explicit grow: weed master 4.48 answers "volume growth in progress" to assigns
+    /// for a second data center without ever growing there.
+    pub fn grow_in(&self, dc: &str) -> Result<(), HttpError> {
+        let reply: serde_json::Value =
+            ureq::get(&format!("{}/vol/grow?count=1&dataCenter={dc}", self.url())).call()?.into_json()?;
+        match reply["count"].as_u64() {
+            Some(1) => Ok(()),
+            _ => Err(format!("growing a volume in {dc}: {reply}").into()),
+        }
     }
 
     /// Whether the master's topology lists a volume server at `addr` (`ip:port`).
@@ -187,6 +213,16 @@ impl WeedVolume {
         Self::spawn(dir, master, None, extra)
     }
 
+    /// [`WeedVolume::start_in`] with more flags, e.g. `-dataCenter=dc1`.
+    pub fn start_in_with(
+        dir: &Path,
+        master: &WeedMaster,
+        config_dir: Option<&Path>,
+        extra: &[&str],
+    ) -> Result<Self, Error> {
+        Self::spawn(dir, master, config_dir, extra)
+    }
+
     fn spawn(
         dir: &Path,
         master: &WeedMaster,
@@ -194,7 +230,16 @@ impl WeedVolume {
         extra: &[&str],
     ) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
-        let port = free_port_pair()?;
+        on_free_port(|port| Self::spawn_on(port, dir, master, config_dir, extra))
+    }
+
+    fn spawn_on(
+        port: u16,
+        dir: &Path,
+        master: &WeedMaster,
+        config_dir: Option<&Path>,
+        extra: &[&str],
+    ) -> Result<Self, Error> {
         let mut args = vec![
             "volume".to_owned(),
             format!("-port={port}"),
@@ -211,7 +256,7 @@ impl WeedVolume {
         let log = dir.with_extension(format!("volume-{port}.log"));
         let mut process = ServerProcess::spawn_in(&weed_binary()?, "weed volume", &args, log, config_dir)?;
         let addr = format!("127.0.0.1:{port}");
-        process.wait_ready(|| master.knows_volume_server(&addr))?;
+        process.wait_ready(&[port, port + 10000], || master.knows_volume_server(&addr))?;
         Ok(Self { process, port, dir: dir.to_owned() })
     }
 

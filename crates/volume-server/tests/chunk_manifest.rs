@@ -4,6 +4,10 @@
 //! on another server are fetched; a corrupt chunk never yields a complete reply. And
 //! manifests written by hand on a standalone server: order, `cm=true`/`cm=false`, a
 //! manifest that does not parse, a chunk that cannot be had (GET and DELETE fail).
+//!
+//! Where the clusters hold both a weed volume and ours, each server has its own data
+//! center and every chunk is assigned in the one chosen for it, so which server holds
+//! what is decided by the test, never by the master's random placement.
 
 mod common;
 
@@ -11,10 +15,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use testbeds::weed::{WeedMaster, WeedVolume};
+use testbeds::weed::{UploadBody, WeedMaster, WeedVolume};
 
 /// ~3.5 MiB: four chunks at `-maxMB=1`.
 const FILE_SIZE: usize = 3 * (1 << 20) + (1 << 19) + 12_345;
+
+/// The data centers of the weed volume and of ours in the mixed clusters.
+const WEED_DC: &str = "dc-weed";
+const OURS_DC: &str = "dc-ours";
+/// Where the four chunks of a mixed manifest go: on both servers, with chunks of ours
+/// after the first (read after the reply's headers are out).
+const MIXED: [&str; 4] = [WEED_DC, OURS_DC, WEED_DC, OURS_DC];
 
 /// `weed ARGS...`, which must succeed within 90 s; its output.
 fn weed_ok(args: &[&str]) -> String {
@@ -155,43 +166,78 @@ fn weed_upload_max_mb_on_ours_behaves_as_on_weed_volume() {
     weed_master.stop();
 }
 
+/// A token signed with `key` for `fid`, valid for 5 minutes.
+fn token(key: &str, fid: &str) -> String {
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
+    rdma_transport::server::auth::JwtKey::new(key).sign(&serde_json::json!({"fid": fid, "exp": exp}))
+}
+
+/// Stores `data` as `weed upload -maxMB=1` does (1 MiB chunks uploaded first, then a
+/// manifest listing them, POSTed with `?cm=true`), but with chunk `i` assigned in data
+/// center `layout[i]` and the manifest on ours, each request signed with `write_key` if
+/// given. Checks that every needle is where it was sent; returns the manifest's fid and
+/// the chunks' fids.
+fn upload_mixed(
+    master: &WeedMaster,
+    servers: (&WeedVolume, &OurServer),
+    data: &[u8],
+    layout: &[&str],
+    write_key: Option<&str>,
+) -> (String, Vec<String>) {
+    for dc in [WEED_DC, OURS_DC] {
+        master.grow_in(dc).unwrap();
+    }
+    let (weed, ours) = servers;
+    let post = |dc: &str, bytes: &[u8], query: &str, content_type: &str| -> String {
+        let a = testbeds::weed::assign(&master.url(), &format!("dataCenter={dc}")).unwrap();
+        let expected = if dc == WEED_DC { weed.addr() } else { ours.addr.clone() };
+        assert_eq!(a.url, expected, "{} was assigned in {dc}", a.fid);
+        let auth = write_key.map(|key| format!("Bearer {}", token(key, &a.fid)));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|v| ("Authorization", v.as_str())).collect();
+        let body = UploadBody::Multipart { filename: "big.bin", content_type };
+        let (status, reply) = testbeds::weed::upload(&a.url, &a.fid, query, bytes, body, &headers).unwrap();
+        assert_eq!(status, 201, "upload of {} to {}: {reply}", a.fid, a.url);
+        a.fid
+    };
+    let pieces: Vec<&[u8]> = data.chunks(1 << 20).collect();
+    assert_eq!(pieces.len(), layout.len(), "one data center per chunk");
+    let mut chunks = Vec::new();
+    let mut listed = Vec::new();
+    for (i, (piece, dc)) in pieces.iter().zip(layout).enumerate() {
+        let fid = post(dc, piece, "", "application/octet-stream");
+        listed.push(serde_json::json!({"fid": fid, "offset": i << 20, "size": piece.len()}));
+        chunks.push(fid);
+    }
+    let manifest = serde_json::json!({
+        "name": "big.bin",
+        "mime": "application/octet-stream",
+        "size": data.len(),
+        "chunks": listed,
+    });
+    let fid = post(OURS_DC, manifest.to_string().as_bytes(), "cm=true", "application/json");
+    (fid, chunks)
+}
+
 #[test]
 fn chunks_on_a_weed_volume_are_fetched_and_a_corrupt_chunk_aborts_the_reply() {
     let data = pseudo_random(FILE_SIZE, 7);
     let scratch = tempfile::tempdir().unwrap();
     let master = WeedMaster::start(&scratch.path().join("m"), 64).unwrap();
-    let weed = WeedVolume::start(&scratch.path().join("weed"), &master).unwrap();
-    let ours = join(&scratch.path().join("ours"), &master, &[]);
+    let weed_dc = format!("-dataCenter={WEED_DC}");
+    let weed = WeedVolume::start_with(&scratch.path().join("weed"), &master, &[&weed_dc]).unwrap();
+    let ours = join(&scratch.path().join("ours"), &master, &["--data-center", OURS_DC]);
 
-    // Uploads until a manifest on ours lists chunks on both servers, one of ours after the
-    // first (the master spreads assignments over both at random; the corruption below needs
-    // a chunk of ours that is read after the reply's headers are out).
-    let mut mixed = None;
-    for _ in 0..40 {
-        let fid = upload_chunked(&master, scratch.path(), &data);
-        if holder(&master, &fid) != ours.addr {
-            continue;
-        }
-        let holders: Vec<String> = chunk_fids(&ours.addr, &fid).iter().map(|c| holder(&master, c)).collect();
-        if holders.contains(&weed.addr()) && holders[1..].contains(&ours.addr) {
-            mixed = Some(fid);
-            break;
-        }
-    }
-    let fid = mixed.expect("a manifest on ours with chunks on both servers, one of ours after the first");
+    let (fid, chunks) = upload_mixed(&master, (&weed, &ours), &data, &MIXED, None);
+    assert_eq!(chunk_fids(&ours.addr, &fid), chunks);
     let whole = get(&ours.addr, &format!("/{fid}"));
     assert_eq!((whole.status, whole.header("x-file-store")), (200, Some("chunked")));
     assert!(whole.body == data, "chunks from both servers, byte-exact");
 
-    // Flip one byte of the last chunk held by ours, in its .dat: the reply must not
-    // complete (the headers of a 200 are out by the time that chunk is read).
-    let chunks = chunk_fids(&ours.addr, &fid);
-    let (index, _) = chunks
-        .iter()
-        .enumerate()
-        .rfind(|(i, c)| *i > 0 && holder(&master, c) == ours.addr)
-        .expect("a chunk after the first on ours (chosen above)");
-    let at = index * (1 << 20) + 4096;
+    // Flip one byte of the last chunk (on ours) in its .dat: the reply must not complete
+    // (the headers of a 200 are out by the time that chunk is read).
+    let last = MIXED.len() - 1;
+    assert_eq!(MIXED[last], OURS_DC);
+    let at = last * (1 << 20) + 4096;
     flip_in_dat(&scratch.path().join("ours"), &data[at..at + 64]);
     let reply = request(&ours.addr, "GET", &format!("/{fid}"), &[], b"");
     match reply {
@@ -211,8 +257,7 @@ fn chunks_on_a_weed_volume_are_fetched_and_a_corrupt_chunk_aborts_the_reply() {
     master.stop();
 }
 
-/// Flips a byte in the middle of every place `needle` occurs in the `.dat`s under `dir`
-/// (the same file may have been uploaded more than once).
+/// Flips a byte in the middle of every place `needle` occurs in the `.dat`s under `dir`.
 fn flip_in_dat(dir: &Path, needle: &[u8]) {
     let mut flipped = 0;
     for entry in walk(dir) {
@@ -318,10 +363,7 @@ fn manifests_by_hand_on_a_standalone_server() {
 
 /// A request with a token signed with `key` for `fid`.
 fn signed(addr: &str, method: &str, fid: &str, query: &str, key: &str) -> Reply {
-    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 300;
-    let token =
-        rdma_transport::server::auth::JwtKey::new(key).sign(&serde_json::json!({"fid": fid, "exp": exp}));
-    let auth = format!("Bearer {token}");
+    let auth = format!("Bearer {}", token(key, fid));
     request(addr, method, &format!("/{fid}{query}"), &[("Authorization", &auth)], b"").unwrap()
 }
 
@@ -339,34 +381,23 @@ fn in_a_signed_cluster_ours_signs_its_chunk_reads_and_deletes() {
     )
     .unwrap();
     let master = WeedMaster::start_in(&scratch.path().join("m"), 64, Some(&config_dir)).unwrap();
-    let weed = WeedVolume::start_in(&scratch.path().join("weed"), &master, Some(&config_dir)).unwrap();
-    let ours = OurServer::start(
+    let weed_dc = format!("-dataCenter={WEED_DC}");
+    let weed =
+        WeedVolume::start_in_with(&scratch.path().join("weed"), &master, Some(&config_dir), &[&weed_dc])
+            .unwrap();
+    let ours = join(
         &scratch.path().join("ours"),
-        &["--mserver", &master.addr(), "--max", "20", "--security-config", config.to_str().unwrap()],
+        &master,
+        &["--security-config", config.to_str().unwrap(), "--data-center", OURS_DC],
     );
-    wait_until(Duration::from_secs(20), "the master lists our server", || {
-        master.knows_volume_server(&ours.addr)
-    });
 
     let data = pseudo_random(FILE_SIZE, 11);
-    let manifest_chunks = |fid: &str| -> Vec<String> {
-        let raw = signed(&ours.addr, "GET", fid, "?cm=false", READ_KEY);
-        assert_eq!(raw.status, 200, "{}", raw.text());
-        let chunks = raw.json()["chunks"].as_array().cloned().unwrap_or_default();
-        chunks.iter().map(|c| c["fid"].as_str().unwrap().to_owned()).collect()
-    };
-    let mut found = None;
-    for _ in 0..20 {
-        let fid = upload_chunked(&master, scratch.path(), &data);
-        if holder(&master, &fid) == ours.addr {
-            let chunks = manifest_chunks(&fid);
-            if chunks.iter().any(|c| holder(&master, c) == weed.addr()) {
-                found = Some((fid, chunks));
-                break;
-            }
-        }
-    }
-    let (fid, chunks) = found.expect("a manifest on ours with a chunk on the weed volume");
+    let (fid, chunks) = upload_mixed(&master, (&weed, &ours), &data, &MIXED, Some(WRITE_KEY));
+    let raw = signed(&ours.addr, "GET", &fid, "?cm=false", READ_KEY);
+    assert_eq!(raw.status, 200, "{}", raw.text());
+    let listed = raw.json()["chunks"].as_array().cloned().unwrap_or_default();
+    let listed: Vec<&str> = listed.iter().map(|c| c["fid"].as_str().unwrap()).collect();
+    assert_eq!(listed, chunks, "the manifest as stored");
     assert_eq!(get(&ours.addr, &format!("/{fid}")).status, 401, "the manifest itself needs a token");
     let whole = signed(&ours.addr, "GET", &fid, "", READ_KEY);
     assert_eq!(whole.status, 200);

@@ -5,11 +5,15 @@
 //! gone), run concurrent uploads and deletes from a few threads, and SIGKILL the
 //! server at a pseudo-random moment (every other round with `--fsync`). Finally a real `weed volume` must open the
 //! directory read-write and serve every acknowledged file.
+//!
+//! The moment is a point in the clients' progress (after a pseudo-random number of
+//! acknowledged operations, with the clients still writing), not a point in time: a slow
+//! machine crashes the server after as much work as a fast one.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,8 +41,9 @@ fn verify(addr: &str, acked: &Acked) -> usize {
     acked.len()
 }
 
-/// Uploads (and now and then deletes) until the server goes away or `stop` is set.
-fn client(addr: String, seed: u64, stop: Arc<AtomicBool>, acked: Acked) {
+/// Uploads (and now and then deletes) until the server goes away or `stop` is set,
+/// counting each acknowledged operation in `done`.
+fn client(addr: String, seed: u64, stop: Arc<AtomicBool>, acked: Acked, done: Arc<AtomicUsize>) {
     let mut mine = Vec::new();
     for i in 0u64.. {
         if stop.load(Ordering::Relaxed) {
@@ -51,6 +56,7 @@ fn client(addr: String, seed: u64, stop: Arc<AtomicBool>, acked: Acked) {
             match request(&addr, "DELETE", &format!("/{fid}"), &[], b"") {
                 Ok(r) if r.status == 202 => {
                     acked.lock().unwrap().insert(fid, None);
+                    done.fetch_add(1, Ordering::Relaxed);
                 }
                 Ok(r) => panic!("delete {fid}: {} {}", r.status, r.text()),
                 Err(_) => {
@@ -75,6 +81,7 @@ fn client(addr: String, seed: u64, stop: Arc<AtomicBool>, acked: Acked) {
             Ok(r) if r.status == 201 => {
                 acked.lock().unwrap().insert(fid.clone(), Some(data));
                 mine.push(fid);
+                done.fetch_add(1, Ordering::Relaxed);
             }
             Ok(r) => panic!("upload {fid}: {} {}", r.status, r.text()),
             Err(_) => return,
@@ -93,14 +100,18 @@ fn acknowledged_writes_survive_kill_9_and_the_volume_opens_in_weed() {
         let server = OurServer::start(&dir, flags);
         verify(&server.addr, &acked);
         let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicUsize::new(0));
         let clients: Vec<_> = (0..THREADS)
             .map(|t| {
                 let (addr, stop, acked) = (server.addr.clone(), Arc::clone(&stop), Arc::clone(&acked));
-                std::thread::spawn(move || client(addr, round * THREADS + t + 1, stop, acked))
+                let done = Arc::clone(&done);
+                std::thread::spawn(move || client(addr, round * THREADS + t + 1, stop, acked, done))
             })
             .collect();
-        let delay = 200 + pseudo_random(1, round + 99)[0] as u64 * 3;
-        std::thread::sleep(Duration::from_millis(delay));
+        let crash_after = 20 + pseudo_random(1, round + 99)[0] as usize / 4;
+        wait_until(Duration::from_secs(120), &format!("{crash_after} operations are acknowledged"), || {
+            done.load(Ordering::Relaxed) >= crash_after
+        });
         server.kill9();
         stop.store(true, Ordering::Relaxed);
         for c in clients {

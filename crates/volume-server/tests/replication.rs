@@ -11,6 +11,10 @@ use std::time::Duration;
 use common::*;
 use testbeds::weed::{UploadBody, WeedMaster, WeedVolume};
 
+/// The data centers of the weed volume and of ours where a test places files on each.
+const WEED_DC: &str = "dc-weed";
+const OURS_DC: &str = "dc-ours";
+
 /// The servers the master's `/dir/lookup` lists for `fid`'s volume, sorted.
 fn holders(master: &WeedMaster, fid: &str) -> Vec<String> {
     let vid = fid.split(',').next().unwrap();
@@ -170,21 +174,19 @@ fn a_write_to_ours_with_its_replica_down_fails_until_the_replica_is_back() {
 fn a_read_of_a_volume_held_elsewhere_is_proxied_like_weed_volume_does() {
     let scratch = tempfile::tempdir().unwrap();
     let master = WeedMaster::start(scratch.path(), 64).unwrap();
-    let weed = WeedVolume::start_with(&scratch.path().join("weed"), &master, &["-readMode=proxy"]).unwrap();
-    let ours = join(&scratch.path().join("ours"), &master, &[]);
+    let weed_dc = format!("-dataCenter={WEED_DC}");
+    let weed = WeedVolume::start_with(&scratch.path().join("weed"), &master, &["-readMode=proxy", &weed_dc])
+        .unwrap();
+    let ours = join(&scratch.path().join("ours"), &master, &["--data-center", OURS_DC]);
+    // A file on each server, placed by data center.
     let mut on = std::collections::BTreeMap::<String, (String, Vec<u8>)>::new();
-    for i in 0..200u64 {
-        let a = testbeds::weed::assign(&master.url(), "").unwrap();
-        let data = pseudo_random(3000, i);
-        let body = UploadBody::Multipart { filename: "p.bin", content_type: "application/octet-stream" };
-        let (status, _) = testbeds::weed::upload(&a.url, &a.fid, "", &data, body, &[]).unwrap();
-        assert_eq!(status, 201);
-        on.entry(a.url).or_insert((a.fid, data));
-        if on.len() == 2 {
-            break;
-        }
+    for (i, dc) in [WEED_DC, OURS_DC].into_iter().enumerate() {
+        master.grow_in(dc).unwrap();
+        let data = pseudo_random(3000, i as u64);
+        let (fid, server) = put_in(&master, dc, &data);
+        on.insert(server, (fid, data));
     }
-    assert_eq!(on.len(), 2, "files on both servers");
+    assert_eq!(on.len(), 2, "files on both servers: {on:?}");
     let servers = [ours.addr.clone(), weed.addr()];
     for (holder, (fid, data)) in &on {
         let reader = servers.iter().find(|s| *s != holder).unwrap();

@@ -124,20 +124,20 @@ fn vacuum_through_the_master_compacts_ours_and_weed_opens_the_result() {
 fn a_mixed_cluster_serves_files_on_either_server() {
     let scratch = tempfile::tempdir().unwrap();
     let master = WeedMaster::start(scratch.path(), 64).unwrap();
-    let weed = WeedVolume::start(&scratch.path().join("weed"), &master).unwrap();
-    let ours = join(&scratch.path().join("ours"), &master, &[]);
+    // Each server in a data center of its own: three files are placed on each.
+    let weed =
+        WeedVolume::start_with(&scratch.path().join("weed"), &master, &["-dataCenter=dc-weed"]).unwrap();
+    let ours = join(&scratch.path().join("ours"), &master, &["--data-center", "dc-ours"]);
     let mut files = Vec::new();
-    let mut on = std::collections::BTreeMap::<String, usize>::new();
-    for i in 0..200u64 {
-        let data = pseudo_random(2000, i);
-        let (fid, server) = put(&master, &data);
-        *on.entry(server).or_default() += 1;
-        files.push((fid, data));
-        if on.len() == 2 && on.values().all(|n| *n >= 3) {
-            break;
+    for (dc, server) in [("dc-weed", weed.addr()), ("dc-ours", ours.addr.clone())] {
+        master.grow_in(dc).unwrap();
+        for _ in 0..3 {
+            let data = pseudo_random(2000, files.len() as u64);
+            let (fid, on) = put_in(&master, dc, &data);
+            assert_eq!(on, server, "{fid} was assigned in {dc}");
+            files.push((fid, data));
         }
     }
-    assert_eq!(on.keys().cloned().collect::<Vec<_>>().len(), 2, "files landed on both servers: {on:?}");
     let downloads = scratch.path().join("downloads");
     std::fs::create_dir_all(&downloads).unwrap();
     for (fid, data) in &files {

@@ -89,20 +89,6 @@ fn weed_shell(pki: &Pki, master: &WeedMaster, script: &str) -> String {
     run_weed(&[&config_dir, "shell", &master], script, Duration::from_secs(120)).1
 }
 
-/// Has the master grow a volume in data center `dc` (its AllocateVolume call to that
-/// server's gRPC port), then uploads `data` there; (fid, server). The explicit grow:
-/// weed master 4.48 answers "volume growth in progress" to assigns for a second data
-/// center without ever growing there.
-fn put_in(master: &WeedMaster, dc: &str, data: &[u8]) -> (String, String) {
-    let grown = get(&master.addr(), &format!("/vol/grow?count=1&dataCenter={dc}"));
-    assert_eq!((grown.status, grown.json()["count"].as_u64()), (200, Some(1)), "grow: {}", grown.text());
-    let a = testbeds::weed::assign(&master.url(), &format!("dataCenter={dc}")).unwrap();
-    let body = testbeds::weed::UploadBody::Raw { content_type: "application/octet-stream" };
-    let (status, reply) = testbeds::weed::upload(&a.url, &a.fid, "", data, body, &[]).unwrap();
-    assert_eq!(status, 201, "upload {} to {}: {reply}", a.fid, a.url);
-    (a.fid, a.url)
-}
-
 /// A `VolumeServerStatus` call to our gRPC port with `dialer` (None: plaintext).
 fn status_call(grpc: &str, dialer: Option<rdma_transport::grpc_tls::Dialer>) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -140,6 +126,7 @@ fn a_weed_cluster_on_mutual_tls_works_with_ours_and_strangers_are_refused() {
     // The master allocates a volume on ours (its gRPC call to our TLS port), then an
     // upload and a download through the master's assignment and lookup.
     let data = pseudo_random(40_000, 5);
+    master.grow_in(OURS_DC).unwrap();
     let (fid, server) = put_in(&master, OURS_DC, &data);
     assert_eq!(server, ours.addr, "assigned to our data center");
     let on_ours = vid(&fid);
@@ -218,6 +205,7 @@ fn tls_settings_cap_the_version_and_weed_still_talks_to_ours() {
     let ours =
         join(&scratch.path().join("ours"), &master, &["--security-config", &toml, "--data-center", OURS_DC]);
     let data = pseudo_random(5_000, 9);
+    master.grow_in(OURS_DC).unwrap();
     let (fid, server) = put_in(&master, OURS_DC, &data);
     assert_eq!((server.as_str(), get(&ours.addr, &format!("/{fid}")).body), (ours.addr.as_str(), data));
     let out = weed_shell(

@@ -237,10 +237,12 @@ fn a_failed_copy_answers_a_clear_error_and_mounts_nothing() {
     let e = run(&mut client, copy(big, "127.0.0.1:1".into(), 0)).unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e}");
 
-    // The source dies mid-copy: the copy runs at 1 MiB/s, the source is killed after 1 s.
+    // The source dies mid-copy: the copy runs at 1 MiB/s, and the source is killed once
+    // the .dat's copy has begun (its partial file exists), seconds before it can end.
     let weed_addr = weed.addr();
+    let partial = dir.join(format!("{big}.dat.copying"));
     let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(1));
+        wait_until(Duration::from_secs(60), "the copy of the .dat begins", || partial.exists());
         weed.kill();
     });
     let e = run(&mut client, copy(big, weed_addr, 1024 * 1024)).unwrap_err();

@@ -106,14 +106,8 @@ fn ratio(ours: f64, theirs: Option<f64>, what: &str) -> String {
 
 fn run(o: &Options) -> Result<(), BoxError> {
     let dir = tempfile_dir()?;
-    let grpc_port = testbeds::process::free_port_pair()?;
-    let grpc_port_text = grpc_port.to_string();
-    let server = OurVolumeServer::start(
-        &o.volume_server,
-        &dir,
-        &["--rdma-device", &o.device, "--grpc-port", &grpc_port_text, "--max", "1"],
-    )?;
-    let grpc = format!("127.0.0.1:{grpc_port}");
+    let server = OurVolumeServer::start(&o.volume_server, &dir, &["--rdma-device", &o.device, "--max", "1"])?;
+    let grpc = server.grpc_addr();
     let upload_one = |data: &[u8]| -> Result<FileId, BoxError> {
         let a = assign(&format!("http://{}", server.addr()), "")?;
         let body = UploadBody::Raw { content_type: "application/octet-stream" };
@@ -351,13 +345,21 @@ fn side_by_side(o: &Options, grpc: &str, engines: &[EngineWithDepth], fid: &File
     );
     // Per engine: the rounds' 4 KiB p50 and 1 MiB throughput ratios.
     let mut ratios = vec![(Vec::new(), Vec::new()); engines.len()];
+    // Each perftest run sized to about `--seconds` from the baseline's figures when they
+    // were given (a slow guest gets fewer iterations, not a longer run).
+    let mut latency = PerftestCase::read_latency(4096);
+    let mut bandwidth = PerftestCase::read_bandwidth(1 << 20);
+    if let Some(us) = o.ib_read_lat_us.filter(|us| *us > 0.0) {
+        latency.iterations = (o.seconds * 1e6 / us).clamp(100.0, 20_000.0) as u32;
+    }
+    if let Some(mbs) = o.ib_read_bw_mbs.filter(|mbs| *mbs > 0.0) {
+        bandwidth.iterations = (o.seconds * mbs).clamp(10.0, 200.0) as u32;
+    }
     for round in 1..=o.rounds {
-        let Figures::Latency { typical: lat_us, .. } = perftest(o, &PerftestCase::read_latency(4096))? else {
+        let Figures::Latency { typical: lat_us, .. } = perftest(o, &latency)? else {
             return Err("ib_read_lat gave no latency figures".into());
         };
-        let Figures::Bandwidth { average_mb_s: bw_mbs, .. } =
-            perftest(o, &PerftestCase::read_bandwidth(1 << 20))?
-        else {
+        let Figures::Bandwidth { average_mb_s: bw_mbs, .. } = perftest(o, &bandwidth)? else {
             return Err("ib_read_bw gave no bandwidth figures".into());
         };
         for ((engine, depth), (lat_ratios, bw_ratios)) in engines.iter().zip(&mut ratios) {

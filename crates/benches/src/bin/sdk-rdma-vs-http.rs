@@ -23,7 +23,6 @@
 //! needles often favours RDMA; 0 shows the cost when every read locates.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -32,6 +31,7 @@ use client_sdk::{
     Client, DeviceChoice, FileId, RdmaEngine, RdmaPolicy, RdmaTransport, RdmaTransportConfig, ReadTransport,
     UploadOptions,
 };
+use testbeds::ours::OurVolumeServer;
 
 struct Options {
     device: String,
@@ -96,60 +96,36 @@ fn main() {
     }
 }
 
-/// The volume server under test, killed when dropped.
+/// The volume server under test (testbeds' `OurVolumeServer`, killed when dropped) and
+/// its data directory on tmpfs.
 struct Server {
-    child: Child,
-    addr: String,
+    process: OurVolumeServer,
     _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
     fn start(o: &Options) -> Result<Self, BoxError> {
         let dir = tempfile::Builder::new().prefix("sdk-bench-").tempdir_in("/dev/shm")?;
-        let port = testbeds::process::free_port_pair()?;
-        let log = std::fs::File::create(dir.path().with_extension("log"))?;
-        let child = Command::new(&o.volume_server)
-            .args(["--dir", &dir.path().display().to_string(), "--ip", "127.0.0.1"])
-            .args(["--port", &port.to_string(), "--rdma-device", &o.device, "--max", "8"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("{}: {e}", o.volume_server.display()))?;
-        let server = Server { child, addr: format!("127.0.0.1:{port}"), _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(&server.addr).is_err() {
-            if Instant::now() > deadline {
-                return Err("the volume server did not listen within 30 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(server)
+        let process = OurVolumeServer::start(
+            &o.volume_server,
+            dir.path(),
+            &["--rdma-device", &o.device, "--max", "8"],
+        )?;
+        Ok(Server { process, _dir: dir })
+    }
+
+    fn addr(&self) -> &str {
+        self.process.addr()
     }
 
     /// CPU seconds (user + system) the server process has used so far.
     fn cpu_seconds(&self) -> Result<f64, BoxError> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the command name (which may hold spaces) in parentheses.
-        let rest = stat.rsplit_once(')').ok_or("unreadable /proc/<pid>/stat")?.1;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here.
-        let ticks: u64 = fields
-            .get(11..13)
-            .ok_or("short /proc/<pid>/stat")?
-            .iter()
-            .map(|f| f.parse::<u64>().unwrap_or(0))
-            .sum();
-        // SAFETY: sysconf only reads a configuration value.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
-        Ok(ticks as f64 / per_second as f64)
+        Ok(self
+            .process
+            .cpu_time()
+            .ok_or("the server's /proc/<pid>/stat is unreadable")?
+            .total()
+            .as_secs_f64())
     }
 }
 
@@ -234,19 +210,19 @@ async fn run(o: &Options) -> Result<(), BoxError> {
             ..defaults.clone()
         });
         let name = rdma.name();
-        let client = Client::builder(&server.addr)
+        let client = Client::builder(server.addr())
             .rdma_transport(Arc::new(rdma))
             .rdma_policy(RdmaPolicy::Require)
-            .rdma_timeout(Duration::from_secs(10))
+            .rdma_timeout(testbeds::softroce::slowness::scaled(Duration::from_secs(10)))
             .build()?;
         over_rdma.push((name, client));
     }
-    let over_http = Client::builder(&server.addr).rdma_policy(RdmaPolicy::Off).build()?;
+    let over_http = Client::builder(server.addr()).rdma_policy(RdmaPolicy::Off).build()?;
 
     println!(
         "sdk-rdma-vs-http: SDK downloads from {} at {} (device {}), {} s per phase, {} concurrent for throughput, RDMA locations cached {:?}",
         o.volume_server.display(),
-        server.addr,
+        server.addr(),
         o.device,
         o.seconds,
         o.concurrency,
@@ -258,7 +234,10 @@ async fn run(o: &Options) -> Result<(), BoxError> {
     );
     let mut rows = Vec::new();
     for &size in &o.sizes {
-        let count = (16usize << 20).div_ceil(size).clamp(4, 64);
+        // A few MiB of needles per size: enough distinct needles to cycle through, little
+        // enough that uploading and warming them up stays short on a slow guest (the
+        // measured phases are `--seconds` long whatever the guest's speed).
+        let count = (4usize << 20).div_ceil(size).clamp(4, 64);
         let mut fids = Vec::with_capacity(count);
         for i in 0..count {
             let data = testbeds::pseudo_random(size, 9000 + i as u64);

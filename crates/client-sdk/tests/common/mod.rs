@@ -3,12 +3,16 @@
 
 #![allow(dead_code)] // each test target uses a different part
 
-use client_sdk::{BoxFuture, Client, FileId, NeedleData, ReadTransport, TransportError, TransportErrorKind};
+use client_sdk::{
+    Backoff, BoxFuture, Client, FileId, NeedleData, ReadTransport, TransportError, TransportErrorKind,
+};
 use fallback_http::{HttpReadConfig, HttpReader};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use testbeds::ours::OurVolumeServer;
+use testbeds::softroce::slowness::scaled;
 
 /// `$CARGO_TARGET_DIR/debug/volume-server`, next to this test's `deps/` directory.
 pub fn volume_server_bin() -> PathBuf {
@@ -27,9 +31,70 @@ pub fn our_server(dir: &std::path::Path) -> OurVolumeServer {
     OurVolumeServer::start(&volume_server_bin(), dir, &[]).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The RDMA device of the Soft-RoCE guest (`$SOFTROCE_DEVICE`, rxe0).
+#[cfg(feature = "rdma")]
+pub fn guest_device() -> String {
+    std::env::var("SOFTROCE_DEVICE").unwrap_or_else(|_| "rxe0".to_owned())
+}
+
+/// The RDMA transport of the guest tests: `engine` on the guest's device, its
+/// control-plane and READ limits scaled to the guest's speed (`testbeds::softroce::
+/// slowness`): a read that is slow because the whole guest is slow is not a failure.
+#[cfg(feature = "rdma")]
+pub fn guest_rdma_config(engine: client_sdk::RdmaEngine) -> client_sdk::RdmaTransportConfig {
+    client_sdk::RdmaTransportConfig {
+        engine,
+        device: client_sdk::DeviceChoice::Name(guest_device()),
+        read_timeout: scaled(Duration::from_secs(10)),
+        rpc_timeout: scaled(Duration::from_secs(10)),
+        ..client_sdk::RdmaTransportConfig::default()
+    }
+}
+
+/// A client of `server` reading through `rdma` first under `policy` (with `jwt` for RDMA
+/// sessions if given), its limits scaled to the guest's speed. The first read of a
+/// client opens a TLS or plain gRPC connection, a session and a queue pair: seconds in
+/// the emulated guest, hence an RDMA limit well above that.
+#[cfg(feature = "rdma")]
+pub fn guest_client(
+    server: &str,
+    rdma: client_sdk::RdmaTransportConfig,
+    policy: client_sdk::RdmaPolicy,
+    jwt: Option<String>,
+) -> Client {
+    let mut builder = Client::builder(server)
+        .rdma_transport(Arc::new(client_sdk::RdmaTransport::new(rdma)))
+        .rdma_policy(policy)
+        .rdma_timeout(scaled(Duration::from_secs(15)))
+        .request_timeout(scaled(Duration::from_secs(30)))
+        .backoff(Backoff { initial: Duration::from_millis(200), max: Duration::from_millis(200) });
+    if let Some(jwt) = jwt {
+        builder = builder.jwt(jwt);
+    }
+    builder.build().expect("a client")
+}
+
 /// The runtime the SDK tests drive their clients on.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// A backoff no test outlasts: reads made while it runs are skipped however slow they are.
+pub const LONG_BACKOFF: Backoff =
+    Backoff { initial: Duration::from_secs(3600), max: Duration::from_secs(3600) };
+
+/// A short backoff, for tests that wait it out with [`wait_out_backoff`].
+pub const SHORT_BACKOFF: Backoff =
+    Backoff { initial: Duration::from_millis(100), max: Duration::from_millis(100) };
+
+/// Sleeps until every transport `client` backs off from may be tried again (the longest
+/// `retry_in` of its `transport_health`): a backoff waited out exactly, not guessed with
+/// a sleep that a slow read before could have eaten into.
+pub async fn wait_out_backoff(client: &Client) {
+    let longest = client.transport_health().iter().map(|h| h.retry_in).max().unwrap_or_default();
+    // tokio's timer has millisecond granularity and never fires early; one more
+    // millisecond keeps a sub-millisecond remainder from being rounded away.
+    tokio::time::sleep(longest + Duration::from_millis(1)).await;
 }
 
 /// A client of `server` whose RDMA transport is a [`FakeRdma`] that serves every read.

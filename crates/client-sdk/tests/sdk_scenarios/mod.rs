@@ -1,32 +1,27 @@
-//! The SDK's RDMA scenarios, run once per engine by `rdma_sdk.rs` (sideway) and
-//! `rdma_sdk_async_rdma.rs` (async-rdma, feature `async-rdma`) in the Soft-RoCE guest: a
-//! real `volume-server` process with RDMA on (rxe0), data on tmpfs, uploads through the
-//! SDK, reads through [`RdmaTransport`] with the engine given. `RdmaPolicy::Require` proves
+//! The SDK's RDMA scenarios, run by `rdma_sdk.rs` (sideway: all of them) and
+//! `rdma_sdk_async_rdma.rs` (async-rdma, feature `async-rdma`: the one that shows the
+//! engine wired in) in the Soft-RoCE guest: a real `volume-server` process with RDMA on
+//! (rxe0), data on tmpfs, uploads through the SDK, reads through [`RdmaTransport`] with
+//! the engine given. `RdmaPolicy::Require` proves
 //! a read came over RDMA (it cannot fall back); `Prefer` shows the fallback doing its job.
+#![allow(dead_code)] // rdma_sdk_async_rdma runs one scenario of them
 
-use crate::common;
+use crate::common::{self, guest_client, guest_device, guest_rdma_config};
 use client_sdk::{
-    Backoff, Client, DeviceChoice, Error, FallbackReason, FileId, RdmaEngine, RdmaPolicy, RdmaTransport,
-    RdmaTransportConfig, ReadTransport, UploadOptions,
+    Client, Error, FallbackReason, FileId, RdmaEngine, RdmaPolicy, RdmaTransport, ReadTransport,
+    UploadOptions,
 };
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use testbeds::process::ServerProcess;
+use testbeds::ours::OurVolumeServer;
 use testbeds::pseudo_random;
+use testbeds::softroce::slowness::scaled;
 
-fn device() -> String {
-    std::env::var("SOFTROCE_DEVICE").unwrap_or_else(|_| "rxe0".to_owned())
-}
-
-/// A `volume-server` with RDMA on, standalone (it answers the master API itself), that
-/// can be killed and started again on the same ports and data.
+/// A `volume-server` with RDMA on, standalone (it answers the master API itself), its
+/// data on tmpfs.
 struct RdmaVolumeServer {
-    process: Option<ServerProcess>,
+    process: OurVolumeServer,
     dir: tempfile::TempDir,
-    port: u16,
-    starts: u32,
-    /// More flags for every start.
-    extra: Vec<String>,
 }
 
 impl RdmaVolumeServer {
@@ -36,46 +31,16 @@ impl RdmaVolumeServer {
 
     fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::Builder::new().prefix("sdk-rdma-").tempdir_in("/dev/shm").expect("tmpfs");
-        let port = testbeds::process::free_port_pair().expect("a free port pair");
-        let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut server = Self { process: None, dir, port, starts: 0, extra };
-        server.launch();
-        server
-    }
-
-    fn launch(&mut self) {
-        let mut args: Vec<String> = [
-            "--dir",
-            &self.dir.path().display().to_string(),
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            &self.port.to_string(),
-            "--rdma-device",
-            &device(),
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        args.extend(self.extra.iter().cloned());
-        self.starts += 1;
-        let log = self.dir.path().with_extension(format!("log-{}", self.starts));
-        let mut process =
-            ServerProcess::spawn(&common::volume_server_bin(), "volume-server", &args, log).expect("spawn");
-        let health = format!("http://{}/healthz", self.addr());
-        process
-            .wait_ready(|| ureq::get(&health).timeout(Duration::from_secs(2)).call().is_ok())
-            .expect("volume-server ready");
-        self.process = Some(process);
+        let device = guest_device();
+        let mut args = vec!["--rdma-device", &device];
+        args.extend_from_slice(extra);
+        let process = OurVolumeServer::start(&common::volume_server_bin(), dir.path(), &args)
+            .unwrap_or_else(|e| panic!("volume-server starts: {e}"));
+        Self { process, dir }
     }
 
     fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// SIGKILL: sessions, queue pairs and registrations vanish with the process.
-    fn kill(&mut self) {
-        self.process.take().expect("running").kill();
+        self.process.addr().to_owned()
     }
 
     fn dat(&self, fid: &FileId) -> std::path::PathBuf {
@@ -83,19 +48,9 @@ impl RdmaVolumeServer {
     }
 }
 
-fn rdma_transport(engine: RdmaEngine) -> Arc<RdmaTransport> {
-    Arc::new(RdmaTransport::new(RdmaTransportConfig {
-        engine,
-        device: DeviceChoice::Name(device()),
-        read_timeout: Duration::from_secs(3),
-        rpc_timeout: Duration::from_secs(3),
-        ..RdmaTransportConfig::default()
-    }))
-}
-
 /// The transport's name in the client's metrics and errors.
 fn rdma_name(engine: RdmaEngine) -> &'static str {
-    rdma_transport(engine).name()
+    RdmaTransport::new(guest_rdma_config(engine)).name()
 }
 
 fn client(server: &RdmaVolumeServer, engine: RdmaEngine, policy: RdmaPolicy) -> Client {
@@ -108,16 +63,7 @@ fn client_with_jwt(
     policy: RdmaPolicy,
     jwt: Option<String>,
 ) -> Client {
-    let mut builder = Client::builder(server.addr())
-        .rdma_transport(rdma_transport(engine))
-        .rdma_policy(policy)
-        .rdma_timeout(Duration::from_secs(4))
-        .request_timeout(Duration::from_secs(10))
-        .backoff(Backoff { initial: Duration::from_millis(200), max: Duration::from_millis(200) });
-    if let Some(jwt) = jwt {
-        builder = builder.jwt(jwt);
-    }
-    builder.build().expect("a client")
+    guest_client(&server.addr(), guest_rdma_config(engine), policy, jwt)
 }
 
 async fn upload(client: &Client, data: &[u8]) -> FileId {
@@ -236,13 +182,14 @@ pub async fn a_killed_server_means_fallback_or_a_clear_error_then_rdma_resumes(e
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    server.kill();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    tokio::task::block_in_place(|| server.launch());
+    // SIGKILL: sessions, queue pairs and registrations vanish with the process; it is
+    // down for 2 s while the readers go on (this worker blocks, the other runs them).
+    tokio::task::block_in_place(|| server.process.kill_and_restart(Duration::from_secs(2)))
+        .unwrap_or_else(|e| panic!("volume-server restarts: {e}"));
     let back = over_rdma(&client);
 
     // RDMA resumes: reads are served over RDMA again within a bounded time.
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + scaled(Duration::from_secs(30));
     while over_rdma(&client) < back + 8 {
         assert!(Instant::now() < deadline, "RDMA did not resume: {:?}", client.metrics());
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -250,7 +197,7 @@ pub async fn a_killed_server_means_fallback_or_a_clear_error_then_rdma_resumes(e
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (mut ok, mut failed) = (0, Vec::new());
     for reader in readers {
-        let (o, f) = tokio::time::timeout(Duration::from_secs(60), reader)
+        let (o, f) = tokio::time::timeout(scaled(Duration::from_secs(30)), reader)
             .await
             .expect("every read completes within bounded time")
             .expect("a reader task");
@@ -297,7 +244,10 @@ pub async fn many_concurrent_readers_on_mixed_sizes(engine: RdmaEngine) {
         }));
     }
     for task in tasks {
-        tokio::time::timeout(Duration::from_secs(300), task).await.expect("bounded").expect("a reader");
+        tokio::time::timeout(scaled(Duration::from_secs(60)), task)
+            .await
+            .expect("bounded")
+            .expect("a reader");
     }
     let metrics = client.metrics();
     assert_eq!(metrics.reads.get(rdma), Some(&(16 * 12)), "{metrics:?}");

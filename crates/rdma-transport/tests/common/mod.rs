@@ -13,6 +13,7 @@ use rdma_transport::server::auth::JwtKey;
 use rdma_transport::{ErrorKind, RdmaClient, RdmaClientConfig, RdmaError, ReadEngine};
 use sha2::{Digest, Sha256};
 use testbeds::ours::OurVolumeServer;
+use testbeds::softroce::slowness::scaled;
 use testbeds::weed::{UploadBody, upload};
 
 /// Makes a fresh engine (one per client).
@@ -32,6 +33,17 @@ fn volume_server_binary() -> PathBuf {
     bin
 }
 
+/// A client configuration with the default location cache and time limits scaled to
+/// the guest's speed ([`scaled`]): a Locate or a READ that is slow because the whole
+/// guest is slow is not a failure.
+pub fn config() -> RdmaClientConfig {
+    RdmaClientConfig {
+        rpc_timeout: scaled(Duration::from_secs(10)),
+        read_timeout: scaled(Duration::from_secs(10)),
+        ..RdmaClientConfig::default()
+    }
+}
+
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -42,10 +54,8 @@ pub fn runtime() -> tokio::runtime::Runtime {
 
 /// A running volume server with RDMA on, its data in a tmpfs directory.
 pub struct Server {
-    pub process: Option<OurVolumeServer>,
+    pub process: OurVolumeServer,
     pub dir: tempfile::TempDir,
-    pub grpc_port: u16,
-    extra: Vec<String>,
 }
 
 impl Server {
@@ -58,40 +68,25 @@ impl Server {
 
     /// Starts a server on `dir` (which may hold volumes already).
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
-        let grpc_port = testbeds::process::free_port_pair().expect("a free port");
-        let mut server =
-            Server { process: None, dir, grpc_port, extra: extra.iter().map(|s| s.to_string()).collect() };
-        server.launch();
-        server
+        let device = device_name();
+        let mut args = vec!["--rdma-device", &device];
+        args.extend_from_slice(extra);
+        let process = OurVolumeServer::start(&volume_server_binary(), dir.path(), &args)
+            .unwrap_or_else(|e| panic!("volume-server starts: {e}"));
+        Server { process, dir }
     }
 
-    fn launch(&mut self) {
-        let mut args = vec![
-            "--rdma-device".to_owned(),
-            device_name(),
-            "--grpc-port".to_owned(),
-            self.grpc_port.to_string(),
-        ];
-        args.extend(self.extra.iter().cloned());
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.process = Some(
-            OurVolumeServer::start(&volume_server_binary(), self.dir.path(), &args)
-                .expect("volume-server starts"),
-        );
-    }
-
-    /// Stops the server gracefully and starts it again on the same data and gRPC port.
+    /// Stops the server gracefully and starts it again on the same data and ports.
     pub fn restart(&mut self) {
-        self.process.take().expect("running").stop();
-        self.launch();
+        self.process.restart().unwrap_or_else(|e| panic!("volume-server restarts: {e}"));
     }
 
     pub fn http(&self) -> &str {
-        self.process.as_ref().expect("running").addr()
+        self.process.addr()
     }
 
     pub fn grpc(&self) -> String {
-        format!("127.0.0.1:{}", self.grpc_port)
+        self.process.grpc_addr()
     }
 
     pub fn client(&self, engine: EngineFactory, config: RdmaClientConfig) -> RdmaClient {
@@ -184,7 +179,7 @@ pub fn fixture_volumes_read_byte_exact(engine: EngineFactory) {
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(fixtures.join("manifest.json")).unwrap()).unwrap();
     let server = Server::start_in(dir, &["--rdma-extent-mb", "1"]);
-    let client = server.client(engine, RdmaClientConfig::default());
+    let client = server.client(engine, config());
     runtime().block_on(async {
         let cases = manifest["cases"].as_array().unwrap();
         let overwritten: Vec<&str> = cases
@@ -232,7 +227,7 @@ pub fn uploaded_needles_of_many_sizes(engine: EngineFactory) {
             (server.upload(&data), data)
         })
         .collect();
-    let client = server.client(engine, RdmaClientConfig::default());
+    let client = server.client(engine, config());
     runtime().block_on(async {
         for (fid, data) in &uploaded {
             assert_reads(&client, fid, data).await;
@@ -252,7 +247,7 @@ pub fn uploaded_needles_of_many_sizes(engine: EngineFactory) {
 /// upload (its extent is registered again, longer), and the older ones stay readable.
 pub fn last_needle_of_a_growing_volume(engine: EngineFactory) {
     let server = Server::start(&["--rdma-extent-mb", "1", "--max", "1"]);
-    let client = server.client(engine, RdmaClientConfig::default());
+    let client = server.client(engine, config());
     let rt = runtime();
     let mut written = Vec::new();
     for i in 0..25u64 {
@@ -288,7 +283,7 @@ pub fn many_concurrent_readers(engine: EngineFactory) {
     rt.block_on(async {
         let mut tasks = Vec::new();
         for c in 0..4 {
-            let client = Arc::new(server.client(engine, RdmaClientConfig::default()));
+            let client = Arc::new(server.client(engine, config()));
             for t in 0..8 {
                 let (client, uploaded) = (Arc::clone(&client), Arc::clone(&uploaded));
                 tasks.push(tokio::spawn(async move {
@@ -326,10 +321,10 @@ pub fn reads_during_concurrent_writes(engine: EngineFactory) {
             }
         })
     };
-    let client = server.client(engine, RdmaClientConfig::default());
+    let client = server.client(engine, config());
     let rt = runtime();
     let mut seen: Vec<(FileId, Vec<u8>)> = Vec::new();
-    while let Ok(item) = receiver.recv_timeout(Duration::from_secs(60)) {
+    while let Ok(item) = receiver.recv_timeout(scaled(Duration::from_secs(30))) {
         seen.push(item);
         rt.block_on(async {
             // The newest, and a few older ones, while the writer goes on.
@@ -355,7 +350,7 @@ pub fn eviction_under_a_tiny_pinned_budget(engine: EngineFactory) {
         })
         .collect();
     // No location cache: every read locates, so the server's LRU decides.
-    let config = RdmaClientConfig { location_ttl: Duration::ZERO, ..RdmaClientConfig::default() };
+    let config = RdmaClientConfig { location_ttl: Duration::ZERO, ..config() };
     let client = server.client(engine, config);
     runtime().block_on(async {
         for _ in 0..2 {
@@ -370,18 +365,25 @@ pub fn eviction_under_a_tiny_pinned_budget(engine: EngineFactory) {
 }
 
 /// A session idle past the server's timeout is closed there; the client notices at its
-/// next Locate and opens a new one.
+/// next Locate and opens a new one. The idle timeout is 2 s scaled to the guest's speed
+/// (whole seconds), far above the time between the read and the metrics request that
+/// sees its session open; the close is waited for, not slept on.
 pub fn session_expiry_and_reopen(engine: EngineFactory) {
-    let server = Server::start(&["--rdma-idle-timeout-secs", "1"]);
+    let idle = scaled(Duration::from_secs(2)).as_secs_f64().ceil() as u64;
+    let server = Server::start(&["--rdma-idle-timeout-secs", &idle.to_string()]);
     let data = testbeds::pseudo_random(10_000, 5000);
     let fid = server.upload(&data);
-    let config = RdmaClientConfig { location_ttl: Duration::ZERO, ..RdmaClientConfig::default() };
+    let config = RdmaClientConfig { location_ttl: Duration::ZERO, ..config() };
     let client = server.client(engine, config);
     let rt = runtime();
     rt.block_on(assert_reads(&client, &fid, &data));
     assert_eq!(server.metric("volume_server_rdma_sessions"), 1);
-    std::thread::sleep(Duration::from_millis(2500));
-    assert_eq!(server.metric("volume_server_rdma_sessions"), 0, "the idle session was closed");
+    // Closed within the timeout and one reaper tick (a quarter of it), with room to spare.
+    let deadline = std::time::Instant::now() + Duration::from_secs(idle * 3);
+    while server.metric("volume_server_rdma_sessions") != 0 {
+        assert!(std::time::Instant::now() < deadline, "the idle session is still open after {}s", idle * 3);
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(server.metric("volume_server_rdma_sessions_expired_total") >= 1);
     rt.block_on(assert_reads(&client, &fid, &data));
     let stats = client.stats();
@@ -393,7 +395,7 @@ pub fn server_restart_and_reconnect(engine: EngineFactory) {
     let mut server = Server::start(&[]);
     let data = testbeds::pseudo_random(70_000, 6000);
     let fid = server.upload(&data);
-    let client = server.client(engine, RdmaClientConfig::default());
+    let client = server.client(engine, config());
     let rt = runtime();
     rt.block_on(assert_reads(&client, &fid, &data));
     server.restart();
@@ -409,7 +411,7 @@ pub fn corrupted_byte_is_reported_not_returned(engine: EngineFactory) {
     let server = Server::start(&[]);
     let data = testbeds::pseudo_random(20_000, 7000);
     let fid = server.upload(&data);
-    let client = server.client(engine, RdmaClientConfig::default());
+    let client = server.client(engine, config());
     let rt = runtime();
     rt.block_on(assert_reads(&client, &fid, &data));
 
@@ -424,7 +426,7 @@ pub fn corrupted_byte_is_reported_not_returned(engine: EngineFactory) {
     assert!(error.to_string().contains("CRC32-C mismatch"), "{error}");
     assert_eq!(client.stats().retries, 1, "the cached location was dropped and tried again");
     // Not cached any more: a fresh client fails the same way, without a retry.
-    let fresh = server.client(engine, RdmaClientConfig::default());
+    let fresh = server.client(engine, config());
     let error = rt.block_on(fresh.read(&fid)).unwrap_err();
     assert_eq!(error.kind(), ErrorKind::Corrupt, "{error}");
     assert_eq!(fresh.stats().retries, 0);
@@ -443,7 +445,7 @@ pub fn staging_mode(engine: EngineFactory) {
             (server.upload(&data), data)
         })
         .collect();
-    let client = server.client(engine, RdmaClientConfig::default());
+    let client = server.client(engine, config());
     let rt = runtime();
     rt.block_on(async {
         for (fid, data) in &uploaded {
@@ -462,7 +464,7 @@ pub fn missing_deleted_and_wrong_needles_are_typed(engine: EngineFactory) {
     let fid = server.upload(&data);
     let gone = server.upload(&data);
     server.delete(&gone);
-    let client = server.client(engine, RdmaClientConfig::default());
+    let client = server.client(engine, config());
     runtime().block_on(async {
         let missing = FileId { key: needle::NeedleId(fid.key.0 + 1000), ..fid };
         let e = client.read(&missing).await.unwrap_err();
@@ -490,20 +492,20 @@ pub fn jwt_gates_sessions(engine: EngineFactory) {
     let key = JwtKey::new("test-secret");
     let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
     runtime().block_on(async {
-        let anonymous = server.client(engine, RdmaClientConfig::default());
+        let anonymous = server.client(engine, config());
         let e = anonymous.read(&fid).await.unwrap_err();
         assert!(matches!(e, RdmaError::Refused(_)), "{e}");
         assert_eq!(e.kind(), ErrorKind::Unavailable);
 
         let forged = RdmaClientConfig {
             jwt: Some(JwtKey::new("wrong").sign(&serde_json::json!({ "exp": exp }))),
-            ..RdmaClientConfig::default()
+            ..config()
         };
         assert!(matches!(server.client(engine, forged).read(&fid).await, Err(RdmaError::Refused(_))));
 
         let for_one = RdmaClientConfig {
             jwt: Some(key.sign(&serde_json::json!({ "exp": exp, "fid": fid.to_string() }))),
-            ..RdmaClientConfig::default()
+            ..config()
         };
         let client = server.client(engine, for_one);
         assert_reads(&client, &fid, &data).await;
@@ -540,11 +542,12 @@ async fn raw_session(
     (qp, segment.expect("a segment"))
 }
 
-/// An engine READ that must succeed within 30 s.
+/// An engine READ that must succeed within 10 s (scaled).
 async fn bounded(read: rdma_transport::ReadFuture<'_>) -> Vec<u8> {
-    tokio::time::timeout(Duration::from_secs(30), read)
+    let limit = scaled(Duration::from_secs(10));
+    tokio::time::timeout(limit, read)
         .await
-        .expect("a READ completes within 30 s")
+        .unwrap_or_else(|_| panic!("a READ completes within {limit:?}"))
         .expect("a READ after abandoned ones")
 }
 

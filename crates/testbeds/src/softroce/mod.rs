@@ -5,12 +5,15 @@
 //! - [`image`]: fetches the kernel and builds the initramfs, once, into a cache;
 //! - [`guest`]: boots guests (one, or two joined by a socket netdev) and runs commands in them;
 //! - [`perftest`]: the verbs-level baseline (`ib_read_lat`, `ib_read_bw`) and its parser;
+//! - [`slowness`]: how much slower this boot runs than the reference, and time limits
+//!   scaled by it (what guest tests take their limits through);
 //! - [`rdma_tests`]: finds the `rdma_*` test executables and runs them in a guest.
 
 pub mod guest;
 pub mod image;
 pub mod perftest;
 pub mod rdma_tests;
+pub mod slowness;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,29 +1,171 @@
-//! Finding the workspace's RDMA tests and running them in the guest.
+//! Finding the workspace's RDMA tests and running them in the guest: the guest stage of
+//! `scripts/test-all` (`testbeds rdma-tests`).
 //!
 //! The convention (see the crate docs): an RDMA test is an ordinary `#[test]`, marked
 //! `#[ignore = "needs an RDMA device: ..."]`, in an integration-test target whose name
 //! starts with `rdma_` (`tests/rdma_*.rs`). Cargo builds the test executables on the host;
-//! this module picks the `rdma_*` ones out of cargo's JSON messages and runs each in the
-//! guest with `--ignored`, so exactly the RDMA tests run there.
+//! this module picks the `rdma_*` ones out of cargo's JSON messages, lists their ignored
+//! tests (on the host: listing needs no device) and runs each test in the guest on its
+//! own (`--ignored --exact NAME`), so exactly the RDMA tests run there.
+//!
+//! One boot: rxe0's state, the perftest baseline (which gives the boot's slowness,
+//! [`super::slowness`], passed to every test and benchmark in `$SOFTROCE_SLOWNESS`),
+//! each test with a time limit scaled to that slowness (a hanging test is cut off and
+//! named, and the others still run), then the benchmarks. The stage has a budget
+//! ([`StageClock`]): every step's limit is cut to what remains of it, so the stage ends
+//! before any outer bound, with the wall time of each step and, if the budget ran out,
+//! the step it ran out in.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::guest::{Echo, Guest, GuestCommand, GuestConfig, hidden_in_guest};
+use super::guest::{CommandOutput, Echo, Guest, GuestCommand, GuestConfig, GuestPair, hidden_in_guest};
 use super::image::GuestImage;
-use super::perftest::{self, SELFCHECK_CASES};
-use super::{Error, tail_lines};
+use super::perftest::{self, PerftestCase, SELFCHECK_CASES};
+use super::{Error, slowness, tail_lines};
 
 /// Integration-test targets whose name starts with this hold RDMA tests.
 pub const TARGET_PREFIX: &str = "rdma_";
 
-/// How long one test executable may run in the guest (they are sized for emulation, where
-/// a 1 MiB READ takes ~20 ms).
-const EXECUTABLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long one RDMA test may run on the reference guest (scaled by the boot's
+/// slowness). Tests take seconds to a minute there: this only cuts off a hang.
+const TEST_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// How long each benchmark may run on the reference guest (scaled). Their figures take
+/// fixed seconds; the rest (a server, uploads, perftest) follows the guest's speed.
+const BENCH_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long rxe0's state may take to show.
+const STATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The scratch ext4 disk attached for the tests (`$SOFTROCE_SCRATCH`).
 const SCRATCH_DISK_MIB: u32 = 256;
+
+/// What became of one step of the stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepOutcome {
+    Ok,
+    Failed,
+    /// Cut off at its own time limit.
+    TimedOut,
+    /// Cut off because the stage's budget ran out.
+    OutOfBudget,
+}
+
+impl StepOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            StepOutcome::Ok => "ok",
+            StepOutcome::Failed => "FAILED",
+            StepOutcome::TimedOut => "TIMED OUT",
+            StepOutcome::OutOfBudget => "OUT OF TIME",
+        }
+    }
+}
+
+/// One step's wall time and outcome.
+#[derive(Debug, Clone)]
+pub struct StepTime {
+    pub name: String,
+    pub elapsed: Duration,
+    pub outcome: StepOutcome,
+}
+
+/// The stage's budget and the wall time of each of its steps.
+#[derive(Debug)]
+pub struct StageClock {
+    started: Instant,
+    budget: Duration,
+    steps: Vec<StepTime>,
+}
+
+impl StageClock {
+    /// A clock started now, for a stage that must end within `budget`.
+    pub fn new(budget: Duration) -> Self {
+        Self { started: Instant::now(), budget, steps: Vec::new() }
+    }
+
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// What is left of the budget.
+    pub fn remaining(&self) -> Duration {
+        self.budget.saturating_sub(self.started.elapsed())
+    }
+
+    /// `limit` cut to what remains of the budget, and whether it was cut.
+    pub fn bound(&self, limit: Duration) -> (Duration, bool) {
+        let remaining = self.remaining();
+        if limit <= remaining { (limit, false) } else { (remaining, true) }
+    }
+
+    pub fn record(&mut self, name: impl Into<String>, elapsed: Duration, outcome: StepOutcome) {
+        self.steps.push(StepTime { name: name.into(), elapsed, outcome });
+    }
+
+    /// Times `step` as `name`: its outcome is what it returns, or Failed on an error.
+    pub fn time<T>(
+        &mut self,
+        name: &str,
+        step: impl FnOnce() -> Result<(T, StepOutcome), Error>,
+    ) -> Result<T, Error> {
+        let started = Instant::now();
+        let result = step();
+        let outcome = result.as_ref().map_or(StepOutcome::Failed, |(_, outcome)| *outcome);
+        self.record(name, started.elapsed(), outcome);
+        result.map(|(value, _)| value)
+    }
+
+    /// Runs `command` in `guest` as step `name` within `limit` (cut to the budget).
+    /// Ok with the output, also when the command failed (the outcome says so); the
+    /// error of a command cut off (at its limit or the budget's) or a lost guest.
+    pub fn run(
+        &mut self,
+        guest: &Guest,
+        name: &str,
+        command: GuestCommand,
+        limit: Duration,
+    ) -> Result<CommandOutput, Error> {
+        let (limit, cut) = self.bound(limit);
+        let started = Instant::now();
+        let result = guest.run(&command.timeout(limit), Echo::Live);
+        let outcome = match &result {
+            Ok(output) if output.success() => StepOutcome::Ok,
+            Ok(_) => StepOutcome::Failed,
+            Err(Error::CommandTimedOut { .. }) if cut => StepOutcome::OutOfBudget,
+            Err(Error::CommandTimedOut { .. }) => StepOutcome::TimedOut,
+            Err(_) => StepOutcome::Failed,
+        };
+        self.record(name, started.elapsed(), outcome);
+        result
+    }
+
+    /// The step the budget ran out in, if it did.
+    pub fn ran_out_in(&self) -> Option<&StepTime> {
+        self.steps.iter().find(|s| s.outcome == StepOutcome::OutOfBudget)
+    }
+
+    /// Every step with its wall time and outcome, and the total against the budget.
+    pub fn render(&self) -> String {
+        let mut table = String::new();
+        for step in &self.steps {
+            table.push_str(&format!(
+                "{:>8.1} s  {:<11} {}\n",
+                step.elapsed.as_secs_f64(),
+                step.outcome.label(),
+                step.name
+            ));
+        }
+        table.push_str(&format!(
+            "{:>8.1} s  in all (budget {} s)\n",
+            self.started.elapsed().as_secs_f64(),
+            self.budget.as_secs()
+        ));
+        table
+    }
+}
 
 /// One `rdma_*` integration-test executable.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +184,30 @@ impl TestExecutable {
             self.manifest_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         format!("{package}/{}", self.target)
     }
+
+    /// The names of its ignored tests (the RDMA ones), listed by running it on the host.
+    pub fn ignored_tests(&self) -> Result<Vec<String>, Error> {
+        let output = Command::new(&self.path)
+            .args(["--list", "--ignored", "--format", "terse"])
+            .current_dir(&self.manifest_dir)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| Error::Cargo(format!("listing the tests of {}: {e}", self.path.display())))?;
+        if !output.status.success() {
+            return Err(Error::Cargo(format!(
+                "listing the tests of {} failed ({}): {}",
+                self.path.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        Ok(parse_test_list(&String::from_utf8_lossy(&output.stdout)))
+    }
+}
+
+/// The test names of libtest's `--list --format terse` output (`NAME: test` lines).
+pub fn parse_test_list(output: &str) -> Vec<String> {
+    output.lines().filter_map(|line| line.strip_suffix(": test")).map(str::to_owned).collect()
 }
 
 /// Picks the `rdma_*` integration-test executables out of `cargo --message-format=json`
@@ -126,18 +292,21 @@ pub fn parse_libtest_result(output: &str) -> Option<LibtestCounts> {
 #[derive(Debug, Clone, Default)]
 pub struct Summary {
     pub passed: u32,
-    pub failed: u32,
-    /// Executables that failed without a libtest result (crashed, killed, not runnable).
-    pub broken_executables: Vec<String>,
+    /// Tests that failed, crashed, or were cut off at their time limit.
+    pub failed: Vec<String>,
+    /// Tests never started because the budget ran out first.
+    pub not_run: u32,
 }
 
-/// One boot: shows rxe0's state, runs the perftest self-check, then each executable with
-/// `--ignored`. Boot, rxe0, perftest and "no RDMA test ran at all" failures are errors;
+/// One boot: shows rxe0's state, runs the perftest baseline, then each RDMA test of
+/// `executables` on its own, then the benchmarks, each step timed on `clock` and cut to
+/// its budget. Boot, rxe0, perftest and "no RDMA test at all" failures are errors;
 /// failing tests are counted in the summary.
 pub fn run_in_guest(
     image: &GuestImage,
     config: &GuestConfig,
     executables: &[TestExecutable],
+    clock: &mut StageClock,
     report: &mut dyn FnMut(&str),
 ) -> Result<Summary, Error> {
     if executables.is_empty() {
@@ -154,18 +323,33 @@ pub fn run_in_guest(
             executable.path.display()
         )));
     }
+    let mut tests = Vec::new();
+    for executable in executables {
+        for name in executable.ignored_tests()? {
+            tests.push((executable, name));
+        }
+    }
+    if tests.is_empty() {
+        return Err(Error::NoRdmaTests(format!(
+            "{} {TARGET_PREFIX}* target(s) list no ignored test: are the RDMA tests #[ignore]d as the convention says?",
+            executables.len()
+        )));
+    }
     let config = GuestConfig {
         scratch_disk_mib: Some(config.scratch_disk_mib.unwrap_or(SCRATCH_DISK_MIB)),
+        boot_timeout: clock.bound(config.boot_timeout).0,
+        lifetime: config.lifetime.max(clock.remaining() + Duration::from_secs(300)),
         ..config.clone()
     };
-    let guest = Guest::boot(image, &config)?;
+    let guest = clock.time("boot", || Ok((Guest::boot(image, &config)?, StepOutcome::Ok)))?;
     report(&format!("booted in {:.1} s (QEMU start to rxe0 ready)", guest.boot_time().as_secs_f64()));
 
-    let state = guest.run(
-        &GuestCommand::shell("rdma link show; ibv_devinfo -d rxe0").timeout(Duration::from_secs(60)),
-        Echo::Quiet,
+    let state = clock.run(
+        &guest,
+        "rxe0 state",
+        GuestCommand::shell("rdma link show; ibv_devinfo -d rxe0"),
+        STATE_TIMEOUT,
     )?;
-    report(&format!("rxe0 in the guest:\n{}", state.stdout.trim_end()));
     if !state.success() || !state.stdout.contains("state ACTIVE") || !state.stdout.contains("PORT_ACTIVE") {
         return Err(Error::Rxe {
             guest: guest.name().to_owned(),
@@ -175,77 +359,142 @@ pub fn run_in_guest(
         });
     }
 
-    let baseline = perftest::run_cases(&guest, &guest, &SELFCHECK_CASES)?;
+    let baseline = clock.time("perftest baseline", || {
+        Ok((perftest::run_cases(&guest, &guest, &SELFCHECK_CASES)?, StepOutcome::Ok))
+    })?;
+    let factor = slowness::from_baseline(&baseline).unwrap_or(1.0);
     report(&format!(
         "perftest over rxe0, same boot (the verbs-level limit to compare with):\n{}",
         perftest::render_table(&baseline).trim_end()
     ));
+    report(&format!(
+        "slowness of this boot: {factor:.2} (4 KiB ib_read_lat typical over the reference {} us); \
+         every test and benchmark gets it in ${}",
+        slowness::REFERENCE_READ_LAT_US,
+        slowness::ENV
+    ));
 
     let mut summary = Summary::default();
-    for executable in executables {
-        report(&format!("running {} --ignored", executable.label()));
-        let command = GuestCommand::argv([executable.path.to_string_lossy().as_ref(), "--ignored"])
-            .cwd(&executable.manifest_dir)
-            .env("CARGO_MANIFEST_DIR", executable.manifest_dir.to_string_lossy())
-            .timeout(EXECUTABLE_TIMEOUT);
-        let output = guest.run(&command, Echo::Live)?;
-        let counts = parse_libtest_result(&output.stdout);
-        match counts {
-            Some(counts) => {
-                summary.passed += counts.passed;
-                summary.failed += counts.failed;
-                if !output.success() && counts.failed == 0 {
-                    summary.broken_executables.push(executable.label());
+    let total = tests.len();
+    for (index, (executable, name)) in tests.iter().enumerate() {
+        if clock.ran_out_in().is_some() {
+            summary.not_run = (total - index) as u32;
+            break;
+        }
+        let step = format!("{}::{name}", executable.label());
+        report(&format!("test {}/{total}: {step}", index + 1));
+        let command =
+            GuestCommand::argv([executable.path.to_string_lossy().as_ref(), "--ignored", "--exact", name])
+                .cwd(&executable.manifest_dir)
+                .env("CARGO_MANIFEST_DIR", executable.manifest_dir.to_string_lossy())
+                .env(slowness::ENV, factor.to_string());
+        match clock.run(&guest, &step, command, TEST_TIMEOUT.mul_f64(factor)) {
+            Ok(output) => match parse_libtest_result(&output.stdout) {
+                Some(counts) if output.success() && counts.passed == 1 => summary.passed += 1,
+                _ => {
+                    report(&format!(
+                        "{step} failed (exit {}):\n{}",
+                        output.exit_code,
+                        tail_lines(&output.stderr, 20)
+                    ));
+                    summary.failed.push(step);
                 }
+            },
+            Err(Error::CommandTimedOut { timeout, .. }) => {
+                report(&format!("{step} was cut off after {timeout:?}"));
+                summary.failed.push(step);
             }
-            None => {
-                report(&format!(
-                    "{} exited {} without a test result:\n{}",
-                    executable.label(),
-                    output.exit_code,
-                    tail_lines(&output.stderr, 20)
-                ));
-                summary.broken_executables.push(executable.label());
-            }
+            Err(e) => return Err(e),
         }
     }
-    run_read_path_benchmark(&guest, &baseline, report);
-    run_sdk_benchmark(&guest, report);
-    guest.shutdown()?;
-    if summary.passed == 0 && summary.failed == 0 && summary.broken_executables.is_empty() {
-        return Err(Error::NoRdmaTests(format!(
-            "{} {TARGET_PREFIX}* target(s) ran but no test did: are the RDMA tests #[ignore]d as the convention says?",
-            executables.len()
-        )));
+    if clock.ran_out_in().is_none() {
+        run_read_path_benchmark(&guest, &baseline, factor, clock, report);
     }
+    if clock.ran_out_in().is_none() {
+        run_sdk_benchmark(&guest, factor, clock, report);
+    }
+    guest.shutdown()?;
     Ok(summary)
 }
 
-/// `rdma-bench` (crates/benches), built in the bench profile next to this binary's
-/// target directory, if it was built: the read path's figures in the same boot as the
-/// perftest baseline, printed with their ratios to it, then rounds of perftest and the
-/// engines side by side. Figures only: it never fails the run.
+/// One `ib_read_lat -s 4096` across two guests (the cross-host topology), as a step of
+/// `clock`, if time remains.
+pub fn run_cross_host(
+    image: &GuestImage,
+    config: &GuestConfig,
+    clock: &mut StageClock,
+    report: &mut dyn FnMut(&str),
+) -> Result<(), Error> {
+    let config = GuestConfig { boot_timeout: clock.bound(config.boot_timeout).0, ..config.clone() };
+    let result = clock.time("across two guests: boot, ib_read_lat 4 KiB", || {
+        let pair = GuestPair::boot(image, &config)?;
+        let result = perftest::run_cases(&pair.server, &pair.client, &[PerftestCase::read_latency(4096)])?;
+        pair.shutdown()?;
+        Ok((result, StepOutcome::Ok))
+    })?;
+    report(&format!("across two guests (socket netdev):\n{}", perftest::render_table(&result).trim_end()));
+    Ok(())
+}
+
+/// A benchmark built in the bench profile next to this binary's target directory
+/// (`<target>/release/NAME`), if it was built (else a note and None), and the volume
+/// server it measures: the optimized build beside it, or the debug one.
+fn bench_binary(name: &str, report: &mut dyn FnMut(&str)) -> Option<(PathBuf, PathBuf)> {
+    let debug_dir = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf))?;
+    let release = debug_dir.with_file_name("release");
+    let bench = release.join(name);
+    if !bench.exists() {
+        report(&format!("{name} skipped: {} not built", bench.display()));
+        return None;
+    }
+    let server = [release.join("volume-server"), debug_dir.join("volume-server")]
+        .into_iter()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| debug_dir.join("volume-server"));
+    Some((bench, server))
+}
+
+/// Runs a benchmark as step `name` with `args` (+ `$SOFTROCE_SLOWNESS`). Figures only:
+/// a failure or its limit is reported and the stage goes on; only the stage's budget
+/// running out stops it.
+fn run_benchmark(
+    guest: &Guest,
+    name: &str,
+    args: Vec<String>,
+    factor: f64,
+    clock: &mut StageClock,
+    report: &mut dyn FnMut(&str),
+) {
+    let command = GuestCommand::argv(args).env(slowness::ENV, factor.to_string());
+    match clock.run(guest, name, command, BENCH_TIMEOUT.mul_f64(factor)) {
+        Ok(output) if output.success() => {}
+        Ok(output) => {
+            report(&format!("{name} exited {}:\n{}", output.exit_code, tail_lines(&output.stderr, 20)))
+        }
+        Err(e) => report(&format!("{name} did not complete: {e}")),
+    }
+}
+
+/// `rdma-bench` (crates/benches), if it was built in the bench profile: the read path's
+/// figures in the same boot as the perftest baseline, printed with their ratios to it,
+/// then rounds of perftest and the engines side by side. Figures only: it never fails
+/// the run.
 fn run_read_path_benchmark(
     guest: &Guest,
     baseline: &[perftest::PerftestResult],
+    factor: f64,
+    clock: &mut StageClock,
     report: &mut dyn FnMut(&str),
 ) {
-    let Some(debug_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) else {
-        return;
-    };
-    let bench = debug_dir.with_file_name("release").join("rdma-bench");
-    if !bench.exists() {
-        report(&format!("read-path benchmark skipped: {} not built", bench.display()));
-        return;
-    }
+    let Some((bench, server)) = bench_binary("rdma-bench", report) else { return };
     // Besides one run of every figure, three rounds of perftest then each engine's
     // like-for-like figures, for per-round ratios and their median: perftest alone varies
-    // by 15-30% between runs in one boot. 1 s per figure (~13000 4 KiB READs) keeps the
-    // whole within ~10 s of one 3 s run of every figure.
+    // by 15-30% between runs in one boot. 1 s per figure, and perftest's rounds sized to
+    // about a second each from the baseline, whatever the guest's speed.
     let mut command = vec![
         bench.display().to_string(),
         "--volume-server".to_owned(),
-        debug_dir.join("volume-server").display().to_string(),
+        server.display().to_string(),
         "--seconds".to_owned(),
         "1".to_owned(),
         "--rounds".to_owned(),
@@ -265,44 +514,23 @@ fn run_read_path_benchmark(
         }
     }
     report("read-path benchmark (each engine built in vs the perftest figures above):");
-    match guest.run(&GuestCommand::argv(command).timeout(Duration::from_secs(240)), Echo::Live) {
-        Ok(output) if output.success() => {}
-        Ok(output) => report(&format!(
-            "read-path benchmark exited {}:\n{}",
-            output.exit_code,
-            tail_lines(&output.stderr, 20)
-        )),
-        Err(e) => report(&format!("read-path benchmark could not run: {e}")),
-    }
+    run_benchmark(guest, "rdma-bench", command, factor, clock, report);
 }
 
 /// `sdk-rdma-vs-http` (crates/benches), if it was built in the bench profile: downloads
 /// through the SDK over RDMA and over HTTP from one volume server, in the same boot.
 /// Figures only: it never fails the run.
-fn run_sdk_benchmark(guest: &Guest, report: &mut dyn FnMut(&str)) {
-    let Some(debug_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) else {
-        return;
-    };
-    let bench = debug_dir.with_file_name("release").join("sdk-rdma-vs-http");
-    if !bench.exists() {
-        report(&format!("SDK benchmark skipped: {} not built", bench.display()));
-        return;
-    }
-    let command = [
+fn run_sdk_benchmark(guest: &Guest, factor: f64, clock: &mut StageClock, report: &mut dyn FnMut(&str)) {
+    let Some((bench, server)) = bench_binary("sdk-rdma-vs-http", report) else { return };
+    let command = vec![
         bench.display().to_string(),
         "--volume-server".to_owned(),
-        debug_dir.join("volume-server").display().to_string(),
+        server.display().to_string(),
         "--seconds".to_owned(),
         "1".to_owned(),
     ];
     report("SDK benchmark (downloads over RDMA vs over HTTP):");
-    match guest.run(&GuestCommand::argv(command).timeout(Duration::from_secs(180)), Echo::Live) {
-        Ok(output) if output.success() => {}
-        Ok(output) => {
-            report(&format!("SDK benchmark exited {}:\n{}", output.exit_code, tail_lines(&output.stderr, 20)))
-        }
-        Err(e) => report(&format!("SDK benchmark could not run: {e}")),
-    }
+    run_benchmark(guest, "sdk-rdma-vs-http", command, factor, clock, report);
 }
 
 #[cfg(test)]
@@ -342,6 +570,32 @@ mod tests {
         assert!(matches!(discover("{not json"), Err(Error::Cargo(_))));
         let no_executable = r#"{"reason":"compiler-artifact","manifest_path":"/w/Cargo.toml","target":{"kind":["test"],"name":"rdma_x"},"profile":{"test":true},"executable":null}"#;
         assert!(matches!(discover(no_executable), Err(Error::Cargo(_))));
+    }
+
+    #[test]
+    fn lists_the_tests_of_a_terse_listing() {
+        let listing = "many_concurrent_readers: test\nstaging_mode: test\n";
+        assert_eq!(parse_test_list(listing), ["many_concurrent_readers", "staging_mode"]);
+        assert!(parse_test_list("").is_empty());
+        assert!(parse_test_list("0 tests, 0 benchmarks\n").is_empty());
+    }
+
+    #[test]
+    fn the_clock_cuts_limits_to_the_budget_and_names_the_step_that_ran_out() {
+        let mut clock = StageClock::new(Duration::from_secs(100));
+        assert_eq!(clock.bound(Duration::from_secs(10)), (Duration::from_secs(10), false));
+        let (cut, was_cut) = clock.bound(Duration::from_secs(1000));
+        assert!(was_cut && cut <= Duration::from_secs(100), "{cut:?}");
+        clock.record("boot", Duration::from_secs(30), StepOutcome::Ok);
+        clock.record("a::slow_test", Duration::from_secs(70), StepOutcome::OutOfBudget);
+        assert_eq!(clock.ran_out_in().map(|s| s.name.as_str()), Some("a::slow_test"));
+        let table = clock.render();
+        assert!(table.contains("    30.0 s  ok          boot\n"), "{table}");
+        assert!(table.contains("    70.0 s  OUT OF TIME a::slow_test\n"), "{table}");
+        assert!(table.contains("(budget 100 s)"), "{table}");
+        let value = clock.time("failing", || Err::<((), StepOutcome), _>(Error::NoRdmaTests("x".into())));
+        assert!(value.is_err());
+        assert_eq!(clock.steps.last().map(|s| s.outcome), Some(StepOutcome::Failed));
     }
 
     #[test]

@@ -309,6 +309,18 @@ pub fn put(master: &testbeds::weed::WeedMaster, data: &[u8]) -> (String, String)
     (a.fid, a.url)
 }
 
+/// Uploads `data` (multipart, `f.bin`) where the master assigns it in data center `dc`,
+/// which has a volume (`WeedMaster::grow_in`); returns (fid, server).
+pub fn put_in(master: &testbeds::weed::WeedMaster, dc: &str, data: &[u8]) -> (String, String) {
+    let a = testbeds::weed::assign(&master.url(), &format!("dataCenter={dc}"))
+        .unwrap_or_else(|e| panic!("assign in {dc}: {e}"));
+    let body =
+        testbeds::weed::UploadBody::Multipart { filename: "f.bin", content_type: "application/octet-stream" };
+    let (status, reply) = testbeds::weed::upload(&a.url, &a.fid, "", data, body, &[]).unwrap();
+    assert_eq!(status, 201, "upload {} to {}: {reply}", a.fid, a.url);
+    (a.fid, a.url)
+}
+
 /// A master assign against a real `weed master` (`query` as in a URL: "" or "?ttl=5d").
 pub fn weed_assign(master: &testbeds::weed::WeedMaster, query: &str) -> String {
     let query = query.strip_prefix('?').unwrap_or(query);

@@ -1,7 +1,8 @@
 //! Reproducible environments for tests and benchmarks:
 //! - [`pseudo_random`] and [`multipart_body`]: reproducible test payloads.
 //! - [`process`]: servers under test as child processes; [`ours`]: our `volume-server`.
-//! - [`weed`]: a real SeaweedFS (`weed` 4.48) master and volume server on loopback, for interop.
+//! - [`weed`]: a real SeaweedFS (`weed` 4.48) master, volume server and filer on loopback,
+//!   for interop.
 //! - [`softroce`]: a QEMU guest with Soft-RoCE (`rdma_rxe`) where the RDMA tests and
 //!   benchmarks run on real verbs.
 //!
@@ -167,5 +168,6 @@ pub mod pki;
 pub mod process;
 pub mod softroce;
 pub mod weed;
+mod weed_filer;
 
 pub use payload::{multipart_body, pseudo_random};

@@ -29,6 +29,10 @@ pub enum Error {
     NotReady { what: String, timeout: Duration, log: String, tail: String },
     #[error("`{what}` exited early ({status}); last lines of {log}:\n{tail}")]
     Exited { what: String, status: std::process::ExitStatus, log: String, tail: String },
+    #[error("`{what}` failed ({status}); its output:\n{output}")]
+    Failed { what: String, status: std::process::ExitStatus, output: String },
+    #[error("`{what}` did not finish within {limit:?}; its output:\n{output}")]
+    Unfinished { what: String, limit: Duration, output: String },
     #[error("no free loopback port pair (port and port+10000) found")]
     NoFreePort,
     #[error("I/O error in {path}: {source}")]

@@ -64,7 +64,17 @@ impl WeedFiler {
     /// Stops the filer and starts it again on the same ports and store, as an operator
     /// restarting it would.
     pub fn restart(&mut self) -> Result<(), Error> {
+        self.halt();
+        self.resume()
+    }
+
+    /// Stops the filer (gracefully) for now: [`WeedFiler::resume`] starts it again.
+    pub fn halt(&mut self) {
         self.process.stop();
+    }
+
+    /// Starts a halted filer again on the same ports and store.
+    pub fn resume(&mut self) -> Result<(), Error> {
         self.process = Self::spawn(self.port, &self.args, &self.log, self.config_dir.as_deref())?;
         Ok(())
     }

@@ -111,7 +111,16 @@ impl FilerRpc {
     async fn lookup_volume(&self, volume: VolumeId) -> Result<Vec<String>, Error> {
         let key = volume.0.to_string();
         let request = pb::LookupVolumeRequest { volume_ids: vec![key.clone()] };
-        let reply = self.raw().lookup_volume(request).await.map_err(|status| self.error(&status))?;
+        let reply = match self.raw().lookup_volume(request).await {
+            Ok(reply) => reply,
+            // The filer asked the master, which knows no such volume (any more).
+            Err(status)
+                if status.code() == tonic::Code::Unknown && status.message().contains("not found") =>
+            {
+                return Err(Error::VolumeNotFound { volume: volume.0, message: status.message().to_owned() });
+            }
+            Err(status) => return Err(self.error(&status)),
+        };
         let servers: Vec<String> = reply
             .into_inner()
             .locations_map

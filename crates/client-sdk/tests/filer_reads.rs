@@ -136,6 +136,119 @@ fn files_written_through_the_filer_read_back_byte_exact_from_both_kinds_of_volum
     cluster.stop();
 }
 
+/// Needle reads `filer`'s chunk client made so far, on any transport.
+fn needle_reads(filer: &FilerClient) -> u64 {
+    filer.chunk_client().metrics().reads.values().sum()
+}
+
+/// What a read fetches. A range reads only the chunks it overlaps (counted as needle
+/// reads), chunk manifests too: one outside the range is not read. A read fetches at
+/// most [`FilerClientBuilder::concurrency`] chunks at once, and that many. An object the
+/// S3 gateway stored with server-side encryption is refused by kind, not returned as
+/// ciphertext.
+///
+/// [`FilerClientBuilder::concurrency`]: client_sdk::FilerClientBuilder::concurrency
+#[test]
+fn reads_fetch_only_the_chunks_they_overlap_a_bounded_number_at_once() {
+    let cluster = Cluster::start(FILER_FLAGS);
+    let rt = common::runtime();
+    let filer = FilerClient::builder(cluster.filer.addr()).build().unwrap();
+    let six = testbeds::pseudo_random(6 * MIB, 60);
+    cluster.filer.put("/fetch/six.bin", "maxMB=1&collection=ours", &six, "application/octet-stream").unwrap();
+    let m = MIB as u64;
+    rt.block_on(async {
+        let manifested = write_manifested(&filer, &cluster.master.addr(), "/fetch", "ours").await;
+        let (six_path, manifested_path) = ("/fetch/six.bin", manifested.path.as_str());
+        // Inside the last chunk, the one the manifest does not cover.
+        let tail = manifested.data.len() as u64 - 50;
+        // (file, its bytes, range, needles read: data chunks, and the manifest if it overlaps)
+        let cases: [(&str, &[u8], std::ops::Range<u64>, u64); 8] = [
+            (six_path, &six, 2 * m + 10..2 * m + 20, 1),
+            (six_path, &six, m - 1..m + 1, 2),
+            (six_path, &six, m..3 * m, 2),
+            (six_path, &six, 0..6 * m, 6),
+            (six_path, &six, 5 * m..5 * m, 0),
+            (manifested_path, &manifested.data, 50..60, 2),
+            (manifested_path, &manifested.data, 0..350, 5),
+            (manifested_path, &manifested.data, tail..tail + 10, 1),
+        ];
+        for (path, data, range, needles) in cases {
+            let before = needle_reads(&filer);
+            let got = filer.read_range(path, range.clone()).await.unwrap();
+            assert!(got[..] == data[range.start as usize..range.end as usize], "{path} {range:?}");
+            assert_eq!(needle_reads(&filer) - before, needles, "{path} {range:?}");
+        }
+
+        // Three chunks at a time: the transport lets reads through in threes only.
+        let gathering = std::sync::Arc::new(common::GatheringTransport::new(3));
+        let transport: std::sync::Arc<dyn client_sdk::ReadTransport> = gathering.clone();
+        let bounded = FilerClient::builder(cluster.filer.addr())
+            .concurrency(3)
+            .chunk_reads(|b| b.rdma_transport(transport).rdma_timeout(Duration::from_secs(60)))
+            .build()
+            .unwrap();
+        assert!(bounded.read("/fetch/six.bin").await.unwrap() == six);
+        let (streamed, error) = drain(bounded.read_stream("/fetch/six.bin").await.unwrap()).await;
+        assert!(error.is_none() && streamed == six, "{error:?}");
+        assert_eq!(gathering.most_at_once(), 3);
+        let metrics = bounded.chunk_client().metrics();
+        assert!(metrics.fallbacks.is_empty(), "every read in a group of three: {metrics:?}");
+        assert_eq!(metrics.reads.get("gathering"), Some(&12), "{metrics:?}");
+    });
+    drop((filer, rt));
+    cluster.stop();
+}
+
+/// Objects the S3 gateway encrypts (SSE-C, SSE-KMS, SSE-S3) mark their chunks; a real
+/// filer keeps the mark, and the client refuses them by kind (stat still works).
+#[test]
+fn server_side_encrypted_objects_are_refused_by_kind() {
+    use client_sdk::filer::pb;
+    let cluster = Cluster::start(FILER_FLAGS);
+    let rt = common::runtime();
+    let filer = FilerClient::builder(cluster.filer.addr()).build().unwrap();
+    let data = testbeds::pseudo_random(1000, 70);
+    rt.block_on(async {
+        let uploader = client_sdk::Client::builder(cluster.master.addr()).build().unwrap();
+        let stored = uploader.upload(data.clone(), &Default::default()).await.unwrap();
+        for (name, sse, kind) in [
+            ("c.bin", pb::SseType::SseC, "SSE-C"),
+            ("kms.bin", pb::SseType::SseKms, "SSE-KMS"),
+            ("s3.bin", pb::SseType::SseS3, "SSE-S3"),
+        ] {
+            let chunk = pb::FileChunk {
+                fid: Some(pb::FileId {
+                    volume_id: stored.fid.volume.0,
+                    file_key: stored.fid.key.0,
+                    cookie: stored.fid.cookie.0,
+                }),
+                size: data.len() as u64,
+                modified_ts_ns: 1,
+                sse_type: sse as i32,
+                ..Default::default()
+            };
+            let request = pb::AppendToEntryRequest {
+                directory: "/s3".into(),
+                entry_name: name.into(),
+                chunks: vec![chunk],
+            };
+            filer.grpc().append_to_entry(request).await.unwrap();
+            let path = format!("/s3/{name}");
+            assert_eq!(filer.stat(&path).await.unwrap().size, data.len() as u64);
+            let refused = |result: Result<(), Error>| match result {
+                Err(Error::ServerSideEncrypted { kind: k, .. }) => assert_eq!(k, kind, "{path}"),
+                other => panic!("{path}: expected {kind} refused, got {other:?}"),
+            };
+            refused(filer.read(&path).await.map(drop));
+            refused(filer.read_range(&path, 0..10).await.map(drop));
+            refused(filer.read_stream(&path).await.map(drop));
+        }
+        assert_eq!(needle_reads(&filer), 0, "nothing of them was read");
+    });
+    drop((filer, rt));
+    cluster.stop();
+}
+
 /// The volumes holding the data chunks `files` list (not the manifest the filer wrote:
 /// that goes to the filer's default collection, on either server).
 async fn volumes_of(filer: &FilerClient, files: &[Written]) -> Vec<needle::VolumeId> {

@@ -255,6 +255,22 @@ impl ChunkReport {
     }
 }
 
+/// One line for people: `6 of 6 chunk needles over RDMA`, then why any were not
+/// (`; not over rdma-sideway: not_offered x6`), or that the data was inline.
+impl std::fmt::Display for ChunkReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.inline {
+            return f.write_str("inline in the entry: no chunk read");
+        }
+        write!(f, "{} of {} chunk needles over RDMA", self.over_rdma(), self.needles())?;
+        for (i, ((transport, reason), n)) in self.fallbacks.iter().enumerate() {
+            let lead = if i == 0 { "; not over " } else { ", " };
+            write!(f, "{lead}{transport}: {reason} x{n}")?;
+        }
+        Ok(())
+    }
+}
+
 /// What a read of (part of) a file needs: where its bytes are, and the pieces that
 /// make the read.
 struct Plan {
@@ -591,6 +607,22 @@ mod tests {
             ..Default::default()
         };
         assert!(matches!(refuse_unreadable("/r", &remote), Err(Error::UnsupportedEntry { .. })));
+    }
+
+    #[test]
+    fn a_report_says_how_many_needles_came_over_rdma_and_why_others_did_not() {
+        let mut report = ChunkReport::default();
+        assert_eq!(report.to_string(), "0 of 0 chunk needles over RDMA");
+        report.served_by.insert("rdma-sideway", 4);
+        report.served_by.insert("http", 2);
+        report.fallbacks.insert(("rdma-sideway", FallbackReason::Timeout), 1);
+        report.fallbacks.insert(("rdma-sideway", FallbackReason::VerificationFailed), 1);
+        assert_eq!(
+            report.to_string(),
+            "4 of 6 chunk needles over RDMA; not over rdma-sideway: timeout x1, rdma-sideway: verification_failed x1"
+        );
+        let inline = ChunkReport { inline: true, ..ChunkReport::default() };
+        assert_eq!(inline.to_string(), "inline in the entry: no chunk read");
     }
 
     #[test]

@@ -13,7 +13,8 @@ use filer_files::*;
 use futures_util::StreamExt;
 use std::time::Duration;
 use testbeds::ours::OurVolumeServer;
-use testbeds::weed::{WeedFiler, WeedMaster, WeedVolume};
+use testbeds::weed::{WeedMaster, WeedVolume};
+use testbeds::weed_filer::WeedFiler;
 
 /// A master, our volume server and a `weed volume` joined to it, and a filer; the
 /// collections `ours` and `weed` pinned to one server each.
@@ -83,7 +84,7 @@ fn files_written_through_the_filer_read_back_byte_exact_from_both_kinds_of_volum
                     "{}: weed's filer GET disagrees with the reference",
                     written.path
                 );
-                check(&filer, written, 16).await;
+                check(&filer, written, &ranges(written, 16)).await;
             }
             let info = filer.stat(&format!("{dir}/copied.bin")).await.unwrap();
             assert_eq!(info.chunks, 6, "{info:?}");
@@ -279,7 +280,7 @@ fn files_of_an_encrypting_filer_read_back_byte_exact() {
         assert!(filer.configuration().await.unwrap().cipher, "the filer says it encrypts");
         files.push(write_manifested(&filer, &cluster.master.addr(), "/secret", "ours").await);
         for written in &files {
-            check(&filer, written, 8).await;
+            check(&filer, written, &ranges(written, 8)).await;
             let info = filer.stat(&written.path).await.unwrap();
             let chunked = !info.inline && !written.data.is_empty();
             if written.path.ends_with("manifested.bin") {

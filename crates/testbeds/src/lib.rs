@@ -56,6 +56,7 @@
 //! | `SOFTROCE_RUN_DIR` | the run directory, writable, shared with the host |
 //! | `SOFTROCE_READY_FILE` | a job creates it to say "serving" (see [`softroce::Job::wait_ready`]) |
 //! | `SOFTROCE_SCRATCH` | an ext4 filesystem on a virtio disk, if one was asked for |
+//! | `WEED_BINARY` | the host's `weed` executable (see [`weed::executable`]), when it has one |
 //! | `HOME`, `TMPDIR` | `/tmp` (tmpfs): the host root is read-only |
 //!
 //! **Volume files go on tmpfs (`/dev/shm`, `/tmp`) or `$SOFTROCE_SCRATCH`, never on the
@@ -168,6 +169,6 @@ pub mod pki;
 pub mod process;
 pub mod softroce;
 pub mod weed;
-mod weed_filer;
+pub mod weed_filer;
 
 pub use payload::{multipart_body, pseudo_random};

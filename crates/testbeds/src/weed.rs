@@ -13,7 +13,6 @@ pub const WEED_VERSION: &str = "4.48";
 
 pub use crate::process::{Error, free_port_pair};
 use crate::process::{ServerProcess, http_ok};
-pub use crate::weed_filer::{WeedFiler, run_tool};
 
 /// Names the `weed` executable to run instead of `weed` on `PATH`: the Soft-RoCE guest
 /// stage sets it to the host's (see [`executable`]), as the guest's `PATH` has no `weed`.

@@ -11,7 +11,8 @@ use proptest::strategy::{Strategy, ValueTree};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use testbeds::pseudo_random;
-use testbeds::weed::{WeedFiler, WeedMaster};
+use testbeds::weed::WeedMaster;
+use testbeds::weed_filer::WeedFiler;
 
 pub const MIB: usize = 1 << 20;
 
@@ -87,10 +88,7 @@ fn mib_boundaries(len: usize) -> Vec<u64> {
 /// -maxMB=1`: a tiny file, many chunks, text. `scratch` holds the local copies.
 pub fn write_files(filer: &WeedFiler, scratch: &Path, dir: &str, collection: &str) -> Vec<Written> {
     let put = |name: &str, query: &str, data: &[u8], content_type: &str| {
-        let path = format!("{dir}/{name}");
-        let query = format!("collection={collection}&maxMB=1{query}");
-        filer.put(&path, &query, data, content_type).unwrap_or_else(|e| panic!("PUT {path}: {e}"));
-        path
+        put_file(filer, &format!("{dir}/{name}"), collection, query, data, content_type)
     };
     let octets = "application/octet-stream";
     let mut written = Vec::new();
@@ -129,14 +127,7 @@ pub fn write_files(filer: &WeedFiler, scratch: &Path, dir: &str, collection: &st
     written.push(Written::new(path, log.clone(), mib_boundaries(log.len()), "HTTP, gzip-stored text"));
 
     // filer.copy: the file's name is the local one.
-    let copy = |name: &str, data: &[u8]| {
-        let local = scratch.join(name);
-        std::fs::write(&local, data).unwrap();
-        let extra = ["-maxMB=1".to_owned(), format!("-collection={collection}")];
-        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-        filer.copy(&[&local], dir, &extra, None).unwrap_or_else(|e| panic!("filer.copy {name}: {e}"));
-        format!("{dir}/{name}")
-    };
+    let copy = |name: &str, data: &[u8]| copy_file(filer, scratch, dir, collection, name, data);
     let tiny = b"tiny!\n".to_vec();
     written.push(Written::new(
         copy("tiny.bin", &tiny),
@@ -159,6 +150,81 @@ pub fn write_files(filer: &WeedFiler, scratch: &Path, dir: &str, collection: &st
         "filer.copy, gzip text",
     ));
     written
+}
+
+/// PUTs `data` at `path` through the filer's HTTP API in 1 MiB chunks (`query` adds to
+/// the query string, e.g. `&offset=N`); the path.
+fn put_file(
+    filer: &WeedFiler,
+    path: &str,
+    collection: &str,
+    query: &str,
+    data: &[u8],
+    content_type: &str,
+) -> String {
+    let query = format!("collection={collection}&maxMB=1{query}");
+    filer.put(path, &query, data, content_type).unwrap_or_else(|e| panic!("PUT {path}: {e}"));
+    path.to_owned()
+}
+
+/// `weed filer.copy -maxMB=1` of `data`, saved as `scratch/name`, into `dir`; the path
+/// (the file's name is the local one).
+fn copy_file(
+    filer: &WeedFiler,
+    scratch: &Path,
+    dir: &str,
+    collection: &str,
+    name: &str,
+    data: &[u8],
+) -> String {
+    let local = scratch.join(name);
+    std::fs::write(&local, data).unwrap();
+    let extra = ["-maxMB=1".to_owned(), format!("-collection={collection}")];
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    filer.copy(&[&local], dir, &extra, None).unwrap_or_else(|e| panic!("filer.copy {name}: {e}"));
+    format!("{dir}/{name}")
+}
+
+/// The kinds of [`write_files`] that matter for a transport, kept small for the
+/// emulated RDMA guest: inline, one chunk, three chunks, gzip-stored text (HTTP API),
+/// and a tiny file and gzip text through `weed filer.copy`.
+pub fn write_small_files(filer: &WeedFiler, scratch: &Path, dir: &str, collection: &str) -> Vec<Written> {
+    let octets = "application/octet-stream";
+    let (small, one, three) =
+        (pseudo_random(INLINE_LIMIT / 2, 21), pseudo_random(200_000, 22), pseudo_random(2 * MIB + 1234, 23));
+    let log = text(MIB + 777, 24);
+    let (tiny, words) = (b"tiny!\n".to_vec(), text(MIB + 100, 25));
+    let put = |name: &str, data: &[u8], content_type: &str| {
+        put_file(filer, &format!("{dir}/{name}"), collection, "", data, content_type)
+    };
+    vec![
+        Written::new(put("inline.bin", &small, octets), small, vec![], "HTTP, inline"),
+        Written::new(put("one-chunk.bin", &one, octets), one, vec![], "HTTP, one chunk"),
+        Written::new(
+            put("three-chunks.bin", &three, octets),
+            three.clone(),
+            mib_boundaries(three.len()),
+            "HTTP, 1 MiB chunks",
+        ),
+        Written::new(
+            put("notes.txt", &log, "text/plain"),
+            log.clone(),
+            mib_boundaries(log.len()),
+            "HTTP, gzip-stored text",
+        ),
+        Written::new(
+            copy_file(filer, scratch, dir, collection, "tiny.bin", &tiny),
+            tiny,
+            vec![],
+            "filer.copy, tiny",
+        ),
+        Written::new(
+            copy_file(filer, scratch, dir, collection, "words.txt", &words),
+            words.clone(),
+            mib_boundaries(words.len()),
+            "filer.copy, gzip text",
+        ),
+    ]
 }
 
 /// A file of [`MANIFEST_BATCH`] + 1 chunks, appended with the filer's AppendToEntry: the
@@ -229,10 +295,25 @@ pub fn ranges(written: &Written, random: usize) -> Vec<(u64, u64)> {
     ranges
 }
 
+/// A few ranges for a slow transport: the first and the last byte, and two bytes across
+/// each boundary.
+pub fn crossings(written: &Written) -> Vec<(u64, u64)> {
+    let len = written.data.len() as u64;
+    let mut ranges = vec![(0, len.min(1)), (len.saturating_sub(1), len)];
+    ranges.extend(written.boundaries.iter().map(|&b| (b - 1, (b + 1).min(len))));
+    ranges
+}
+
 /// Reads `written` every way through `filer` and checks the bytes: whole (sha256 of what
-/// was uploaded), streamed, and the [`ranges`] against the reference copy. The number of
-/// needle reads the stream made.
-pub async fn check(filer: &FilerClient, written: &Written, random_ranges: usize) -> u64 {
+/// was uploaded), streamed, and `ranges` (see [`ranges`]) against the reference copy.
+/// How the stream's needles were served.
+pub async fn check(filer: &FilerClient, written: &Written, ranges: &[(u64, u64)]) -> client_sdk::ChunkReport {
+    check_unstreamed(filer, written, ranges).await;
+    check_stream(filer, written).await
+}
+
+/// [`check`] without the stream: stat, the whole file and `ranges`.
+pub async fn check_unstreamed(filer: &FilerClient, written: &Written, ranges: &[(u64, u64)]) {
     let (path, how) = (&written.path, written.how);
     let info = filer.stat(path).await.unwrap_or_else(|e| panic!("stat {path} ({how}): {e}"));
     assert_eq!(info.size, written.data.len() as u64, "{path} ({how}): size {info:?}");
@@ -242,6 +323,23 @@ pub async fn check(filer: &FilerClient, written: &Written, random_ranges: usize)
     let whole = filer.read(path).await.unwrap_or_else(|e| panic!("read {path} ({how}): {e}"));
     assert!(sha256(&whole) == sha256(&written.data), "{path} ({how}): read() differs from the upload");
 
+    for &(start, end) in ranges {
+        let got = filer
+            .read_range(path, start..end)
+            .await
+            .unwrap_or_else(|e| panic!("read_range {path} {start}..{end} ({how}): {e}"));
+        assert!(
+            got[..] == written.data[start as usize..end as usize],
+            "{path} ({how}): range {start}..{end} differs from the reference"
+        );
+    }
+    let past = filer.read_range(path, 0..written.data.len() as u64 + 1).await;
+    assert!(matches!(past, Err(client_sdk::Error::RangeNotSatisfiable { .. })), "{path}: {past:?}");
+}
+
+/// Streams `written` through `filer` and checks the bytes; how the needles were served.
+pub async fn check_stream(filer: &FilerClient, written: &Written) -> client_sdk::ChunkReport {
+    let (path, how) = (&written.path, written.how);
     let mut stream =
         filer.read_stream(path).await.unwrap_or_else(|e| panic!("read_stream {path} ({how}): {e}"));
     let mut hasher = Sha256::new();
@@ -256,19 +354,6 @@ pub async fn check(filer: &FilerClient, written: &Written, random_ranges: usize)
         <[u8; 32]>::from(hasher.finalize()) == sha256(&written.data),
         "{path} ({how}): the stream differs"
     );
-    assert_eq!(stream.report().inline, info.inline, "{path}: {:?}", stream.report());
-
-    for (start, end) in ranges(written, random_ranges) {
-        let got = filer
-            .read_range(path, start..end)
-            .await
-            .unwrap_or_else(|e| panic!("read_range {path} {start}..{end} ({how}): {e}"));
-        assert!(
-            got[..] == written.data[start as usize..end as usize],
-            "{path} ({how}): range {start}..{end} differs from the reference"
-        );
-    }
-    let past = filer.read_range(path, 0..written.data.len() as u64 + 1).await;
-    assert!(matches!(past, Err(client_sdk::Error::RangeNotSatisfiable { .. })), "{path}: {past:?}");
-    stream.report().needles()
+    assert_eq!(stream.report().inline, stream.info().inline, "{path}: {:?}", stream.report());
+    stream.report().clone()
 }

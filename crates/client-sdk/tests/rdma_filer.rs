@@ -27,7 +27,8 @@ use testbeds::weed_filer::WeedFiler;
 
 /// Every time limit of this test, in one place: generous, because the guest is emulated
 /// and its speed varies from boot to boot (and with the host's load). None of them
-/// decides a pass on its own; each only bounds a wait that would otherwise hang.
+/// decides a pass on its own; each only bounds a wait that would otherwise hang. (To
+/// become `testbeds::softroce::slowness::scaled(...)` of these once that exists.)
 mod limits {
     use std::time::Duration;
     /// Until the master lists our volume server.

@@ -27,7 +27,8 @@ pub enum Error {
     /// The verified stored bytes are gzip that does not decompress.
     #[error("{fid}: stored gzip data does not decompress: {source}")]
     Decompress { fid: String, source: std::io::Error },
-    /// A ranged read asked for bytes past the end of the file.
+    /// A ranged read asked for bytes past the end of the file (`fid` names the file: its
+    /// fid, or its path for a filer read).
     #[error("{fid}: range {start}..{end} is outside the file ({len} bytes)")]
     RangeNotSatisfiable { fid: String, start: u64, end: u64, len: u64 },
     /// The upload was acknowledged with a checksum that does not match what was sent.
@@ -40,6 +41,27 @@ pub enum Error {
     /// A streamed needle could not be held in or read back from its temporary file.
     #[error("{fid}: local temporary file: {source}")]
     LocalIo { fid: String, source: std::io::Error },
+    /// The filer has no entry at the path.
+    #[error("{path}: no such file or directory on the filer")]
+    NoSuchPath { path: String },
+    /// A file read of a directory, or a listing of a file.
+    #[error("{path}: {detail}")]
+    WrongEntryKind { path: String, detail: &'static str },
+    /// A filer's gRPC call failed (unreachable, timed out, or an error status).
+    #[error("filer {filer}: {message}")]
+    Filer { filer: String, message: String },
+    /// The file is stored with S3 server-side encryption, whose keys the filer client
+    /// does not hold: refused rather than returned as ciphertext.
+    #[error("{path}: stored with S3 server-side encryption ({kind}), which this client does not decrypt")]
+    ServerSideEncrypted { path: String, kind: &'static str },
+    /// An entry the filer client cannot read: a symlink, or data only in remote storage.
+    #[error("{path}: {detail}")]
+    UnsupportedEntry { path: String, detail: String },
+    /// An entry's chunks that do not make a file: a bad fid, a chunk manifest that does
+    /// not parse or nests too deep, a chunk whose verified data is not the size listed
+    /// or does not decrypt with its key.
+    #[error("{path}: {detail}")]
+    BadFileChunks { path: String, detail: String },
     /// The builder's settings do not make a working client.
     #[error("invalid client configuration: {0}")]
     Config(String),

@@ -74,24 +74,29 @@
 //! ```
 
 mod error;
+#[cfg(feature = "filer")]
+pub mod filer;
 mod master;
 mod policy;
 #[cfg(feature = "rdma")]
 mod rdma;
 mod stream;
 mod transport;
-#[cfg(feature = "rdma")]
+#[cfg(any(feature = "rdma", feature = "filer"))]
 mod weed_security;
 
 pub use error::Error;
+#[cfg(feature = "filer")]
+pub use filer::{ChunkReport, FileInfo, FileStream, FilerClient, FilerClientBuilder};
 pub use master::{AssignOptions, Assignment};
 pub use needle::FileId;
 pub use policy::{Backoff, FallbackReason, RdmaPolicy, ReadMetrics, TransportHealth};
 #[cfg(feature = "rdma")]
 pub use rdma::{DeviceChoice, RdmaEngine, RdmaTransport, RdmaTransportConfig};
-/// Dialing the RDMA control plane over weed-style gRPC mutual TLS (`rdma-transport`'s):
-/// see [`RdmaTransportConfig::with_grpc_tls`].
-#[cfg(feature = "rdma")]
+/// Dialing the RDMA control plane and the filer over weed-style gRPC mutual TLS
+/// (`rdma-transport`'s): see `RdmaTransportConfig::with_grpc_tls` and
+/// `FilerClientBuilder::grpc_dialer`.
+#[cfg(any(feature = "rdma", feature = "filer"))]
 pub use rdma_transport::grpc_tls;
 pub use stream::NeedleStream;
 pub use transport::{
@@ -137,6 +142,7 @@ pub struct ClientBuilder {
     backoff: Backoff,
     jwt: Option<String>,
     stream_memory_limit: u64,
+    locator: Option<Arc<dyn master::VolumeLocator>>,
 }
 
 impl ClientBuilder {
@@ -197,6 +203,13 @@ impl ClientBuilder {
         self
     }
 
+    /// Volume locations from `locator` instead of the master's `/dir/lookup`.
+    #[cfg(feature = "filer")]
+    pub(crate) fn volume_locator(mut self, locator: Arc<dyn master::VolumeLocator>) -> Self {
+        self.locator = Some(locator);
+        self
+    }
+
     pub fn build(self) -> Result<Client, Error> {
         if self.master.is_empty() {
             return Err(Error::Config("the master address is empty".into()));
@@ -221,7 +234,8 @@ impl ClientBuilder {
                     self.master,
                     self.single_server,
                     self.location_cache_ttl,
-                ),
+                )
+                .with_locator(self.locator),
                 http,
                 rdma: if self.rdma_policy == RdmaPolicy::Off { Vec::new() } else { self.rdma },
                 rdma_policy: self.rdma_policy,
@@ -334,6 +348,7 @@ impl Client {
             backoff: Backoff::default(),
             jwt: None,
             stream_memory_limit: 16 << 20,
+            locator: None,
         }
     }
 
@@ -880,9 +895,14 @@ pub(crate) fn plain_bytes(fid: &FileId, stored: NeedleData) -> Result<Bytes, Err
     if !stored.compressed {
         return Ok(stored.bytes);
     }
+    gunzip(fid, &stored.bytes)
+}
+
+/// Decompresses verified gzip data of `fid`.
+pub(crate) fn gunzip(fid: &FileId, gzip: &[u8]) -> Result<Bytes, Error> {
     use std::io::Read;
-    let mut plain = Vec::with_capacity(stored.bytes.len() * 4);
-    flate2::read::MultiGzDecoder::new(&stored.bytes[..])
+    let mut plain = Vec::with_capacity(gzip.len() * 4);
+    flate2::read::MultiGzDecoder::new(gzip)
         .read_to_end(&mut plain)
         .map_err(|source| Error::Decompress { fid: fid.to_string(), source })?;
     Ok(plain.into())

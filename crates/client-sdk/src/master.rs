@@ -1,12 +1,24 @@
 //! The master's HTTP API (`/dir/assign`, `/dir/lookup`), spoken by a real `weed master`
-//! and by our standalone volume server alike, and a cache of volume locations.
+//! and by our standalone volume server alike, and a cache of volume locations (which
+//! may come from another [`VolumeLocator`] instead, such as a filer's LookupVolume).
 
-use crate::Error;
+use crate::{BoxFuture, Error};
 use needle::{FileId, VolumeId};
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::RwLock;
+
+/// Where volume locations come from when not from the master's `/dir/lookup` (a filer
+/// client reads them from the filer, which may be all it can reach besides the volume
+/// servers). The answers are cached like the master's.
+pub(crate) trait VolumeLocator: Send + Sync + fmt::Debug {
+    /// The volume servers (`host:port`) holding `volume`; none is
+    /// [`Error::VolumeNotFound`].
+    fn locate(&self, volume: VolumeId) -> BoxFuture<'_, Result<Vec<String>, Error>>;
+}
 
 /// What the master assigned for an upload.
 #[derive(Clone, Debug)]
@@ -67,6 +79,8 @@ pub(crate) struct MasterApi {
     single_server: bool,
     cache_ttl: Duration,
     locations: RwLock<HashMap<VolumeId, (Vec<String>, Instant)>>,
+    /// Asked instead of `/dir/lookup` when set.
+    locator: Option<Arc<dyn VolumeLocator>>,
 }
 
 impl MasterApi {
@@ -76,7 +90,12 @@ impl MasterApi {
         single_server: bool,
         cache_ttl: Duration,
     ) -> Self {
-        Self { http, master, single_server, cache_ttl, locations: RwLock::new(HashMap::new()) }
+        Self { http, master, single_server, cache_ttl, locations: RwLock::new(HashMap::new()), locator: None }
+    }
+
+    /// Locations come from `locator` instead of the master's `/dir/lookup`.
+    pub(crate) fn with_locator(self, locator: Option<Arc<dyn VolumeLocator>>) -> Self {
+        Self { locator, ..self }
     }
 
     fn error(&self, message: impl ToString) -> Error {
@@ -122,15 +141,23 @@ impl MasterApi {
         {
             return Ok((servers.clone(), Source::Cache));
         }
+        let servers = match &self.locator {
+            Some(locator) => locator.locate(volume).await?,
+            None => self.master_lookup(volume).await?,
+        };
+        self.locations.write().await.insert(volume, (servers.clone(), Instant::now()));
+        Ok((servers, Source::Master))
+    }
+
+    /// The servers the master's `/dir/lookup` lists for `volume`.
+    async fn master_lookup(&self, volume: VolumeId) -> Result<Vec<String>, Error> {
         let response = self.get("/dir/lookup", &[("volumeId", volume.to_string())]).await?;
         let reply: LookupReply =
             response.json().await.map_err(|e| self.error(format!("lookup reply: {e}")))?;
         if reply.locations.is_empty() {
             return Err(Error::VolumeNotFound { volume: volume.0, message: reply.error });
         }
-        let servers: Vec<String> = reply.locations.into_iter().map(|l| l.url).collect();
-        self.locations.write().await.insert(volume, (servers.clone(), Instant::now()));
-        Ok((servers, Source::Master))
+        Ok(reply.locations.into_iter().map(|l| l.url).collect())
     }
 
     /// The master's token for one file, as weed clients get one in a cluster that signs

@@ -1,10 +1,13 @@
 //! When reads use RDMA and when they fall back to HTTP: the policy, the per-server health
 //! of each RDMA transport (with its backoff), and the counters an operator reads to see
-//! why RDMA was not used.
+//! why RDMA was not used: for the whole client, and for the reads of one [`traced`]
+//! future (a filer file's chunks).
 
 use crate::TransportErrorKind;
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -153,6 +156,35 @@ impl ReadMetrics {
     }
 }
 
+/// The reads made inside one [`traced`] future: served, by transport; fallbacks on the
+/// way, by transport and reason.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ReadTrace {
+    pub(crate) reads: BTreeMap<&'static str, u64>,
+    pub(crate) fallbacks: BTreeMap<(&'static str, FallbackReason), u64>,
+}
+
+tokio::task_local! {
+    /// The trace of the [`traced`] future being polled, if any. Task-local, so concurrent
+    /// reads (each traced on its own) never count into each other's trace.
+    static TRACE: RefCell<ReadTrace>;
+}
+
+/// Runs `reads` and returns, with its output, what served the reads it made.
+pub(crate) async fn traced<F: Future>(reads: F) -> (F::Output, ReadTrace) {
+    TRACE
+        .scope(RefCell::new(ReadTrace::default()), async {
+            let output = reads.await;
+            (output, TRACE.with(|trace| trace.take()))
+        })
+        .await
+}
+
+/// Adds to the trace of the [`traced`] future being polled (nothing outside one).
+fn trace(record: impl FnOnce(&mut ReadTrace)) {
+    let _ = TRACE.try_with(|trace| record(&mut trace.borrow_mut()));
+}
+
 #[derive(Debug)]
 struct Health {
     consecutive_failures: u32,
@@ -194,6 +226,7 @@ impl PolicyState {
     pub(crate) fn succeeded(&self, transport: &'static str, server: &str) {
         self.health.lock().expect("not poisoned").remove(&(transport, server.to_owned()));
         *self.metrics.lock().expect("not poisoned").reads.entry(transport).or_default() += 1;
+        trace(|t| *t.reads.entry(transport).or_default() += 1);
     }
 
     /// Records a failed attempt: starts or extends the backoff when the reason says the
@@ -219,6 +252,7 @@ impl PolicyState {
     pub(crate) fn fell_back(&self, transport: &'static str, reason: FallbackReason, server: &str, fid: &str) {
         tracing::debug!(transport, %reason, server, fid, "read falls back from this transport to the next (HTTP last)");
         *self.metrics.lock().expect("not poisoned").fallbacks.entry((transport, reason)).or_default() += 1;
+        trace(|t| *t.fallbacks.entry((transport, reason)).or_default() += 1);
     }
 
     pub(crate) fn counted_lookup(&self) {
@@ -290,6 +324,23 @@ mod tests {
         assert!(!state.may_try("rdma", "a:1", window), "a probe is in flight");
         state.failed("rdma", "a:1", FallbackReason::Unavailable);
         assert!(state.may_try("rdma", "a:1", window), "the failed probe set a new (zero) backoff");
+    }
+
+    #[tokio::test]
+    async fn a_trace_counts_only_the_reads_of_its_own_future() {
+        let state = PolicyState::default();
+        state.succeeded("http", "a:1");
+        let (_, trace) = traced(async {
+            state.fell_back("rdma", FallbackReason::Timeout, "a:1", "3,01637037d6");
+            state.succeeded("http", "a:1");
+            let (_, inner) = traced(async { state.succeeded("rdma", "a:1") }).await;
+            assert_eq!(inner.reads.get("rdma"), Some(&1), "a nested trace is its own");
+        })
+        .await;
+        assert_eq!(trace.reads.get("http"), Some(&1));
+        assert_eq!(trace.reads.get("rdma"), None);
+        assert_eq!(trace.fallbacks.get(&("rdma", FallbackReason::Timeout)), Some(&1));
+        assert_eq!(state.metrics().reads.get("http"), Some(&2), "the client's counters count all");
     }
 
     #[test]

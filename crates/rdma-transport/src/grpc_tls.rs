@@ -1,7 +1,7 @@
 //! Dialing a weed gRPC port, plaintext or with mutual TLS as a weed cluster sets it up in
 //! `security.toml` (`[grpc] ca` and a component's certificate): used by the control-plane
-//! client ([`crate::RdmaClientConfig::dialer`]) and by the volume server for everything
-//! it dials over gRPC.
+//! client ([`crate::RdmaClientConfig::dialer`]), by the volume server for everything
+//! it dials over gRPC, and by the SDK's filer client.
 //!
 //! weed's client rules, which we follow: the client presents its certificate, and the
 //! server's certificate must chain to the CA, but its names are not compared with the
@@ -80,6 +80,21 @@ pub fn load_roots(path: &Path) -> Result<RootCertStore, TlsError> {
         roots.add(cert).map_err(|e| TlsError::file(path, e))?;
     }
     Ok(roots)
+}
+
+/// The gRPC address of a weed server given as `host:port` (gRPC on port + 10000, weed's
+/// convention) or `host:port.grpcPort` (weed's explicit form).
+pub fn grpc_address(server: &str) -> Result<String, String> {
+    let bad = || format!("{server:?} is not host:port or host:port.grpcPort");
+    let (host, ports) = server.rsplit_once(':').ok_or_else(bad)?;
+    let grpc_port = match ports.split_once('.') {
+        Some((_, grpc)) => grpc.parse::<u16>().map_err(|_| bad())?,
+        None => ports.parse::<u16>().ok().and_then(|p| p.checked_add(10_000)).ok_or_else(bad)?,
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    Ok(format!("{host}:{grpc_port}"))
 }
 
 /// Longest a TLS handshake (with, when dialing, its TCP connect) may take.
@@ -239,6 +254,15 @@ impl ServerCertVerifier for ChainOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_addresses_follow_weeds_convention() {
+        assert_eq!(grpc_address("127.0.0.1:9333").unwrap(), "127.0.0.1:19333");
+        assert_eq!(grpc_address("master:9333.19999").unwrap(), "master:19999");
+        assert!(grpc_address("9333").is_err());
+        assert!(grpc_address("h:60000").is_err(), "no room for + 10000");
+        assert!(grpc_address(":9333").is_err());
+    }
 
     #[test]
     fn missing_or_empty_files_are_errors_naming_the_file() {

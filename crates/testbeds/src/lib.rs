@@ -1,7 +1,8 @@
 //! Reproducible environments for tests and benchmarks:
 //! - [`pseudo_random`] and [`multipart_body`]: reproducible test payloads.
 //! - [`process`]: servers under test as child processes; [`ours`]: our `volume-server`.
-//! - [`weed`]: a real SeaweedFS (`weed` 4.48) master and volume server on loopback, for interop.
+//! - [`weed`]: a real SeaweedFS (`weed` 4.48) master, volume server and filer on loopback,
+//!   for interop.
 //! - [`softroce`]: a QEMU guest with Soft-RoCE (`rdma_rxe`) where the RDMA tests and
 //!   benchmarks run on real verbs.
 //!
@@ -55,6 +56,7 @@
 //! | `SOFTROCE_RUN_DIR` | the run directory, writable, shared with the host |
 //! | `SOFTROCE_READY_FILE` | a job creates it to say "serving" (see [`softroce::Job::wait_ready`]) |
 //! | `SOFTROCE_SCRATCH` | an ext4 filesystem on a virtio disk, if one was asked for |
+//! | `WEED_BINARY` | the host's `weed` executable (see [`weed::executable`]), when it has one |
 //! | `HOME`, `TMPDIR` | `/tmp` (tmpfs): the host root is read-only |
 //!
 //! **Volume files go on tmpfs (`/dev/shm`, `/tmp`) or `$SOFTROCE_SCRATCH`, never on the
@@ -183,5 +185,6 @@ pub mod pki;
 pub mod process;
 pub mod softroce;
 pub mod weed;
+pub mod weed_filer;
 
 pub use payload::{multipart_body, pseudo_random};

@@ -47,6 +47,10 @@ pub enum Error {
     Exited { what: String, status: std::process::ExitStatus, log: String, tail: String },
     #[error("`{what}` could not bind its port: another process took it ({log})")]
     PortTaken { what: String, log: String },
+    #[error("`{what}` failed ({status}); its output:\n{output}")]
+    Failed { what: String, status: std::process::ExitStatus, output: String },
+    #[error("`{what}` did not finish within {limit:?}; its output:\n{output}")]
+    Unfinished { what: String, limit: Duration, output: String },
     #[error("no free loopback port pair (port and port+10000) found")]
     NoFreePort,
     #[error("I/O error in {path}: {source}")]

@@ -14,15 +14,44 @@ pub const WEED_VERSION: &str = "4.48";
 pub use crate::process::Error;
 use crate::process::{ServerProcess, free_port_pair, http_ok, on_free_port};
 
-/// Finds `weed` on `PATH` and checks that it is the version the tests expect.
+/// Names the `weed` executable to run instead of `weed` on `PATH`: the Soft-RoCE guest
+/// stage sets it to the host's (see [`executable`]), as the guest's `PATH` has no `weed`.
+pub const BINARY_ENV: &str = "WEED_BINARY";
+
+/// Finds `weed` (`$WEED_BINARY`, else on `PATH`) and checks that it is the version the
+/// tests expect.
 pub fn weed_binary() -> Result<PathBuf, Error> {
+    let weed = std::env::var_os(BINARY_ENV).map_or_else(|| PathBuf::from("weed"), PathBuf::from);
     let output =
-        Command::new("weed").arg("version").stderr(Stdio::null()).output().map_err(|_| Error::WeedMissing)?;
+        Command::new(&weed).arg("version").stderr(Stdio::null()).output().map_err(|_| Error::WeedMissing)?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     if !text.contains(WEED_VERSION) {
         return Err(Error::WrongVersion { found: text.trim().to_owned() });
     }
-    Ok(PathBuf::from("weed"))
+    Ok(weed)
+}
+
+/// The `weed` executable itself, for running it where `PATH` does not lead to it (the
+/// guest): `$WEED_BINARY`, else `weed` on `PATH`, or, when that is a pyenv shim (a
+/// script that finds the real one through pyenv's own state), what `pyenv which weed`
+/// names.
+pub fn executable() -> Option<PathBuf> {
+    if let Some(weed) = std::env::var_os(BINARY_ENV) {
+        return Some(PathBuf::from(weed));
+    }
+    let on_path = std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("weed"))
+        .find(|p| p.is_file())?;
+    let mut head = [0u8; 2];
+    let is_script = std::fs::File::open(&on_path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|()| &head == b"#!");
+    if !is_script {
+        return Some(on_path);
+    }
+    let output = Command::new("pyenv").args(["which", "weed"]).stderr(Stdio::null()).output().ok()?;
+    let real = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    (output.status.success() && real.is_file()).then_some(real)
 }
 
 /// `weed master` on 127.0.0.1, HTTP on `port`, gRPC on `port + 10000`.

@@ -146,8 +146,12 @@ async fn session(store: &Store, config: &HeartbeatConfig, master: &str) -> Ended
     let endpoint = match Endpoint::from_shared(format!("http://{address}")) {
         Ok(e) => e
             .connect_timeout(Duration::from_secs(5))
-            // Notice a master that vanished without closing the connection.
-            .http2_keep_alive_interval(Duration::from_secs(10))
+            // Notice a master that vanished without closing the connection. weed's gRPC
+            // servers allow a client ping every 20 s at most (their keepalive
+            // enforcement's MinTime): pinging more often gets the connection closed
+            // (GOAWAY "too_many_pings") after the third ping, and the master then drops
+            // this server and its volumes until it registers again.
+            .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(5)),
         Err(e) => return failed(false, e.to_string()),
     };

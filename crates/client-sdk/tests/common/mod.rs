@@ -169,3 +169,58 @@ impl ReadTransport for FakeRdma {
         })
     }
 }
+
+/// Serves needles over HTTP like [`Script::Serve`], but lets reads through only in
+/// groups: each waits until `group` reads are under way together. It records the most
+/// ever under way at once, so a test sees a reader's concurrency is exactly its bound:
+/// never more (counted here), and never less (a smaller group would wait until the
+/// reader's RDMA timeout cut it off, a counted fallback).
+#[derive(Debug)]
+pub struct GatheringTransport {
+    barrier: tokio::sync::Barrier,
+    under_way: AtomicUsize,
+    most: AtomicUsize,
+    http: HttpReader,
+}
+
+impl GatheringTransport {
+    pub fn new(group: usize) -> Self {
+        Self {
+            barrier: tokio::sync::Barrier::new(group),
+            under_way: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+            http: HttpReader::new(&HttpReadConfig::default()).unwrap(),
+        }
+    }
+
+    /// The most reads that were under way at once.
+    pub fn most_at_once(&self) -> usize {
+        self.most.load(Ordering::SeqCst)
+    }
+}
+
+impl ReadTransport for GatheringTransport {
+    fn name(&self) -> &'static str {
+        "gathering"
+    }
+
+    fn read_needle<'a>(
+        &'a self,
+        server: &'a str,
+        fid: &'a FileId,
+        jwt: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<NeedleData, TransportError>> {
+        Box::pin(async move {
+            let now = self.under_way.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            self.barrier.wait().await;
+            let read = self.http.read_needle(server, fid, jwt).await;
+            self.under_way.fetch_sub(1, Ordering::SeqCst);
+            let stored = read.map_err(|e| TransportError {
+                kind: TransportErrorKind::Unavailable,
+                message: e.to_string(),
+            })?;
+            Ok(NeedleData::from(stored))
+        })
+    }
+}

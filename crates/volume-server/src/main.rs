@@ -324,6 +324,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let routes = Routes::new(volume_service).add_service(rdma.service());
     let grpc = grpc::serve(grpc_listener, routes, grpc_tls.acceptor, stopped(stop_rx));
     let (http, grpc) = tokio::join!(http.into_future(), grpc);
+    // The RocksDB needle maps keep their latest entries in memory (the .idx is their
+    // log), and the store is not dropped on the way out: write them out, so the next
+    // start replays nothing.
+    tokio::task::spawn_blocking(move || store.volumes().iter().for_each(|v| v.close_map())).await?;
     http?;
     grpc?;
     tracing::info!("stopped");

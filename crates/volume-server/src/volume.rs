@@ -601,6 +601,7 @@ impl Volume {
         let offset = self.append(&mut writer, &record, needle.id, size)?;
         writer.last_append_ns = append_at_ns;
         drop(writer);
+        self.commit_map()?;
         self.wait_durable(offset + record.len() as u64)?;
         Ok(WriteOutcome::Written(self.location(NeedleValue { offset, size, deleted: false })))
     }
@@ -632,8 +633,20 @@ impl Volume {
         let offset = self.append(&mut writer, &record, id, TOMBSTONE_SIZE)?;
         writer.last_append_ns = append_at_ns;
         drop(writer);
+        self.commit_map()?;
         self.wait_durable(offset + record.len() as u64)?;
         Ok(v.size)
+    }
+
+    /// Outside the writer lock: hands the needle map what this writer, and those that
+    /// appended meanwhile, applied (one batch for all of them; see
+    /// [`NeedleMap::commit`]).
+    fn commit_map(&self) -> Result<()> {
+        self.map.commit().inspect_err(|_| {
+            // As when an apply fails: the files hold the write, the map's storage may
+            // not; stop writing until a restart replays `.idx` into the map.
+            self.read_only.store(true, Ordering::Relaxed);
+        })
     }
 
     fn lock_writer(&self) -> Result<std::sync::MutexGuard<'_, Writer>> {
@@ -751,6 +764,13 @@ impl Volume {
             .iter()
             .map(|ext| self.dat_path.with_extension(ext))
             .collect()
+    }
+
+    /// Writes out what the needle map holds only in memory (see [`NeedleMap::close`]):
+    /// at a clean stop, when writes have ended, so the next load replays none of the
+    /// `.idx`.
+    pub fn close_map(&self) {
+        self.map.close();
     }
 
     /// The RocksDB map directory (`--index rocksdb`), if the volume has one.

@@ -4,7 +4,7 @@
 //! acknowledged so far reads back byte-identical (and every acknowledged delete is
 //! gone), run concurrent uploads and deletes from a few threads, and SIGKILL the
 //! server at a pseudo-random moment (every other round with `--fsync`). Finally a real `weed volume` must open the
-//! directory read-write and serve every acknowledged file.
+//! directory read-write and serve every acknowledged file. Once with each needle map.
 //!
 //! The moment is a point in the clients' progress (after a pseudo-random number of
 //! acknowledged operations, with the clients still writing), not a point in time: a slow
@@ -91,13 +91,27 @@ fn client(addr: String, seed: u64, stop: Arc<AtomicBool>, acked: Acked, done: Ar
 
 #[test]
 fn acknowledged_writes_survive_kill_9_and_the_volume_opens_in_weed() {
+    kill_9_rounds("memory");
+}
+
+/// The same with the RocksDB map, which keeps its latest entries in memory only (the
+/// `.idx` is its log): each restart replays the `.idx` from the map's watermark.
+#[test]
+fn acknowledged_writes_survive_kill_9_with_the_rocksdb_map() {
+    kill_9_rounds("rocksdb");
+}
+
+fn kill_9_rounds(index: &str) {
     let scratch = tempfile::tempdir().unwrap();
     let dir = scratch.path().join("data");
     let acked: Acked = Arc::default();
     for round in 0..ROUNDS {
         // Every other round acknowledges only after fsync.
-        let flags: &[&str] = if round % 2 == 1 { &["--max", "3", "--fsync"] } else { &["--max", "3"] };
-        let server = OurServer::start(&dir, flags);
+        let mut flags = vec!["--max", "3", "--index", index];
+        if round % 2 == 1 {
+            flags.push("--fsync");
+        }
+        let server = OurServer::start(&dir, &flags);
         verify(&server.addr, &acked);
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicUsize::new(0));
@@ -118,7 +132,7 @@ fn acknowledged_writes_survive_kill_9_and_the_volume_opens_in_weed() {
             c.join().expect("client thread");
         }
     }
-    let server = OurServer::start(&dir, &[]);
+    let server = OurServer::start(&dir, &["--index", index]);
     let checked = verify(&server.addr, &acked);
     assert!(checked > 50, "only {checked} acknowledged operations: the test exercised too little");
     server.stop();

@@ -7,6 +7,8 @@
 //!                     [--server-cpus 1]
 //! volume-load weed-benchmark [--sizes 1024] [--count 20000] [--concurrency 16] [--rounds 1]
 //!                            [--ours-bin PATH] [--ours-args "--workers 2"] [--server-cpus 1]
+//! volume-load maps [--sizes 1024,65536] [--count 20000] [--concurrency 16] [--rounds 3]
+//!                  [--ours-bin PATH] [--server-cpus 1]
 //! ```
 //!
 //! `run` targets any server: fids come from the master API at `--master` (a real
@@ -14,7 +16,10 @@
 //! server each assignment names. Fids are assigned before the clock starts, so only
 //! the volume server is measured. `compare` starts a `weed master` + `weed volume`
 //! and our `volume-server` in scratch directories, runs the same load against both
-//! in the same process, and prints the ratios.
+//! in the same process, and prints the ratios. `maps` compares our server with
+//! itself: `--index memory` against `--index rocksdb`, writes only, in interleaved
+//! rounds, with writes/s, p50, p99 and the server's CPU per write (a steadier figure
+//! than writes/s on a shared machine), and the rocksdb/memory ratios.
 //!
 //! `weed-benchmark` measures with weed's own client instead: two clusters, each a
 //! `weed master` with one volume server (ours joined with `--mserver`, or `weed
@@ -58,8 +63,9 @@ struct Options {
     ours_bin: Option<PathBuf>,
     /// Whether `--size(s)` was given (`weed-benchmark` defaults to 1 KiB only).
     sizes_given: bool,
-    /// `weed-benchmark` runs per cluster (the medians are compared).
-    rounds: usize,
+    /// `--rounds`: `weed-benchmark` runs per cluster (default 1), `maps` rounds per
+    /// server (default 3); the medians are compared.
+    rounds: Option<usize>,
     /// Extra flags for our server in `weed-benchmark` (e.g. `--workers 2`).
     ours_args: Vec<String>,
     /// CPUs reserved for the volume servers (`--server-cpus`), if any.
@@ -68,7 +74,7 @@ struct Options {
 
 fn usage() -> ! {
     eprintln!(
-        "usage:\n  volume-load run --master URL [--size N] [--count N] [--concurrency N]\n  volume-load compare [--sizes N,N] [--count N] [--concurrency N] [--ours-bin PATH] [--server-cpus N,N]\n  volume-load weed-benchmark [--sizes N] [--count N] [--concurrency N] [--rounds N] [--ours-bin PATH] [--ours-args ARGS] [--server-cpus N,N]"
+        "usage:\n  volume-load run --master URL [--size N] [--count N] [--concurrency N]\n  volume-load compare [--sizes N,N] [--count N] [--concurrency N] [--ours-bin PATH] [--server-cpus N,N]\n  volume-load weed-benchmark [--sizes N] [--count N] [--concurrency N] [--rounds N] [--ours-bin PATH] [--ours-args ARGS] [--server-cpus N,N]\n  volume-load maps [--sizes N,N] [--count N] [--concurrency N] [--rounds N] [--ours-bin PATH] [--server-cpus N,N]"
     );
     std::process::exit(2)
 }
@@ -83,7 +89,7 @@ fn parse_args() -> (String, Options) {
         master: String::new(),
         ours_bin: None,
         sizes_given: false,
-        rounds: 1,
+        rounds: None,
         ours_args: Vec::new(),
         server_cpus: None,
     };
@@ -97,7 +103,7 @@ fn parse_args() -> (String, Options) {
             }
             "--count" => o.count = number(&value),
             "--concurrency" => o.concurrency = number(&value).max(1),
-            "--rounds" => o.rounds = number(&value).max(1),
+            "--rounds" => o.rounds = Some(number(&value).max(1)),
             "--ours-args" => o.ours_args = value.split_whitespace().map(str::to_owned).collect(),
             "--master" => o.master = value.trim_start_matches("http://").trim_end_matches('/').to_owned(),
             "--ours-bin" => o.ours_bin = Some(PathBuf::from(value)),
@@ -261,6 +267,20 @@ fn assign_all(master: &str, count: usize, size: usize) -> Result<Vec<(String, St
 /// Writes then reads `count` files of `size` bytes; returns (writes, reads).
 fn load(master: &str, size: usize, count: usize, concurrency: usize) -> Result<(Phase, Phase), Error> {
     let fids = assign_all(master, count, size)?;
+    let writes = upload_all(&fids, size, concurrency)?;
+    let reads = phase(count, concurrency, |conns, i| {
+        let (fid, url) = &fids[(i * 7919) % fids.len()];
+        let (status, reply) = conn(conns, url)?.call("GET", &format!("/{fid}"), "", b"")?;
+        if status != 200 || reply.len() != size {
+            return Err(format!("read {fid}: {status}, {} bytes", reply.len()).into());
+        }
+        Ok(())
+    })?;
+    Ok((writes, reads))
+}
+
+/// The timed write phase: one multipart POST of `size` bytes to each of `fids`.
+fn upload_all(fids: &[(String, String)], size: usize, concurrency: usize) -> Result<Phase, Error> {
     // Incompressible, like weed benchmark's payload.
     let data = testbeds::pseudo_random(size, size as u64);
     let boundary = "volumeLoadBoundary7MA4YWxkTrZu0gW";
@@ -271,23 +291,14 @@ fn load(master: &str, size: usize, count: usize, concurrency: usize) -> Result<(
     body.extend_from_slice(&data);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     let headers = format!("Content-Type: multipart/form-data; boundary={boundary}\r\n");
-    let writes = phase(count, concurrency, |conns, i| {
+    phase(fids.len(), concurrency, |conns, i| {
         let (fid, url) = &fids[i];
         let (status, reply) = conn(conns, url)?.call("POST", &format!("/{fid}"), &headers, &body)?;
         if status != 201 {
             return Err(format!("upload {fid}: {status} {}", String::from_utf8_lossy(&reply)).into());
         }
         Ok(())
-    })?;
-    let reads = phase(count, concurrency, |conns, i| {
-        let (fid, url) = &fids[(i * 7919) % fids.len()];
-        let (status, reply) = conn(conns, url)?.call("GET", &format!("/{fid}"), "", b"")?;
-        if status != 200 || reply.len() != size {
-            return Err(format!("read {fid}: {status}, {} bytes", reply.len()).into());
-        }
-        Ok(())
-    })?;
-    Ok((writes, reads))
+    })
 }
 
 fn print_row(target: &str, size: usize, op: &str, p: &Phase) {
@@ -308,11 +319,16 @@ fn header() {
     println!("{:<5} {:>6} {:<5} {:>10} {:>10} {:>10}", "srv", "size", "op", "req/s", "p50 us", "p99 us");
 }
 
+/// Our server's binary: `--ours-bin`, else the `volume-server` next to this one.
+fn ours_bin(o: &Options) -> Result<PathBuf, Error> {
+    match &o.ours_bin {
+        Some(b) => Ok(b.clone()),
+        None => Ok(std::env::current_exe()?.with_file_name("volume-server")),
+    }
+}
+
 fn compare(o: &Options) -> Result<(), Error> {
-    let bin = match &o.ours_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?.with_file_name("volume-server"),
-    };
+    let bin = ours_bin(o)?;
     let scratch = std::env::temp_dir().join(format!("volume-load-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
     let cpus = CpuSplit::new(o.server_cpus.as_deref())?;
@@ -365,6 +381,7 @@ fn main() {
             Ok(())
         })(),
         "compare" => compare(&options),
+        "maps" => maps(&options),
         "weed-benchmark" => weed_benchmark(&options),
         _ => usage(),
     };
@@ -372,6 +389,113 @@ fn main() {
         eprintln!("volume-load: {e}");
         std::process::exit(1);
     }
+}
+
+/// One write phase against one server: its figures and the server's CPU per write.
+struct MapRun {
+    writes: Phase,
+    /// Server CPU (user + system, every thread: RocksDB's flushes and compactions too)
+    /// per write, in microseconds.
+    cpu_us: f64,
+}
+
+/// `maps`: two of our servers, one per needle map, under the same write load in
+/// interleaved rounds (the order alternates, so a neighbour's burst of load does not
+/// always land on the same one); prints each phase and the rocksdb/memory ratios.
+fn maps(o: &Options) -> Result<(), Error> {
+    const KINDS: [&str; 2] = ["memory", "rocksdb"];
+    let bin = ours_bin(o)?;
+    let rounds = o.rounds.unwrap_or(3);
+    let scratch = std::env::temp_dir().join(format!("volume-load-maps-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let cpus = CpuSplit::new(o.server_cpus.as_deref())?;
+    let mut servers = Vec::new();
+    for kind in KINDS {
+        let dir = scratch.join(kind);
+        let args = ["--max", "8", "--index", kind];
+        servers.push(cpus.on_server_cpus(|| OurVolumeServer::start(&bin, &dir, &args))?);
+    }
+    println!(
+        "our server with --index memory and --index rocksdb, {} interleaved rounds of {} writes, concurrency {}, \
+         keep-alive connections, fids assigned untimed; {}; load average at start: {}",
+        rounds,
+        o.count,
+        o.concurrency,
+        cpus.describe(),
+        load_average()
+    );
+    println!(
+        "{:<8} {:>6} {:>5} {:>10} {:>10} {:>10} {:>14}",
+        "index", "size", "round", "writes/s", "p50 us", "p99 us", "cpu/write us"
+    );
+    let mut summary = Vec::new();
+    for &size in &o.sizes {
+        let count = o.count.min((256 << 20) / size.max(1)).max(1);
+        // Per round, rocksdb over memory: (writes/s, p99, cpu per write).
+        let mut ratios = Vec::new();
+        for round in 0..rounds {
+            let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+            let mut runs: [Option<MapRun>; 2] = [None, None];
+            for i in order {
+                let server = &servers[i];
+                let fids = assign_all(server.addr(), count, size)?;
+                let cpu = || server.cpu_time().ok_or("server CPU time unavailable");
+                let before = cpu()?;
+                let writes = upload_all(&fids, size, o.concurrency)?;
+                let used = cpu()? - before;
+                let cpu_us = used.total().as_secs_f64() * 1e6 / writes.requests as f64;
+                println!(
+                    "{:<8} {:>6} {round:>5} {:>10.0} {:>10.0} {:>10.0} {cpu_us:>14.1}",
+                    KINDS[i],
+                    human(size),
+                    writes.rate(),
+                    writes.p50.as_secs_f64() * 1e6,
+                    writes.p99.as_secs_f64() * 1e6,
+                );
+                runs[i] = Some(MapRun { writes, cpu_us });
+            }
+            let [Some(memory), Some(rocks)] = runs else { unreachable!("both servers ran") };
+            ratios.push((
+                rocks.writes.rate() / memory.writes.rate(),
+                rocks.writes.p99.as_secs_f64() / memory.writes.p99.as_secs_f64(),
+                rocks.cpu_us / memory.cpu_us,
+            ));
+        }
+        summary.push((size, ratios));
+    }
+    println!(
+        "\nrocksdb/memory, per round and (last column) their median; load average now: {}",
+        load_average()
+    );
+    for (size, ratios) in summary {
+        for (name, pick) in [
+            ("writes/s", (|r: &(f64, f64, f64)| r.0) as fn(&(f64, f64, f64)) -> f64),
+            ("p99", |r| r.1),
+            ("cpu/write", |r| r.2),
+        ] {
+            let values: Vec<f64> = ratios.iter().map(pick).collect();
+            let rounds: Vec<String> = values.iter().map(|v| format!("{v:.2}x")).collect();
+            println!("{:>6} {name:<10} {}   median {:.2}x", human(size), rounds.join(" "), median(values));
+        }
+    }
+    for server in servers {
+        server.stop();
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// The median (upper middle for an even count) of `values`.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`): how busy the shared machine was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 /// Figures `weed benchmark` printed for one phase, and the CPU the cluster's
@@ -431,10 +555,6 @@ fn weed_phase(output: &str, banner: &str) -> Result<WeedPhase, Error> {
 
 /// Per figure, the median over rounds of (write, read) phases.
 fn medians(runs: Vec<(WeedPhase, WeedPhase)>) -> (WeedPhase, WeedPhase) {
-    fn median(mut values: Vec<f64>) -> f64 {
-        values.sort_by(f64::total_cmp);
-        values.get(values.len() / 2).copied().unwrap_or(0.0)
-    }
     let of = |phases: Vec<&WeedPhase>| WeedPhase {
         rate: median(phases.iter().map(|p| p.rate).collect()),
         p50_ms: median(phases.iter().map(|p| p.p50_ms).collect()),
@@ -527,10 +647,8 @@ fn run_weed_benchmark(
 }
 
 fn weed_benchmark(o: &Options) -> Result<(), Error> {
-    let bin = match &o.ours_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()?.with_file_name("volume-server"),
-    };
+    let bin = ours_bin(o)?;
+    let rounds = o.rounds.unwrap_or(1);
     let scratch = std::env::temp_dir().join(format!("volume-load-weed-{}", std::process::id()));
     std::fs::create_dir_all(scratch.join("a"))?;
     std::fs::create_dir_all(scratch.join("b"))?;
@@ -594,7 +712,7 @@ fn weed_benchmark(o: &Options) -> Result<(), Error> {
         // Rounds alternate which cluster goes first, so a neighbour's load burst does
         // not always land on the same one; the medians are compared.
         let (mut weed_runs, mut ours_runs) = (Vec::new(), Vec::new());
-        for round in 0..o.rounds {
+        for round in 0..rounds {
             for ours_turn in [round % 2 == 1, round % 2 == 0] {
                 let (who, cluster, list, runs) = if ours_turn {
                     ("ours", &ours_cluster, scratch.join("a/list"), &mut ours_runs)
@@ -609,8 +727,8 @@ fn weed_benchmark(o: &Options) -> Result<(), Error> {
         }
         let (ww, wr) = medians(weed_runs);
         let (ow, or) = medians(ours_runs);
-        if o.rounds > 1 {
-            println!("medians of {} rounds:", o.rounds);
+        if rounds > 1 {
+            println!("medians of {rounds} rounds:");
             row("weed", size, "write", &ww);
             row("weed", size, "read", &wr);
             row("ours", size, "write", &ow);

@@ -84,11 +84,23 @@ impl MapStats {
 /// volume's single writer (which holds the volume's write mutex while applying).
 pub trait NeedleMap: Send + Sync {
     fn get(&self, key: NeedleId) -> Result<Option<NeedleValue>>;
-    /// Applies one `.idx` entry, the one ending at byte `idx_end` of the `.idx`.
+    /// Applies one `.idx` entry, the one ending at byte `idx_end` of the `.idx`:
+    /// lookups answer with it from now on; a persisted map may hold it in memory until
+    /// the next [`NeedleMap::commit`].
     fn apply(&self, entry: &IdxEntry, idx_end: u64) -> Result<()>;
+    /// Hands what was applied (by any writer) to the map's storage, in one batch, if
+    /// enough has gathered; called by a writer once it let the volume's writer lock
+    /// go. A map kept only in memory has nothing to hand on.
+    fn commit(&self) -> Result<()> {
+        Ok(())
+    }
     fn stats(&self) -> MapStats;
     /// Forgets everything (the `.idx` no longer extends what was applied).
     fn reset(&self) -> Result<()>;
+    /// A clean stop: writes out what a persisted map holds only in memory, so the next
+    /// load replays none of the `.idx`. Nothing is applied after it. A map kept only in
+    /// memory has nothing to write.
+    fn close(&self) {}
 }
 
 #[cfg(test)]

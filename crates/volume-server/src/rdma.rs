@@ -51,7 +51,9 @@ pub struct RdmaArgs {
     /// Volume files are registered in extents of this many MiB.
     #[arg(long = "rdma-extent-mb", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub extent_mb: u64,
-    /// Most MiB registered (pinned) at once; least recently used extents are evicted.
+    /// Most MiB registered (pinned) at once, by volume extents (least recently used
+    /// ones are evicted) and, apart, by the records granted to `record` sessions (a
+    /// record past it is answered UNAVAILABLE and read over HTTP).
     #[arg(long = "rdma-pinned-mb", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
     pub pinned_mb: u64,
     /// Copy located needles into registered buffers instead of registering volume files
@@ -103,6 +105,7 @@ impl RdmaArgs {
             },
             grants: GrantConfig {
                 lifetime: Duration::from_secs(self.location_lifetime_secs),
+                max_bytes_in_all: self.pinned_mb << 20,
                 ..GrantConfig::default()
             },
             regions: RegionConfig {

@@ -15,6 +15,11 @@
 //! Where the kernel refuses to pin file pages, the record is copied into an anonymous
 //! buffer of the session's and that is registered instead (staging, same bounds).
 //!
+//! Server-wide, the grants of all sessions together are bounded in bytes (they pin
+//! memory) and in number (each is a mapping of its own, and the kernel caps a process's
+//! mappings): a record past either bound is not granted (the client reads it over HTTP),
+//! so one client's sessions cannot pin the server's memory away.
+//!
 //! Why not memory windows: rxe (Linux 6.1) reports type-2 windows and binds them on
 //! file-backed mappings, and a window's rkey is refused on another queue pair, but a
 //! READ through a window is checked against the range of the region under it, not the
@@ -38,19 +43,52 @@ pub struct GrantConfig {
     pub lifetime: Duration,
     /// Most records one session may have registered at once.
     pub max_grants: usize,
+    /// Most bytes the grants of all sessions may have registered (pinned) at once.
+    pub max_bytes_in_all: u64,
+    /// Most grants all sessions may have at once (one mapping each; Linux's default
+    /// `vm.max_map_count` is 65530 per process).
+    pub max_grants_in_all: u64,
 }
 
 impl Default for GrantConfig {
     fn default() -> Self {
-        Self { lifetime: Duration::from_secs(30), max_grants: 1024 }
+        Self {
+            lifetime: Duration::from_secs(30),
+            max_grants: 1024,
+            max_bytes_in_all: 512 << 20,
+            max_grants_in_all: 16 << 10,
+        }
     }
 }
 
-/// Server-wide figures of every session's grants (registered bytes, grants).
+/// Server-wide figures of every session's grants (registered bytes, grants), shared by
+/// the sessions' [`RecordGrants`], which reserve in them before registering.
 #[derive(Debug, Default)]
 pub struct GrantGauges {
     pub bytes: AtomicU64,
     pub grants: AtomicU64,
+}
+
+impl GrantGauges {
+    /// Takes `len` bytes and one grant, unless that would pass a server-wide bound.
+    fn reserve(&self, len: u64, config: &GrantConfig) -> Result<(), ExposeError> {
+        let before = self.bytes.fetch_add(len, Ordering::Relaxed);
+        if before + len > config.max_bytes_in_all {
+            self.bytes.fetch_sub(len, Ordering::Relaxed);
+            return Err(ExposeError::OverBudget { len, budget: config.max_bytes_in_all });
+        }
+        if self.grants.fetch_add(1, Ordering::Relaxed) >= config.max_grants_in_all {
+            self.release(len);
+            return Err(ExposeError::TooManyGrants(config.max_grants_in_all));
+        }
+        Ok(())
+    }
+
+    /// Gives back what [`GrantGauges::reserve`] took.
+    fn release(&self, len: u64) {
+        self.bytes.fetch_sub(len, Ordering::Relaxed);
+        self.grants.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// One located record's registration. Field order is drop order: the registration
@@ -78,9 +116,8 @@ pub struct RecordGrants {
 impl Drop for RecordGrants {
     fn drop(&mut self) {
         for grant in self.grants.values() {
-            self.gauges.bytes.fetch_sub(u64::from(grant.len), Ordering::Relaxed);
+            self.gauges.release(u64::from(grant.len));
         }
-        self.gauges.grants.fetch_sub(self.grants.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -146,11 +183,21 @@ impl RecordGrants {
                 self.revoke(oldest);
             }
         }
-        let grant = if stage { self.staged(span, len)? } else { self.in_place(span, len)? };
-        let grant = Grant { expires, last_used: self.clock, ..grant };
+        if self.gauges.reserve(u64::from(len), &self.config).is_err() {
+            // This session's grants whose time ran out (the reaper drops them within a
+            // second) may be what stands in the way.
+            self.prune(now);
+            self.gauges.reserve(u64::from(len), &self.config)?;
+        }
+        let made = if stage { self.staged(span, len) } else { self.in_place(span, len) };
+        let grant = match made {
+            Ok(grant) => Grant { expires, last_used: self.clock, ..grant },
+            Err(e) => {
+                self.gauges.release(u64::from(len));
+                return Err(e);
+            }
+        };
         let granted = Granted { segment: segment(&grant), expires, registered: u64::from(len) };
-        self.gauges.bytes.fetch_add(u64::from(len), Ordering::Relaxed);
-        self.gauges.grants.fetch_add(1, Ordering::Relaxed);
         self.grants.insert(key, grant);
         Ok(granted)
     }
@@ -166,8 +213,7 @@ impl RecordGrants {
     /// Deregisters one grant.
     fn revoke(&mut self, key: (u32, u32, u64)) {
         if let Some(grant) = self.grants.remove(&key) {
-            self.gauges.bytes.fetch_sub(u64::from(grant.len), Ordering::Relaxed);
-            self.gauges.grants.fetch_sub(1, Ordering::Relaxed);
+            self.gauges.release(u64::from(grant.len));
         }
     }
 
@@ -212,4 +258,130 @@ impl RecordGrants {
 
 fn segment(grant: &Grant) -> proto::Segment {
     proto::Segment { rkey: grant.registration.rkey(), addr: grant.addr, len: grant.len }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Grants over a real file and real mappings; the registrar is the FAKE of
+    //! `test_support` (the Soft-RoCE tests check that READs outside a grant fail).
+    use super::*;
+    use crate::server::source::DatFile;
+    use crate::server::test_support::{FakeRegistrar, open_dat};
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        dat: Arc<dyn DatFile>,
+        content: Vec<u8>,
+        registrar: Arc<FakeRegistrar>,
+        gauges: Arc<GrantGauges>,
+        grants: RecordGrants,
+    }
+
+    fn fixture(max_grants: usize) -> Fixture {
+        fixture_with(GrantConfig { lifetime: Duration::from_secs(10), max_grants, ..GrantConfig::default() })
+    }
+
+    fn fixture_with(config: GrantConfig) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("3.dat");
+        let content = testbeds::pseudo_random(5 * 4096, 3);
+        std::fs::write(&path, &content).unwrap();
+        let registrar = Arc::new(FakeRegistrar::default());
+        let gauges = Arc::new(GrantGauges::default());
+        let grants = RecordGrants::new(registrar.clone(), config, Arc::clone(&gauges));
+        Fixture { _dir: dir, dat: open_dat(&path), content, registrar, gauges, grants }
+    }
+
+    impl Fixture {
+        /// Grants `offset..offset+len` and checks the registration starts at the record's
+        /// first byte and is exactly as long.
+        fn grant(&mut self, offset: u64, len: u64, now: Instant, stage: bool) -> Granted {
+            let span = RecordSpan { volume: 3, dat: &self.dat, compaction_revision: 0, offset, len };
+            let granted = self.grants.grant(&span, now, None, stage).unwrap();
+            assert_eq!(u64::from(granted.segment.len), len);
+            // SAFETY: the grant's memory is mapped while the grant lives (nothing revoked it).
+            let bytes =
+                unsafe { std::slice::from_raw_parts(granted.segment.addr as *const u8, len as usize) };
+            assert!(bytes == &self.content[offset as usize..(offset + len) as usize], "{offset}+{len}");
+            granted
+        }
+    }
+
+    #[test]
+    fn a_grant_is_the_record_exactly_renewed_bounded_and_dropped() {
+        let mut f = fixture(2);
+        let t0 = Instant::now();
+        // Unaligned, across a page boundary.
+        let a = f.grant(4096 - 100, 300, t0, false);
+        assert_eq!((a.registered, a.expires), (300, t0 + Duration::from_secs(10)));
+        // Located again later: the same registration, for longer.
+        let again = f.grant(4096 - 100, 300, t0 + Duration::from_secs(5), false);
+        assert_eq!((again.segment.rkey, again.registered), (a.segment.rkey, 0));
+        assert_eq!(again.expires, t0 + Duration::from_secs(15));
+        let b = f.grant(9000, 50, t0 + Duration::from_secs(6), true);
+        assert_eq!(f.gauges.bytes.load(Ordering::SeqCst), 350);
+        // A third record: the least recently located one goes.
+        f.grant(16_000, 10, t0 + Duration::from_secs(7), false);
+        assert_eq!(f.grants.len(), 2);
+        assert_eq!(f.registrar.live.load(Ordering::SeqCst), 2, "the oldest was deregistered");
+        // Time runs out for b (+16 s) but not for the newest (+17 s).
+        f.grants.prune(t0 + Duration::from_secs(16) + Duration::from_millis(1));
+        assert_eq!(f.grants.len(), 1);
+        assert_ne!(b.segment.rkey, a.segment.rkey);
+        // A grant never outlives the token.
+        let span = RecordSpan { volume: 3, dat: &f.dat, compaction_revision: 0, offset: 0, len: 10 };
+        let capped = f.grants.grant(&span, t0, Some(t0 + Duration::from_secs(1)), false).unwrap();
+        assert_eq!(capped.expires, t0 + Duration::from_secs(1));
+        drop(f.grants);
+        assert_eq!((f.gauges.bytes.load(Ordering::SeqCst), f.gauges.grants.load(Ordering::SeqCst)), (0, 0));
+        assert_eq!(f.registrar.live.load(Ordering::SeqCst), 0, "all go with the session");
+    }
+
+    #[test]
+    fn past_the_committed_end_or_a_refused_pin_is_an_error() {
+        let f = fixture(8);
+        let mut grants = f.grants;
+        let past =
+            RecordSpan { volume: 3, dat: &f.dat, compaction_revision: 0, offset: 5 * 4096 - 10, len: 11 };
+        assert!(matches!(grants.grant(&past, Instant::now(), None, false), Err(ExposeError::PastEnd { .. })));
+        f.registrar.refuse.store(1, Ordering::SeqCst);
+        let span = RecordSpan { volume: 3, dat: &f.dat, compaction_revision: 0, offset: 0, len: 10 };
+        match grants.grant(&span, Instant::now(), None, false) {
+            Err(ExposeError::Register(e)) => assert!(crate::server::regions::pin_refused(&e)),
+            other => panic!("{other:?}"),
+        }
+        assert!(grants.is_empty());
+    }
+
+    #[test]
+    fn the_grants_of_all_sessions_stay_under_the_server_wide_bounds() {
+        let config = GrantConfig {
+            lifetime: Duration::from_secs(10),
+            max_grants: 8,
+            max_bytes_in_all: 1000,
+            max_grants_in_all: 3,
+        };
+        let mut f = fixture_with(config.clone());
+        // A second session of the same server: its own domain, the same gauges.
+        let mut other = RecordGrants::new(f.registrar.clone(), config, Arc::clone(&f.gauges));
+        let t0 = Instant::now();
+        f.grant(0, 600, t0, false);
+        let span = |offset, len| RecordSpan { volume: 3, dat: &f.dat, compaction_revision: 0, offset, len };
+        let over = other.grant(&span(4096, 500), t0, None, false);
+        assert!(matches!(over, Err(ExposeError::OverBudget { len: 500, budget: 1000 })), "{over:?}");
+        other.grant(&span(4096, 400), t0, None, false).unwrap();
+        assert_eq!(f.gauges.bytes.load(Ordering::SeqCst), 1000);
+        // Room in bytes, but the third grant is the last one the server gives.
+        f.grants.revoke((3, 0, 0));
+        other.grant(&span(8192, 10), t0, None, false).unwrap();
+        other.grant(&span(8300, 10), t0, None, false).unwrap();
+        let many = other.grant(&span(9000, 10), t0, None, false);
+        assert!(matches!(many, Err(ExposeError::TooManyGrants(3))), "{many:?}");
+        assert_eq!(f.registrar.live.load(Ordering::SeqCst), 3, "nothing registered for a refusal");
+        // A session's own expired grants make room for its next one.
+        other.grant(&span(9000, 10), t0 + Duration::from_secs(11), None, false).unwrap();
+        assert_eq!((other.len(), f.gauges.grants.load(Ordering::SeqCst)), (1, 1));
+        drop(other);
+        assert_eq!((f.gauges.bytes.load(Ordering::SeqCst), f.gauges.grants.load(Ordering::SeqCst)), (0, 0));
+    }
 }

@@ -25,6 +25,8 @@ mod memory;
 pub mod regions;
 pub mod sessions;
 pub mod source;
+#[cfg(test)]
+mod test_support;
 
 use std::fmt::Write as _;
 use std::mem::ManuallyDrop;
@@ -351,112 +353,91 @@ impl RdmaServer {
     /// The Prometheus text exposition of the RDMA figures.
     pub fn render_metrics(&self) -> String {
         let s = self.status();
-        let c = &self.state.counters;
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        for (name, kind, help, value) in self.series(&s) {
+            let name = format!("volume_server_rdma_{name}");
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-        };
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        metric("volume_server_rdma_enabled", "gauge", "1 if an RDMA device is open.", u64::from(s.enabled));
-        metric("volume_server_rdma_sessions", "gauge", "Open RDMA sessions.", s.sessions);
-        metric(
-            "volume_server_rdma_sessions_opened_total",
-            "counter",
-            "RDMA sessions opened.",
-            load(&c.sessions_opened),
-        );
-        metric(
-            "volume_server_rdma_sessions_expired_total",
-            "counter",
-            "RDMA sessions closed for idleness or a token past its exp.",
-            load(&c.sessions_expired),
-        );
-        metric(
-            "volume_server_rdma_sessions_refused_total",
-            "counter",
-            "RDMA sessions refused for the per-address or total cap.",
-            load(&c.sessions_refused),
-        );
-        metric(
-            "volume_server_rdma_qp_teardown_failures_total",
-            "counter",
-            "Session queue pairs whose destruction failed.",
-            load(&self.state.teardown_failures),
-        );
-        metric(
-            "volume_server_rdma_locate_requests_total",
-            "counter",
-            "Locate calls.",
-            load(&c.locate_requests),
-        );
-        metric(
-            "volume_server_rdma_locate_wrong_cookie_total",
-            "counter",
-            "Fids located with a cookie that is not the stored one (answered NOT_FOUND).",
-            load(&c.locate_wrong_cookie),
-        );
-        metric(
-            "volume_server_rdma_locate_expired_total",
-            "counter",
-            "Fids located past their TTL (answered NOT_FOUND).",
-            load(&c.locate_expired),
-        );
-        metric(
-            "volume_server_rdma_locate_over_bound_total",
-            "counter",
-            "Fids answered UNAVAILABLE because their Locate had registered its most bytes.",
-            load(&c.locate_over_bound),
-        );
-        metric(
-            "volume_server_rdma_granted_records",
-            "gauge",
-            "Records registered for record-exposure sessions.",
-            s.granted_records,
-        );
-        metric(
-            "volume_server_rdma_region_hits_total",
-            "counter",
-            "Located records in registered regions.",
-            s.region_hits,
-        );
-        metric(
-            "volume_server_rdma_region_misses_total",
-            "counter",
-            "Regions registered on demand.",
-            s.region_misses,
-        );
-        metric(
-            "volume_server_rdma_region_evictions_total",
-            "counter",
-            "Regions evicted for the pinned budget.",
-            s.region_evictions,
-        );
-        metric(
-            "volume_server_rdma_pinned_bytes",
-            "gauge",
-            "Bytes registered (pinned) for RDMA.",
-            s.pinned_bytes,
-        );
-        metric("volume_server_rdma_regions", "gauge", "Registered regions.", s.regions);
-        let _ = writeln!(out, "# HELP volume_server_rdma_mode How records are exposed (1 = in force).");
-        let _ = writeln!(out, "# TYPE volume_server_rdma_mode gauge");
-        for mode in ["registered-file", "staging"] {
-            let _ = writeln!(
-                out,
-                "volume_server_rdma_mode{{mode=\"{mode}\"}} {}",
-                u64::from(s.mode == Some(mode))
-            );
         }
-        let _ = writeln!(
-            out,
-            "# HELP volume_server_rdma_exposure What sessions without a grant may READ (1 = in force)."
+        let mut labelled =
+            |name: &str, help: &str, label: &str, values: [&str; 2], in_force: Option<&str>| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+                for value in values {
+                    let _ =
+                        writeln!(out, "{name}{{{label}=\"{value}\"}} {}", u64::from(in_force == Some(value)));
+                }
+            };
+        labelled(
+            "volume_server_rdma_mode",
+            "How records are exposed (1 = in force).",
+            "mode",
+            ["registered-file", "staging"],
+            s.mode,
         );
-        let _ = writeln!(out, "# TYPE volume_server_rdma_exposure gauge");
-        for exposure in ["record", "volume"] {
-            let in_force = u64::from(s.exposure == Some(exposure));
-            let _ = writeln!(out, "volume_server_rdma_exposure{{exposure=\"{exposure}\"}} {in_force}");
-        }
+        labelled(
+            "volume_server_rdma_exposure",
+            "What sessions without a grant may READ (1 = in force).",
+            "exposure",
+            ["record", "volume"],
+            s.exposure,
+        );
         out
+    }
+
+    /// The unlabelled series of `/metrics`: name (after `volume_server_rdma_`), type,
+    /// help and value.
+    fn series(&self, s: &RdmaStatus) -> [(&'static str, &'static str, &'static str, u64); 16] {
+        let c = &self.state.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        const GAUGE: &str = "gauge";
+        const COUNTER: &str = "counter";
+        [
+            ("enabled", GAUGE, "1 if an RDMA device is open.", u64::from(s.enabled)),
+            ("sessions", GAUGE, "Open RDMA sessions.", s.sessions),
+            ("sessions_opened_total", COUNTER, "RDMA sessions opened.", load(&c.sessions_opened)),
+            (
+                "sessions_expired_total",
+                COUNTER,
+                "RDMA sessions closed for idleness or a token past its exp.",
+                load(&c.sessions_expired),
+            ),
+            (
+                "sessions_refused_total",
+                COUNTER,
+                "RDMA sessions refused for the per-address or total cap.",
+                load(&c.sessions_refused),
+            ),
+            (
+                "qp_teardown_failures_total",
+                COUNTER,
+                "Session queue pairs whose destruction failed.",
+                load(&self.state.teardown_failures),
+            ),
+            ("locate_requests_total", COUNTER, "Locate calls.", load(&c.locate_requests)),
+            (
+                "locate_wrong_cookie_total",
+                COUNTER,
+                "Fids located with a cookie that is not the stored one (answered NOT_FOUND).",
+                load(&c.locate_wrong_cookie),
+            ),
+            (
+                "locate_expired_total",
+                COUNTER,
+                "Fids located past their TTL (answered NOT_FOUND).",
+                load(&c.locate_expired),
+            ),
+            (
+                "locate_over_bound_total",
+                COUNTER,
+                "Fids answered UNAVAILABLE because their Locate had registered its most bytes.",
+                load(&c.locate_over_bound),
+            ),
+            ("granted_records", GAUGE, "Records registered for record-exposure sessions.", s.granted_records),
+            ("region_hits_total", COUNTER, "Located records in registered regions.", s.region_hits),
+            ("region_misses_total", COUNTER, "Regions registered on demand.", s.region_misses),
+            ("region_evictions_total", COUNTER, "Regions evicted for the pinned budget.", s.region_evictions),
+            ("pinned_bytes", GAUGE, "Bytes registered (pinned) for RDMA.", s.pinned_bytes),
+            ("regions", GAUGE, "Registered regions.", s.regions),
+        ]
     }
 }
 
@@ -597,7 +578,11 @@ impl State {
             self.counters.sessions_refused.fetch_add(1, Ordering::Relaxed);
             Status::resource_exhausted(refusal.to_string())
         })?;
-        let made = self.new_session(rdma, &client, volume_access, only_fid, token_exp);
+        // A panic in the verbs binding (sideway asserts) must not keep the place taken.
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.new_session(rdma, &client, volume_access, only_fid, token_exp)
+        }))
+        .unwrap_or_else(|_| Err(Status::internal("creating the session's queue pair failed")));
         let mut sessions = lock(&rdma.sessions);
         let (session, local) = match made {
             Ok(made) => made,
@@ -676,6 +661,11 @@ impl State {
             self.counters.sessions_expired.fetch_add(1, Ordering::Relaxed);
             drop((removed, session));
             return Err(Status::unauthenticated("the session's token has expired: open a new session"));
+        }
+        if let Access::Record(grants) = &session.access {
+            // A session that keeps locating drops its grants past their time here, at
+            // once; the reaper drops those of the others within a tick.
+            lock(grants).prune(Instant::now());
         }
         let mut registered = 0u64;
         let results =

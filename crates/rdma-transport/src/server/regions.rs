@@ -128,6 +128,8 @@ pub enum ExposeError {
     PastEnd { offset: u64, len: u64, committed: u64 },
     #[error("registering memory: {0}")]
     Register(std::io::Error),
+    #[error("the server has its most records ({0}) granted to sessions")]
+    TooManyGrants(u64),
 }
 
 /// What `expose` made readable.
@@ -498,74 +500,9 @@ mod tests {
     //! fake is the registrar, which hands out rkeys without a device (the Soft-RoCE tests
     //! in `tests/rdma_*.rs` cover real registration).
     use super::*;
-    use std::sync::atomic::AtomicU32;
-
-    /// FAKE registrar: counts registrations, hands out increasing rkeys, and refuses
-    /// the next `refuse` registrations (as a kernel that will not pin file pages would).
-    #[derive(Debug, Default)]
-    struct FakeRegistrar {
-        next_rkey: AtomicU32,
-        live: Arc<AtomicU64>,
-        refuse: AtomicU32,
-        /// The errno of a refusal (EFAULT, as a kernel refusing to pin file pages, when 0).
-        refuse_errno: std::sync::atomic::AtomicI32,
-    }
-
-    struct FakeRegistration {
-        rkey: u32,
-        live: Arc<AtomicU64>,
-    }
-
-    impl Registration for FakeRegistration {
-        fn rkey(&self) -> u32 {
-            self.rkey
-        }
-    }
-
-    impl Drop for FakeRegistration {
-        fn drop(&mut self) {
-            self.live.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    impl Registrar for FakeRegistrar {
-        unsafe fn register(&self, _ptr: *mut u8, _len: usize) -> std::io::Result<Box<dyn Registration>> {
-            if self.refuse.load(Ordering::SeqCst) > 0 {
-                self.refuse.fetch_sub(1, Ordering::SeqCst);
-                let errno = self.refuse_errno.load(Ordering::SeqCst);
-                return Err(std::io::Error::from_raw_os_error(if errno == 0 { libc::EFAULT } else { errno }));
-            }
-            self.live.fetch_add(1, Ordering::SeqCst);
-            Ok(Box::new(FakeRegistration {
-                rkey: self.next_rkey.fetch_add(1, Ordering::SeqCst) + 1,
-                live: Arc::clone(&self.live),
-            }))
-        }
-    }
+    use crate::server::test_support::{FakeRegistrar, TestDat, open_dat};
 
     const PAGE: u64 = 4096;
-
-    /// A volume's open `.dat` for the cache: a real file, with the committed length
-    /// the test says (a volume's is what its writer acknowledged).
-    struct TestDat {
-        file: std::fs::File,
-        committed: AtomicU64,
-    }
-
-    impl DatFile for TestDat {
-        fn dat(&self) -> &std::fs::File {
-            &self.file
-        }
-        fn committed_len(&self) -> u64 {
-            self.committed.load(Ordering::SeqCst)
-        }
-    }
-
-    fn open_dat(path: &std::path::Path) -> Arc<TestDat> {
-        let file = std::fs::File::options().read(true).write(true).open(path).unwrap();
-        let committed = AtomicU64::new(file.metadata().unwrap().len());
-        Arc::new(TestDat { file, committed })
-    }
 
     struct Fixture {
         _dir: tempfile::TempDir,

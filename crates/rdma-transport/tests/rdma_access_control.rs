@@ -8,7 +8,7 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::Server;
 use needle::{Cookie, FileId, Needle, NeedleId, Ttl, Version};
@@ -70,9 +70,15 @@ impl RawSession {
     }
 
     async fn locate(&mut self, fid: &FileId) -> Result<proto::LocateResult, tonic::Status> {
-        let request = proto::LocateRequest { session_id: self.id, fids: vec![fid.to_string()] };
-        let reply = self.control.locate(request).await?.into_inner();
-        Ok(reply.results.into_iter().next().expect("one result"))
+        let results = self.locate_all(std::slice::from_ref(fid)).await?;
+        Ok(results.into_iter().next().expect("one result"))
+    }
+
+    /// One Locate of all `fids`.
+    async fn locate_all(&mut self, fids: &[FileId]) -> Result<Vec<proto::LocateResult>, tonic::Status> {
+        let request =
+            proto::LocateRequest { session_id: self.id, fids: fids.iter().map(FileId::to_string).collect() };
+        Ok(self.control.locate(request).await?.into_inner().results)
     }
 
     /// The one segment of `fid`'s record (`record` exposure gives one per record).
@@ -240,7 +246,12 @@ fn a_wrong_cookie_or_an_expired_needle_gets_no_segments() {
 #[test]
 #[ignore = "needs an RDMA device: runs in the Soft-RoCE guest (scripts/test-all)"]
 fn a_location_is_readable_only_through_its_session_and_only_while_it_lasts() {
-    let server = Server::start(&["--rdma-idle-timeout-secs", "2", "--rdma-location-lifetime-secs", "2"]);
+    // Sessions idle for 4 s expire, located records 2 s after their last Locate. Every
+    // expiry below is checked after its time has passed on this machine's clock (which
+    // the server shares), and made certain by a Locate of the session concerned (which
+    // applies both times itself), never by waiting for the server's periodic sweep.
+    let (idle, lifetime) = (Duration::from_secs(4), Duration::from_secs(2));
+    let server = Server::start(&["--rdma-idle-timeout-secs", "4", "--rdma-location-lifetime-secs", "2"]);
     let data = testbeds::pseudo_random(4096, 77);
     let fid = server.upload(&data);
     let engine = engine();
@@ -273,15 +284,19 @@ fn a_location_is_readable_only_through_its_session_and_only_while_it_lasts() {
         )
         .await;
 
-        // The location's own time runs out while its session lives on (kept busy).
+        // The location's own time runs out while its session lives on (it locates
+        // another needle, which also drops its grants past their time).
         let mut d = RawSession::open(&server, engine.as_ref(), "", "").await.unwrap();
         let of_d = d.segment(&fid).await;
+        // Taken after the answer: the server's clock for this grant started earlier.
+        let located_at = Instant::now();
         let other = server.upload(&testbeds::pseudo_random(100, 78));
-        for _ in 0..8 {
+        while located_at.elapsed() <= lifetime {
             tokio::time::sleep(Duration::from_millis(500)).await;
             d.segment(&other).await;
             bystander.segment(&fid).await;
         }
+        d.segment(&other).await;
         refused(
             d.read(of_d.addr, of_d.rkey, of_d.len).await,
             "a location past its lifetime",
@@ -293,7 +308,8 @@ fn a_location_is_readable_only_through_its_session_and_only_while_it_lasts() {
         // After idle expiry: the session is gone, and with it what it was granted.
         let mut e = RawSession::open(&server, engine.as_ref(), "", "").await.unwrap();
         let of_e = e.segment(&fid).await;
-        for _ in 0..10 {
+        let last_used = Instant::now();
+        while last_used.elapsed() <= idle {
             tokio::time::sleep(Duration::from_millis(500)).await;
             bystander.segment(&fid).await;
         }
@@ -323,14 +339,26 @@ fn a_session_ends_with_its_token() {
         let lasting = key.sign(&serde_json::json!({ "exp": unix_now() + 600 }));
         let mut bystander = RawSession::open(&server, engine.as_ref(), &lasting, "").await.unwrap();
         bystander.segment(&fid).await;
-        let short = key.sign(&serde_json::json!({ "exp": unix_now() + 3 }));
+        let exp = unix_now() + 4;
+        let short = key.sign(&serde_json::json!({ "exp": exp }));
         let mut session = RawSession::open(&server, engine.as_ref(), &short, "").await.unwrap();
         let segment = session.segment(&fid).await;
         session.read(segment.addr, segment.rkey, segment.len).await.expect("before exp");
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        // The session is gone: its queue pair answers nothing (an RC READ towards a
-        // destroyed queue pair may just go unanswered), and another session of the same
-        // client presenting the location is refused.
+        while unix_now() <= exp {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        // Past exp, the session's next call closes it (if the server's sweep has not).
+        let located = session.locate(&fid).await;
+        assert!(
+            matches!(
+                located.as_ref().map_err(|s| s.code()),
+                Err(tonic::Code::Unauthenticated | tonic::Code::NotFound)
+            ),
+            "Locate past exp: {located:?}"
+        );
+        // Its queue pair answers nothing (an RC READ towards a destroyed queue pair may
+        // just go unanswered), and another session of the same client presenting the
+        // location is refused.
         let dead = tokio::time::timeout(
             Duration::from_secs(5),
             session.qp.read(segment.addr, segment.rkey, segment.len),
@@ -344,14 +372,6 @@ fn a_session_ends_with_its_token() {
             &fid,
         )
         .await;
-        let located = session.locate(&fid).await;
-        assert!(
-            matches!(
-                located.as_ref().map_err(|s| s.code()),
-                Err(tonic::Code::Unauthenticated | tonic::Code::NotFound)
-            ),
-            "Locate past exp: {located:?}"
-        );
         let again = RawSession::open(&server, engine.as_ref(), &short, "").await;
         assert_eq!(again.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied));
     });
@@ -360,7 +380,8 @@ fn a_session_ends_with_its_token() {
 #[test]
 #[ignore = "needs an RDMA device: runs in the Soft-RoCE guest (scripts/test-all)"]
 fn three_hundred_sessions_from_one_address_are_capped_while_another_address_is_served() {
-    let server = Server::start(&[]);
+    // No session idles out while the flood runs, however slow the machine.
+    let server = Server::start(&["--rdma-idle-timeout-secs", "3600"]);
     let fid = server.upload(&testbeds::pseudo_random(4096, 99));
     let engine = engine();
     common::runtime().block_on(async {
@@ -404,6 +425,29 @@ fn three_hundred_sessions_from_one_address_are_capped_while_another_address_is_s
     });
     assert_eq!(server.metric("volume_server_rdma_sessions_refused_total"), 284);
     assert_eq!(server.metric("volume_server_rdma_sessions"), 17);
+}
+
+#[test]
+#[ignore = "needs an RDMA device: runs in the Soft-RoCE guest (scripts/test-all)"]
+fn one_locate_registers_a_bounded_number_of_bytes() {
+    let server = Server::start(&["--rdma-max-locate-mb", "1"]);
+    let fids: Vec<FileId> =
+        (0..3).map(|i| server.upload(&testbeds::pseudo_random(600_000, 300 + i))).collect();
+    let engine = engine();
+    common::runtime().block_on(async {
+        let mut session = RawSession::open(&server, engine.as_ref(), "", "").await.unwrap();
+        let statuses =
+            |results: Vec<proto::LocateResult>| results.iter().map(|r| r.status()).collect::<Vec<_>>();
+        use LocateStatus::{Found, Unavailable};
+        // 600 kB registered, then 1.2 MB: the third record would pass the 1 MiB bound.
+        let results = session.locate_all(&fids).await.expect("Locate");
+        assert_eq!(statuses(results), [Found, Found, Unavailable]);
+        // Alone it is found; then all three are, since renewing registers nothing.
+        session.segment(&fids[2]).await;
+        let results = session.locate_all(&fids).await.expect("Locate");
+        assert_eq!(statuses(results), [Found, Found, Found]);
+    });
+    assert_eq!(server.metric("volume_server_rdma_locate_over_bound_total"), 1);
 }
 
 #[test]

@@ -591,3 +591,49 @@ pub fn abandoned_reads_leave_the_queue_pair_usable(engine: EngineFactory) {
         }
     });
 }
+
+/// The client locates again before a location's time runs out (the server says how
+/// long in each answer): reading one needle for longer than that never READs an expired
+/// grant (which would fail the READ, break the queue pair and count a retry), however
+/// long the client's own location cache would keep it.
+pub fn locations_are_located_again_before_they_expire(engine: EngineFactory) {
+    let server = Server::start(&["--rdma-location-lifetime-secs", "4"]);
+    let data = testbeds::pseudo_random(4096, 9300);
+    let fid = server.upload(&data);
+    let config = RdmaClientConfig { location_ttl: Duration::from_secs(3600), ..RdmaClientConfig::default() };
+    let client = server.client(engine, config);
+    runtime().block_on(async {
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(7) {
+            assert_reads(&client, &fid, &data).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let stats = client.stats();
+    assert_eq!((stats.sessions_opened, stats.retries), (1, 0), "{stats:?}");
+    assert!(stats.locate_calls >= 2, "located again within 7 s of a 4 s lifetime: {stats:?}");
+}
+
+/// A client presenting a volume-read grant gets `volume` exposure on a server that runs
+/// it; one without gets `record` exposure on the same server; both read.
+pub fn a_volume_read_grant_is_presented(engine: EngineFactory) {
+    let server = Server::start(&["--rdma-exposure", "volume", "--rdma-jwt-key", "grant-secret"]);
+    let data = testbeds::pseudo_random(20_000, 9400);
+    let fid = server.upload(&data);
+    let key = JwtKey::new("grant-secret");
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let jwt = Some(key.sign(&serde_json::json!({ "exp": exp })));
+    let grant = Some(key.sign(&serde_json::json!({ "exp": exp, "volumes": [fid.volume.0] })));
+    runtime().block_on(async {
+        use rdma_transport::proto::Exposure;
+        let granted = server.client(
+            engine,
+            RdmaClientConfig { jwt: jwt.clone(), volume_grant: grant, ..RdmaClientConfig::default() },
+        );
+        assert_reads(&granted, &fid, &data).await;
+        assert_eq!(granted.exposure().await, Some(Exposure::Volume));
+        let plain = server.client(engine, RdmaClientConfig { jwt, ..RdmaClientConfig::default() });
+        assert_reads(&plain, &fid, &data).await;
+        assert_eq!(plain.exposure().await, Some(Exposure::Record));
+    });
+}

@@ -339,7 +339,7 @@ async fn compare_exposures(o: &Options) -> Result<(), BoxError> {
         };
         let cached = client(RdmaTransportConfig::default().location_ttl)?;
         let mut sets = Vec::new();
-        for (size, count) in [(4096usize, 64usize), (1 << 20, 16)] {
+        for (size, count) in [(4096usize, 16usize), (1 << 20, 8)] {
             let mut fids = Vec::with_capacity(count);
             for i in 0..count {
                 let data = testbeds::pseudo_random(size, 7000 + i as u64);

@@ -96,8 +96,8 @@ pub struct RdmaTransportConfig {
     pub location_ttl: Duration,
     /// A volume-read grant (a token signed with the servers' read key naming volumes or
     /// collections) presented when a session opens: servers running `--rdma-exposure
-    /// volume` then let the session READ those volumes whole; `None` (the default) asks
-    /// for `record` exposure, which every server gives.
+    /// volume` then let the session READ those volumes whole, the others give it `record`
+    /// exposure as to any session; `None` (the default) asks for `record` exposure.
     pub volume_grant: Option<String>,
     /// Bound on each control-plane call.
     pub rpc_timeout: Duration,

@@ -173,9 +173,13 @@ fn a_session_reads_the_records_it_located_and_not_a_byte_more() {
             attacker.close().await;
         }
 
-        // A volume-read grant on a server without volume exposure: refused.
-        let granted = RawSession::open(&server, engine.as_ref(), "", "any").await;
-        assert_eq!(granted.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied));
+        // A volume-read grant on a server without volume exposure: record exposure all
+        // the same, and its READs around its record fail as any other's.
+        let mut granted = RawSession::open(&server, engine.as_ref(), "", "any").await.unwrap();
+        assert_eq!(granted.exposure, proto::Exposure::Record);
+        let segment = granted.segment(&fid).await;
+        let after = granted.read(segment.addr + u64::from(segment.len), segment.rkey, 1).await;
+        refused(after, "1 byte after the record, with a grant", &bystander, &fid).await;
         bystander.close().await;
     });
 }

@@ -528,11 +528,11 @@ impl State {
     }
 
     /// What a session opened with `grant` may READ: `None` for `record` exposure.
+    /// A server in `record` exposure gives it to every session, grant or not (the
+    /// answer says so), so one client configuration serves a fleet where only some
+    /// servers opt in; a grant a `volume` server cannot verify is refused.
     fn volume_access(&self, grant: &str) -> Result<Option<Option<VolumeGrant>>, Status> {
         match (self.config.exposure, &self.config.jwt_key) {
-            (Exposure::Record, _) if !grant.is_empty() => Err(Status::permission_denied(
-                "volume exposure is off on this server (--rdma-exposure record)",
-            )),
             (Exposure::Record, _) => Ok(None),
             (Exposure::Volume, None) => Ok(Some(None)),
             (Exposure::Volume, Some(_)) if grant.is_empty() => Ok(None),

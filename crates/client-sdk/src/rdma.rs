@@ -90,8 +90,15 @@ pub struct RdmaTransportConfig {
     /// How long a needle's location (from the control plane) is reused; zero locates
     /// every read. Within it, a needle another client deleted or overwrote may still be
     /// read in its previous, intact version (this client's own deletes drop the
-    /// location at once).
+    /// location at once). A location is never reused past three quarters of the time
+    /// the server keeps it readable (it says so in each Locate answer), so READs never
+    /// run into an expired grant.
     pub location_ttl: Duration,
+    /// A volume-read grant (a token signed with the servers' read key naming volumes or
+    /// collections) presented when a session opens: servers running `--rdma-exposure
+    /// volume` then let the session READ those volumes whole, the others give it `record`
+    /// exposure as to any session; `None` (the default) asks for `record` exposure.
+    pub volume_grant: Option<String>,
     /// Bound on each control-plane call.
     pub rpc_timeout: Duration,
     /// Bound on the READs of one needle. The client's RDMA timeout
@@ -113,6 +120,7 @@ impl Default for RdmaTransportConfig {
             grpc_port_offset: 10000,
             max_servers: 256,
             location_ttl: client.location_ttl,
+            volume_grant: None,
             rpc_timeout: client.rpc_timeout,
             read_timeout: client.read_timeout,
             grpc_dialer: Dialer::default(),
@@ -219,6 +227,7 @@ impl RdmaTransport {
         let grpc = grpc_address(server, self.config.grpc_port_offset)?;
         let config = RdmaClientConfig {
             jwt: key.1.clone(),
+            volume_grant: self.config.volume_grant.clone(),
             location_ttl: self.config.location_ttl,
             rpc_timeout: self.config.rpc_timeout,
             read_timeout: self.config.read_timeout,

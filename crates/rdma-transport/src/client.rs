@@ -8,7 +8,9 @@
 //! restart, idle expiry, a failed READ), the client opens a new session and retries
 //! once. Everything else is returned as a typed [`RdmaError`].
 //!
-//! Cached locations live `location_ttl` (default 1 s) and are dropped when Locate
+//! Cached locations live `location_ttl` (default 1 s), never past three quarters of
+//! the time the server said they stay readable (so a location is located again before
+//! its grant runs out and a READ never fails for that), and are dropped when Locate
 //! reports another compaction revision for their volume. Within that time a needle that
 //! was overwritten or deleted may still be read in its previous, intact version: set
 //! `location_ttl` to zero to Locate every read.
@@ -34,6 +36,9 @@ use crate::verify::verify_record;
 pub struct RdmaClientConfig {
     /// A weed-style JWT to open sessions with, when the server requires one.
     pub jwt: Option<String>,
+    /// A volume-read grant to present (servers running `volume` exposure read whole
+    /// volumes to its holder); `None` asks for `record` exposure.
+    pub volume_grant: Option<String>,
     /// How long a location stays cached (zero: never cache).
     pub location_ttl: Duration,
     /// Bound on each control-plane call (connect included).
@@ -51,6 +56,7 @@ impl Default for RdmaClientConfig {
     fn default() -> Self {
         Self {
             jwt: None,
+            volume_grant: None,
             location_ttl: Duration::from_secs(1),
             rpc_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
@@ -102,6 +108,9 @@ struct Location {
     segments: Vec<proto::Segment>,
     needle_size: u32,
     version: Version,
+    /// How long the server keeps it readable from when it answered (`None`: an older
+    /// server, which does not say).
+    valid: Option<Duration>,
 }
 
 impl Location {
@@ -113,7 +122,8 @@ impl Location {
 
 struct CachedLocation {
     location: Location,
-    at: Instant,
+    /// When it must be located again.
+    until: Instant,
 }
 
 /// Cached locations of one volume, valid for one compaction revision.
@@ -126,6 +136,7 @@ struct Session {
     id: u64,
     qp: Box<dyn EngineQp>,
     mode: proto::RegionMode,
+    exposure: proto::Exposure,
 }
 
 /// Reads needles from one volume server over RDMA.
@@ -198,6 +209,12 @@ impl RdmaClient {
         self.session.lock().await.as_ref().map(|s| s.mode)
     }
 
+    /// What the current session may READ (`None` before the first read or after the
+    /// session was lost).
+    pub async fn exposure(&self) -> Option<proto::Exposure> {
+        self.session.lock().await.as_ref().map(|s| s.exposure)
+    }
+
     pub fn stats(&self) -> ClientStats {
         let c = &self.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -242,6 +259,7 @@ impl RdmaClient {
             Ok(s) => s,
             Err(e) => return Attempt::Done(Err(e)),
         };
+        let located_at = Instant::now();
         let (location, cached) = match self.cached_location(fid) {
             Some(location) => (location, true),
             None => match self.locate(&session, fid).await {
@@ -271,7 +289,7 @@ impl RdmaClient {
                     return Attempt::Done(Err(RdmaError::NotFound { fid: fid.to_string() }));
                 }
                 if !cached {
-                    self.remember_location(fid, location);
+                    self.remember_location(fid, location, located_at);
                 }
                 Attempt::Done(Ok(NeedleRecord { record, version, crc }))
             }
@@ -293,6 +311,7 @@ impl RdmaClient {
         let request = proto::OpenSessionRequest {
             client: Some(qp.endpoint().into()),
             jwt: self.config.jwt.clone().unwrap_or_default(),
+            volume_grant: self.config.volume_grant.clone().unwrap_or_default(),
         };
         let reply = self.grpc().open_session(request).await.map_err(|status| match status.code() {
             tonic::Code::PermissionDenied | tonic::Code::Unauthenticated | tonic::Code::ResourceExhausted => {
@@ -314,7 +333,8 @@ impl RdmaClient {
             return Err(e);
         }
         self.counters.sessions_opened.fetch_add(1, Ordering::Relaxed);
-        let session = Arc::new(Session { id: reply.session_id, qp, mode: reply.mode() });
+        let session =
+            Arc::new(Session { id: reply.session_id, qp, mode: reply.mode(), exposure: reply.exposure() });
         *current = Some(Arc::clone(&session));
         Ok(session)
     }
@@ -335,9 +355,9 @@ impl RdmaClient {
         self.counters.locate_calls.fetch_add(1, Ordering::Relaxed);
         let request = proto::LocateRequest { session_id: session.id, fids: vec![fid.to_string()] };
         let reply = self.grpc().locate(request).await.map_err(|status| match status.code() {
-            // Unknown session (expired, or the server restarted) and a server that is
-            // down for now: a new session may help.
-            tonic::Code::NotFound | tonic::Code::Unavailable => {
+            // Unknown session (expired, or the server restarted), its token run out, and a
+            // server that is down for now: a new session may help.
+            tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::Unauthenticated => {
                 LocateError::SessionLost(control_plane(status))
             }
             _ => LocateError::Other(control_plane(status)),
@@ -353,6 +373,7 @@ impl RdmaClient {
             LocateStatus::BadFid => Err(RdmaError::BadFid { fid: fid_text, message: result.message }),
             LocateStatus::VolumeNotHere => Err(RdmaError::VolumeNotHere { fid: fid_text }),
             LocateStatus::Unavailable => Err(RdmaError::ControlPlane(result.message)),
+            LocateStatus::Forbidden => Err(RdmaError::Refused(result.message)),
             LocateStatus::Unspecified => Err(RdmaError::Protocol("Locate status missing".into())),
         };
         located.map_err(LocateError::Other)
@@ -381,7 +402,8 @@ impl RdmaClient {
             volume.revision = result.compaction_revision;
             volume.needles.clear();
         }
-        Ok(Location { segments: result.segments.clone(), needle_size: result.needle_size, version })
+        let valid = (result.valid_ms > 0).then(|| Duration::from_millis(u64::from(result.valid_ms)));
+        Ok(Location { segments: result.segments.clone(), needle_size: result.needle_size, version, valid })
     }
 
     fn cached_location(&self, fid: &FileId) -> Option<Location> {
@@ -392,7 +414,7 @@ impl RdmaClient {
         let needles = &mut locations.get_mut(&fid.volume.0)?.needles;
         let key = fid.needle_id().0;
         let cached = needles.get(&key)?;
-        if cached.at.elapsed() > self.config.location_ttl {
+        if Instant::now() >= cached.until {
             needles.remove(&key);
             return None;
         }
@@ -400,16 +422,19 @@ impl RdmaClient {
         Some(cached.location.clone())
     }
 
-    fn remember_location(&self, fid: &FileId, location: Location) {
-        if self.config.location_ttl.is_zero() {
+    /// Caches `location`, located at `located_at`, until the TTL or three quarters of
+    /// its validity, whichever comes first.
+    fn remember_location(&self, fid: &FileId, location: Location, located_at: Instant) {
+        let keep =
+            location.valid.map_or(self.config.location_ttl, |v| self.config.location_ttl.min(v * 3 / 4));
+        if keep.is_zero() {
             return;
         }
         let mut locations = self.locations.lock().expect("location cache lock");
         if let Some(volume) = locations.get_mut(&fid.volume.0) {
             let now = Instant::now();
-            let ttl = self.config.location_ttl;
-            volume.needles.retain(|_, c| now.duration_since(c.at) <= ttl);
-            volume.needles.insert(fid.needle_id().0, CachedLocation { location, at: now });
+            volume.needles.retain(|_, c| now < c.until);
+            volume.needles.insert(fid.needle_id().0, CachedLocation { location, until: located_at + keep });
         }
     }
 

@@ -38,4 +38,6 @@ rdma_tests!(
     missing_deleted_and_wrong_needles_are_typed,
     jwt_gates_sessions,
     abandoned_reads_leave_the_queue_pair_usable,
+    locations_are_located_again_before_they_expire,
+    a_volume_read_grant_is_presented,
 );

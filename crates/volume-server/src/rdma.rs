@@ -5,14 +5,18 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use needle::{NeedleId, VolumeId};
+use needle::{Cookie, NeedleId, VolumeId};
 use rdma_transport::server::auth::JwtKey;
+use rdma_transport::server::grants::GrantConfig;
 use rdma_transport::server::regions::RegionConfig;
-use rdma_transport::server::{Lookup, NeedleSource, RdmaServer, RdmaServerConfig, SourceLocation};
+use rdma_transport::server::{
+    DatFile, Exposure, Lookup, NeedleSource, RdmaServer, RdmaServerConfig, SourceLocation,
+};
 use rdma_transport::verbs::DeviceChoice;
 
 use crate::error::Error;
 use crate::store::Store;
+use crate::volume::Volume;
 
 /// Whether to serve RDMA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -21,6 +25,18 @@ pub enum RdmaSwitch {
     /// without RDMA (saying so once) when there is none.
     Auto,
     Off,
+}
+
+/// What RDMA sessions may READ (`--rdma-exposure`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExposureFlag {
+    /// Each session exactly the records it located, through its own queue pair, for a
+    /// bounded time (`--rdma-location-lifetime-secs`).
+    Record,
+    /// For trusted fabrics: sessions presenting a volume-read grant (a token signed with
+    /// the read key naming volumes or collections) READ whole volume files; with no key,
+    /// EVERY session can read every byte of every volume. Others get `record`.
+    Volume,
 }
 
 /// The `--rdma*` flags.
@@ -35,16 +51,32 @@ pub struct RdmaArgs {
     /// Volume files are registered in extents of this many MiB.
     #[arg(long = "rdma-extent-mb", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub extent_mb: u64,
-    /// Most MiB registered (pinned) at once; least recently used extents are evicted.
+    /// Most MiB registered (pinned) at once, by volume extents (least recently used
+    /// ones are evicted) and, apart, by the records granted to `record` sessions (a
+    /// record past it is answered UNAVAILABLE and read over HTTP).
     #[arg(long = "rdma-pinned-mb", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
     pub pinned_mb: u64,
     /// Copy located needles into registered buffers instead of registering volume files
     /// (what the server falls back to by itself when the kernel refuses file pages).
     #[arg(long = "rdma-staging")]
     pub staging: bool,
+    /// What sessions may READ: their located records, or (opt-in) whole volumes.
+    #[arg(long = "rdma-exposure", value_enum, default_value_t = ExposureFlag::Record)]
+    pub exposure: ExposureFlag,
+    /// How long a located record stays readable (`record` exposure); clients locate
+    /// again before then.
+    #[arg(long = "rdma-location-lifetime-secs", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub location_lifetime_secs: u64,
     /// Most RDMA sessions (one queue pair each) at once.
     #[arg(long = "rdma-max-sessions", default_value_t = 256)]
     pub max_sessions: usize,
+    /// Most RDMA sessions one client address may have open.
+    #[arg(long = "rdma-max-sessions-per-peer", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_sessions_per_peer: u64,
+    /// Most MiB one Locate may newly register; the fids past it are answered
+    /// UNAVAILABLE.
+    #[arg(long = "rdma-max-locate-mb", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_locate_mb: u64,
     /// A session unused for this many seconds is closed and its queue pair destroyed.
     #[arg(long = "rdma-idle-timeout-secs", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_timeout_secs: u64,
@@ -67,6 +99,15 @@ impl RdmaArgs {
         };
         let config = RdmaServerConfig {
             device,
+            exposure: match self.exposure {
+                ExposureFlag::Record => Exposure::Record,
+                ExposureFlag::Volume => Exposure::Volume,
+            },
+            grants: GrantConfig {
+                lifetime: Duration::from_secs(self.location_lifetime_secs),
+                max_bytes_in_all: self.pinned_mb << 20,
+                ..GrantConfig::default()
+            },
             regions: RegionConfig {
                 extent_size: self.extent_mb << 20,
                 pinned_budget: self.pinned_mb << 20,
@@ -74,6 +115,8 @@ impl RdmaArgs {
                 ..RegionConfig::default()
             },
             max_sessions: self.max_sessions,
+            max_sessions_per_peer: usize::try_from(self.max_sessions_per_peer).unwrap_or(usize::MAX),
+            max_locate_bytes: self.max_locate_mb << 20,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             jwt_key: self.jwt_key.as_ref().map(|k| JwtKey::new(k.as_bytes())).or_else(|| read_key.cloned()),
         };
@@ -91,19 +134,98 @@ impl RdmaArgs {
 struct StoreSource(Arc<Store>);
 
 impl NeedleSource for StoreSource {
-    fn locate(&self, volume: VolumeId, needle: NeedleId) -> Lookup {
+    /// As a GET: the live record's header and metadata are read (two small preads, no
+    /// data) and its cookie and TTL checked, so Locate hands out nothing HTTP would 404.
+    fn locate(&self, volume: VolumeId, needle: NeedleId, cookie: Cookie) -> Lookup {
         let Ok(v) = self.0.volume(volume) else { return Lookup::VolumeNotHere };
-        match v.locate_readable(needle, false) {
-            Ok(location) => Lookup::Found(SourceLocation {
-                dat_path: v.dat_path().to_owned(),
+        let location = match v.locate_readable(needle, false) {
+            Ok(location) => location,
+            Err(Error::NeedleNotFound(_)) => return Lookup::NotFound,
+            Err(Error::AlreadyDeleted(_)) => return Lookup::Deleted,
+            Err(e) => return Lookup::Failed(e.to_string()),
+        };
+        match v.read_meta_at(needle, cookie, location) {
+            Ok(_) => Lookup::Found(SourceLocation {
+                collection: v.collection().to_owned(),
                 offset: location.offset,
                 size: location.size,
                 version: location.version,
                 compaction_revision: v.compaction_revision(),
+                dat: v,
             }),
-            Err(Error::NeedleNotFound(_)) => Lookup::NotFound,
-            Err(Error::AlreadyDeleted(_)) => Lookup::Deleted,
+            // The record is there: read_meta_at's "not found" is its TTL running out.
+            Err(Error::NeedleNotFound(_)) => Lookup::Expired,
+            Err(Error::CookieMismatch { .. }) => Lookup::WrongCookie,
             Err(e) => Lookup::Failed(e.to_string()),
         }
+    }
+}
+
+impl DatFile for Volume {
+    fn dat(&self) -> &std::fs::File {
+        self.dat_file()
+    }
+
+    fn committed_len(&self) -> u64 {
+        self.dat_size()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The store as a needle source, over a volume written by hand (the server cannot be
+    //! asked to write a needle in the past): Locate checks what a GET checks.
+    use super::*;
+    use crate::disk_space::MinFreeSpace;
+    use crate::store::StoreConfig;
+    use crate::volume::{IndexKind, VolumeOptions};
+    use needle::{IdxEntry, Needle, OffsetWidth, ReplicaPlacement, SuperBlock, Ttl, Version};
+
+    #[test]
+    fn locate_refuses_a_wrong_cookie_an_expired_needle_and_a_deleted_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let ttl = Ttl::fit_seconds(60);
+        let mut dat = SuperBlock::new(ReplicaPlacement::default(), ttl).to_bytes().unwrap();
+        let mut idx = Vec::new();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        for (key, written) in [(1u64, now), (2, now - 3600)] {
+            let offset = dat.len() as u64;
+            let needle = Needle::new(NeedleId(key), Cookie(7), b"data")
+                .with_ttl(ttl)
+                .with_last_modified(written)
+                .with_append_at_ns(written * 1_000_000_000);
+            needle.encode_into(Version::V3, &mut dat).unwrap();
+            let size = needle.body_size(Version::V3).unwrap();
+            IdxEntry::new(NeedleId(key), offset, size)
+                .unwrap()
+                .encode_into(OffsetWidth::Four, &mut idx)
+                .unwrap();
+        }
+        std::fs::write(dir.path().join("5.dat"), &dat).unwrap();
+        std::fs::write(dir.path().join("5.idx"), &idx).unwrap();
+        let store = Store::open(StoreConfig {
+            dirs: vec![dir.path().to_owned()],
+            max_volumes: vec![8],
+            volume_size_limit: 1 << 30,
+            min_free_space: vec![MinFreeSpace::Percent(0.0)],
+            volume: VolumeOptions { width: OffsetWidth::Four, index: IndexKind::Memory, fsync: false },
+        })
+        .unwrap();
+        let store = Arc::new(store);
+        let source = StoreSource(Arc::clone(&store));
+        let locate = |key: u64, cookie: u32| source.locate(VolumeId(5), NeedleId(key), Cookie(cookie));
+        match locate(1, 7) {
+            Lookup::Found(found) => {
+                assert_eq!(found.offset, 8);
+                assert_eq!(found.dat.committed_len(), dat.len() as u64);
+            }
+            other => panic!("the live needle: {other:?}"),
+        }
+        assert!(matches!(locate(1, 8), Lookup::WrongCookie), "{:?}", locate(1, 8));
+        assert!(matches!(locate(2, 7), Lookup::Expired), "{:?}", locate(2, 7));
+        assert!(matches!(locate(3, 7), Lookup::NotFound));
+        store.volume(VolumeId(5)).unwrap().delete(NeedleId(1), Cookie(7)).unwrap();
+        assert!(matches!(locate(1, 7), Lookup::Deleted));
+        assert!(matches!(source.locate(VolumeId(6), NeedleId(1), Cookie(7)), Lookup::VolumeNotHere));
     }
 }

@@ -397,6 +397,12 @@ impl Volume {
         &self.dat_path
     }
 
+    /// The open `.dat` this volume reads and appends (the RDMA read path maps it, so a
+    /// location never lands in another file put under the same name by a vacuum).
+    pub fn dat_file(&self) -> &File {
+        &self.dat
+    }
+
     pub fn idx_path(&self) -> &Path {
         &self.idx_path
     }

@@ -269,7 +269,7 @@ async fn raw_session(
     let mut control = RdmaControlClient::connect(format!("http://{grpc}")).await?;
     let mut qp = engine.create_qp()?;
     let reply = control
-        .open_session(proto::OpenSessionRequest { client: Some(qp.endpoint().into()), jwt: String::new() })
+        .open_session(proto::OpenSessionRequest { client: Some(qp.endpoint().into()), ..Default::default() })
         .await?
         .into_inner();
     let server = QpEndpoint::try_from(reply.server.as_ref().ok_or("no server endpoint")?)?;

@@ -21,6 +21,13 @@
 //! call) unless the transport cached it within `--location-ttl-ms` (default: the SDK's,
 //! 1 s); an HTTP read needs only the volume's location, cached for minutes. Reading few
 //! needles often favours RDMA; 0 shows the cost when every read locates.
+//!
+//! Last, what access control costs: the same SDK reads (sideway) against a server in the
+//! default `record` exposure (each located record registered for the session on its
+//! own) and one in `--rdma-exposure volume` (volume files registered in extents, every
+//! session may READ them whole): hot 4 KiB p50 (locations cached), 1 MiB throughput,
+//! and the server's CPU per Locate (a client that locates every read), with the ratios
+//! record / volume (target: hot 4 KiB p50 <= 1.1x).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -104,13 +111,12 @@ struct Server {
 }
 
 impl Server {
-    fn start(o: &Options) -> Result<Self, BoxError> {
+    /// Starts the volume server with `extra` flags and waits until it listens.
+    fn start(o: &Options, extra: &[&str]) -> Result<Self, BoxError> {
         let dir = tempfile::Builder::new().prefix("sdk-bench-").tempdir_in("/dev/shm")?;
-        let process = OurVolumeServer::start(
-            &o.volume_server,
-            dir.path(),
-            &["--rdma-device", &o.device, "--max", "8"],
-        )?;
+        let mut args = vec!["--rdma-device", o.device.as_str(), "--max", "8"];
+        args.extend_from_slice(extra);
+        let process = OurVolumeServer::start(&o.volume_server, dir.path(), &args)?;
         Ok(Server { process, _dir: dir })
     }
 
@@ -192,7 +198,7 @@ async fn measure(
 }
 
 async fn run(o: &Options) -> Result<(), BoxError> {
-    let server = Server::start(o)?;
+    let server = Server::start(o, &[])?;
     let defaults = RdmaTransportConfig::default();
     let location_ttl = o.location_ttl.unwrap_or(defaults.location_ttl);
     let engines = [
@@ -279,6 +285,85 @@ async fn run(o: &Options) -> Result<(), BoxError> {
     println!(
         "note: with Soft-RoCE the RDMA responder runs in the guest kernel (rxe), outside the server process, so its CPU is not in the server's figure; on an RNIC it is the NIC's."
     );
+    drop(server);
+    compare_exposures(o).await
+}
+
+/// One exposure's figures (see the module docs).
+struct ExposureFigures {
+    hot_4k_p50: Duration,
+    mb_per_s_1m: f64,
+    cpu_us_per_locate: f64,
+}
+
+/// Record vs volume exposure through the SDK (sideway), each against its own server.
+async fn compare_exposures(o: &Options) -> Result<(), BoxError> {
+    let mut rows = Vec::new();
+    for (name, extra) in [("record", &[][..]), ("volume", &["--rdma-exposure", "volume"][..])] {
+        let server = Server::start(o, extra)?;
+        let client = |location_ttl: Duration| {
+            let rdma = RdmaTransport::new(RdmaTransportConfig {
+                device: DeviceChoice::Name(o.device.clone()),
+                location_ttl,
+                ..RdmaTransportConfig::default()
+            });
+            Client::builder(server.addr())
+                .rdma_transport(Arc::new(rdma))
+                .rdma_policy(RdmaPolicy::Require)
+                .rdma_timeout(testbeds::softroce::slowness::scaled(Duration::from_secs(10)))
+                .build()
+        };
+        let cached = client(RdmaTransportConfig::default().location_ttl)?;
+        let mut sets = Vec::new();
+        for (size, count) in [(4096usize, 16usize), (1 << 20, 8)] {
+            let mut fids = Vec::with_capacity(count);
+            for i in 0..count {
+                let data = testbeds::pseudo_random(size, 7000 + i as u64);
+                fids.push(cached.upload(data, &UploadOptions::named("bench.bin")).await?.fid);
+            }
+            sets.push(Arc::new(fids));
+        }
+        let hot = measure(&cached, &server, &sets[0], 4096, o).await?;
+        let large = measure(&cached, &server, &sets[1], 1 << 20, o).await?;
+        // Every read locates: the server's CPU per Locate (and its grant, in record).
+        let locating = client(Duration::ZERO)?;
+        let cpu_before = server.cpu_seconds()?;
+        let (started, mut reads) = (Instant::now(), 0u64);
+        while started.elapsed() < Duration::from_secs_f64(o.seconds) {
+            locating.download(&sets[0][reads as usize % sets[0].len()]).await?;
+            reads += 1;
+        }
+        let cpu = server.cpu_seconds()? - cpu_before;
+        rows.push((
+            name,
+            ExposureFigures {
+                hot_4k_p50: hot.p50,
+                mb_per_s_1m: large.mb_per_s,
+                cpu_us_per_locate: cpu * 1e6 / reads.max(1) as f64,
+            },
+        ));
+    }
+    println!(
+        "exposure (SDK, sideway; hot = locations cached, CPU per Locate = a client locating every read):"
+    );
+    println!("{:>9} {:>14} {:>14} {:>18}", "exposure", "hot 4K p50 us", "1 MiB MB/s", "srv CPU us/Locate");
+    for (name, f) in &rows {
+        println!(
+            "{:>9} {:>14.0} {:>14.1} {:>18.0}",
+            name,
+            f.hot_4k_p50.as_secs_f64() * 1e6,
+            f.mb_per_s_1m,
+            f.cpu_us_per_locate
+        );
+    }
+    if let [(_, record), (_, volume)] = &rows[..] {
+        println!(
+            "ratios record / volume (target: hot 4 KiB p50 <= 1.1): hot 4 KiB p50 {:.2}x, 1 MiB throughput {:.2}x, server CPU per Locate {:.2}x",
+            record.hot_4k_p50.as_secs_f64() / volume.hot_4k_p50.as_secs_f64(),
+            record.mb_per_s_1m / volume.mb_per_s_1m,
+            record.cpu_us_per_locate / volume.cpu_us_per_locate,
+        );
+    }
     Ok(())
 }
 

@@ -1,5 +1,18 @@
 //! The server side: the `RdmaControl` gRPC service over a [`NeedleSource`], with its
-//! device, sessions (one server queue pair each) and region cache.
+//! device, sessions (one server queue pair each) and what they may READ.
+//!
+//! **Exposure.** A session gets `record` exposure by default: its own protection domain,
+//! and in it a registration of exactly each record it located, for a bounded time
+//! ([`grants`]). With `volume` exposure (`--rdma-exposure volume`, an explicit opt-in for
+//! trusted fabrics), sessions that present a volume-read grant, or every session on a
+//! server without a key, share the device's protection domain, where volume `.dat`
+//! files are registered in extents ([`regions`]) and a location may be READ around.
+//!
+//! Locate checks what an HTTP GET checks (cookie, deletion, TTL) against the record
+//! itself, and the token's `exp` on every call. Sessions are capped per client address
+//! and in all, checked before a queue pair is made; the bytes one Locate may register
+//! are bounded. No lock is taken in a way that a panic turns into more panics, and a
+//! queue pair whose teardown fails is logged and counted.
 //!
 //! [`RdmaServer::start`] opens the device; when there is none, the server runs without
 //! RDMA, says so once in the log, and answers `OpenSession` with FAILED_PRECONDITION so
@@ -7,13 +20,19 @@
 //! and are never logged.
 
 pub mod auth;
+pub mod grants;
+mod memory;
 pub mod regions;
 pub mod sessions;
 pub mod source;
+#[cfg(test)]
+mod test_support;
 
 use std::fmt::Write as _;
+use std::mem::ManuallyDrop;
+use std::net::IpAddr;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -28,62 +47,162 @@ use crate::endpoint::QpEndpoint;
 use crate::proto::rdma_control_server::{RdmaControl, RdmaControlServer};
 use crate::proto::{self, LocateStatus};
 use crate::verbs::{Device, DeviceChoice, DeviceRegistrar, random_psn};
-use auth::JwtKey;
-use regions::{RecordSpan, RegionCache, RegionConfig, RegionStats};
+use auth::{JwtKey, VolumeGrant};
+use grants::{GrantConfig, GrantGauges, RecordGrants};
+use memory::lock;
+use regions::{ExposeError, RecordSpan, RegionCache, RegionConfig, RegionStats};
 use sessions::SessionTable;
-pub use source::{Lookup, NeedleSource, SourceLocation};
+pub use source::{DatFile, Lookup, NeedleSource, SourceLocation};
 
 /// Most fids one Locate may carry.
 pub const MAX_FIDS_PER_LOCATE: usize = 1024;
+
+/// What sessions may READ (see the module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Exposure {
+    /// Each session exactly the records it located, through its own queue pair, for a
+    /// bounded time.
+    #[default]
+    Record,
+    /// Sessions with a volume-read grant (every session, on a server without a key)
+    /// whole volume files; the others `Record`.
+    Volume,
+}
+
+impl Exposure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Exposure::Record => "record",
+            Exposure::Volume => "volume",
+        }
+    }
+}
 
 /// How the RDMA server is set up.
 #[derive(Clone, Debug)]
 pub struct RdmaServerConfig {
     /// The device to use; `None` runs without RDMA.
     pub device: Option<DeviceChoice>,
+    pub exposure: Exposure,
+    /// `volume` exposure's registered extents.
     pub regions: RegionConfig,
+    /// `record` exposure's per-session registrations.
+    pub grants: GrantConfig,
     pub max_sessions: usize,
+    /// Most sessions one client address may have open.
+    pub max_sessions_per_peer: usize,
     /// A session unused this long is closed and its queue pair destroyed.
     pub idle_timeout: Duration,
-    /// When set, `OpenSession` needs a JWT signed with it.
+    /// When set, `OpenSession` needs a JWT signed with it, and volume-read grants are
+    /// checked with it.
     pub jwt_key: Option<JwtKey>,
+    /// Most bytes one Locate may newly register; the fids past it are answered
+    /// UNAVAILABLE (locate them again, or read them over HTTP).
+    pub max_locate_bytes: u64,
 }
 
 impl Default for RdmaServerConfig {
     fn default() -> Self {
         Self {
             device: None,
+            exposure: Exposure::Record,
             regions: RegionConfig::default(),
+            grants: GrantConfig::default(),
             max_sessions: 256,
+            max_sessions_per_peer: 16,
             idle_timeout: Duration::from_secs(60),
             jwt_key: None,
+            max_locate_bytes: 64 << 20,
         }
     }
 }
 
-/// One client's session: its server-side queue pair, and the fid its token allows.
+/// A server queue pair whose teardown never panics: sideway asserts that
+/// `ibv_destroy_qp` succeeds, so the drop runs under `catch_unwind`, and a failure is
+/// logged and counted while the server goes on.
+struct ServerQp {
+    qp: ManuallyDrop<BasicQueuePair>,
+    teardown_failures: Arc<AtomicU64>,
+}
+
+impl Drop for ServerQp {
+    fn drop(&mut self) {
+        // SAFETY: taken once, here; the field is not used after.
+        let qp = unsafe { ManuallyDrop::take(&mut self.qp) };
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(qp))).is_err() {
+            self.teardown_failures.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("destroying an RDMA session's queue pair failed; the server goes on");
+        }
+    }
+}
+
+/// What a session may READ.
+enum Access {
+    /// Its own located records (grants in its own protection domain).
+    Record(Mutex<RecordGrants>),
+    /// Whole volume files: those its grant covers, or all (`None`: no key on the server).
+    Volume(Option<VolumeGrant>),
+}
+
+/// One client's session. Field order is drop order: the session's registrations go
+/// before its queue pair, and its protection domain goes with the last of them.
 struct Session {
-    // Destroyed with the session.
-    _qp: BasicQueuePair,
-    only_fid: Option<String>,
+    access: Access,
+    _qp: ServerQp,
+    /// The one file id its token allows, when the token names one.
+    only_fid: Option<FileId>,
+    /// Unix seconds when its token runs out.
+    token_exp: Option<u64>,
+}
+
+impl Session {
+    fn token_expired(&self, now_unix: u64) -> bool {
+        self.token_exp.is_some_and(|exp| exp <= now_unix)
+    }
+
+    /// When the token runs out, as an instant (grants never outlive it).
+    fn not_after(&self, now: Instant) -> Option<Instant> {
+        self.token_exp.map(|exp| now + Duration::from_secs(exp.saturating_sub(unix_now())))
+    }
+
+    fn exposure(&self) -> proto::Exposure {
+        match self.access {
+            Access::Record(_) => proto::Exposure::Record,
+            Access::Volume(_) => proto::Exposure::Volume,
+        }
+    }
 }
 
 /// What a device-backed server has.
 struct Rdma {
     // Field order is drop order: sessions (queue pairs) before their CQ.
-    sessions: Mutex<SessionTable<Session>>,
+    sessions: Mutex<SessionTable<Arc<Session>>>,
     cq: Arc<BasicCompletionQueue>,
     regions: RegionCache,
     device: Arc<Device>,
+    /// `record` exposure copies records instead of registering file pages (forced, or
+    /// since the kernel refused a pin).
+    record_staging: AtomicBool,
+}
+
+#[derive(Default)]
+struct Counters {
+    sessions_opened: AtomicU64,
+    sessions_expired: AtomicU64,
+    sessions_refused: AtomicU64,
+    locate_requests: AtomicU64,
+    locate_wrong_cookie: AtomicU64,
+    locate_expired: AtomicU64,
+    locate_over_bound: AtomicU64,
 }
 
 struct State {
     rdma: Result<Rdma, String>,
     source: Arc<dyn NeedleSource>,
-    jwt_key: Option<JwtKey>,
-    sessions_opened: AtomicU64,
-    sessions_expired: AtomicU64,
-    locate_requests: AtomicU64,
+    config: RdmaServerConfig,
+    counters: Counters,
+    grant_gauges: Arc<GrantGauges>,
+    teardown_failures: Arc<AtomicU64>,
 }
 
 /// The RDMA side of a volume server.
@@ -108,54 +227,62 @@ pub struct RdmaStatus {
     pub reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
-    /// `registered-file` or `staging`.
+    /// `record` or `volume`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exposure: Option<&'static str>,
+    /// `registered-file` or `staging`, for the exposure in force for sessions without
+    /// a grant.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mode: Option<&'static str>,
     pub sessions: u64,
+    /// Records registered for `record` exposure sessions.
+    pub granted_records: u64,
     pub region_hits: u64,
     pub region_misses: u64,
     pub region_evictions: u64,
+    /// Bytes registered (pinned) in all: volume extents and granted records.
     pub pinned_bytes: u64,
     pub regions: u64,
 }
 
 impl RdmaServer {
     /// Opens the device (if configured) and sets up the cache and session table. Inside
-    /// a tokio runtime it also starts a task that closes idle sessions; without one,
-    /// idle sessions are closed when the next session is opened.
+    /// a tokio runtime it also starts a task that closes idle sessions, sessions whose
+    /// token ran out, and grants whose time ran out; without one, idle sessions are
+    /// closed when the next session is opened.
     pub fn start(config: RdmaServerConfig, source: Arc<dyn NeedleSource>) -> Self {
         let rdma = match &config.device {
             None => Err("RDMA is off (--rdma off)".to_owned()),
             Some(choice) => Device::open(choice).map_err(|e| e.to_string()).and_then(|device| {
                 let cq = device.new_cq(64).map_err(|e| e.to_string())?;
-                let registrar = Arc::new(DeviceRegistrar::new(Arc::clone(&device)));
+                let registrar = Arc::new(DeviceRegistrar::new(&device));
                 let regions = RegionCache::new(registrar, config.regions.clone());
-                let sessions = Mutex::new(SessionTable::new(config.max_sessions, config.idle_timeout));
-                Ok(Rdma { sessions, cq, regions, device })
+                let sessions = Mutex::new(SessionTable::new(
+                    config.max_sessions,
+                    config.max_sessions_per_peer,
+                    config.idle_timeout,
+                ));
+                let record_staging = AtomicBool::new(config.regions.force_staging);
+                Ok(Rdma { sessions, cq, regions, device, record_staging })
             }),
         };
         match &rdma {
-            Ok(r) => tracing::info!(
-                device = r.device.name(),
-                mode = r.regions.mode().as_str(),
-                extent_bytes = config.regions.extent_size,
-                pinned_budget = config.regions.pinned_budget,
-                "RDMA read path on"
-            ),
+            Ok(r) => log_exposure(r, &config),
             Err(reason) => tracing::warn!("running without RDMA: {reason}"),
         }
+        let idle_timeout = config.idle_timeout;
         let state = Arc::new(State {
             rdma,
             source,
-            jwt_key: config.jwt_key,
-            sessions_opened: AtomicU64::new(0),
-            sessions_expired: AtomicU64::new(0),
-            locate_requests: AtomicU64::new(0),
+            config,
+            counters: Counters::default(),
+            grant_gauges: Arc::new(GrantGauges::default()),
+            teardown_failures: Arc::new(AtomicU64::new(0)),
         });
         if state.rdma.is_ok()
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
-            runtime.spawn(reap_idle_sessions(Arc::downgrade(&state), config.idle_timeout));
+            runtime.spawn(reap(Arc::downgrade(&state), idle_timeout));
         }
         Self { state }
     }
@@ -171,7 +298,9 @@ impl RdmaServer {
     }
 
     /// Drops the registered regions of `volume`: call when its `.dat` is deleted or
-    /// replaced (compaction, which also bumps the revision Locate reports).
+    /// replaced (compaction, which also bumps the revision Locate reports). Records
+    /// granted to `record` sessions keep the old file's pages until their time runs out
+    /// (their bytes never change; the client's verify step rejects a stale revision).
     pub fn retire(&self, volume: u32) {
         if let Ok(rdma) = &self.state.rdma {
             rdma.regions.retire(volume);
@@ -184,8 +313,10 @@ impl RdmaServer {
                 enabled: false,
                 reason: Some(reason.clone()),
                 device: None,
+                exposure: None,
                 mode: None,
                 sessions: 0,
+                granted_records: 0,
                 region_hits: 0,
                 region_misses: 0,
                 region_evictions: 0,
@@ -194,16 +325,25 @@ impl RdmaServer {
             },
             Ok(rdma) => {
                 let RegionStats { hits, misses, evictions, pinned_bytes, regions, .. } = rdma.regions.stats();
+                let exposure = self.state.config.exposure;
+                let mode = match exposure {
+                    Exposure::Record if rdma.record_staging.load(Ordering::Relaxed) => "staging",
+                    Exposure::Record => "registered-file",
+                    Exposure::Volume => rdma.regions.mode().as_str(),
+                };
+                let gauges = &self.state.grant_gauges;
                 RdmaStatus {
                     enabled: true,
                     reason: None,
                     device: Some(rdma.device.name().to_owned()),
-                    mode: Some(rdma.regions.mode().as_str()),
-                    sessions: rdma.sessions.lock().expect("sessions lock").len() as u64,
+                    exposure: Some(exposure.as_str()),
+                    mode: Some(mode),
+                    sessions: lock(&rdma.sessions).len() as u64,
+                    granted_records: gauges.grants.load(Ordering::Relaxed),
                     region_hits: hits,
                     region_misses: misses,
                     region_evictions: evictions,
-                    pinned_bytes,
+                    pinned_bytes: pinned_bytes + gauges.bytes.load(Ordering::Relaxed),
                     regions,
                 }
             }
@@ -214,77 +354,155 @@ impl RdmaServer {
     pub fn render_metrics(&self) -> String {
         let s = self.status();
         let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        for (name, kind, help, value) in self.series(&s) {
+            let name = format!("volume_server_rdma_{name}");
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-        };
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        metric("volume_server_rdma_enabled", "gauge", "1 if an RDMA device is open.", u64::from(s.enabled));
-        metric("volume_server_rdma_sessions", "gauge", "Open RDMA sessions.", s.sessions);
-        metric(
-            "volume_server_rdma_sessions_opened_total",
-            "counter",
-            "RDMA sessions opened.",
-            load(&self.state.sessions_opened),
-        );
-        metric(
-            "volume_server_rdma_sessions_expired_total",
-            "counter",
-            "RDMA sessions closed for idleness.",
-            load(&self.state.sessions_expired),
-        );
-        metric(
-            "volume_server_rdma_locate_requests_total",
-            "counter",
-            "Locate calls.",
-            load(&self.state.locate_requests),
-        );
-        metric(
-            "volume_server_rdma_region_hits_total",
-            "counter",
-            "Located records in registered regions.",
-            s.region_hits,
-        );
-        metric(
-            "volume_server_rdma_region_misses_total",
-            "counter",
-            "Regions registered on demand.",
-            s.region_misses,
-        );
-        metric(
-            "volume_server_rdma_region_evictions_total",
-            "counter",
-            "Regions evicted for the pinned budget.",
-            s.region_evictions,
-        );
-        metric(
-            "volume_server_rdma_pinned_bytes",
-            "gauge",
-            "Bytes registered (pinned) for RDMA.",
-            s.pinned_bytes,
-        );
-        metric("volume_server_rdma_regions", "gauge", "Registered regions.", s.regions);
-        let _ = writeln!(out, "# HELP volume_server_rdma_mode How records are exposed (1 = in force).");
-        let _ = writeln!(out, "# TYPE volume_server_rdma_mode gauge");
-        for mode in ["registered-file", "staging"] {
-            let _ = writeln!(
-                out,
-                "volume_server_rdma_mode{{mode=\"{mode}\"}} {}",
-                u64::from(s.mode == Some(mode))
-            );
         }
+        let mut labelled =
+            |name: &str, help: &str, label: &str, values: [&str; 2], in_force: Option<&str>| {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+                for value in values {
+                    let _ =
+                        writeln!(out, "{name}{{{label}=\"{value}\"}} {}", u64::from(in_force == Some(value)));
+                }
+            };
+        labelled(
+            "volume_server_rdma_mode",
+            "How records are exposed (1 = in force).",
+            "mode",
+            ["registered-file", "staging"],
+            s.mode,
+        );
+        labelled(
+            "volume_server_rdma_exposure",
+            "What sessions without a grant may READ (1 = in force).",
+            "exposure",
+            ["record", "volume"],
+            s.exposure,
+        );
         out
+    }
+
+    /// The unlabelled series of `/metrics`: name (after `volume_server_rdma_`), type,
+    /// help and value.
+    fn series(&self, s: &RdmaStatus) -> [(&'static str, &'static str, &'static str, u64); 16] {
+        let c = &self.state.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        const GAUGE: &str = "gauge";
+        const COUNTER: &str = "counter";
+        [
+            ("enabled", GAUGE, "1 if an RDMA device is open.", u64::from(s.enabled)),
+            ("sessions", GAUGE, "Open RDMA sessions.", s.sessions),
+            ("sessions_opened_total", COUNTER, "RDMA sessions opened.", load(&c.sessions_opened)),
+            (
+                "sessions_expired_total",
+                COUNTER,
+                "RDMA sessions closed for idleness or a token past its exp.",
+                load(&c.sessions_expired),
+            ),
+            (
+                "sessions_refused_total",
+                COUNTER,
+                "RDMA sessions refused for the per-address or total cap.",
+                load(&c.sessions_refused),
+            ),
+            (
+                "qp_teardown_failures_total",
+                COUNTER,
+                "Session queue pairs whose destruction failed.",
+                load(&self.state.teardown_failures),
+            ),
+            ("locate_requests_total", COUNTER, "Locate calls.", load(&c.locate_requests)),
+            (
+                "locate_wrong_cookie_total",
+                COUNTER,
+                "Fids located with a cookie that is not the stored one (answered NOT_FOUND).",
+                load(&c.locate_wrong_cookie),
+            ),
+            (
+                "locate_expired_total",
+                COUNTER,
+                "Fids located past their TTL (answered NOT_FOUND).",
+                load(&c.locate_expired),
+            ),
+            (
+                "locate_over_bound_total",
+                COUNTER,
+                "Fids answered UNAVAILABLE because their Locate had registered its most bytes.",
+                load(&c.locate_over_bound),
+            ),
+            ("granted_records", GAUGE, "Records registered for record-exposure sessions.", s.granted_records),
+            ("region_hits_total", COUNTER, "Located records in registered regions.", s.region_hits),
+            ("region_misses_total", COUNTER, "Regions registered on demand.", s.region_misses),
+            ("region_evictions_total", COUNTER, "Regions evicted for the pinned budget.", s.region_evictions),
+            ("pinned_bytes", GAUGE, "Bytes registered (pinned) for RDMA.", s.pinned_bytes),
+            ("regions", GAUGE, "Registered regions.", s.regions),
+        ]
     }
 }
 
-/// Closes idle sessions every quarter of the idle timeout, until the server is gone.
-async fn reap_idle_sessions(state: Weak<State>, idle_timeout: Duration) {
-    let mut tick = tokio::time::interval((idle_timeout / 4).max(Duration::from_millis(100)));
+/// Says once, at startup, what sessions can READ and how.
+fn log_exposure(rdma: &Rdma, config: &RdmaServerConfig) {
+    let device = rdma.device.name();
+    let record = if config.regions.force_staging {
+        "record exposure: each session has its own protection domain; located records are copied into \
+         buffers registered there (--rdma-staging)"
+    } else {
+        "record exposure: each session has its own protection domain; each located record's own bytes \
+         are registered there for a bounded time (staging into the session's buffers if the kernel \
+         refuses file pages). Memory windows are not used: rxe checks READs against the region under \
+         a window, not the window's range"
+    };
+    tracing::info!(
+        device,
+        lifetime_ms = config.grants.lifetime.as_millis() as u64,
+        "RDMA read path on; {record}"
+    );
+    match (config.exposure, &config.jwt_key) {
+        (Exposure::Record, _) => {}
+        (Exposure::Volume, Some(_)) => tracing::warn!(
+            device,
+            mode = rdma.regions.mode().as_str(),
+            extent_bytes = config.regions.extent_size,
+            pinned_budget = config.regions.pinned_budget,
+            "volume exposure: sessions presenting a volume-read grant can READ every byte of the volumes \
+             it names; sessions without one get record exposure"
+        ),
+        (Exposure::Volume, None) => tracing::warn!(
+            device,
+            mode = rdma.regions.mode().as_str(),
+            extent_bytes = config.regions.extent_size,
+            pinned_budget = config.regions.pinned_budget,
+            "volume exposure without a key: ANY session can READ EVERY BYTE OF EVERY VOLUME on this \
+             server (deleted and overwritten needles included)"
+        ),
+    }
+}
+
+/// Every tick (a quarter of the idle timeout, at most a second): closes sessions idle
+/// past the timeout or whose token ran out, and drops grants whose time ran out, until
+/// the server is gone.
+async fn reap(state: Weak<State>, idle_timeout: Duration) {
+    let period = (idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
         let Some(state) = state.upgrade() else { return };
         if let Ok(rdma) = &state.rdma {
-            let expired = rdma.sessions.lock().expect("sessions lock").expire(Instant::now());
-            state.sessions_expired.fetch_add(expired.len() as u64, Ordering::Relaxed);
+            let now_unix = unix_now();
+            let (expired, live) = {
+                let mut sessions = lock(&rdma.sessions);
+                let expired = sessions.expire(Instant::now(), |s| s.token_expired(now_unix));
+                (expired, sessions.values().cloned().collect::<Vec<_>>())
+            };
+            state.counters.sessions_expired.fetch_add(expired.len() as u64, Ordering::Relaxed);
+            drop(expired);
+            let now = Instant::now();
+            for session in live {
+                if let Access::Record(grants) = &session.access {
+                    lock(grants).prune(now);
+                }
+            }
         }
     }
 }
@@ -298,6 +516,10 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
+fn millis(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
 impl State {
     fn rdma(&self) -> Result<&Rdma, Status> {
         self.rdma
@@ -305,60 +527,159 @@ impl State {
             .map_err(|reason| Status::failed_precondition(format!("this server runs without RDMA: {reason}")))
     }
 
-    fn open_session(&self, request: proto::OpenSessionRequest) -> Result<proto::OpenSessionResponse, Status> {
+    /// What a session opened with `grant` may READ: `None` for `record` exposure.
+    /// A server in `record` exposure gives it to every session, grant or not (the
+    /// answer says so), so one client configuration serves a fleet where only some
+    /// servers opt in; a grant a `volume` server cannot verify is refused.
+    fn volume_access(&self, grant: &str) -> Result<Option<Option<VolumeGrant>>, Status> {
+        match (self.config.exposure, &self.config.jwt_key) {
+            (Exposure::Record, _) => Ok(None),
+            (Exposure::Volume, None) => Ok(Some(None)),
+            (Exposure::Volume, Some(_)) if grant.is_empty() => Ok(None),
+            (Exposure::Volume, Some(key)) => key
+                .verify_grant(grant, unix_now())
+                .map(|g| Some(Some(g)))
+                .map_err(|e| Status::permission_denied(format!("volume-read grant: {e}"))),
+        }
+    }
+
+    fn open_session(
+        &self,
+        request: proto::OpenSessionRequest,
+        peer: Option<IpAddr>,
+    ) -> Result<proto::OpenSessionResponse, Status> {
         let rdma = self.rdma()?;
-        let only_fid = match &self.jwt_key {
+        let claims = match &self.config.jwt_key {
             None => None,
             Some(key) => match key.verify(&request.jwt, unix_now()) {
-                Ok(claims) => claims.fid,
+                Ok(claims) => Some(claims),
                 Err(auth::JwtError::Missing) => return Err(Status::unauthenticated("a JWT is required")),
                 Err(e) => return Err(Status::permission_denied(e.to_string())),
             },
         };
+        let volume_access = self.volume_access(&request.volume_grant)?;
+        let only_fid = match claims.as_ref().and_then(|c| c.fid.as_deref()) {
+            None => None,
+            Some(fid) => Some(
+                FileId::from_str(fid)
+                    .map_err(|e| Status::permission_denied(format!("the token's fid {fid:?}: {e}")))?,
+            ),
+        };
+        let grant_exp = volume_access.as_ref().and_then(|a| a.as_ref()).and_then(|g| g.exp);
+        let token_exp = [claims.as_ref().and_then(|c| c.exp), grant_exp].into_iter().flatten().min();
         let client = request.client.as_ref().ok_or_else(|| Status::invalid_argument("no client endpoint"))?;
         let client = QpEndpoint::try_from(client).map_err(|e| Status::invalid_argument(e.to_string()))?;
 
-        let internal = |e: crate::error::RdmaError| Status::internal(e.to_string());
-        let mut qp = rdma.device.new_qp(&rdma.cq, 1).map_err(internal)?;
-        let local = rdma.device.endpoint(&qp, random_psn(), rdma.device.max_dest_read_atomic());
-        rdma.device.connect(&mut qp, &local, &client, AccessFlags::RemoteRead).map_err(internal)?;
-
-        let mut sessions = rdma.sessions.lock().expect("sessions lock");
-        let expired_before = sessions.len();
-        let inserted = sessions.insert(Session { _qp: qp, only_fid }, Instant::now());
+        // A place first: a refused client costs no queue pair.
+        let (reservation, expired) = lock(&rdma.sessions).reserve(peer, Instant::now());
+        self.counters.sessions_expired.fetch_add(expired.len() as u64, Ordering::Relaxed);
+        drop(expired);
+        let reservation = reservation.map_err(|refusal| {
+            self.counters.sessions_refused.fetch_add(1, Ordering::Relaxed);
+            Status::resource_exhausted(refusal.to_string())
+        })?;
+        // A panic in the verbs binding (sideway asserts) must not keep the place taken.
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.new_session(rdma, &client, volume_access, only_fid, token_exp)
+        }))
+        .unwrap_or_else(|_| Err(Status::internal("creating the session's queue pair failed")));
+        let mut sessions = lock(&rdma.sessions);
+        let (session, local) = match made {
+            Ok(made) => made,
+            Err(e) => {
+                sessions.cancel(reservation);
+                return Err(e);
+            }
+        };
+        let exposure = session.exposure();
+        let id = sessions.insert(reservation, Arc::new(session), Instant::now());
         let idle_timeout = sessions.idle_timeout();
-        let id = inserted.map_err(|_| Status::resource_exhausted("too many RDMA sessions"))?;
-        let expired = (expired_before + 1).saturating_sub(sessions.len());
         drop(sessions);
-        self.sessions_expired.fetch_add(expired as u64, Ordering::Relaxed);
-        self.sessions_opened.fetch_add(1, Ordering::Relaxed);
+        self.counters.sessions_opened.fetch_add(1, Ordering::Relaxed);
+        let mode = match exposure {
+            proto::Exposure::Volume => rdma.regions.mode().to_proto(),
+            _ if rdma.record_staging.load(Ordering::Relaxed) => proto::RegionMode::Staging,
+            _ => proto::RegionMode::RegisteredFile,
+        };
         Ok(proto::OpenSessionResponse {
             session_id: id,
             server: Some(local.into()),
-            idle_timeout_ms: u32::try_from(idle_timeout.as_millis()).unwrap_or(u32::MAX),
-            mode: rdma.regions.mode().to_proto() as i32,
+            idle_timeout_ms: millis(idle_timeout),
+            mode: mode as i32,
+            exposure: exposure as i32,
         })
     }
 
+    /// A session's queue pair (in its own protection domain for `record` exposure, in
+    /// the device's for `volume`), connected to `client`.
+    fn new_session(
+        &self,
+        rdma: &Rdma,
+        client: &QpEndpoint,
+        volume_access: Option<Option<VolumeGrant>>,
+        only_fid: Option<FileId>,
+        token_exp: Option<u64>,
+    ) -> Result<(Session, QpEndpoint), Status> {
+        let internal = |e: crate::error::RdmaError| Status::internal(e.to_string());
+        let (access, pd) = match volume_access {
+            Some(grant) => (Access::Volume(grant), Arc::clone(rdma.device.pd())),
+            None => {
+                let pd = rdma.device.alloc_pd().map_err(internal)?;
+                let registrar = Arc::new(DeviceRegistrar::on(Arc::clone(&pd)));
+                let grants =
+                    RecordGrants::new(registrar, self.config.grants.clone(), Arc::clone(&self.grant_gauges));
+                (Access::Record(Mutex::new(grants)), pd)
+            }
+        };
+        let qp = rdma.device.new_qp_in(&pd, &rdma.cq, 1).map_err(internal)?;
+        let mut qp =
+            ServerQp { qp: ManuallyDrop::new(qp), teardown_failures: Arc::clone(&self.teardown_failures) };
+        let local = rdma.device.endpoint(&qp.qp, random_psn(), rdma.device.max_dest_read_atomic());
+        rdma.device.connect(&mut qp.qp, &local, client, AccessFlags::RemoteRead).map_err(internal)?;
+        Ok((Session { access, _qp: qp, only_fid, token_exp }, local))
+    }
+
     fn locate(&self, request: proto::LocateRequest) -> Result<proto::LocateResponse, Status> {
-        self.locate_requests.fetch_add(1, Ordering::Relaxed);
+        self.counters.locate_requests.fetch_add(1, Ordering::Relaxed);
         let rdma = self.rdma()?;
         if request.fids.len() > MAX_FIDS_PER_LOCATE {
             return Err(Status::invalid_argument(format!("more than {MAX_FIDS_PER_LOCATE} fids")));
         }
-        let only_fid = {
-            let mut sessions = rdma.sessions.lock().expect("sessions lock");
-            let session = sessions
-                .touch(request.session_id, Instant::now())
-                .ok_or_else(|| Status::not_found("unknown or expired RDMA session"))?;
-            session.only_fid.clone()
+        let touched = lock(&rdma.sessions).touch(request.session_id, Instant::now()).cloned();
+        let session = match touched {
+            Ok(session) => session,
+            Err(expired) => {
+                if expired.is_some() {
+                    self.counters.sessions_expired.fetch_add(1, Ordering::Relaxed);
+                }
+                drop(expired);
+                return Err(Status::not_found("unknown or expired RDMA session"));
+            }
         };
+        if session.token_expired(unix_now()) {
+            let removed = lock(&rdma.sessions).remove(request.session_id);
+            self.counters.sessions_expired.fetch_add(1, Ordering::Relaxed);
+            drop((removed, session));
+            return Err(Status::unauthenticated("the session's token has expired: open a new session"));
+        }
+        if let Access::Record(grants) = &session.access {
+            // A session that keeps locating drops its grants past their time here, at
+            // once; the reaper drops those of the others within a tick.
+            lock(grants).prune(Instant::now());
+        }
+        let mut registered = 0u64;
         let results =
-            request.fids.iter().map(|fid| self.locate_one(rdma, fid, only_fid.as_deref())).collect();
+            request.fids.iter().map(|fid| self.locate_one(rdma, &session, fid, &mut registered)).collect();
         Ok(proto::LocateResponse { results })
     }
 
-    fn locate_one(&self, rdma: &Rdma, fid_text: &str, only_fid: Option<&str>) -> proto::LocateResult {
+    fn locate_one(
+        &self,
+        rdma: &Rdma,
+        session: &Session,
+        fid_text: &str,
+        registered: &mut u64,
+    ) -> proto::LocateResult {
         let answer = |status: LocateStatus, message: String| proto::LocateResult {
             status: status as i32,
             message,
@@ -368,43 +689,105 @@ impl State {
             Ok(fid) => fid,
             Err(e) => return answer(LocateStatus::BadFid, e.to_string()),
         };
-        if let Some(allowed) = only_fid {
+        if let Some(allowed) = &session.only_fid
             // The token names one file: compare parsed ids, so spelling variants match.
-            if FileId::from_str(allowed).ok().map(|a| (a.volume, a.needle_id(), a.cookie))
-                != Some((fid.volume, fid.needle_id(), fid.cookie))
-            {
-                return answer(LocateStatus::BadFid, "the session's token is for another file id".into());
-            }
+            && (allowed.volume, allowed.needle_id(), allowed.cookie) != (fid.volume, fid.needle_id(), fid.cookie)
+        {
+            return answer(LocateStatus::BadFid, "the session's token is for another file id".into());
         }
-        let location = match self.source.locate(fid.volume, fid.needle_id()) {
+        let location = match self.source.locate(fid.volume, fid.needle_id(), fid.cookie) {
             Lookup::Found(location) => location,
             Lookup::NotFound => return answer(LocateStatus::NotFound, String::new()),
+            Lookup::WrongCookie => {
+                self.counters.locate_wrong_cookie.fetch_add(1, Ordering::Relaxed);
+                return answer(LocateStatus::NotFound, String::new());
+            }
+            Lookup::Expired => {
+                self.counters.locate_expired.fetch_add(1, Ordering::Relaxed);
+                return answer(LocateStatus::NotFound, String::new());
+            }
             Lookup::Deleted => return answer(LocateStatus::Deleted, String::new()),
             Lookup::VolumeNotHere => return answer(LocateStatus::VolumeNotHere, String::new()),
             Lookup::Failed(why) => return answer(LocateStatus::Unavailable, why),
         };
+        if *registered >= self.config.max_locate_bytes {
+            self.counters.locate_over_bound.fetch_add(1, Ordering::Relaxed);
+            let bound = self.config.max_locate_bytes;
+            return answer(
+                LocateStatus::Unavailable,
+                format!("this Locate registered its most bytes ({bound}): locate the rest in another call"),
+            );
+        }
         let span = RecordSpan {
             volume: fid.volume.0,
-            dat_path: &location.dat_path,
+            dat: &location.dat,
             compaction_revision: u32::from(location.compaction_revision),
             offset: location.offset,
             len: location.read_size(),
         };
-        match rdma.regions.expose(&span) {
-            Ok(segments) => proto::LocateResult {
-                status: LocateStatus::Found as i32,
-                segments,
-                read_size: location.read_size(),
-                needle_size: location.size,
-                version: u32::from(location.version as u8),
-                compaction_revision: u32::from(location.compaction_revision),
-                message: String::new(),
-            },
+        let now = Instant::now();
+        let not_after = session.not_after(now);
+        let exposed = match &session.access {
+            Access::Record(grants) => self.grant(rdma, &mut lock(grants), &span, now, not_after),
+            Access::Volume(Some(grant)) if !grant.covers(fid.volume.0, &location.collection) => {
+                return answer(
+                    LocateStatus::Forbidden,
+                    format!("the volume-read grant does not cover volume {}", fid.volume),
+                );
+            }
+            Access::Volume(_) => rdma.regions.expose(&span).map(|exposed| {
+                let lifetime = self.config.grants.lifetime;
+                let valid = not_after.map_or(lifetime, |t| t.saturating_duration_since(now).min(lifetime));
+                (exposed.segments, valid, exposed.registered)
+            }),
+        };
+        match exposed {
+            Ok((segments, valid, newly)) => {
+                *registered += newly;
+                proto::LocateResult {
+                    status: LocateStatus::Found as i32,
+                    segments,
+                    read_size: location.read_size(),
+                    needle_size: location.size,
+                    version: u32::from(location.version as u8),
+                    compaction_revision: u32::from(location.compaction_revision),
+                    message: String::new(),
+                    valid_ms: millis(valid),
+                }
+            }
             Err(e) => {
                 tracing::warn!(%fid, error = %e, "cannot expose a record for RDMA");
                 answer(LocateStatus::Unavailable, e.to_string())
             }
         }
+    }
+
+    /// Grants `span` to a `record` session: its own bytes registered where they are, or
+    /// staged when the kernel refuses to pin file pages (which switches every later
+    /// grant to staging, logged once).
+    fn grant(
+        &self,
+        rdma: &Rdma,
+        grants: &mut RecordGrants,
+        span: &RecordSpan<'_>,
+        now: Instant,
+        not_after: Option<Instant>,
+    ) -> Result<(Vec<proto::Segment>, Duration, u64), ExposeError> {
+        let staging = rdma.record_staging.load(Ordering::Relaxed);
+        let granted = match grants.grant(span, now, not_after, staging) {
+            Err(ExposeError::Register(e)) if !staging && regions::pin_refused(&e) => {
+                if !rdma.record_staging.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        error = %e,
+                        "the kernel refused to register volume file pages: record exposure continues by \
+                         copying located records into each session's registered buffers"
+                    );
+                }
+                grants.grant(span, now, not_after, true)
+            }
+            other => other,
+        }?;
+        Ok((vec![granted.segment], granted.expires.saturating_duration_since(now), granted.registered))
     }
 }
 
@@ -415,8 +798,9 @@ impl RdmaControl for ControlService {
         request: Request<proto::OpenSessionRequest>,
     ) -> Result<Response<proto::OpenSessionResponse>, Status> {
         let state = Arc::clone(&self.state);
+        let peer = request.remote_addr().map(|a| a.ip());
         let request = request.into_inner();
-        blocking(move || state.open_session(request)).await
+        blocking(move || state.open_session(request, peer)).await
     }
 
     async fn locate(
@@ -433,8 +817,8 @@ impl RdmaControl for ControlService {
         request: Request<proto::CloseSessionRequest>,
     ) -> Result<Response<proto::CloseSessionResponse>, Status> {
         if let Ok(rdma) = &self.state.rdma {
-            let session =
-                rdma.sessions.lock().expect("sessions lock").remove(request.into_inner().session_id);
+            let session = lock(&rdma.sessions).remove(request.into_inner().session_id);
+            // Dropped after the lock: its grants are deregistered, its queue pair destroyed.
             drop(session);
         }
         Ok(Response::new(proto::CloseSessionResponse {}))

@@ -29,14 +29,13 @@
 //! One lock guards the cache; registering an extent happens under it.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::memory::{Backing, lock, map_anonymous, map_file, page_size, round_up};
+use super::source::DatFile;
 use crate::proto;
 
 /// Registers memory for remote READ (REMOTE_READ only). The device implementation is
@@ -105,10 +104,11 @@ impl Default for RegionConfig {
 }
 
 /// A located record, as the cache needs it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RecordSpan<'a> {
     pub volume: u32,
-    pub dat_path: &'a Path,
+    /// The volume's open `.dat` the location was taken from.
+    pub dat: &'a Arc<dyn DatFile>,
     /// The volume's compaction revision: regions of another revision are retired first.
     pub compaction_revision: u32,
     /// Offset of the record in the `.dat`.
@@ -122,10 +122,22 @@ pub struct RecordSpan<'a> {
 pub enum ExposeError {
     #[error("record of {len} bytes does not fit the pinned budget of {budget} bytes")]
     OverBudget { len: u64, budget: u64 },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("volume file: {0}")]
+    Io(std::io::Error),
+    #[error("record at {offset}+{len} lies past the volume's {committed} committed bytes")]
+    PastEnd { offset: u64, len: u64, committed: u64 },
     #[error("registering memory: {0}")]
     Register(std::io::Error),
+    #[error("the server has its most records ({0}) granted to sessions")]
+    TooManyGrants(u64),
+}
+
+/// What `expose` made readable.
+#[derive(Debug)]
+pub struct Exposed {
+    pub segments: Vec<proto::Segment>,
+    /// Bytes it registered (0 when the regions were there already).
+    pub registered: u64,
 }
 
 /// Counters of the cache, for metrics and `/status`.
@@ -153,22 +165,6 @@ impl Key {
     }
 }
 
-/// Memory a region covers: `len` bytes mapped at `ptr` (a file extent, or an anonymous
-/// staging buffer).
-struct Backing {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl Drop for Backing {
-    fn drop(&mut self) {
-        let Backing { ptr, len } = *self;
-        // SAFETY: unmapping what `map_file`/`map_anonymous` mapped; the registration over
-        // it was dropped before (field order in `Region`).
-        unsafe { libc::munmap(ptr.cast(), len) };
-    }
-}
-
 /// A registered region: the registration first, so it is dropped before the memory.
 struct Region {
     registration: Box<dyn Registration>,
@@ -180,11 +176,6 @@ struct Region {
     len: u64,
 }
 
-// SAFETY: the mapping pointer is only used to unmap on drop and to compute addresses.
-unsafe impl Send for Region {}
-// SAFETY: as above; nothing mutates through a shared Region.
-unsafe impl Sync for Region {}
-
 struct Entry {
     region: Arc<Region>,
     last_used: u64,
@@ -192,7 +183,7 @@ struct Entry {
 
 /// The open `.dat` of a volume, for one compaction revision.
 struct VolumeFile {
-    file: File,
+    dat: Arc<dyn DatFile>,
     revision: u32,
 }
 
@@ -204,6 +195,8 @@ struct Inner {
     retiring: Vec<(Instant, Arc<Region>)>,
     pinned: u64,
     clock: u64,
+    /// Bytes registered by the `expose` call under way.
+    newly_registered: u64,
 }
 
 /// Registered regions of volume files (or staged records) under a pinned budget.
@@ -222,16 +215,6 @@ impl std::fmt::Debug for RegionCache {
     }
 }
 
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no memory effects.
-    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if n > 0 { n as u64 } else { 4096 }
-}
-
-fn round_up(n: u64, to: u64) -> u64 {
-    n.div_ceil(to) * to
-}
-
 impl RegionCache {
     /// A cache over `registrar`. The extent size is rounded up to whole pages.
     pub fn new(registrar: Arc<dyn Registrar>, mut config: RegionConfig) -> Self {
@@ -247,6 +230,7 @@ impl RegionCache {
                 retiring: Vec::new(),
                 pinned: 0,
                 clock: 0,
+                newly_registered: 0,
             }),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -255,11 +239,11 @@ impl RegionCache {
     }
 
     pub fn mode(&self) -> Mode {
-        self.inner.lock().expect("region cache lock").mode
+        lock(&self.inner).mode
     }
 
     pub fn stats(&self) -> RegionStats {
-        let mut inner = self.inner.lock().expect("region cache lock");
+        let mut inner = lock(&self.inner);
         prune_retiring(&mut inner, Instant::now());
         RegionStats {
             hits: self.hits.load(Ordering::Relaxed),
@@ -271,18 +255,34 @@ impl RegionCache {
         }
     }
 
-    /// Makes `span` readable and returns its segments. In registered-file mode a failed
-    /// file registration switches the cache to staging for good (logged once).
-    pub fn expose(&self, span: &RecordSpan<'_>) -> Result<Vec<proto::Segment>, ExposeError> {
+    /// Makes `span` readable and returns its segments. In registered-file mode, a file
+    /// registration the kernel refuses (a pin of file pages it will not take, for a
+    /// range the file holds) switches the cache to staging for good (logged once);
+    /// any other failure fails this record only.
+    pub fn expose(&self, span: &RecordSpan<'_>) -> Result<Exposed, ExposeError> {
         if span.len > self.config.pinned_budget {
             return Err(ExposeError::OverBudget { len: span.len, budget: self.config.pinned_budget });
         }
-        let mut inner = self.inner.lock().expect("region cache lock");
+        let mut inner = lock(&self.inner);
         prune_retiring(&mut inner, Instant::now());
-        self.open_volume(&mut inner, span)?;
+        inner.newly_registered = 0;
+        let segments = self.expose_locked(&mut inner, span)?;
+        Ok(Exposed { segments, registered: inner.newly_registered })
+    }
+
+    fn expose_locked(
+        &self,
+        inner: &mut Inner,
+        span: &RecordSpan<'_>,
+    ) -> Result<Vec<proto::Segment>, ExposeError> {
+        let committed = span.dat.committed_len();
+        if span.offset + span.len > committed {
+            return Err(ExposeError::PastEnd { offset: span.offset, len: span.len, committed });
+        }
+        self.open_volume(inner, span);
         if inner.mode == Mode::RegisteredFile {
-            match self.expose_extents(&mut inner, span) {
-                Err(ExposeError::Register(e)) => {
+            match self.expose_extents(inner, span) {
+                Err(ExposeError::Register(e)) if pin_refused(&e) => {
                     tracing::warn!(
                         error = %e,
                         "the kernel refused to register volume file pages: RDMA continues in staging mode \
@@ -293,13 +293,13 @@ impl RegionCache {
                 other => return other,
             }
         }
-        self.expose_staged(&mut inner, span)
+        self.expose_staged(inner, span)
     }
 
     /// Drops every region of `volume` (after the grace period): its file was deleted or
     /// replaced by compaction.
     pub fn retire(&self, volume: u32) {
-        let mut inner = self.inner.lock().expect("region cache lock");
+        let mut inner = lock(&self.inner);
         inner.volumes.remove(&volume);
         let keys: Vec<Key> = inner.entries.keys().filter(|k| k.volume() == volume).copied().collect();
         let until = Instant::now() + self.config.grace;
@@ -309,22 +309,18 @@ impl RegionCache {
         }
     }
 
-    fn open_volume(&self, inner: &mut Inner, span: &RecordSpan<'_>) -> Result<(), ExposeError> {
+    /// Takes `span`'s file as the volume's current one (retiring the regions of
+    /// another revision's file).
+    fn open_volume(&self, inner: &mut Inner, span: &RecordSpan<'_>) {
         let current = inner.volumes.get(&span.volume).map(|v| v.revision);
         if current == Some(span.compaction_revision) {
-            return Ok(());
+            return;
         }
         if current.is_some() {
             drop_volume_regions(inner, span.volume, Instant::now() + self.config.grace);
         }
-        // Read-write because registering needs a writable mapping; never written.
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .open(span.dat_path)
-            .map_err(|source| ExposeError::Io { path: span.dat_path.to_owned(), source })?;
-        inner.volumes.insert(span.volume, VolumeFile { file, revision: span.compaction_revision });
-        Ok(())
+        let dat = Arc::clone(span.dat);
+        inner.volumes.insert(span.volume, VolumeFile { dat, revision: span.compaction_revision });
     }
 
     fn expose_extents(
@@ -373,13 +369,10 @@ impl RegionCache {
             return Ok(Arc::clone(&entry.region));
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let file = &inner.volumes[&span.volume].file;
-        let file_len = file
-            .metadata()
-            .map_err(|source| ExposeError::Io { path: span.dat_path.to_owned(), source })?
-            .len();
-        // Whole pages the file holds, at most one extent.
-        let len = round_up(file_len.saturating_sub(start), page_size())
+        let dat = Arc::clone(&inner.volumes[&span.volume].dat);
+        // Whole pages of committed records, at most one extent: never a page that a
+        // failed append's rollback could cut off the file.
+        let len = round_up(dat.committed_len().saturating_sub(start), page_size())
             .min(self.config.extent_size)
             .max(needed_len);
         let grace = Instant::now() + self.config.grace;
@@ -388,11 +381,12 @@ impl RegionCache {
             // already located in it.
             inner.retiring.push((grace, shorter.region));
         }
-        let backing = map_file(file, start, self.config.extent_size as usize)
-            .map_err(|source| ExposeError::Io { path: span.dat_path.to_owned(), source })?;
+        let backing =
+            map_file(dat.dat(), start, self.config.extent_size as usize).map_err(ExposeError::Io)?;
         self.make_room(inner, len, keep)?;
         let region = self.register(backing, len)?;
         inner.pinned += region.len;
+        inner.newly_registered += region.len;
         inner.entries.insert(key, Entry { region: Arc::clone(&region), last_used: clock });
         Ok(region)
     }
@@ -423,11 +417,13 @@ impl RegionCache {
                 // SAFETY: `len` >= span.len bytes were just mapped at `ptr`, owned by `backing`.
                 let copy = unsafe { std::slice::from_raw_parts_mut(ptr, span.len as usize) };
                 inner.volumes[&span.volume]
-                    .file
+                    .dat
+                    .dat()
                     .read_exact_at(copy, span.offset)
-                    .map_err(|source| ExposeError::Io { path: span.dat_path.to_owned(), source })?;
+                    .map_err(ExposeError::Io)?;
                 let region = self.register(backing, len)?;
                 inner.pinned += region.len;
+                inner.newly_registered += region.len;
                 inner.entries.insert(key, Entry { region: Arc::clone(&region), last_used: clock });
                 region
             }
@@ -472,6 +468,12 @@ impl RegionCache {
     }
 }
 
+/// Whether a registration failed because the kernel will not pin these pages (as newer
+/// kernels do for file pages), rather than for want of memory or a bad range.
+pub(crate) fn pin_refused(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EFAULT | libc::EPERM | libc::EACCES | libc::EOPNOTSUPP))
+}
+
 fn drop_volume_regions(inner: &mut Inner, volume: u32, until: Instant) {
     let keys: Vec<Key> = inner.entries.keys().filter(|k| k.volume() == volume).copied().collect();
     for key in keys {
@@ -492,97 +494,21 @@ fn prune_retiring(inner: &mut Inner, now: Instant) {
     inner.pinned -= freed;
 }
 
-/// Maps `len` bytes of `file` from `offset` (page-aligned), shared and writable (see
-/// the module docs: registration needs it; nothing writes through it).
-fn map_file(file: &File, offset: u64, len: usize) -> std::io::Result<Backing> {
-    // SAFETY: a fresh mapping of an open file, unmapped by `Backing::drop`.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            file.as_raw_fd(),
-            offset as libc::off_t,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(Backing { ptr: ptr.cast(), len })
-}
-
-fn map_anonymous(len: usize) -> std::io::Result<Backing> {
-    // SAFETY: a fresh anonymous mapping, unmapped by `Backing::drop`.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(Backing { ptr: ptr.cast(), len })
-}
-
 #[cfg(test)]
 mod tests {
     //! The cache's accounting and arithmetic over real files and real mappings; the one
     //! fake is the registrar, which hands out rkeys without a device (the Soft-RoCE tests
     //! in `tests/rdma_*.rs` cover real registration).
     use super::*;
-    use std::sync::atomic::AtomicU32;
-
-    /// FAKE registrar: counts registrations, hands out increasing rkeys, and refuses
-    /// the next `refuse` registrations (as a kernel that will not pin file pages would).
-    #[derive(Debug, Default)]
-    struct FakeRegistrar {
-        next_rkey: AtomicU32,
-        live: Arc<AtomicU64>,
-        refuse: AtomicU32,
-    }
-
-    struct FakeRegistration {
-        rkey: u32,
-        live: Arc<AtomicU64>,
-    }
-
-    impl Registration for FakeRegistration {
-        fn rkey(&self) -> u32 {
-            self.rkey
-        }
-    }
-
-    impl Drop for FakeRegistration {
-        fn drop(&mut self) {
-            self.live.fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-
-    impl Registrar for FakeRegistrar {
-        unsafe fn register(&self, _ptr: *mut u8, _len: usize) -> std::io::Result<Box<dyn Registration>> {
-            if self.refuse.load(Ordering::SeqCst) > 0 {
-                self.refuse.fetch_sub(1, Ordering::SeqCst);
-                return Err(std::io::Error::from_raw_os_error(libc::EFAULT));
-            }
-            self.live.fetch_add(1, Ordering::SeqCst);
-            Ok(Box::new(FakeRegistration {
-                rkey: self.next_rkey.fetch_add(1, Ordering::SeqCst) + 1,
-                live: Arc::clone(&self.live),
-            }))
-        }
-    }
+    use crate::server::test_support::{FakeRegistrar, TestDat, open_dat};
 
     const PAGE: u64 = 4096;
 
     struct Fixture {
         _dir: tempfile::TempDir,
-        path: PathBuf,
+        path: std::path::PathBuf,
+        dat: Arc<dyn DatFile>,
+        test_dat: Arc<TestDat>,
         content: Vec<u8>,
         registrar: Arc<FakeRegistrar>,
         cache: RegionCache,
@@ -601,18 +527,20 @@ mod tests {
             grace: Duration::from_secs(3600),
         };
         let cache = RegionCache::new(Arc::clone(&registrar) as Arc<dyn Registrar>, config);
-        Fixture { _dir: dir, path, content, registrar, cache }
+        let test_dat = open_dat(&path);
+        let dat: Arc<dyn DatFile> = test_dat.clone();
+        Fixture { _dir: dir, path, dat, test_dat, content, registrar, cache }
     }
 
     impl Fixture {
         fn span(&self, offset: u64, len: u64) -> RecordSpan<'_> {
-            RecordSpan { volume: 7, dat_path: &self.path, compaction_revision: 0, offset, len }
+            RecordSpan { volume: 7, dat: &self.dat, compaction_revision: 0, offset, len }
         }
 
         /// Exposes `offset..offset+len` and checks the segments cover exactly those file
         /// bytes (read through the mapped addresses the segments name).
         fn expose_and_check(&self, offset: u64, len: u64) -> Vec<proto::Segment> {
-            let segments = self.cache.expose(&self.span(offset, len)).unwrap();
+            let segments = self.cache.expose(&self.span(offset, len)).unwrap().segments;
             let mut got = Vec::new();
             for s in &segments {
                 // SAFETY: the segment lies in a live mapping of the file held by the cache
@@ -680,6 +608,7 @@ mod tests {
         let mut file = std::fs::OpenOptions::new().append(true).open(&f.path).unwrap();
         std::io::Write::write_all(&mut file, &more).unwrap();
         f.content.extend_from_slice(&more);
+        f.test_dat.committed.store(f.content.len() as u64, Ordering::SeqCst);
         f.expose_and_check(2 * PAGE + 50, 200);
         let stats = f.cache.stats();
         assert_eq!(stats.misses, 2);
@@ -727,5 +656,47 @@ mod tests {
         let stats = f.cache.stats();
         assert_eq!(stats.misses, 2, "registered again for the new revision");
         assert_eq!(stats.regions, 2, "the old one lingers until its grace period ends");
+    }
+
+    #[test]
+    fn a_location_maps_into_the_file_it_was_taken_from_after_a_vacuum_replaced_it() {
+        // A Locate that took its location from the old `.dat` and reaches the cache only
+        // after a vacuum commit renamed the new file over the name: its offsets are
+        // the old layout's, so it must map the old file (the volume's open one), never
+        // what the path names now.
+        let f = fixture(4 * PAGE as usize, 2 * PAGE, 1 << 30, false);
+        let compacted = testbeds::pseudo_random(PAGE as usize, 99);
+        let new_path = f.path.with_extension("cpd");
+        std::fs::write(&new_path, &compacted).unwrap();
+        std::fs::rename(&new_path, &f.path).unwrap();
+        f.expose_and_check(3 * PAGE + 5, 200);
+        assert_eq!(f.cache.mode(), Mode::RegisteredFile);
+    }
+
+    #[test]
+    fn only_a_refused_pin_switches_to_staging() {
+        let f = fixture(4 * PAGE as usize, 2 * PAGE, 1 << 30, false);
+        // A record past what the volume acknowledged: refused, nothing registered.
+        f.test_dat.committed.store(PAGE, Ordering::SeqCst);
+        assert!(matches!(f.cache.expose(&f.span(PAGE, 10)), Err(ExposeError::PastEnd { .. })));
+        f.test_dat.committed.store(4 * PAGE, Ordering::SeqCst);
+        // Out of locked memory (RLIMIT_MEMLOCK): this record fails, the mode stays.
+        f.registrar.refuse_errno.store(libc::ENOMEM, Ordering::SeqCst);
+        f.registrar.refuse.store(1, Ordering::SeqCst);
+        assert!(matches!(f.cache.expose(&f.span(0, 10)), Err(ExposeError::Register(_))));
+        assert_eq!(f.cache.mode(), Mode::RegisteredFile);
+        f.expose_and_check(0, 10);
+        assert!(!f.cache.stats().staging);
+    }
+
+    #[test]
+    fn registrations_stop_at_the_page_of_the_committed_end() {
+        // Bytes past the committed end are an append in flight, which a failed write
+        // truncates away: a page wholly past the end is never registered, so a rollback
+        // never cuts a pinned page off the file.
+        let f = fixture(6 * PAGE as usize, 8 * PAGE, 1 << 30, false);
+        f.test_dat.committed.store(PAGE + 100, Ordering::SeqCst);
+        f.expose_and_check(0, 100);
+        assert_eq!(f.cache.stats().pinned_bytes, 2 * PAGE);
     }
 }

@@ -1,15 +1,31 @@
-//! What the control plane needs from the storage engine: where a needle's record is.
-//! The volume server implements [`NeedleSource`]; this crate does not depend on it.
+//! What the control plane needs from the storage engine: where a needle's record is,
+//! checked as an HTTP GET checks it (cookie, deletion, TTL). The volume server
+//! implements [`NeedleSource`]; this crate does not depend on it.
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::sync::Arc;
 
-use needle::{NeedleId, Version, VolumeId};
+use needle::{Cookie, NeedleId, Version, VolumeId};
+
+/// A volume's open `.dat`: the very file the volume reads and appends, so a location
+/// always maps into the file it was taken from, even when a vacuum commit has since
+/// put another file under the same name.
+pub trait DatFile: Send + Sync + 'static {
+    /// The open `.dat` (opened read-write: registering a mapping of it needs that).
+    fn dat(&self) -> &File;
+    /// How many bytes of the `.dat` hold complete records. Registrations never reach
+    /// past the page holding this end, so a failed append rolled back by truncation
+    /// never cuts a registered page off the file.
+    fn committed_len(&self) -> u64;
+}
 
 /// Where a live needle's record is.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct SourceLocation {
-    /// The volume's `.dat` file.
-    pub dat_path: PathBuf,
+    /// The volume's open `.dat`.
+    pub dat: Arc<dyn DatFile>,
+    /// The volume's collection (empty for the default one): volume-read grants name it.
+    pub collection: String,
     /// Offset of the record (its header) in the `.dat`.
     pub offset: u64,
     /// The header's Size (body length).
@@ -19,6 +35,18 @@ pub struct SourceLocation {
     pub compaction_revision: u16,
 }
 
+impl std::fmt::Debug for SourceLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceLocation")
+            .field("collection", &self.collection)
+            .field("offset", &self.offset)
+            .field("size", &self.size)
+            .field("version", &self.version)
+            .field("compaction_revision", &self.compaction_revision)
+            .finish_non_exhaustive()
+    }
+}
+
 impl SourceLocation {
     /// Bytes a READ fetches: header, body, checksum and (v3) timestamp; not the padding.
     pub fn read_size(&self) -> u64 {
@@ -26,18 +54,24 @@ impl SourceLocation {
     }
 }
 
-/// The answer to "where is needle N of volume V".
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The answer to "where is needle N of volume V, with cookie C".
+#[derive(Clone, Debug)]
 pub enum Lookup {
     Found(SourceLocation),
     NotFound,
     Deleted,
+    /// The stored cookie is another: HTTP answers 404, and so does Locate.
+    WrongCookie,
+    /// Past its TTL: HTTP answers 404, and so does Locate.
+    Expired,
     VolumeNotHere,
     /// The lookup itself failed (an I/O error in the needle map, say).
     Failed(String),
 }
 
-/// Locates needles without reading them. Called from blocking threads.
+/// Locates needles without reading their data: the record's header and metadata are
+/// read to check the cookie and the TTL against the record itself. Called from
+/// blocking threads.
 pub trait NeedleSource: Send + Sync + 'static {
-    fn locate(&self, volume: VolumeId, needle: NeedleId) -> Lookup;
+    fn locate(&self, volume: VolumeId, needle: NeedleId, cookie: Cookie) -> Lookup;
 }

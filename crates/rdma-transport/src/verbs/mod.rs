@@ -144,14 +144,36 @@ impl Device {
             .map_err(|e| RdmaError::Transfer(format!("creating a completion queue: {e}")))
     }
 
-    /// A new RC queue pair in RESET, both queues on `cq`.
+    /// A new RC queue pair in RESET on the device's protection domain, both queues on `cq`.
     pub(crate) fn new_qp(
         &self,
         cq: &Arc<BasicCompletionQueue>,
         max_send_wr: u32,
     ) -> Result<BasicQueuePair, RdmaError> {
-        self.pd
-            .create_qp_builder()
+        self.new_qp_in(&self.pd, cq, max_send_wr)
+    }
+
+    /// A new protection domain: what is registered in it can be READ only through
+    /// queue pairs of the same domain.
+    pub(crate) fn alloc_pd(&self) -> Result<Arc<ProtectionDomain>, RdmaError> {
+        self.context
+            .alloc_pd()
+            .map_err(|e| RdmaError::Transfer(format!("allocating a protection domain: {e}")))
+    }
+
+    /// The device's own protection domain.
+    pub(crate) fn pd(&self) -> &Arc<ProtectionDomain> {
+        &self.pd
+    }
+
+    /// A new RC queue pair in RESET on `pd`, both queues on `cq`.
+    pub(crate) fn new_qp_in(
+        &self,
+        pd: &Arc<ProtectionDomain>,
+        cq: &Arc<BasicCompletionQueue>,
+        max_send_wr: u32,
+    ) -> Result<BasicQueuePair, RdmaError> {
+        pd.create_qp_builder()
             .setup_max_send_wr(max_send_wr)
             .setup_max_recv_wr(1)
             .setup_max_send_sge(1)
@@ -222,7 +244,7 @@ impl Device {
         qp.modify(&rts).map_err(|e| failed("RTS", &e))
     }
 
-    /// Registers `len` bytes at `ptr` with `access`.
+    /// Registers `len` bytes at `ptr` with `access` on the device's protection domain.
     ///
     /// # Safety
     /// The memory must stay mapped (and, for LOCAL_WRITE, not be otherwise borrowed while
@@ -234,10 +256,7 @@ impl Device {
         access: AccessFlags,
     ) -> std::io::Result<Arc<MemoryRegion>> {
         // SAFETY: forwarded to the caller.
-        unsafe { self.pd.reg_mr(ptr as usize, len, access) }.map_err(|e| {
-            let os = std::io::Error::last_os_error();
-            std::io::Error::new(os.kind(), format!("ibv_reg_mr of {len} bytes: {e} ({os})"))
-        })
+        unsafe { register_in(&self.pd, ptr, len, access) }
     }
 
     /// The GID-table index queue pairs of this device send from.
@@ -289,15 +308,43 @@ pub(crate) fn random_psn() -> u32 {
     rand::random::<u32>() & 0x00ff_ffff
 }
 
-/// Registers server memory REMOTE_READ only on a device's protection domain.
+/// Registers `len` bytes at `ptr` with `access` on `pd`; the error keeps the errno, so
+/// a caller can tell a refused pin (EFAULT, EPERM) from a memory limit (ENOMEM).
+///
+/// # Safety
+/// As [`Device::register`].
+unsafe fn register_in(
+    pd: &Arc<ProtectionDomain>,
+    ptr: *mut u8,
+    len: usize,
+    access: AccessFlags,
+) -> std::io::Result<Arc<MemoryRegion>> {
+    // SAFETY: forwarded to the caller.
+    unsafe { pd.reg_mr(ptr as usize, len, access) }.map_err(|e| {
+        // The errno itself, not a message around it: callers decide on it.
+        std::io::Error::last_os_error().raw_os_error().filter(|&errno| errno != 0).map_or_else(
+            || std::io::Error::other(format!("ibv_reg_mr of {len} bytes: {e}")),
+            std::io::Error::from_raw_os_error,
+        )
+    })
+}
+
+/// Registers server memory REMOTE_READ only, on one protection domain: the device's
+/// (what `volume` exposure sessions' queue pairs share) or one session's own.
 #[derive(Debug)]
 pub struct DeviceRegistrar {
-    device: Arc<Device>,
+    pd: Arc<ProtectionDomain>,
 }
 
 impl DeviceRegistrar {
-    pub fn new(device: Arc<Device>) -> Self {
-        Self { device }
+    /// On the device's own protection domain.
+    pub fn new(device: &Device) -> Self {
+        Self { pd: Arc::clone(&device.pd) }
+    }
+
+    /// On `pd` (a session's own).
+    pub(crate) fn on(pd: Arc<ProtectionDomain>) -> Self {
+        Self { pd }
     }
 }
 
@@ -313,7 +360,7 @@ impl Registrar for DeviceRegistrar {
     unsafe fn register(&self, ptr: *mut u8, len: usize) -> std::io::Result<Box<dyn Registration>> {
         // SAFETY: the caller keeps the memory mapped until the registration is dropped;
         // REMOTE_READ only: nobody may write through it.
-        let region = unsafe { self.device.register(ptr, len, AccessFlags::RemoteRead) }?;
+        let region = unsafe { register_in(&self.pd, ptr, len, AccessFlags::RemoteRead) }?;
         Ok(Box::new(DeviceRegistration(region)))
     }
 }

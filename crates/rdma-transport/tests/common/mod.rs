@@ -160,8 +160,8 @@ fn sha256_hex(data: &[u8]) -> String {
 // ---------------------------------------------------------------------------------------
 
 /// Every fixture written by the real weed 4.48 (v3 needles, named, gzipped, pairs, TTL,
-/// empty, deltas, overwritten, deleted), served by our server and read over RDMA, with
-/// 1 MiB extents so that the 1 MiB and 3 MiB files straddle extent boundaries.
+/// empty, deltas, overwritten, deleted), served by our server and read over RDMA in the
+/// default `record` exposure (each record registered on its own for the session).
 pub fn fixture_volumes_read_byte_exact(engine: EngineFactory) {
     let fixtures = Path::new("/work/shared/fixtures/weed-4.48");
     let fixtures = if fixtures.exists() {
@@ -211,13 +211,14 @@ pub fn fixture_volumes_read_byte_exact(engine: EngineFactory) {
         }
         assert!(checked >= 30, "only {checked} fixture needles read");
     });
-    assert!(server.metric("volume_server_rdma_region_misses_total") >= 1);
+    assert!(server.metric("volume_server_rdma_granted_records") >= 30);
 }
 
-/// Needles of many sizes uploaded over HTTP read back byte for byte; with 1 MiB extents
-/// every record over 1 MiB straddles at least one extent boundary.
+/// Needles of many sizes uploaded over HTTP read back byte for byte in `volume`
+/// exposure; with 1 MiB extents every record over 1 MiB straddles at least one extent
+/// boundary.
 pub fn uploaded_needles_of_many_sizes(engine: EngineFactory) {
-    let server = Server::start(&["--rdma-extent-mb", "1"]);
+    let server = Server::start(&["--rdma-extent-mb", "1", "--rdma-exposure", "volume"]);
     let sizes = [1usize, 100, 4095, 4096, 4097, 65_537, 300_000, 1 << 20, (1 << 20) + 1, 2_500_000, 7, 0];
     let uploaded: Vec<(FileId, Vec<u8>)> = sizes
         .iter()
@@ -243,10 +244,11 @@ pub fn uploaded_needles_of_many_sizes(engine: EngineFactory) {
     assert!(server.metric("volume_server_rdma_region_hits_total") > 0);
 }
 
-/// The active volume grows while being read: each new needle is read right after its
-/// upload (its extent is registered again, longer), and the older ones stay readable.
+/// The active volume grows while being read (`volume` exposure): each new needle is
+/// read right after its upload (its extent is registered again, longer), and the older
+/// ones stay readable.
 pub fn last_needle_of_a_growing_volume(engine: EngineFactory) {
-    let server = Server::start(&["--rdma-extent-mb", "1", "--max", "1"]);
+    let server = Server::start(&["--rdma-extent-mb", "1", "--max", "1", "--rdma-exposure", "volume"]);
     let client = server.client(engine, config());
     let rt = runtime();
     let mut written = Vec::new();
@@ -339,10 +341,12 @@ pub fn reads_during_concurrent_writes(engine: EngineFactory) {
     assert_eq!(seen.len(), 30);
 }
 
-/// A pinned budget of two 1 MiB extents over ~6 MiB of needles: extents are evicted and
-/// registered again, the budget holds, and every read is still right.
+/// A pinned budget of two 1 MiB extents over ~6 MiB of needles (`volume` exposure):
+/// extents are evicted and registered again, the budget holds, and every read is still
+/// right.
 pub fn eviction_under_a_tiny_pinned_budget(engine: EngineFactory) {
-    let server = Server::start(&["--rdma-extent-mb", "1", "--rdma-pinned-mb", "2"]);
+    let server =
+        Server::start(&["--rdma-extent-mb", "1", "--rdma-pinned-mb", "2", "--rdma-exposure", "volume"]);
     let uploaded: Vec<(FileId, Vec<u8>)> = (0..20u64)
         .map(|i| {
             let data = testbeds::pseudo_random(300_000, 4000 + i);
@@ -457,7 +461,8 @@ pub fn staging_mode(engine: EngineFactory) {
     assert!(server.metric("volume_server_rdma_pinned_bytes") >= 1_500_000);
 }
 
-/// Not found, deleted, another server's volume and a wrong cookie, each typed.
+/// Not found, deleted, another server's volume and a wrong cookie (which the server
+/// answers as not found, as its HTTP GET does), each typed.
 pub fn missing_deleted_and_wrong_needles_are_typed(engine: EngineFactory) {
     let server = Server::start(&[]);
     let data = testbeds::pseudo_random(3000, 9000);
@@ -477,10 +482,11 @@ pub fn missing_deleted_and_wrong_needles_are_typed(engine: EngineFactory) {
         assert_eq!(e.kind(), ErrorKind::Rejected);
         let wrong_cookie = FileId { cookie: needle::Cookie(fid.cookie.0 ^ 1), ..fid };
         let e = client.read(&wrong_cookie).await.unwrap_err();
-        assert!(e.to_string().contains("cookie"), "{e}");
+        assert!(matches!(e, RdmaError::NotFound { .. }), "{e}");
         // And the right one still reads.
         assert_reads(&client, &fid, &data).await;
     });
+    assert_eq!(server.metric("volume_server_rdma_locate_wrong_cookie_total"), 1);
 }
 
 /// With a JWT key: no token is refused, a valid one opens a session, and a token for
@@ -525,7 +531,7 @@ async fn raw_session(
     let mut control = RdmaControlClient::connect(format!("http://{}", server.grpc())).await.unwrap();
     let mut qp = engine.create_qp().expect("a queue pair");
     let reply = control
-        .open_session(proto::OpenSessionRequest { client: Some(qp.endpoint().into()), jwt: String::new() })
+        .open_session(proto::OpenSessionRequest { client: Some(qp.endpoint().into()), ..Default::default() })
         .await
         .expect("OpenSession")
         .into_inner();
@@ -586,5 +592,51 @@ pub fn abandoned_reads_leave_the_queue_pair_usable(engine: EngineFactory) {
             let whole = bounded(qp.read(segment.addr, segment.rkey, len)).await;
             assert!(whole == reference, "round {round}: the whole segment differs");
         }
+    });
+}
+
+/// The client locates again before a location's time runs out (the server says how
+/// long in each answer): reading one needle for longer than that never READs an expired
+/// grant (which would fail the READ, break the queue pair and count a retry), however
+/// long the client's own location cache would keep it.
+pub fn locations_are_located_again_before_they_expire(engine: EngineFactory) {
+    let server = Server::start(&["--rdma-location-lifetime-secs", "4"]);
+    let data = testbeds::pseudo_random(4096, 9300);
+    let fid = server.upload(&data);
+    let config = RdmaClientConfig { location_ttl: Duration::from_secs(3600), ..config() };
+    let client = server.client(engine, config);
+    runtime().block_on(async {
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(7) {
+            assert_reads(&client, &fid, &data).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let stats = client.stats();
+    assert_eq!((stats.sessions_opened, stats.retries), (1, 0), "{stats:?}");
+    assert!(stats.locate_calls >= 2, "located again within 7 s of a 4 s lifetime: {stats:?}");
+}
+
+/// A client presenting a volume-read grant gets `volume` exposure on a server that runs
+/// it; one without gets `record` exposure on the same server; both read.
+pub fn a_volume_read_grant_is_presented(engine: EngineFactory) {
+    let server = Server::start(&["--rdma-exposure", "volume", "--rdma-jwt-key", "grant-secret"]);
+    let data = testbeds::pseudo_random(20_000, 9400);
+    let fid = server.upload(&data);
+    let key = JwtKey::new("grant-secret");
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let jwt = Some(key.sign(&serde_json::json!({ "exp": exp })));
+    let grant = Some(key.sign(&serde_json::json!({ "exp": exp, "volumes": [fid.volume.0] })));
+    runtime().block_on(async {
+        use rdma_transport::proto::Exposure;
+        let granted = server.client(
+            engine,
+            RdmaClientConfig { jwt: jwt.clone(), volume_grant: grant, ..config() },
+        );
+        assert_reads(&granted, &fid, &data).await;
+        assert_eq!(granted.exposure().await, Some(Exposure::Volume));
+        let plain = server.client(engine, RdmaClientConfig { jwt, ..config() });
+        assert_reads(&plain, &fid, &data).await;
+        assert_eq!(plain.exposure().await, Some(Exposure::Record));
     });
 }

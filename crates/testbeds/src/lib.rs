@@ -124,9 +124,10 @@
 //! as passed. `scripts/test-all` then runs `testbeds rdma-tests`, which builds the
 //! workspace's test executables (`cargo test --workspace --no-run --message-format=json`),
 //! keeps the `rdma_*` integration-test targets, lists their ignored tests (on the host),
-//! and in one boot shows rxe0's state, runs the perftest self-check, and runs each RDMA
-//! test on its own (`EXE --ignored --exact NAME`; working directory = the package's,
-//! `$SOFTROCE_SCRATCH` attached). The stage fails if a test fails, crashes or is cut off,
+//! and in one boot shows rxe0's state, runs the perftest self-check, and runs each
+//! executable's RDMA tests one at a time (`EXE --ignored --test-threads 1`; working
+//! directory = the package's, `$SOFTROCE_SCRATCH` attached), timing each test from
+//! libtest's live report. The stage fails if a test fails, crashes or is cut off,
 //! if the guest cannot boot or create rxe0, or if no RDMA test exists at all.
 //! `crates/testbeds/tests/rdma_verbs_smoke.rs` is the first one. Last, if
 //! `target/release/rdma-bench` was built (crates/benches, bench profile), it runs in the
@@ -137,12 +138,14 @@
 //!
 //! **Time.** The guest's speed follows the host's: the same stage ran ~3x slower on a
 //! fresh machine than where it was tuned. The perftest baseline gives each boot's
-//! slowness ([`softroce::slowness`]: 4 KiB `ib_read_lat` over 64 us, at least 1), which
+//! slowness ([`softroce::slowness`]: the larger of 4 KiB `ib_read_lat` over 64 us and
+//! 65 MB/s over 1 MiB `ib_read_bw`, at least 1), which
 //! every test and benchmark gets in `$SOFTROCE_SLOWNESS`: **every time limit in a guest
 //! test goes through [`softroce::slowness::scaled`]** (written for the reference guest),
 //! so a slow guest is never a failure, and limits stay near what the work needs, so a
-//! failing test fails about as fast as a passing one passes. Each test runs under a limit
-//! of its own (150 s scaled) that only cuts off a hang. The stage has a budget
+//! failing test fails about as fast as a passing one passes. An executable runs under a
+//! limit of 150 s scaled per test, which only cuts off a hang (and names the test it was
+//! in). The stage has a budget
 //! (`--budget`, 1080 s by default: test-all's 20-minute bound is a backstop): each step's
 //! limit is cut to what is left, and the stage ends with the wall time of each step and,
 //! when the budget ran out, the step it ran out in. Engine-independent scenarios run

@@ -27,8 +27,8 @@ commands:
                           print the figures
   rdma-tests [--cross-host] [--features FEATURES] [--budget SECS]
                           build the workspace's test executables, then in one boot: show rxe0,
-                          run the selfcheck, run each test of every `rdma_*` target (its
-                          ignored ones) on its own, with limits scaled to the boot's speed,
+                          run the selfcheck, run the tests of every `rdma_*` target (its
+                          ignored ones) one at a time, limits scaled to the boot's speed,
                           then the benchmarks; --cross-host adds an ib_read_lat across two
                           guests afterwards; --features is passed to cargo (e.g.
                           rdma-transport/async-rdma); the stage ends within --budget
@@ -234,7 +234,10 @@ fn rdma_tests_command(args: &[String]) -> Result<ExitCode, CliError> {
         println!("rdma-tests: FAILED {failed}");
     }
     if summary.not_run > 0 {
-        println!("rdma-tests: {} test(s) not run: the budget ran out first", summary.not_run);
+        println!(
+            "rdma-tests: {} test(s) not run: the budget ran out, or their executable was cut off, first",
+            summary.not_run
+        );
     }
     let failed = summary.failed.len() as u32 + summary.not_run;
     println!("rdma-tests: {} passed, {failed} failed", summary.passed);

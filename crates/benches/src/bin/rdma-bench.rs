@@ -448,7 +448,8 @@ fn perftest(
         .map_err(|e| format!("starting {program}: {e}"))?;
     // The client fails at once if it connects before the server listens.
     let listening = format!(":{port:04X} 00000000:0000 0A");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let limit = testbeds::softroce::slowness::scaled(Duration::from_secs(30));
+    let deadline = Instant::now() + limit;
     while !std::fs::read_to_string("/proc/net/tcp")?.contains(&listening) {
         if Instant::now() > deadline || server.try_wait()?.is_some() {
             let _ = server.kill();
@@ -459,7 +460,7 @@ fn perftest(
     }
     let client = Command::new(program).args(&args).arg(&ip).stdin(Stdio::null()).output();
     // The server exits once its client is done; a failed client may leave it waiting.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + limit;
     while server.try_wait()?.is_none() {
         if Instant::now() > deadline {
             let _ = server.kill();

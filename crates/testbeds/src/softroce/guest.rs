@@ -658,6 +658,12 @@ impl Job<'_> {
     /// Waits for the job to end and returns its output; an error if it timed out or the
     /// guest stopped.
     pub fn wait(self, echo: Echo) -> Result<CommandOutput, Error> {
+        self.wait_watching(echo, &mut |_| {})
+    }
+
+    /// [`Job::wait`], handing each piece of stdout to `watch` as it arrives (within
+    /// [`POLL`]), e.g. to time the tests of a test executable as it reports them.
+    pub fn wait_watching(self, echo: Echo, watch: &mut dyn FnMut(&[u8])) -> Result<CommandOutput, Error> {
         let mut stdout = Tail::new(self.dir.join("stdout"));
         let mut stderr = Tail::new(self.dir.join("stderr"));
         let status_file = self.dir.join("status");
@@ -666,6 +672,7 @@ impl Job<'_> {
             // Read the status before the output, so output written before exit is complete.
             let status = fs::read_to_string(&status_file).ok();
             let (new_out, new_err) = (stdout.read_new(), stderr.read_new());
+            watch(&new_out);
             if echo == Echo::Live {
                 let _ = std::io::stdout().write_all(&new_out).and_then(|_| std::io::stdout().flush());
                 let _ = std::io::stderr().write_all(&new_err);

@@ -5,13 +5,14 @@
 //! `#[ignore = "needs an RDMA device: ..."]`, in an integration-test target whose name
 //! starts with `rdma_` (`tests/rdma_*.rs`). Cargo builds the test executables on the host;
 //! this module picks the `rdma_*` ones out of cargo's JSON messages, lists their ignored
-//! tests (on the host: listing needs no device) and runs each test in the guest on its
-//! own (`--ignored --exact NAME`), so exactly the RDMA tests run there.
+//! tests (on the host: listing needs no device) and runs each executable in the guest
+//! with `--ignored --test-threads 1`, so exactly the RDMA tests run there, one at a time.
 //!
 //! One boot: rxe0's state, the perftest baseline (which gives the boot's slowness,
 //! [`super::slowness`], passed to every test and benchmark in `$SOFTROCE_SLOWNESS`),
-//! each test with a time limit scaled to that slowness (a hanging test is cut off and
-//! named, and the others still run), then the benchmarks. The stage has a budget
+//! each executable's tests under a time limit scaled to that slowness (each test timed
+//! from libtest's live report; a hang is cut off and the test it was in named), then the
+//! benchmarks. The stage has a budget
 //! ([`StageClock`]): every step's limit is cut to what remains of it, so the stage ends
 //! before any outer bound, with the wall time of each step and, if the budget ran out,
 //! the step it ran out in.
@@ -294,13 +295,13 @@ pub struct Summary {
     pub passed: u32,
     /// Tests that failed, crashed, or were cut off at their time limit.
     pub failed: Vec<String>,
-    /// Tests never started because the budget ran out first.
+    /// Tests never started: the budget ran out, or their executable was cut off, first.
     pub not_run: u32,
 }
 
 /// One boot: shows rxe0's state, runs the perftest baseline, then each RDMA test of
-/// `executables` on its own, then the benchmarks, each step timed on `clock` and cut to
-/// its budget. Boot, rxe0, perftest and "no RDMA test at all" failures are errors;
+/// `executables` (one process per executable), then the benchmarks, each step timed on
+/// `clock` and cut to its budget. Boot, rxe0, perftest and "no RDMA test at all" failures are errors;
 /// failing tests are counted in the summary.
 pub fn run_in_guest(
     image: &GuestImage,
@@ -325,11 +326,10 @@ pub fn run_in_guest(
     }
     let mut tests = Vec::new();
     for executable in executables {
-        for name in executable.ignored_tests()? {
-            tests.push((executable, name));
-        }
+        tests.push((executable, executable.ignored_tests()?));
     }
-    if tests.is_empty() {
+    let total: usize = tests.iter().map(|(_, names)| names.len()).sum();
+    if total == 0 {
         return Err(Error::NoRdmaTests(format!(
             "{} {TARGET_PREFIX}* target(s) list no ignored test: are the RDMA tests #[ignore]d as the convention says?",
             executables.len()
@@ -368,44 +368,21 @@ pub fn run_in_guest(
         perftest::render_table(&baseline).trim_end()
     ));
     report(&format!(
-        "slowness of this boot: {factor:.2} (4 KiB ib_read_lat typical over the reference {} us); \
-         every test and benchmark gets it in ${}",
+        "slowness of this boot: {factor:.2} (the larger of 4 KiB ib_read_lat typical over the \
+         reference {} us and the reference {} MB/s over 1 MiB ib_read_bw average); every test \
+         and benchmark gets it in ${}",
         slowness::REFERENCE_READ_LAT_US,
+        slowness::REFERENCE_READ_BW_MB_S,
         slowness::ENV
     ));
 
     let mut summary = Summary::default();
-    let total = tests.len();
-    for (index, (executable, name)) in tests.iter().enumerate() {
+    for (executable, names) in &tests {
         if clock.ran_out_in().is_some() {
-            summary.not_run = (total - index) as u32;
-            break;
+            summary.not_run += names.len() as u32;
+            continue;
         }
-        let step = format!("{}::{name}", executable.label());
-        report(&format!("test {}/{total}: {step}", index + 1));
-        let command =
-            GuestCommand::argv([executable.path.to_string_lossy().as_ref(), "--ignored", "--exact", name])
-                .cwd(&executable.manifest_dir)
-                .env("CARGO_MANIFEST_DIR", executable.manifest_dir.to_string_lossy())
-                .env(slowness::ENV, factor.to_string());
-        match clock.run(&guest, &step, command, TEST_TIMEOUT.mul_f64(factor)) {
-            Ok(output) => match parse_libtest_result(&output.stdout) {
-                Some(counts) if output.success() && counts.passed == 1 => summary.passed += 1,
-                _ => {
-                    report(&format!(
-                        "{step} failed (exit {}):\n{}",
-                        output.exit_code,
-                        tail_lines(&output.stderr, 20)
-                    ));
-                    summary.failed.push(step);
-                }
-            },
-            Err(Error::CommandTimedOut { timeout, .. }) => {
-                report(&format!("{step} was cut off after {timeout:?}"));
-                summary.failed.push(step);
-            }
-            Err(e) => return Err(e),
-        }
+        run_executable(&guest, executable, names, factor, clock, report, &mut summary)?;
     }
     if clock.ran_out_in().is_none() {
         run_read_path_benchmark(&guest, &baseline, factor, clock, report);
@@ -415,6 +392,133 @@ pub fn run_in_guest(
     }
     guest.shutdown()?;
     Ok(summary)
+}
+
+/// Runs the RDMA tests `names` of `executable` in one process (one start of a large
+/// debug executable costs the emulated guest seconds, many times over if each test had
+/// its own), one at a time, under a limit of [`TEST_TIMEOUT`] scaled by `factor` per
+/// test (cut to the budget). Each test is a step of `clock`, timed from libtest's live
+/// report; if the limit cuts the process off, the test that was running is the step
+/// named, and the ones after it are counted as not run.
+fn run_executable(
+    guest: &Guest,
+    executable: &TestExecutable,
+    names: &[String],
+    factor: f64,
+    clock: &mut StageClock,
+    report: &mut dyn FnMut(&str),
+    summary: &mut Summary,
+) -> Result<(), Error> {
+    let label = executable.label();
+    report(&format!("running {label}: {} test(s), one at a time", names.len()));
+    let (limit, cut) = clock.bound(TEST_TIMEOUT.mul_f64(factor) * names.len() as u32);
+    let command =
+        GuestCommand::argv([executable.path.to_string_lossy().as_ref(), "--ignored", "--test-threads", "1"])
+            .cwd(&executable.manifest_dir)
+            .env("CARGO_MANIFEST_DIR", executable.manifest_dir.to_string_lossy())
+            .env(slowness::ENV, factor.to_string())
+            .timeout(limit);
+    let mut progress = LibtestProgress::new(Instant::now());
+    let result =
+        guest.spawn(&command)?.wait_watching(Echo::Live, &mut |bytes| progress.feed(bytes, Instant::now()));
+    for test in &progress.finished {
+        let step = format!("{label}::{}", test.name);
+        clock.record(&step, test.elapsed, if test.passed { StepOutcome::Ok } else { StepOutcome::Failed });
+        if test.passed {
+            summary.passed += 1;
+        } else {
+            summary.failed.push(step);
+        }
+    }
+    let unfinished: Vec<&String> =
+        names.iter().filter(|name| !progress.finished.iter().any(|t| &t.name == *name)).collect();
+    let Some(running) = unfinished.first() else {
+        if let Ok(output) = &result
+            && !output.success()
+            && progress.finished.iter().all(|t| t.passed)
+        {
+            report(&format!(
+                "{label} exited {} after its tests:\n{}",
+                output.exit_code,
+                tail_lines(&output.stderr, 20)
+            ));
+            summary.failed.push(label);
+        }
+        return result.map(|_| ());
+    };
+    let step = format!("{label}::{running}");
+    let since_last = progress.last.elapsed();
+    match result {
+        Ok(output) => {
+            report(&format!(
+                "{step} ended its executable (exit {}) without a result:\n{}",
+                output.exit_code,
+                tail_lines(&output.stderr, 20)
+            ));
+            clock.record(&step, since_last, StepOutcome::Failed);
+        }
+        Err(Error::CommandTimedOut { timeout, .. }) => {
+            report(&format!("{label} was cut off after {timeout:?}, in {running}"));
+            clock.record(
+                &step,
+                since_last,
+                if cut { StepOutcome::OutOfBudget } else { StepOutcome::TimedOut },
+            );
+        }
+        Err(e) => return Err(e),
+    }
+    summary.failed.push(step);
+    summary.not_run += unfinished.len() as u32 - 1;
+    Ok(())
+}
+
+/// One test as libtest reported it.
+#[derive(Debug, Clone, PartialEq)]
+struct FinishedTest {
+    name: String,
+    /// Since the test before it ended (the first: since the executable started).
+    elapsed: Duration,
+    passed: bool,
+}
+
+/// The tests of one executable as libtest reports them on stdout, one at a time
+/// (`test NAME ... ok`), timed as their lines arrive.
+#[derive(Debug)]
+struct LibtestProgress {
+    /// Output after the last complete line.
+    pending: Vec<u8>,
+    /// When the last test ended (or the executable started).
+    last: Instant,
+    finished: Vec<FinishedTest>,
+}
+
+impl LibtestProgress {
+    fn new(started: Instant) -> Self {
+        Self { pending: Vec::new(), last: started, finished: Vec::new() }
+    }
+
+    /// Takes the next piece of stdout, which arrived at `now`.
+    fn feed(&mut self, bytes: &[u8], now: Instant) {
+        self.pending.extend_from_slice(bytes);
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            if let Some((name, verdict)) = parse_test_line(&String::from_utf8_lossy(&line)) {
+                self.finished.push(FinishedTest {
+                    name: name.to_owned(),
+                    elapsed: now.saturating_duration_since(self.last),
+                    passed: verdict == "ok",
+                });
+                self.last = now;
+            }
+        }
+    }
+}
+
+/// libtest's line for a test that ran: `test NAME ... ok` (or `FAILED`), as name and
+/// verdict.
+pub fn parse_test_line(line: &str) -> Option<(&str, &str)> {
+    let (name, verdict) = line.trim_end().strip_prefix("test ")?.rsplit_once(" ... ")?;
+    matches!(verdict, "ok" | "FAILED").then_some((name, verdict))
 }
 
 /// One `ib_read_lat -s 4096` across two guests (the cross-host topology), as a step of
@@ -578,6 +682,26 @@ mod tests {
         assert_eq!(parse_test_list(listing), ["many_concurrent_readers", "staging_mode"]);
         assert!(parse_test_list("").is_empty());
         assert!(parse_test_list("0 tests, 0 benchmarks\n").is_empty());
+    }
+
+    #[test]
+    fn times_each_test_from_the_live_report_whatever_the_pieces() {
+        let start = Instant::now();
+        let at = |secs: u64| start + Duration::from_secs(secs);
+        let mut progress = LibtestProgress::new(start);
+        progress.feed(b"\nrunning 3 tests\ntest alpha ... ", at(1));
+        progress.feed(b"ok\ntest beta ... FA", at(5));
+        progress.feed(b"ILED\ntest gamma ... ", at(12));
+        let names: Vec<_> =
+            progress.finished.iter().map(|t| (t.name.as_str(), t.elapsed, t.passed)).collect();
+        assert_eq!(
+            names,
+            [("alpha", Duration::from_secs(5), true), ("beta", Duration::from_secs(7), false)],
+            "gamma is still running"
+        );
+        assert_eq!(progress.last, at(12));
+        assert_eq!(parse_test_line("test result: ok. 3 passed; 0 failed"), None);
+        assert_eq!(parse_test_line("test a::b ... ok\n"), Some(("a::b", "ok")));
     }
 
     #[test]

@@ -294,6 +294,22 @@ pub struct ControlService {
     state: Arc<State>,
 }
 
+/// The parser's entry point for one fid of a Locate request: the file id it names, if
+/// it is one and the session may read it (`only_fid`: the `fid` claim of the session's
+/// token, when it had one); otherwise why not (a `BAD_FID` answer's message).
+pub fn locate_target(fid_text: &str, only_fid: Option<&str>) -> Result<FileId, String> {
+    let fid = FileId::from_str(fid_text).map_err(|e| e.to_string())?;
+    if let Some(allowed) = only_fid {
+        // The token names one file: compare parsed ids, so spelling variants match.
+        if FileId::from_str(allowed).ok().map(|a| (a.volume, a.needle_id(), a.cookie))
+            != Some((fid.volume, fid.needle_id(), fid.cookie))
+        {
+            return Err("the session's token is for another file id".into());
+        }
+    }
+    Ok(fid)
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -364,18 +380,10 @@ impl State {
             message,
             ..Default::default()
         };
-        let fid = match FileId::from_str(fid_text) {
+        let fid = match locate_target(fid_text, only_fid) {
             Ok(fid) => fid,
-            Err(e) => return answer(LocateStatus::BadFid, e.to_string()),
+            Err(why) => return answer(LocateStatus::BadFid, why),
         };
-        if let Some(allowed) = only_fid {
-            // The token names one file: compare parsed ids, so spelling variants match.
-            if FileId::from_str(allowed).ok().map(|a| (a.volume, a.needle_id(), a.cookie))
-                != Some((fid.volume, fid.needle_id(), fid.cookie))
-            {
-                return answer(LocateStatus::BadFid, "the session's token is for another file id".into());
-            }
-        }
         let location = match self.source.locate(fid.volume, fid.needle_id()) {
             Lookup::Found(location) => location,
             Lookup::NotFound => return answer(LocateStatus::NotFound, String::new()),

@@ -60,18 +60,28 @@ impl VolumeInfo {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(Error::io(path, source)),
         };
+        Self::parse(&text).map_err(|e| Error::BadVolumeInfo { path: path.to_owned(), reason: e.to_string() })
+    }
+
+    /// The parser's entry point: a `.vif` file's bytes; `Ok(None)` when they are empty
+    /// or blank (weed treats such a file as absent).
+    pub fn parse(text: &[u8]) -> std::result::Result<Option<Self>, serde_json::Error> {
         if text.iter().all(u8::is_ascii_whitespace) {
             return Ok(None);
         }
-        serde_json::from_slice(&text)
-            .map(Some)
-            .map_err(|e| Error::BadVolumeInfo { path: path.to_owned(), reason: e.to_string() })
+        serde_json::from_slice(text).map(Some)
+    }
+
+    /// The bytes [`VolumeInfo::save`] writes: protojson, 2-space indented like weed.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut text = serde_json::to_vec_pretty(self).expect("VolumeInfo always serializes");
+        text.push(b'\n');
+        text
     }
 
     /// Writes `path` atomically (temp file + rename), 2-space indented like weed.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut text = serde_json::to_vec_pretty(self).expect("VolumeInfo always serializes");
-        text.push(b'\n');
+        let text = self.to_bytes();
         // Synced, and its directory entry: a `.vif` lost or torn in a power loss would
         // forget a read-only mark, or fail the volume's load.
         crate::durable::replace_file(path, &text)

@@ -643,8 +643,9 @@ pub async fn tail_receiver(
 }
 
 /// One tail record reassembled from the sender's messages: its header (in every
-/// message; the first one's counts), then body pieces until the last chunk.
-struct TailRecord {
+/// message; the first one's counts), then body pieces until the last chunk. The
+/// framing's entry point: `VolumeTailReceiver` feeds it each message of the stream.
+pub struct TailRecord {
     bytes: Vec<u8>,
     /// The record's size as its header gives it.
     expected: u64,
@@ -653,16 +654,18 @@ struct TailRecord {
 }
 
 impl TailRecord {
-    fn new(most: u64) -> Self {
+    /// Takes records of at most `most` bytes (padding included).
+    pub fn new(most: u64) -> Self {
         Self { bytes: Vec::new(), expected: 0, most }
     }
 
-    fn is_empty(&self) -> bool {
+    /// Whether no record is part way (the stream may end here).
+    pub fn is_empty(&self) -> bool {
         self.bytes.is_empty()
     }
 
     /// Adds one message's pieces; returns the record once its last chunk arrived.
-    fn push(
+    pub fn push(
         &mut self,
         header: &[u8],
         body: &[u8],

@@ -512,6 +512,20 @@ pub struct ControlService {
     state: Arc<State>,
 }
 
+/// The parser's entry point for one fid of a Locate request: the file id it names, if
+/// it is one and the session may read it (`only_fid`: the `fid` claim of the session's
+/// token, when it had one); otherwise why not (a `BAD_FID` answer's message).
+pub fn locate_target(fid_text: &str, only_fid: Option<&FileId>) -> Result<FileId, String> {
+    let fid = FileId::from_str(fid_text).map_err(|e| e.to_string())?;
+    if let Some(allowed) = only_fid
+        // The token names one file: compare parsed ids, so spelling variants match.
+        && (allowed.volume, allowed.needle_id(), allowed.cookie) != (fid.volume, fid.needle_id(), fid.cookie)
+    {
+        return Err("the session's token is for another file id".into());
+    }
+    Ok(fid)
+}
+
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -685,16 +699,10 @@ impl State {
             message,
             ..Default::default()
         };
-        let fid = match FileId::from_str(fid_text) {
+        let fid = match locate_target(fid_text, session.only_fid.as_ref()) {
             Ok(fid) => fid,
-            Err(e) => return answer(LocateStatus::BadFid, e.to_string()),
+            Err(why) => return answer(LocateStatus::BadFid, why),
         };
-        if let Some(allowed) = &session.only_fid
-            // The token names one file: compare parsed ids, so spelling variants match.
-            && (allowed.volume, allowed.needle_id(), allowed.cookie) != (fid.volume, fid.needle_id(), fid.cookie)
-        {
-            return answer(LocateStatus::BadFid, "the session's token is for another file id".into());
-        }
         let location = match self.source.locate(fid.volume, fid.needle_id(), fid.cookie) {
             Lookup::Found(location) => location,
             Lookup::NotFound => return answer(LocateStatus::NotFound, String::new()),

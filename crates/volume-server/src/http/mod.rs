@@ -6,7 +6,7 @@
 mod admin;
 mod error;
 mod manifest;
-mod path;
+pub mod path;
 mod payload;
 mod peers;
 mod read;
@@ -217,7 +217,10 @@ pub(crate) fn query_params<B>(request: &axum::http::Request<B>) -> BTreeMap<Stri
     out
 }
 
-pub(crate) fn percent_decode(s: &str) -> String {
+/// Decodes a query component as Go's `url.QueryUnescape` does for the values weed reads
+/// (`+` is a space; a `%` not followed by two hex digits is kept as it is; bytes that are
+/// not UTF-8 become U+FFFD). The entry point of every query value and `?jwt=` token.
+pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

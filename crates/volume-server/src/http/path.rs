@@ -39,6 +39,8 @@ pub struct RawUrl<'a> {
     comma_form: bool,
 }
 
+/// The parser's entry point: a request's URL path (no query) cut into its parts, which
+/// [`RawUrl::parse`] then validates.
 pub fn split(path: &str) -> Result<RawUrl<'_>, PathError> {
     let segments: Vec<&str> = path.split('/').collect();
     let (vid, fid, filename, comma_form) = match segments.as_slice() {

@@ -629,10 +629,8 @@ pub fn a_volume_read_grant_is_presented(engine: EngineFactory) {
     let grant = Some(key.sign(&serde_json::json!({ "exp": exp, "volumes": [fid.volume.0] })));
     runtime().block_on(async {
         use rdma_transport::proto::Exposure;
-        let granted = server.client(
-            engine,
-            RdmaClientConfig { jwt: jwt.clone(), volume_grant: grant, ..config() },
-        );
+        let granted =
+            server.client(engine, RdmaClientConfig { jwt: jwt.clone(), volume_grant: grant, ..config() });
         assert_reads(&granted, &fid, &data).await;
         assert_eq!(granted.exposure().await, Some(Exposure::Volume));
         let plain = server.client(engine, RdmaClientConfig { jwt, ..config() });

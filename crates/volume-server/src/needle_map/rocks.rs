@@ -38,7 +38,9 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 use needle::{IdxEntry, NeedleId};
-use rocksdb::{BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions};
+use rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, Options, WriteBatch, WriteOptions,
+};
 
 use super::{MapStats, NeedleMap, NeedleValue};
 use crate::error::{Error, Result};
@@ -276,7 +278,8 @@ impl RocksMap {
         let db = DB::open_cf_descriptors(&db_options(), path, families).map_err(map_err)?;
         let mut write_options = WriteOptions::default();
         write_options.disable_wal(true);
-        let map = Self { db, revision, write_options, pending: Mutex::default(), committing: Mutex::default() };
+        let map =
+            Self { db, revision, write_options, pending: Mutex::default(), committing: Mutex::default() };
         let stored = map.db.get_cf(map.meta()?, META_KEY).map_err(map_err)?.and_then(|m| decode_meta(&m));
         match stored {
             Some((stats, r)) if r == revision => {

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Where harnesses save their figures.
-pub const DIR_ENV: &str = "BENCH_FIGURES_DIR";
+/// Where harnesses save their figures (the guest stage sets it for the benchmarks it runs).
+pub const DIR_ENV: &str = testbeds::softroce::rdma_tests::BENCH_FIGURES_ENV;
 
 /// One harness run.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use benches::figures::{Figure, FigureSet, percentiles_us};
 use client_sdk::{
     Client, DeviceChoice, FileId, RdmaEngine, RdmaPolicy, RdmaTransport, RdmaTransportConfig, ReadTransport,
     UploadOptions,
@@ -141,6 +142,22 @@ struct Figures {
     p99: Duration,
     mb_per_s: f64,
     cpu_s_per_gib: f64,
+    /// The single reader's latency distribution, for the report.
+    percentiles_us: Vec<(f64, f64)>,
+}
+
+impl Figures {
+    /// As `bench-report` reads it.
+    fn saved(&self, path: &str, size: usize) -> Figure {
+        Figure {
+            p50_us: Some(self.p50.as_secs_f64() * 1e6),
+            p99_us: Some(self.p99.as_secs_f64() * 1e6),
+            mb_per_s: Some(self.mb_per_s),
+            cpu_s_per_gib: Some(self.cpu_s_per_gib),
+            percentiles_us: self.percentiles_us.clone(),
+            ..Figure::new(path, size as u64)
+        }
+    }
 }
 
 async fn measure(
@@ -194,6 +211,7 @@ async fn measure(
         p99: at(0.99),
         mb_per_s: served.load(Ordering::Relaxed) as f64 / 1e6 / elapsed,
         cpu_s_per_gib: cpu / (bytes as f64 / (1u64 << 30) as f64),
+        percentiles_us: percentiles_us(&latencies),
     })
 }
 
@@ -285,6 +303,18 @@ async fn run(o: &Options) -> Result<(), BoxError> {
     println!(
         "note: with Soft-RoCE the RDMA responder runs in the guest kernel (rxe), outside the server process, so its CPU is not in the server's figure; on an RNIC it is the NIC's."
     );
+    let method = format!(
+        "SDK downloads, {} s phases, p50/p99 from one reader, MB/s from {} concurrent, RDMA locations cached {location_ttl:?}",
+        o.seconds, o.concurrency
+    );
+    let mut saved = FigureSet::new("sdk-rdma-vs-http", method);
+    for (size, rdma, http) in &rows {
+        saved.figures.extend(rdma.iter().map(|(name, f)| f.saved(name, *size)));
+        saved.figures.push(http.saved("http", *size));
+    }
+    if let Some(path) = saved.save_if_asked()? {
+        println!("sdk-rdma-vs-http: figures saved in {}", path.display());
+    }
     drop(server);
     compare_exposures(o).await
 }

@@ -49,6 +49,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use benches::figures::{Figure, FigureSet};
 use testbeds::ours::OurVolumeServer;
 use testbeds::process::CpuTime;
 use testbeds::weed::{WeedMaster, WeedVolume};
@@ -345,6 +346,9 @@ fn compare(o: &Options) -> Result<(), Error> {
     );
     header();
     let mut ratios = Vec::new();
+    let method =
+        format!("{} requests per phase, {} concurrent, keep-alive connections", o.count, o.concurrency);
+    let mut saved = FigureSet::new("volume-load", method);
     for &size in &o.sizes {
         // Keep each run within a few hundred MiB of disk and of weed's volume limits.
         let count = o.count.min((256 << 20) / size.max(1)).max(1);
@@ -354,12 +358,26 @@ fn compare(o: &Options) -> Result<(), Error> {
         let (ow, or) = load(ours.addr(), size, count, o.concurrency)?;
         print_row("ours", size, "write", &ow);
         print_row("ours", size, "read", &or);
+        for (server, op, phase) in
+            [("weed", "write", &ww), ("weed", "read", &wr), ("ours", "write", &ow), ("ours", "read", &or)]
+        {
+            saved.figures.push(Figure {
+                op: op.to_owned(),
+                req_per_s: Some(phase.rate()),
+                p50_us: Some(phase.p50.as_secs_f64() * 1e6),
+                p99_us: Some(phase.p99.as_secs_f64() * 1e6),
+                ..Figure::new(server, size as u64)
+            });
+        }
         ratios.push((size, "write", ow.rate() / ww.rate(), ow.p99.as_secs_f64() / ww.p99.as_secs_f64()));
         ratios.push((size, "read", or.rate() / wr.rate(), or.p99.as_secs_f64() / wr.p99.as_secs_f64()));
     }
     println!("\nours/weed      req/s ratio   p99 ratio (lower is better)");
     for (size, op, rate, p99) in ratios {
         println!("{:>6} {op:<5}  {rate:>10.2}x  {p99:>10.2}x", human(size));
+    }
+    if let Some(path) = saved.save_if_asked()? {
+        println!("volume-load: figures saved in {}", path.display());
     }
     ours.stop();
     weed.stop();

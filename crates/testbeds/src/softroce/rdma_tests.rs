@@ -35,6 +35,10 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// How long each benchmark may run on the reference guest (scaled). Their figures take
 /// fixed seconds; the rest (a server, uploads, perftest) follows the guest's speed.
+/// Where a benchmark saves its figures as JSON (read by `benches::figures`): the guest
+/// stage points it at `<target>/bench-report`, for `bench-report` to draw.
+pub const BENCH_FIGURES_ENV: &str = "BENCH_FIGURES_DIR";
+
 const BENCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long rxe0's state may take to show.
@@ -569,7 +573,12 @@ fn run_benchmark(
     clock: &mut StageClock,
     report: &mut dyn FnMut(&str),
 ) {
-    let command = GuestCommand::argv(args).env(slowness::ENV, factor.to_string());
+    let mut command = GuestCommand::argv(args).env(slowness::ENV, factor.to_string());
+    if let Some(target) =
+        std::env::current_exe().ok().and_then(|e| Some(e.parent()?.parent()?.join("bench-report")))
+    {
+        command = command.env(BENCH_FIGURES_ENV, target.display().to_string());
+    }
     match clock.run(guest, name, command, BENCH_TIMEOUT.mul_f64(factor)) {
         Ok(output) if output.success() => {}
         Ok(output) => {

@@ -92,6 +92,10 @@ pub(crate) fn visible_intervals(extents: &[Extent]) -> Vec<Visible> {
 /// add up to the range's length exactly.
 pub(crate) fn pieces(visibles: &[Visible], range: Range<u64>) -> Vec<Piece> {
     let mut pieces = Vec::new();
+    if range.is_empty() {
+        // Nothing to read: not a zero-length read of the chunk the range sits in.
+        return pieces;
+    }
     let mut at = range.start;
     let first = visibles.partition_point(|v| v.range.end <= range.start);
     for visible in visibles[first..].iter().take_while(|v| v.range.start < range.end) {
@@ -169,6 +173,7 @@ mod tests {
             ]
         );
         assert_eq!(pieces(&visibles, 25..25), []);
+        assert_eq!(pieces(&visibles, 12..12), [], "an empty range inside a chunk reads nothing");
         assert_eq!(pieces(&[], 0..5), [Piece::Hole(5)]);
     }
 

@@ -24,7 +24,7 @@ fuzz_target!(|input: &[u8]| {
     let _ = jwt.verify(&token, NOW);
 
     let signed = jwt.sign(&serde_json::json!({ "fid": fid, "exp": NOW + 10 }));
-    let expected = Claims { fid: (!fid.is_empty()).then(|| fid.to_string()) };
+    let expected = Claims { fid: (!fid.is_empty()).then(|| fid.to_string()), exp: Some(NOW + 10) };
     assert_eq!(jwt.verify(&signed, NOW), Ok(expected));
     let expired = jwt.sign(&serde_json::json!({ "fid": fid, "exp": NOW }));
     assert_eq!(jwt.verify(&expired, NOW), Err(JwtError::Expired));

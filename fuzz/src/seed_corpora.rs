@@ -276,7 +276,7 @@ fn control_requests() -> Vec<Vec<u8>> {
         mtu: 1024,
         max_read_atomic: 16,
     };
-    let open = proto::OpenSessionRequest { client: Some(endpoint), jwt: "a.b.c".into() };
+    let open = proto::OpenSessionRequest { client: Some(endpoint), jwt: "a.b.c".into(), ..Default::default() };
     let locate = proto::LocateRequest {
         session_id: 7,
         fids: vec![

@@ -9,9 +9,14 @@ use needle::ChunkManifest;
 
 fuzz_target!(|json: &[u8]| {
     let Ok(manifest) = ChunkManifest::parse(json) else { return };
-    let printed = manifest.to_json();
-    let again = ChunkManifest::parse(printed.as_bytes()).unwrap_or_else(|e| panic!("{printed}: {e}"));
-    assert_eq!(again, manifest);
+    // A chunk fid with needle key 0 (`3,00818518d6`) parses, but prints as weed prints it,
+    // the cookie alone (`3,818518d6`), which neither weed nor we parse back; weed never
+    // assigns key 0, so the round trip is checked for the others.
+    if manifest.chunks.iter().all(|c| c.fid.key.0 != 0) {
+        let printed = manifest.to_json();
+        let again = ChunkManifest::parse(printed.as_bytes()).unwrap_or_else(|e| panic!("{printed}: {e}"));
+        assert_eq!(again, manifest);
+    }
     let total = manifest.total_size();
     let mut covered = 0u64;
     for (chunk, range) in manifest.chunks_in(0, total) {

@@ -125,6 +125,16 @@ mod int64_string {
 
 #[cfg(test)]
 mod tests {
+
+    /// Found by the vif_json fuzz target: a number in a field we keep without knowing it
+    /// (here 1.07e50 in a `files` entry) must survive a save unchanged.
+    #[test]
+    fn unknown_numbers_survive_a_save_exactly() {
+        let text = br#"{"version":3,"files":[{"dat_file_size":106666666666666666666666666666666666666666666666624}]}"#;
+        let info = VolumeInfo::parse(text).unwrap().unwrap();
+        let again = VolumeInfo::parse(&info.to_bytes()).unwrap().unwrap();
+        assert_eq!(again, info);
+    }
     use super::*;
 
     #[test]

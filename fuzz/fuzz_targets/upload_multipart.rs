@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use libfuzzer_sys::fuzz_target;
-use needle::{Cookie, Flags, Needle, NeedleId, Version};
+use needle::{Cookie, Needle, NeedleId, Version};
 use volume_server::upload::{self, Request};
 
 const LIMIT: u64 = 1 << 20;
@@ -62,23 +62,7 @@ fuzz_target!(|input: &[u8]| {
         assert!(object.is_object());
     }
     // As the write handler builds it.
-    let mut needle =
-        Needle::new(NeedleId(1), Cookie(2), &upload.data).with_last_modified(upload.last_modified);
-    if upload.name.len() < 256 {
-        needle = needle.with_name(upload.name.as_bytes());
-    }
-    if upload.mime.len() < 256 {
-        needle = needle.with_mime(upload.mime.as_bytes());
-    }
-    if !upload.ttl.is_empty() {
-        needle = needle.with_ttl(upload.ttl);
-    }
-    if let Some(pairs) = &upload.pairs {
-        needle = needle.with_pairs(pairs);
-    }
-    if upload.gzipped {
-        needle = needle.with_flags(Flags::COMPRESSED);
-    }
+    let needle = upload.to_needle(NeedleId(1), Cookie(2));
     let record = needle.to_bytes(Version::V3).expect("an accepted upload can be stored");
     assert_eq!(Needle::decode(&record, Version::V3).expect("and read back").data, &upload.data[..]);
 });

@@ -16,7 +16,7 @@ use std::io::{Read, Write};
 use axum::http::{HeaderMap, Method};
 use base64::Engine;
 use md5::{Digest, Md5};
-use needle::Ttl;
+use needle::{Cookie, Flags, Needle, NeedleId, Ttl};
 
 use crate::mime;
 
@@ -38,6 +38,34 @@ pub struct Upload {
     pub last_modified: u64,
     pub ttl: Ttl,
     pub chunk_manifest: bool,
+}
+
+impl Upload {
+    /// The needle this upload stores as `id` with `cookie`, as weed's
+    /// CreateNeedleFromRequest builds it: name and mime flagged even when empty (when
+    /// they fit the one-byte length), TTL, pairs, and the gzip and manifest flags.
+    pub fn to_needle(&self, id: NeedleId, cookie: Cookie) -> Needle<'_> {
+        let mut needle = Needle::new(id, cookie, &self.data).with_last_modified(self.last_modified);
+        if self.name.len() < 256 {
+            needle = needle.with_name(self.name.as_bytes());
+        }
+        if self.mime.len() < 256 {
+            needle = needle.with_mime(self.mime.as_bytes());
+        }
+        if !self.ttl.is_empty() {
+            needle = needle.with_ttl(self.ttl);
+        }
+        if let Some(pairs) = &self.pairs {
+            needle = needle.with_pairs(pairs);
+        }
+        if self.gzipped {
+            needle = needle.with_flags(Flags::COMPRESSED);
+        }
+        if self.chunk_manifest {
+            needle = needle.with_flags(Flags::CHUNK_MANIFEST);
+        }
+        needle
+    }
 }
 
 /// Why a write request is malformed (400), or too large (413).

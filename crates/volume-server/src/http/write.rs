@@ -6,7 +6,6 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
-use needle::{Flags, Needle};
 use serde::Serialize;
 
 use super::{ApiError, AppState, json_response, now_seconds, path, query_params, replicate};
@@ -117,27 +116,7 @@ async fn upload_file(state: &AppState, request: Request) -> Result<Response, Api
         UploadError::Bad(message) => ApiError::bad_request(message),
     })?;
 
-    // weed's CreateNeedleFromRequest: name and mime flagged even when empty.
-    let mut needle = Needle::new(url.fid.needle_id(), url.fid.cookie, &upload.data)
-        .with_last_modified(upload.last_modified);
-    if upload.name.len() < 256 {
-        needle = needle.with_name(upload.name.as_bytes());
-    }
-    if upload.mime.len() < 256 {
-        needle = needle.with_mime(upload.mime.as_bytes());
-    }
-    if !upload.ttl.is_empty() {
-        needle = needle.with_ttl(upload.ttl);
-    }
-    if let Some(pairs) = &upload.pairs {
-        needle = needle.with_pairs(pairs);
-    }
-    if upload.gzipped {
-        needle = needle.with_flags(Flags::COMPRESSED);
-    }
-    if upload.chunk_manifest {
-        needle = needle.with_flags(Flags::CHUNK_MANIFEST);
-    }
+    let needle = upload.to_needle(url.fid.needle_id(), url.fid.cookie);
     // weed's ReplicatedWrite: find the replicas, store here, then send to every replica.
     let replicas = replicate::targets(state, url.volume, local.as_deref(), parts.uri.query(), true)
         .await

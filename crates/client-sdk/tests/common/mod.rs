@@ -159,12 +159,7 @@ impl ReadTransport for FakeRdma {
             match script {
                 Script::Fail(kind) => Err(TransportError { kind, message: format!("scripted {kind:?}") }),
                 Script::Hang => std::future::pending().await,
-                Script::Serve => {
-                    let stored = self.http.read_needle(server, fid, jwt).await.map_err(|e| {
-                        TransportError { kind: TransportErrorKind::Unavailable, message: e.to_string() }
-                    })?;
-                    Ok(NeedleData::from(stored))
-                }
+                Script::Serve => over_http(&self.http, server, fid, jwt).await,
             }
         })
     }
@@ -214,13 +209,24 @@ impl ReadTransport for GatheringTransport {
             let now = self.under_way.fetch_add(1, Ordering::SeqCst) + 1;
             self.most.fetch_max(now, Ordering::SeqCst);
             self.barrier.wait().await;
-            let read = self.http.read_needle(server, fid, jwt).await;
+            let read = over_http(&self.http, server, fid, jwt).await;
             self.under_way.fetch_sub(1, Ordering::SeqCst);
-            let stored = read.map_err(|e| TransportError {
-                kind: TransportErrorKind::Unavailable,
-                message: e.to_string(),
-            })?;
-            Ok(NeedleData::from(stored))
+            read
         })
     }
+}
+
+/// What the test transports serve: the needle read over HTTP, an HTTP failure as an
+/// unavailable transport.
+async fn over_http(
+    http: &HttpReader,
+    server: &str,
+    fid: &FileId,
+    jwt: Option<&str>,
+) -> Result<NeedleData, TransportError> {
+    let stored = http
+        .read_needle(server, fid, jwt)
+        .await
+        .map_err(|e| TransportError { kind: TransportErrorKind::Unavailable, message: e.to_string() })?;
+    Ok(NeedleData::from(stored))
 }

@@ -375,7 +375,7 @@ fn parse_go_bool(flag: &str, value: Option<&str>) -> Result<bool, WeedCliError> 
 
 /// A Go `time.Duration` string: decimal numbers with units (`ns us µs ms s m h`), such
 /// as `1m0s`, `1.5h`, `300ms`; a bare `0` is zero.
-pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+fn parse_go_duration(text: &str) -> Result<Duration, String> {
     if text == "0" {
         return Ok(Duration::ZERO);
     }

@@ -35,6 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use benches::figures::{Figure, FigureSet, percentiles_us};
+use benches::report::human;
 use client_sdk::{
     Client, DeviceChoice, FileId, RdmaEngine, RdmaPolicy, RdmaTransport, RdmaTransportConfig, ReadTransport,
     UploadOptions,
@@ -276,7 +277,7 @@ async fn run(o: &Options) -> Result<(), BoxError> {
         for (path, f) in rdma.iter().map(|(name, f)| (*name, f)).chain([("http", &http)]) {
             println!(
                 "{:>9} {:>15} {:>10.0} {:>10.0} {:>10.1} {:>14.2}",
-                human(size),
+                human(size as u64),
                 path,
                 f.p50.as_secs_f64() * 1e6,
                 f.p99.as_secs_f64() * 1e6,
@@ -291,7 +292,7 @@ async fn run(o: &Options) -> Result<(), BoxError> {
         for (name, rdma) in rdma {
             println!(
                 "{:>9} {:>15}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x, server CPU per GiB {:.3}x",
-                human(*size),
+                human(*size as u64),
                 name,
                 rdma.p50.as_secs_f64() / http.p50.as_secs_f64(),
                 rdma.p99.as_secs_f64() / http.p99.as_secs_f64(),
@@ -395,12 +396,4 @@ async fn compare_exposures(o: &Options) -> Result<(), BoxError> {
         );
     }
     Ok(())
-}
-
-fn human(size: usize) -> String {
-    match size {
-        s if s >= 1 << 20 && s % (1 << 20) == 0 => format!("{} MiB", s >> 20),
-        s if s >= 1 << 10 && s % (1 << 10) == 0 => format!("{} KiB", s >> 10),
-        s => format!("{s} B"),
-    }
 }

@@ -54,21 +54,21 @@ impl OurVolumeServer {
     }
 
     /// A graceful stop, then the same command again: same ports, data and flags (the
-    /// log starts over). For a crash, [`OurVolumeServer::kill_and_restart`].
+    /// log starts over). For a crash, [`OurVolumeServer::crash`].
     pub fn restart(&mut self) -> Result<(), Error> {
         self.process.stop();
-        self.relaunch()
+        self.start_again()
     }
 
-    /// SIGKILL (sessions, queue pairs and registrations vanish with the process), then
-    /// the same command again once `down` has passed.
-    pub fn kill_and_restart(&mut self, down: std::time::Duration) -> Result<(), Error> {
+    /// SIGKILL (sessions, queue pairs and registrations vanish with the process), waiting
+    /// until the process is gone; [`OurVolumeServer::start_again`] brings it back.
+    pub fn crash(&mut self) {
         self.process.kill();
-        std::thread::sleep(down);
-        self.relaunch()
     }
 
-    fn relaunch(&mut self) -> Result<(), Error> {
+    /// The same command again (same ports, data and flags; the log starts over) after a
+    /// [`OurVolumeServer::crash`].
+    pub fn start_again(&mut self) -> Result<(), Error> {
         self.process = Self::launch(&self.bin, &self.ip, self.port, &self.args, &self.log)?;
         Ok(())
     }

@@ -21,6 +21,9 @@
 //!   15-30% between runs in one boot, so one ratio against one perftest run says little;
 //!   the median of ratios taken side by side is steadier.
 //!
+//! With `$BENCH_FIGURES_DIR` set (the guest stage sets it), the figures, and perftest's
+//! from the options as the baseline, are saved there for `bench-report`.
+//!
 //! usage: rdma-bench [--device rxe0] [--volume-server PATH] [--seconds S]
 //!                   [--ib-read-lat-us X] [--ib-read-bw-mbs Y] [--rounds N]
 
@@ -28,6 +31,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use benches::figures::{Figure, FigureSet, percentiles_us};
 use needle::FileId;
 use rdma_transport::proto::rdma_control_client::RdmaControlClient;
 use rdma_transport::proto::{self, LocateStatus};
@@ -122,15 +126,51 @@ fn run(o: &Options) -> Result<(), BoxError> {
         (0..8).map(|i| upload_one(&testbeds::pseudo_random(1 << 20, 10 + i))).collect::<Result<_, _>>()?;
 
     let engines = engines(&o.device)?;
+    let method = format!(
+        "{} s per figure; READs of a registered extent at the engine, needles (cached location, READ, verify) \
+         through RdmaClient; 1 MiB throughput with the engine's queue depth outstanding; perftest from the same boot",
+        o.seconds
+    );
+    let mut saved = FigureSet::new("rdma-bench", method);
+    saved.figures.extend(perftest_baseline(o));
     for (engine, depth) in &engines {
-        measure(o, &grpc, engine, *depth, &small, &large)?;
+        saved.figures.extend(measure(o, &grpc, engine, *depth, &small, &large)?);
     }
     if o.rounds > 0 {
         side_by_side(o, &grpc, &engines, &large[0])?;
     }
     server.stop();
     std::fs::remove_dir_all(&dir)?;
+    if let Some(path) = saved.save_if_asked()? {
+        println!("rdma-bench: figures saved in {}", path.display());
+    }
     Ok(())
+}
+
+/// perftest's figures given on the command line, as the figures to compare with.
+fn perftest_baseline(o: &Options) -> Vec<Figure> {
+    let mut baseline = Vec::new();
+    if let Some(us) = o.ib_read_lat_us {
+        baseline.push(Figure { p50_us: Some(us), ..Figure::new("perftest ib_read_lat (typical)", 4096) });
+    }
+    if let Some(mbs) = o.ib_read_bw_mbs {
+        baseline.push(Figure { mb_per_s: Some(mbs), ..Figure::new("perftest ib_read_bw", 1 << 20) });
+    }
+    baseline
+}
+
+/// A latency figure of `path` at `size` from its sorted samples.
+fn latency_figure(path: String, size: u64, sorted: &[Duration]) -> Figure {
+    Figure {
+        p50_us: Some(percentile(sorted, 0.5)),
+        p99_us: Some(percentile(sorted, 0.99)),
+        percentiles_us: percentiles_us(sorted),
+        ..Figure::new(&path, size)
+    }
+}
+
+fn throughput_figure(path: String, size: u64, mb_per_s: f64) -> Figure {
+    Figure { mb_per_s: Some(mb_per_s), ..Figure::new(&path, size) }
 }
 
 /// An engine and its queue depth (READs it keeps outstanding per queue pair).
@@ -162,9 +202,12 @@ fn measure(
     depth: usize,
     small: &FileId,
     large: &[FileId],
-) -> Result<(), BoxError> {
+) -> Result<Vec<Figure>, BoxError> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let budget = Duration::from_secs_f64(o.seconds);
+    let (at_engine, through_client) =
+        (format!("{} READ", engine.name()), format!("{} RdmaClient", engine.name()));
+    let mut figures = Vec::new();
     runtime.block_on(async {
         println!("rdma-bench: engine {}, device {}, {} s per figure", engine.name(), o.device, o.seconds);
 
@@ -178,12 +221,14 @@ fn measure(
             lat.len(),
             ratio(percentile(&lat, 0.5), o.ib_read_lat_us, "ib_read_lat typical")
         );
+        figures.push(latency_figure(at_engine.clone(), 4096, &lat));
         let len = segment.len.min(1 << 20);
         let mbs = throughput(budget, depth, len, || qp.read(segment.addr, segment.rkey, len)).await?;
         println!(
             "rdma-bench: 1 MiB READ, engine, {depth:>2} outstanding  {mbs:8.2} MB/s  {}",
             ratio(mbs, o.ib_read_bw_mbs, "ib_read_bw average")
         );
+        figures.push(throughput_figure(at_engine.clone(), len as u64, mbs));
 
         // Through RdmaClient: locate once (cached), READ, verify header and CRC32-C.
         let config =
@@ -199,6 +244,7 @@ fn measure(
             lat.len(),
             ratio(percentile(&lat, 0.5), o.ib_read_lat_us, "ib_read_lat typical")
         );
+        figures.push(latency_figure(through_client.clone(), 4096, &lat));
         let started = Instant::now();
         let mut tasks = Vec::new();
         for t in 0..depth {
@@ -222,6 +268,7 @@ fn measure(
             "rdma-bench: 1 MiB needles, RdmaClient, {depth} readers  {mbs:8.2} MB/s  {}",
             ratio(mbs, o.ib_read_bw_mbs, "ib_read_bw average")
         );
+        figures.push(throughput_figure(through_client.clone(), 1 << 20, mbs));
         // The verify step's cost on this CPU, for reading the figure above.
         let data = testbeds::pseudo_random(1 << 20, 99);
         let started = Instant::now();
@@ -250,7 +297,8 @@ fn measure(
             ratio(percentile(&lat, 0.5), o.ib_read_lat_us, "ib_read_lat typical")
         );
         Ok::<(), BoxError>(())
-    })
+    })?;
+    Ok(figures)
 }
 
 fn tempfile_dir() -> std::io::Result<PathBuf> {

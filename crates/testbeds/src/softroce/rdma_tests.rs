@@ -33,12 +33,13 @@ pub const TARGET_PREFIX: &str = "rdma_";
 /// slowness). Tests take seconds to a minute there: this only cuts off a hang.
 const TEST_TIMEOUT: Duration = Duration::from_secs(150);
 
-/// How long each benchmark may run on the reference guest (scaled). Their figures take
-/// fixed seconds; the rest (a server, uploads, perftest) follows the guest's speed.
-/// Where a benchmark saves its figures as JSON (read by `benches::figures`): the guest
-/// stage points it at `<target>/bench-report`, for `bench-report` to draw.
+/// Where a benchmark saves its figures as JSON (read by `benches::figures`). The guest
+/// cannot write to the host's root, so its benchmarks save into the run directory and
+/// the stage copies the files to `<target>/bench-report`, for `bench-report` to draw.
 pub const BENCH_FIGURES_ENV: &str = "BENCH_FIGURES_DIR";
 
+/// How long each benchmark may run on the reference guest (scaled). Their figures take
+/// fixed seconds; the rest (a server, uploads, perftest) follows the guest's speed.
 const BENCH_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long rxe0's state may take to show.
@@ -573,12 +574,10 @@ fn run_benchmark(
     clock: &mut StageClock,
     report: &mut dyn FnMut(&str),
 ) {
-    let mut command = GuestCommand::argv(args).env(slowness::ENV, factor.to_string());
-    if let Some(target) =
-        std::env::current_exe().ok().and_then(|e| Some(e.parent()?.parent()?.join("bench-report")))
-    {
-        command = command.env(BENCH_FIGURES_ENV, target.display().to_string());
-    }
+    let saved_in_guest = guest.run_dir().join("bench-figures");
+    let command = GuestCommand::argv(args)
+        .env(slowness::ENV, factor.to_string())
+        .env(BENCH_FIGURES_ENV, saved_in_guest.display().to_string());
     match clock.run(guest, name, command, BENCH_TIMEOUT.mul_f64(factor)) {
         Ok(output) if output.success() => {}
         Ok(output) => {
@@ -586,6 +585,30 @@ fn run_benchmark(
         }
         Err(e) => report(&format!("{name} did not complete: {e}")),
     }
+    let report_dir =
+        std::env::current_exe().ok().and_then(|e| Some(e.parent()?.parent()?.join("bench-report")));
+    if let Some(report_dir) = report_dir
+        && let Err(e) = copy_figures(&saved_in_guest, &report_dir)
+    {
+        report(&format!("{name}: its figures were not copied to {}: {e}", report_dir.display()));
+    }
+}
+
+/// Copies the figure files (`*.json`) a guest benchmark saved in `from` into `to`.
+fn copy_figures(from: &Path, to: &Path) -> std::io::Result<()> {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return Ok(()); // The benchmark saved nothing (it failed before, or saves none).
+    };
+    std::fs::create_dir_all(to)?;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "json")
+            && let Some(name) = path.file_name()
+        {
+            std::fs::copy(&path, to.join(name))?;
+        }
+    }
+    Ok(())
 }
 
 /// `rdma-bench` (crates/benches), if it was built in the bench profile: the read path's

@@ -395,6 +395,9 @@ pub fn run_in_guest(
     if clock.ran_out_in().is_none() {
         run_sdk_benchmark(&guest, factor, clock, report);
     }
+    if clock.ran_out_in().is_none() {
+        run_filer_benchmark(&guest, factor, clock, report);
+    }
     guest.shutdown()?;
     Ok(summary)
 }
@@ -667,6 +670,23 @@ fn run_sdk_benchmark(guest: &Guest, factor: f64, clock: &mut StageClock, report:
     ];
     report("SDK benchmark (downloads over RDMA vs over HTTP):");
     run_benchmark(guest, "sdk-rdma-vs-http", command, factor, clock, report);
+}
+
+/// `filer-rdma-vs-http` (crates/benches), if it was built in the bench profile: a 64 MiB
+/// file read by path through a `weed filer`, sequentially and in 4 KiB ranges, with its
+/// chunks over RDMA, over the SDK's HTTP path, and through the filer's own HTTP read.
+/// Figures only: it never fails the run.
+fn run_filer_benchmark(guest: &Guest, factor: f64, clock: &mut StageClock, report: &mut dyn FnMut(&str)) {
+    let Some((bench, server)) = bench_binary("filer-rdma-vs-http", report) else { return };
+    let command = vec![
+        bench.display().to_string(),
+        "--volume-server".to_owned(),
+        server.display().to_string(),
+        "--seconds".to_owned(),
+        "2".to_owned(),
+    ];
+    report("filer benchmark (a file read by path: chunks over RDMA, over HTTP, and the filer's GET):");
+    run_benchmark(guest, "filer-rdma-vs-http", command, factor, clock, report);
 }
 
 #[cfg(test)]

@@ -276,6 +276,9 @@ fn range_at(i: usize, file_len: usize, range: usize) -> Range<usize> {
     start..start + range
 }
 
+/// One way of reading's figures: (its name, whole-file reads, range reads).
+type Row = (&'static str, Measured, Measured);
+
 async fn run(o: &Options) -> Result<(), BoxError> {
     let cluster = tokio::task::block_in_place(|| Cluster::start(o))?;
     let data = testbeds::pseudo_random(o.file_mib * MIB, 64);
@@ -292,32 +295,7 @@ async fn run(o: &Options) -> Result<(), BoxError> {
         o.device,
         o.seconds
     );
-
-    let rdma = Arc::new(RdmaTransport::new(RdmaTransportConfig {
-        engine: RdmaEngine::Sideway,
-        device: DeviceChoice::Name(o.device.clone()),
-        read_timeout: scaled(Duration::from_secs(10)),
-        rpc_timeout: scaled(Duration::from_secs(10)),
-        ..RdmaTransportConfig::default()
-    }));
-    let sdk = |policy: RdmaPolicy| {
-        let rdma = Arc::clone(&rdma);
-        FilerClient::builder(cluster.filer.addr())
-            .rpc_timeout(scaled(Duration::from_secs(30)))
-            .chunk_reads(move |b| {
-                b.rdma_transport(rdma)
-                    .rdma_policy(policy)
-                    .rdma_timeout(scaled(Duration::from_secs(20)))
-                    .request_timeout(scaled(Duration::from_secs(60)))
-            })
-            .build()
-    };
-    let readers = [
-        ("sdk-rdma", Reader::Sdk(Box::new(sdk(RdmaPolicy::Require)?))),
-        ("sdk-http", Reader::Sdk(Box::new(sdk(RdmaPolicy::Off)?))),
-        ("filer-http", Reader::FilerHttp(cluster.filer.url())),
-    ];
-
+    let readers = readers(o, &cluster)?;
     let mut rows = Vec::new();
     for (name, reader) in &readers {
         // A first range read opens what each way keeps open (gRPC channels, the RDMA
@@ -337,14 +315,48 @@ async fn run(o: &Options) -> Result<(), BoxError> {
             metrics.reads, metrics.fallbacks
         );
     }
+    print_figures(&rows, data.len(), o.range);
+    save_figures(&rows, data.len(), o)
+}
 
+/// The three ways of reading: the SDK with its chunks over RDMA (nothing may fall back),
+/// the SDK over HTTP, and the filer's own GET.
+fn readers(o: &Options, cluster: &Cluster) -> Result<[(&'static str, Reader); 3], BoxError> {
+    let rdma = Arc::new(RdmaTransport::new(RdmaTransportConfig {
+        engine: RdmaEngine::Sideway,
+        device: DeviceChoice::Name(o.device.clone()),
+        read_timeout: scaled(Duration::from_secs(10)),
+        rpc_timeout: scaled(Duration::from_secs(10)),
+        ..RdmaTransportConfig::default()
+    }));
+    let sdk = |policy: RdmaPolicy| {
+        let rdma = Arc::clone(&rdma);
+        FilerClient::builder(cluster.filer.addr())
+            .rpc_timeout(scaled(Duration::from_secs(30)))
+            .chunk_reads(move |b| {
+                b.rdma_transport(rdma)
+                    .rdma_policy(policy)
+                    .rdma_timeout(scaled(Duration::from_secs(20)))
+                    .request_timeout(scaled(Duration::from_secs(60)))
+            })
+            .build()
+    };
+    Ok([
+        ("sdk-rdma", Reader::Sdk(Box::new(sdk(RdmaPolicy::Require)?))),
+        ("sdk-http", Reader::Sdk(Box::new(sdk(RdmaPolicy::Off)?))),
+        ("filer-http", Reader::FilerHttp(cluster.filer.url())),
+    ])
+}
+
+/// The table, then the ratios of the first way (RDMA) to each other.
+fn print_figures(rows: &[Row], file_len: usize, range: usize) {
     println!(
         "{:>18} {:>11} {:>10} {:>10} {:>9} {:>9} {:>16}",
         "read", "path", "p50 ms", "p99 ms", "MB/s", "reads/s", "CPU s/GiB (f+v)"
     );
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    for (kind, size) in [("sequential", data.len()), ("range", o.range)] {
-        for (name, sequential, ranges) in &rows {
+    for (kind, size) in [("sequential", file_len), ("range", range)] {
+        for (name, sequential, ranges) in rows {
             let m = if kind == "sequential" { sequential } else { ranges };
             println!(
                 "{:>18} {name:>11} {:>10.2} {:>10.2} {:>9.2} {:>9.2} {:>16.2}",
@@ -369,17 +381,20 @@ async fn run(o: &Options) -> Result<(), BoxError> {
             );
         }
     }
+}
 
+/// Into `$BENCH_FIGURES_DIR`, when it is set, for `bench-report`.
+fn save_figures(rows: &[Row], file_len: usize, o: &Options) -> Result<(), BoxError> {
     let method = format!(
         "a {} file in {} chunks through weed filer, read by path one read at a time, {} s per phase; \
          CPU is the filer's plus the volume server's",
-        human(data.len() as u64),
+        human(file_len as u64),
         human((o.chunk_mib * MIB) as u64),
         o.seconds
     );
     let mut saved = FigureSet::new("filer-rdma-vs-http", method);
-    for (name, sequential, ranges) in &rows {
-        saved.figures.push(sequential.figure(name, "sequential", data.len()));
+    for (name, sequential, ranges) in rows {
+        saved.figures.push(sequential.figure(name, "sequential", file_len));
         saved.figures.push(ranges.figure(name, "range", o.range));
     }
     if let Some(path) = saved.save_if_asked()? {

@@ -392,11 +392,13 @@ pub fn run_in_guest(
     if clock.ran_out_in().is_none() {
         run_read_path_benchmark(&guest, &baseline, factor, clock, report);
     }
-    if clock.ran_out_in().is_none() {
-        run_sdk_benchmark(&guest, factor, clock, report);
-    }
-    if clock.ran_out_in().is_none() {
-        run_filer_benchmark(&guest, factor, clock, report);
+    for (name, seconds, heading) in SDK_HARNESSES {
+        if clock.ran_out_in().is_none()
+            && let Some(command) = harness_command(name, seconds, report)
+        {
+            report(heading);
+            run_benchmark(&guest, name, command, factor, clock, report);
+        }
     }
     guest.shutdown()?;
     Ok(summary)
@@ -548,10 +550,27 @@ pub fn run_cross_host(
     Ok(())
 }
 
-/// A benchmark built in the bench profile next to this binary's target directory
-/// (`<target>/release/NAME`), if it was built (else a note and None), and the volume
-/// server it measures: the optimized build beside it, or the debug one.
-fn bench_binary(name: &str, report: &mut dyn FnMut(&str)) -> Option<(PathBuf, PathBuf)> {
+/// The harnesses (crates/benches) run after rdma-bench, if they were built in the bench
+/// profile: (name, seconds per phase, heading). Figures only: they never fail the run.
+/// - `sdk-rdma-vs-http`: downloads through the SDK over RDMA and over HTTP from one
+///   volume server, in the same boot;
+/// - `filer-rdma-vs-http`: a 64 MiB file read by path through a `weed filer`,
+///   sequentially and in 4 KiB ranges, with its chunks over RDMA, over the SDK's HTTP
+///   path, and through the filer's own HTTP read.
+const SDK_HARNESSES: [(&str, &str, &str); 2] = [
+    ("sdk-rdma-vs-http", "1", "SDK benchmark (downloads over RDMA vs over HTTP):"),
+    (
+        "filer-rdma-vs-http",
+        "2",
+        "filer benchmark (a file read by path: chunks over RDMA, over HTTP, and the filer's GET):",
+    ),
+];
+
+/// The command of harness `name` built in the bench profile next to this binary's target
+/// directory (`<target>/release/NAME`), against the volume server beside it (the
+/// optimized build, or the debug one), with `seconds` per figure; None (and a note) if
+/// it was not built.
+fn harness_command(name: &str, seconds: &str, report: &mut dyn FnMut(&str)) -> Option<Vec<String>> {
     let debug_dir = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf))?;
     let release = debug_dir.with_file_name("release");
     let bench = release.join(name);
@@ -563,7 +582,13 @@ fn bench_binary(name: &str, report: &mut dyn FnMut(&str)) -> Option<(PathBuf, Pa
         .into_iter()
         .find(|p| p.exists())
         .unwrap_or_else(|| debug_dir.join("volume-server"));
-    Some((bench, server))
+    Some(vec![
+        bench.display().to_string(),
+        "--volume-server".to_owned(),
+        server.display().to_string(),
+        "--seconds".to_owned(),
+        seconds.to_owned(),
+    ])
 }
 
 /// Runs a benchmark as step `name` with `args` (+ `$SOFTROCE_SLOWNESS`). Figures only:
@@ -625,20 +650,12 @@ fn run_read_path_benchmark(
     clock: &mut StageClock,
     report: &mut dyn FnMut(&str),
 ) {
-    let Some((bench, server)) = bench_binary("rdma-bench", report) else { return };
     // Besides one run of every figure, three rounds of perftest then each engine's
     // like-for-like figures, for per-round ratios and their median: perftest alone varies
     // by 15-30% between runs in one boot. 1 s per figure, and perftest's rounds sized to
     // about a second each from the baseline, whatever the guest's speed.
-    let mut command = vec![
-        bench.display().to_string(),
-        "--volume-server".to_owned(),
-        server.display().to_string(),
-        "--seconds".to_owned(),
-        "1".to_owned(),
-        "--rounds".to_owned(),
-        "3".to_owned(),
-    ];
+    let Some(mut command) = harness_command("rdma-bench", "1", report) else { return };
+    command.extend(["--rounds".to_owned(), "3".to_owned()]);
     for result in baseline {
         match (result.case.kind, result.case.size, result.figures) {
             (perftest::PerftestKind::ReadLatency, 4096, perftest::Figures::Latency { typical, .. }) => {
@@ -654,39 +671,6 @@ fn run_read_path_benchmark(
     }
     report("read-path benchmark (each engine built in vs the perftest figures above):");
     run_benchmark(guest, "rdma-bench", command, factor, clock, report);
-}
-
-/// `sdk-rdma-vs-http` (crates/benches), if it was built in the bench profile: downloads
-/// through the SDK over RDMA and over HTTP from one volume server, in the same boot.
-/// Figures only: it never fails the run.
-fn run_sdk_benchmark(guest: &Guest, factor: f64, clock: &mut StageClock, report: &mut dyn FnMut(&str)) {
-    let Some((bench, server)) = bench_binary("sdk-rdma-vs-http", report) else { return };
-    let command = vec![
-        bench.display().to_string(),
-        "--volume-server".to_owned(),
-        server.display().to_string(),
-        "--seconds".to_owned(),
-        "1".to_owned(),
-    ];
-    report("SDK benchmark (downloads over RDMA vs over HTTP):");
-    run_benchmark(guest, "sdk-rdma-vs-http", command, factor, clock, report);
-}
-
-/// `filer-rdma-vs-http` (crates/benches), if it was built in the bench profile: a 64 MiB
-/// file read by path through a `weed filer`, sequentially and in 4 KiB ranges, with its
-/// chunks over RDMA, over the SDK's HTTP path, and through the filer's own HTTP read.
-/// Figures only: it never fails the run.
-fn run_filer_benchmark(guest: &Guest, factor: f64, clock: &mut StageClock, report: &mut dyn FnMut(&str)) {
-    let Some((bench, server)) = bench_binary("filer-rdma-vs-http", report) else { return };
-    let command = vec![
-        bench.display().to_string(),
-        "--volume-server".to_owned(),
-        server.display().to_string(),
-        "--seconds".to_owned(),
-        "2".to_owned(),
-    ];
-    report("filer benchmark (a file read by path: chunks over RDMA, over HTTP, and the filer's GET):");
-    run_benchmark(guest, "filer-rdma-vs-http", command, factor, clock, report);
 }
 
 #[cfg(test)]

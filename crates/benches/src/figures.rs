@@ -98,6 +98,12 @@ impl FigureSet {
     }
 }
 
+/// The sample of `sorted` (ascending, not empty) at quantile `q` (0 to 1): the nearest
+/// rank, as every figure here is taken.
+pub fn quantile(sorted: &[std::time::Duration], q: f64) -> std::time::Duration {
+    sorted[((sorted.len() - 1) as f64 * q).round() as usize]
+}
+
 /// The latency distribution of `sorted` (ascending) at the percentiles a report plots.
 pub fn percentiles_us(sorted: &[std::time::Duration]) -> Vec<(f64, f64)> {
     if sorted.is_empty() {
@@ -105,10 +111,7 @@ pub fn percentiles_us(sorted: &[std::time::Duration]) -> Vec<(f64, f64)> {
     }
     [1.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.9]
         .iter()
-        .map(|&p| {
-            let index = ((sorted.len() - 1) as f64 * p / 100.0).round() as usize;
-            (p, sorted[index].as_nanos() as f64 / 1e3)
-        })
+        .map(|&p| (p, quantile(sorted, p / 100.0).as_nanos() as f64 / 1e3))
         .collect()
 }
 

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use benches::figures::{Figure, FigureSet, percentiles_us};
+use benches::figures::{Figure, FigureSet, percentiles_us, quantile};
 use benches::report::human;
 use client_sdk::{DeviceChoice, FilerClient, RdmaEngine, RdmaPolicy, RdmaTransport, RdmaTransportConfig};
 use testbeds::ours::OurVolumeServer;
@@ -209,8 +209,8 @@ struct Measured {
 }
 
 impl Measured {
-    fn p(&self, quantile: f64) -> Duration {
-        self.latencies[((self.latencies.len() - 1) as f64 * quantile).round() as usize]
+    fn p(&self, q: f64) -> Duration {
+        quantile(&self.latencies, q)
     }
     fn mb_per_s(&self) -> f64 {
         self.bytes as f64 / MIB as f64 / self.elapsed.as_secs_f64()

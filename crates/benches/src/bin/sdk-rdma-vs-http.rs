@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use benches::figures::{Figure, FigureSet, percentiles_us};
+use benches::figures::{Figure, FigureSet, percentiles_us, quantile};
 use benches::report::human;
 use client_sdk::{
     Client, DeviceChoice, FileId, RdmaEngine, RdmaPolicy, RdmaTransport, RdmaTransportConfig, ReadTransport,
@@ -206,10 +206,9 @@ async fn measure(
     let cpu = server.cpu_seconds()? - cpu_before;
     let bytes = served.load(Ordering::Relaxed) + (latencies.len() * size) as u64;
     latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
     Ok(Figures {
-        p50: at(0.50),
-        p99: at(0.99),
+        p50: quantile(&latencies, 0.50),
+        p99: quantile(&latencies, 0.99),
         mb_per_s: served.load(Ordering::Relaxed) as f64 / 1e6 / elapsed,
         cpu_s_per_gib: cpu / (bytes as f64 / (1u64 << 30) as f64),
         percentiles_us: percentiles_us(&latencies),

@@ -4,6 +4,20 @@
 use crate::process::{Error, ServerProcess, http_ok, on_free_port};
 use std::path::{Path, PathBuf};
 
+/// Our `volume-server` binary as cargo builds it for the running test: in the profile
+/// directory (`<target>/debug/`) above the test executable's `deps/`, where `cargo test`
+/// puts the workspace's binaries. Panics, saying how to build it, when it is not there.
+pub fn volume_server_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let bin = exe.parent().and_then(Path::parent).expect("<target>/debug").join("volume-server");
+    assert!(
+        bin.exists(),
+        "{} is missing: `cargo build -p volume-server` (`cargo test --workspace` builds it)",
+        bin.display()
+    );
+    bin
+}
+
 /// A running `volume-server`, standalone (embedded master API) unless `extra` says
 /// `--mserver`, with its HTTP port `P` and its gRPC port `P + 10000` (the default: tests
 /// do not pass `--grpc-port`, so both ports are the start's own choice).

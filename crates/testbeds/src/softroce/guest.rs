@@ -517,13 +517,17 @@ impl Guest {
             .iter()
             .map(|(k, v)| shell_quote(&format!("{k}={v}")))
             .collect();
+        // In the background so that `pid` names the `timeout` process (the subshell
+        // execs into it): [`Job::cut`] sends it the signal its own timer would.
         format!(
             "d={d}\n\
              (\n\
              \x20 ulimit -l unlimited\n\
              \x20 cd {cwd} || exit 126\n\
              \x20 exec env -i {env} timeout --verbose --kill-after=10 {secs} /bin/sh \"$d/command.sh\"\n\
-             ) >\"$d/stdout\" 2>\"$d/stderr\" </dev/null\n\
+             ) >\"$d/stdout\" 2>\"$d/stderr\" </dev/null &\n\
+             echo $! >\"$d/pid\"\n\
+             wait $!\n\
              echo $? >\"$d/status.partial\"\n\
              mv \"$d/status.partial\" \"$d/status\"\n",
             cwd = shell_quote(&command.cwd.display().to_string()),
@@ -658,21 +662,31 @@ impl Job<'_> {
     /// Waits for the job to end and returns its output; an error if it timed out or the
     /// guest stopped.
     pub fn wait(self, echo: Echo) -> Result<CommandOutput, Error> {
-        self.wait_watching(echo, &mut |_| {})
+        self.wait_watching(echo, &mut |_| Watch::Go)
     }
 
-    /// [`Job::wait`], handing each piece of stdout to `watch` as it arrives (within
-    /// [`POLL`]), e.g. to time the tests of a test executable as it reports them.
-    pub fn wait_watching(self, echo: Echo, watch: &mut dyn FnMut(&[u8])) -> Result<CommandOutput, Error> {
+    /// [`Job::wait`], handing each piece of stdout to `watch` as it arrives (and an
+    /// empty one every [`POLL`]), e.g. to time the tests of a test executable as it
+    /// reports them; when `watch` answers [`Watch::Cut`] the job is cut off as if its
+    /// time limit had passed ([`Error::CommandTimedOut`]).
+    pub fn wait_watching(
+        self,
+        echo: Echo,
+        watch: &mut dyn FnMut(&[u8]) -> Watch,
+    ) -> Result<CommandOutput, Error> {
         let mut stdout = Tail::new(self.dir.join("stdout"));
         let mut stderr = Tail::new(self.dir.join("stderr"));
         let status_file = self.dir.join("status");
         let hard_limit = self.timeout + COMMAND_GRACE;
+        let mut cut = false;
         loop {
             // Read the status before the output, so output written before exit is complete.
             let status = fs::read_to_string(&status_file).ok();
             let (new_out, new_err) = (stdout.read_new(), stderr.read_new());
-            watch(&new_out);
+            if watch(&new_out) == Watch::Cut && !cut && status.is_none() {
+                self.guest.spawn(&cut_command(&self.dir))?;
+                cut = true;
+            }
             if echo == Echo::Live {
                 let _ = std::io::stdout().write_all(&new_out).and_then(|_| std::io::stdout().flush());
                 let _ = std::io::stderr().write_all(&new_err);
@@ -711,6 +725,22 @@ impl Job<'_> {
     fn read_output(&self, name: &str) -> String {
         String::from_utf8_lossy(&fs::read(self.dir.join(name)).unwrap_or_default()).into_owned()
     }
+}
+
+/// What a watcher of a running job wants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    Go,
+    /// Cut the job off now, as its time limit would.
+    Cut,
+}
+
+/// The guest command that cuts off the job in `dir`: SIGALRM is the signal `timeout`'s
+/// own timer raises, so `timeout` stops the command's whole process group, says so on
+/// stderr and exits 124, exactly as when its limit passes.
+fn cut_command(dir: &Path) -> GuestCommand {
+    let pid = shell_quote(&dir.join("pid").display().to_string());
+    GuestCommand::shell(format!("kill -ALRM \"$(cat {pid})\"")).cwd("/").timeout(Duration::from_secs(30))
 }
 
 /// Follows a file another process appends to.
@@ -943,23 +973,27 @@ mod tests {
         assert_eq!(hidden_in_guest(Path::new("/tmpfoo/target/x")), None);
     }
 
-    #[test]
-    fn job_script_sets_limits_environment_and_status() {
-        // A Guest value only to render the script; no QEMU is started.
-        let child = Command::new("true").spawn().unwrap();
-        let guest = Guest {
+    /// A Guest value over `run_dir` for rendering and running job scripts; no QEMU is
+    /// started.
+    fn without_qemu(run_dir: &Path) -> Guest {
+        Guest {
             name: "guest".to_owned(),
-            qemu: Mutex::new(child),
-            run_dir: PathBuf::from("/r"),
-            console: PathBuf::from("/r/console.log"),
-            qemu_log: PathBuf::from("/r/qemu.log"),
+            qemu: Mutex::new(Command::new("true").spawn().unwrap()),
+            run_dir: run_dir.to_path_buf(),
+            console: run_dir.join("console.log"),
+            qemu_log: run_dir.join("qemu.log"),
             next_job: AtomicU32::new(0),
             rdma_ip: SINGLE_GUEST_IP,
             peer_ip: None,
             gid_index: 1,
             boot_time: Duration::ZERO,
             scratch: None,
-        };
+        }
+    }
+
+    #[test]
+    fn job_script_sets_limits_environment_and_status() {
+        let guest = without_qemu(Path::new("/r"));
         let command =
             GuestCommand::shell("echo hi").cwd("/work/x y").env("K", "v w").timeout(Duration::from_secs(7));
         let script = guest.job_script(Path::new("/r/jobs/0"), &command);
@@ -972,5 +1006,35 @@ mod tests {
         // The script is valid shell.
         let check = Command::new("/bin/sh").arg("-n").arg("-c").arg(&script).status().unwrap();
         assert!(check.success());
+    }
+
+    /// The job wrapper and the cut-off, run by this host's shell as the guest's agent
+    /// runs them in the guest's chroot of this same root: a command that would run for
+    /// a minute is stopped as by its time limit, which [`Job::wait_watching`] reads as
+    /// [`Error::CommandTimedOut`].
+    #[test]
+    fn a_cut_job_stops_at_once_as_its_time_limit_would_stop_it() {
+        let run_dir = std::env::temp_dir().join(format!("testbeds-cut-{}", std::process::id()));
+        let dir = run_dir.join("jobs/0");
+        fs::create_dir_all(&dir).unwrap();
+        let guest = without_qemu(&run_dir);
+        let command =
+            GuestCommand::shell("echo started; sleep 60").cwd("/").timeout(Duration::from_secs(120));
+        fs::write(dir.join("command.sh"), command.script()).unwrap();
+        fs::write(dir.join("job.sh"), guest.job_script(&dir, &command)).unwrap();
+        let started = Instant::now();
+        let mut job = Command::new("/bin/sh").arg(dir.join("job.sh")).spawn().unwrap();
+        while !fs::read_to_string(dir.join("stdout")).unwrap_or_default().contains("started") {
+            assert!(started.elapsed() < Duration::from_secs(30), "the job never started");
+            std::thread::sleep(POLL);
+        }
+        let cut = cut_command(&dir);
+        let sent = Command::new("/bin/sh").arg("-c").arg(cut.script()).status().unwrap();
+        assert!(sent.success());
+        assert!(job.wait().unwrap().success());
+        assert!(started.elapsed() < Duration::from_secs(30), "cut off at once, not after the sleep");
+        assert_eq!(fs::read_to_string(dir.join("status")).unwrap().trim(), "124");
+        assert!(fs::read_to_string(dir.join("stderr")).unwrap().contains("timeout: sending signal"));
+        fs::remove_dir_all(&run_dir).unwrap();
     }
 }

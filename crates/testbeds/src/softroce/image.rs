@@ -19,6 +19,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
@@ -128,6 +129,7 @@ impl GuestImage {
         }
 
         let deb = kernel_package(&cache, &version, progress)?;
+        progress("kernel package: unpacking");
         fs::create_dir_all(&kernel_dir).map_err(io_error(&kernel_dir))?;
         let scratch = TempDir::new(&kernel_dir, "extract")?;
         run_host(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(scratch.path()))?;
@@ -139,6 +141,7 @@ impl GuestImage {
             progress(&format!("kernel {version}: extracted {}", vmlinuz.display()));
         }
 
+        progress(&format!("initramfs: resolving the dependencies of {}", ROOT_MODULES.join(" ")));
         run_host(Command::new(tool_path("depmod")).arg("-b").arg(scratch.path()).arg(&version))?;
         let mut show_depends = Vec::new();
         for module in ROOT_MODULES {
@@ -151,6 +154,7 @@ impl GuestImage {
             show_depends.push(output);
         }
         let modules = module_load_order(&show_depends)?;
+        progress(&format!("initramfs: packing busybox, init and {} modules", modules.len()));
         build_initramfs(&busybox, &modules, &initramfs, &kernel_dir)?;
         let names: Vec<&str> = modules.iter().map(|m| m.name.as_str()).collect();
         progress(&format!(
@@ -229,8 +233,16 @@ fn kernel_package(cache: &Path, version: &str, progress: &mut dyn FnMut(&str)) -
     }
     let download = TempDir::new(&debs, "download")?;
     let package = format!("linux-image-{version}");
-    let fetch =
-        || run_host(Command::new("apt-get").args(["download", "-q", &package]).current_dir(download.path()));
+    let mut fetch = || {
+        let size = package_size(&package);
+        progress(&format!(
+            "kernel package: downloading {package}{}",
+            size.map(|b| format!(" ({:.1} MiB)", mib(b))).unwrap_or_default()
+        ));
+        watching_downloads(download.path(), size, &mut *progress, || {
+            run_host(Command::new("apt-get").args(["download", "-q", &package]).current_dir(download.path()))
+        })
+    };
     if fetch().is_err() {
         run_host(Command::new("apt-get").args(["update", "-qq"]))?;
         fetch()?;
@@ -390,6 +402,65 @@ fn install_file(source: &Path, target: &Path) -> Result<(), Error> {
 }
 
 /// The absolute path of a host tool, falling back to its bare name (so the spawn error names it).
+/// How often a download's progress is told at most.
+const DOWNLOAD_REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// The size apt's lists give for `package`'s candidate version, if they say.
+fn package_size(package: &str) -> Option<u64> {
+    let output = Command::new("apt-cache").args(["show", "--no-all-versions", package]).output().ok()?;
+    parse_package_size(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// The `Size:` field of `apt-cache show` output.
+pub fn parse_package_size(apt_cache_show: &str) -> Option<u64> {
+    apt_cache_show.lines().find_map(|line| line.strip_prefix("Size:")?.trim().parse().ok())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+/// One line of download progress: bytes so far, of how many if known.
+pub fn download_progress_line(done: u64, total: Option<u64>) -> String {
+    match total {
+        Some(total) if total > 0 => format!(
+            "kernel package: {:.1} of {:.1} MiB ({}%)",
+            mib(done),
+            mib(total),
+            (done.min(total) * 100 / total)
+        ),
+        _ => format!("kernel package: {:.1} MiB", mib(done)),
+    }
+}
+
+/// Runs `download` (which fills `dir`) while telling `progress`, every
+/// [`DOWNLOAD_REPORT_EVERY`] that the bytes in `dir` grew, how far it is.
+fn watching_downloads<T: Send>(
+    dir: &Path,
+    total: Option<u64>,
+    progress: &mut dyn FnMut(&str),
+    download: impl FnOnce() -> T + Send,
+) -> T {
+    let bytes_in = |dir: &Path| -> u64 {
+        fs::read_dir(dir)
+            .map(|entries| entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+            .unwrap_or(0)
+    };
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(download);
+        let (mut told, mut told_at) = (0, Instant::now());
+        while !worker.is_finished() {
+            std::thread::sleep(Duration::from_millis(200));
+            let done = bytes_in(dir);
+            if done > told && told_at.elapsed() >= DOWNLOAD_REPORT_EVERY {
+                progress(&download_progress_line(done, total));
+                (told, told_at) = (done, Instant::now());
+            }
+        }
+        worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
 fn tool_path(tool: &str) -> PathBuf {
     find_tool(tool).unwrap_or_else(|| PathBuf::from(tool))
 }
@@ -435,6 +506,24 @@ impl Drop for TempDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn download_progress_reads_apts_size_and_counts_up_to_it() {
+        let show = "Package: linux-image-6.1.0-41-amd64\nVersion: 6.1.158-1\nSize: 71303168\nSHA256: ab\n";
+        assert_eq!(parse_package_size(show), Some(71_303_168));
+        assert_eq!(parse_package_size("Package: x\nSize: many\n"), None);
+        assert_eq!(parse_package_size(""), None);
+        assert_eq!(
+            download_progress_line(17 << 20, Some(68 << 20)),
+            "kernel package: 17.0 of 68.0 MiB (25%)"
+        );
+        assert_eq!(
+            download_progress_line(70 << 20, Some(68 << 20)),
+            "kernel package: 70.0 of 68.0 MiB (100%)",
+            "a size the lists got wrong never shows past 100%"
+        );
+        assert_eq!(download_progress_line(3 << 19, None), "kernel package: 1.5 MiB");
+    }
 
     #[test]
     fn finds_the_versioned_kernel_package() {

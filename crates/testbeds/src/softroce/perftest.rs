@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::Duration;
 
 use super::guest::{Echo, Guest, GuestCommand, RDMA_DEVICE};
-use super::{Error, tail_lines};
+use super::{Error, slowness, tail_lines};
 
 /// Which perftest program.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -243,6 +243,28 @@ pub fn render_table(results: &[PerftestResult]) -> String {
     table
 }
 
+/// The slowness ([`super::slowness`]) of the boot `baseline` was measured in: the larger of its 4 KiB
+/// `ib_read_lat` typical latency over [`slowness::REFERENCE_READ_LAT_US`] and
+/// [`slowness::REFERENCE_READ_BW_MB_S`] over its 1 MiB `ib_read_bw` average, at least 1 (a faster
+/// guest keeps the limits as written). None if the baseline has neither figure.
+pub fn slowness(baseline: &[PerftestResult]) -> Option<f64> {
+    baseline
+        .iter()
+        .filter_map(|result| match (result.case.kind, result.case.size, result.figures) {
+            (PerftestKind::ReadLatency, 4096, Figures::Latency { typical, .. }) if typical > 0.0 => {
+                Some(typical / slowness::REFERENCE_READ_LAT_US)
+            }
+            (PerftestKind::ReadBandwidth, 1_048_576, Figures::Bandwidth { average_mb_s, .. })
+                if average_mb_s > 0.0 =>
+            {
+                Some(slowness::REFERENCE_READ_BW_MB_S / average_mb_s)
+            }
+            _ => None,
+        })
+        .reduce(f64::max)
+        .map(|factor| factor.clamp(1.0, slowness::MAX_FACTOR))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,5 +376,44 @@ Device not recognized to implement inline feature. Disabling it
             "{table}"
         );
         assert_eq!(human_size(100), "100 B");
+    }
+
+    fn latency(typical: f64) -> PerftestResult {
+        PerftestResult {
+            case: PerftestCase::read_latency(4096),
+            figures: Figures::Latency {
+                min: typical,
+                max: typical,
+                typical,
+                average: typical,
+                stdev: 0.0,
+                p99: typical,
+                p999: typical,
+            },
+        }
+    }
+
+    fn bandwidth(size: u64, average_mb_s: f64) -> PerftestResult {
+        PerftestResult {
+            case: PerftestCase::read_bandwidth(size),
+            figures: Figures::Bandwidth { peak_mb_s: average_mb_s, average_mb_s, msg_rate_mpps: 1.0 },
+        }
+    }
+
+    #[test]
+    fn the_factor_is_the_larger_ratio_to_the_reference_and_never_below_one() {
+        assert_eq!(slowness(&[latency(slowness::REFERENCE_READ_LAT_US * 3.0)]), Some(3.0));
+        assert_eq!(slowness(&[latency(30.0)]), Some(1.0), "a fast guest keeps the limits");
+        assert_eq!(slowness(&[latency(1e9)]), Some(slowness::MAX_FACTOR));
+        // A busy host: the median latency barely moves, the bandwidth shows it.
+        let busy = [latency(slowness::REFERENCE_READ_LAT_US * 3.0), bandwidth(1 << 20, 5.0)];
+        assert_eq!(slowness(&busy), Some(slowness::REFERENCE_READ_BW_MB_S / 5.0));
+        let slow_cpu = [
+            latency(slowness::REFERENCE_READ_LAT_US * 4.0),
+            bandwidth(1 << 20, slowness::REFERENCE_READ_BW_MB_S / 2.0),
+        ];
+        assert_eq!(slowness(&slow_cpu), Some(4.0));
+        assert_eq!(slowness(&[bandwidth(4096, 1.0)]), None, "only the 1 MiB figure counts");
+        assert_eq!(slowness(&[]), None);
     }
 }

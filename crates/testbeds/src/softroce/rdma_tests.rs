@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::guest::{CommandOutput, Echo, Guest, GuestCommand, GuestConfig, GuestPair, hidden_in_guest};
+use super::guest::{
+    CommandOutput, Echo, Guest, GuestCommand, GuestConfig, GuestPair, Watch, hidden_in_guest,
+};
 use super::image::GuestImage;
 use super::perftest::{self, PerftestCase, SELFCHECK_CASES};
 use super::{Error, slowness, tail_lines};
@@ -367,7 +369,7 @@ pub fn run_in_guest(
     let baseline = clock.time("perftest baseline", || {
         Ok((perftest::run_cases(&guest, &guest, &SELFCHECK_CASES)?, StepOutcome::Ok))
     })?;
-    let factor = slowness::from_baseline(&baseline).unwrap_or(1.0);
+    let factor = perftest::slowness(&baseline).unwrap_or(1.0);
     report(&format!(
         "perftest over rxe0, same boot (the verbs-level limit to compare with):\n{}",
         perftest::render_table(&baseline).trim_end()
@@ -406,10 +408,11 @@ pub fn run_in_guest(
 
 /// Runs the RDMA tests `names` of `executable` in one process (one start of a large
 /// debug executable costs the emulated guest seconds, many times over if each test had
-/// its own), one at a time, under a limit of [`TEST_TIMEOUT`] scaled by `factor` per
-/// test (cut to the budget). Each test is a step of `clock`, timed from libtest's live
-/// report; if the limit cuts the process off, the test that was running is the step
-/// named, and the ones after it are counted as not run.
+/// its own), one at a time. Each test is a step of `clock`, timed from libtest's live
+/// report, and may run [`TEST_TIMEOUT`] scaled by `factor`: a test past that is cut
+/// off then (a hang costs its own limit, not its executable's), as is the process at
+/// the sum of its tests' limits (cut to the budget). The test that was running is the
+/// step named, and the ones after it are counted as not run.
 fn run_executable(
     guest: &Guest,
     executable: &TestExecutable,
@@ -421,7 +424,8 @@ fn run_executable(
 ) -> Result<(), Error> {
     let label = executable.label();
     report(&format!("running {label}: {} test(s), one at a time", names.len()));
-    let (limit, cut) = clock.bound(TEST_TIMEOUT.mul_f64(factor) * names.len() as u32);
+    let test_limit = TEST_TIMEOUT.mul_f64(factor);
+    let (limit, cut) = clock.bound(test_limit * names.len() as u32);
     let command =
         GuestCommand::argv([executable.path.to_string_lossy().as_ref(), "--ignored", "--test-threads", "1"])
             .cwd(&executable.manifest_dir)
@@ -429,8 +433,11 @@ fn run_executable(
             .env(slowness::ENV, factor.to_string())
             .timeout(limit);
     let mut progress = LibtestProgress::new(Instant::now());
-    let result =
-        guest.spawn(&command)?.wait_watching(Echo::Live, &mut |bytes| progress.feed(bytes, Instant::now()));
+    let result = guest.spawn(&command)?.wait_watching(Echo::Live, &mut |bytes| {
+        let now = Instant::now();
+        progress.feed(bytes, now);
+        if progress.running_for(now) > test_limit { Watch::Cut } else { Watch::Go }
+    });
     for test in &progress.finished {
         let step = format!("{label}::{}", test.name);
         clock.record(&step, test.elapsed, if test.passed { StepOutcome::Ok } else { StepOutcome::Failed });
@@ -466,6 +473,12 @@ fn run_executable(
                 tail_lines(&output.stderr, 20)
             ));
             clock.record(&step, since_last, StepOutcome::Failed);
+        }
+        Err(Error::CommandTimedOut { timeout, .. }) if since_last > test_limit => {
+            report(&format!(
+                "{step} ran past its limit of {test_limit:?} and was cut off (executable's limit {timeout:?})"
+            ));
+            clock.record(&step, since_last, StepOutcome::TimedOut);
         }
         Err(Error::CommandTimedOut { timeout, .. }) => {
             report(&format!("{label} was cut off after {timeout:?}, in {running}"));
@@ -505,6 +518,11 @@ struct LibtestProgress {
 impl LibtestProgress {
     fn new(started: Instant) -> Self {
         Self { pending: Vec::new(), last: started, finished: Vec::new() }
+    }
+
+    /// How long the test now running has been running at `now`.
+    fn running_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.last)
     }
 
     /// Takes the next piece of stdout, which arrived at `now`.
@@ -736,6 +754,11 @@ mod tests {
             "gamma is still running"
         );
         assert_eq!(progress.last, at(12));
+        assert_eq!(
+            progress.running_for(at(30)),
+            Duration::from_secs(18),
+            "gamma's time, not the executable's"
+        );
         assert_eq!(parse_test_line("test result: ok. 3 passed; 0 failed"), None);
         assert_eq!(parse_test_line("test a::b ... ok\n"), Some(("a::b", "ok")));
     }

@@ -73,6 +73,9 @@
 //! # Ok(()) }
 //! ```
 
+// Nothing here needs unsafe: the verbs live in rdma-transport.
+#![forbid(unsafe_code)]
+
 mod error;
 #[cfg(feature = "filer")]
 pub mod filer;

@@ -27,6 +27,9 @@
 //! No `Range` requests: weed keeps one CRC32-C per needle, so a partial body could not be
 //! verified. A ranged read takes the whole body through the CRC and keeps the range.
 
+// Nothing here needs unsafe: the verbs live in rdma-transport.
+#![forbid(unsafe_code)]
+
 use bytes::{Bytes, BytesMut};
 use needle::FileId;
 use reqwest::StatusCode;

@@ -4,6 +4,8 @@
 //! - [`Needle`]: records v1/v2/v3, decoded without copying the payload and encoded
 //!   byte-identical to weed's writer (padding included); [`DataSpan`] and [`NeedleMeta`]
 //!   give a record's metadata from its prefix and tail alone, for streamed reads;
+//!   [`Needle::verify`] is the one check of a record fetched from a location, the
+//!   server's reads and the RDMA client's alike;
 //! - [`SuperBlock`], [`idx`] entries with 4- or 5-byte offsets, [`Ttl`],
 //!   [`ReplicaPlacement`];
 //! - [`ChunkManifest`]: the JSON of a chunk-manifest needle (`weed upload -maxMB`);
@@ -24,6 +26,9 @@
 //! assert_eq!(needle::crc::etag(needle.verify_checksum()?), "9a71bb4c");
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+// Nothing here needs unsafe: the verbs live in rdma-transport.
+#![forbid(unsafe_code)]
 
 pub mod crc;
 mod error;

@@ -1,7 +1,8 @@
 //! The verify step: the bytes a READ brought back are returned only if they are the
-//! record that was asked for (header id, cookie and size) and intact (CRC32-C).
+//! record that was asked for (header id, size and cookie) and intact (CRC32-C). The
+//! checks are [`Needle::verify`], the same the volume server makes on its own reads.
 
-use needle::{FileId, FormatError, Needle, NeedleHeader, Version};
+use needle::{FileId, FormatError, Needle, Version};
 
 /// Checks `record` (header, body, checksum, v3 timestamp; no padding needed) against the
 /// fid and the body size Locate reported. Returns the parsed needle (borrowing the
@@ -12,19 +13,13 @@ pub fn verify_record<'r>(
     version: Version,
     record: &'r [u8],
 ) -> Result<(Needle<'r>, u32), FormatError> {
-    let header = NeedleHeader::parse(record)?;
-    header.expect(fid.needle_id(), needle_size)?;
-    header.expect_cookie(fid.cookie)?;
-    // parse + verify_checksum is Needle::decode, with the CRC it computes kept: one pass.
-    let needle = Needle::parse(record, version)?;
-    let crc = needle.verify_checksum()?;
-    Ok((needle, crc))
+    Needle::verify(record, version, fid.needle_id(), fid.cookie, needle_size)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use needle::{Cookie, NeedleId, VolumeId};
+    use needle::{Cookie, NeedleHeader, NeedleId, VolumeId};
 
     fn record(fid: &FileId, data: &[u8]) -> Vec<u8> {
         Needle::new(fid.needle_id(), fid.cookie, data).with_name(b"a.txt").to_bytes(Version::V3).unwrap()

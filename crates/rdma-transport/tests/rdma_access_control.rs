@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::Server;
 use needle::{Cookie, FileId, Needle, NeedleId, Ttl, Version};
+use rdma_transport::grpc_tls::{ClientTlsFiles, Dialer};
 use rdma_transport::proto::rdma_control_client::RdmaControlClient;
 use rdma_transport::proto::{self, LocateStatus};
 use rdma_transport::server::auth::JwtKey;
@@ -33,11 +34,20 @@ fn unix_now() -> u64 {
 }
 
 async fn control(server: &Server, from: Option<std::net::IpAddr>) -> RdmaControlClient<Channel> {
+    dial(server, from, &Dialer::default()).await
+}
+
+/// The control plane, dialed with `dialer` (plaintext, or mutual TLS with its certificate).
+async fn dial(
+    server: &Server,
+    from: Option<std::net::IpAddr>,
+    dialer: &Dialer,
+) -> RdmaControlClient<Channel> {
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc()))
         .unwrap()
         .local_address(from)
         .timeout(Duration::from_secs(30));
-    RdmaControlClient::new(endpoint.connect().await.expect("the control plane"))
+    RdmaControlClient::new(dialer.connect(endpoint).await.expect("the control plane"))
 }
 
 /// A session opened by hand: its gRPC client, id and connected queue pair.
@@ -55,7 +65,16 @@ impl RawSession {
         jwt: &str,
         grant: &str,
     ) -> Result<Self, tonic::Status> {
-        let mut control = control(server, None).await;
+        Self::open_on(control(server, None).await, engine, jwt, grant).await
+    }
+
+    /// [`RawSession::open`] on a control-plane client of the caller's.
+    async fn open_on(
+        mut control: RdmaControlClient<Channel>,
+        engine: &dyn ReadEngine,
+        jwt: &str,
+        grant: &str,
+    ) -> Result<Self, tonic::Status> {
         let mut qp = engine.create_qp().expect("a queue pair");
         let request = proto::OpenSessionRequest {
             client: Some(qp.endpoint().into()),
@@ -110,6 +129,12 @@ fn data_offset(server: &Server, vid: u32, data: &[u8]) -> u64 {
 
 /// Bytes from a record's first byte to its data (v3: header, then DataSize).
 const DATA_IN_RECORD: u64 = 16 + 4;
+
+/// The address of a neighbour's data, `to_neighbour` bytes from the data of the record
+/// `segment` holds: what a session reading around its record would READ.
+fn at_neighbour(segment: &proto::Segment, to_neighbour: i64) -> u64 {
+    segment.addr.checked_add_signed(DATA_IN_RECORD as i64 + to_neighbour).unwrap()
+}
 
 /// Expects a READ to fail, and the server to go on serving another session.
 async fn refused(attempt: Result<Vec<u8>, RdmaError>, what: &str, bystander: &RawSession, fid: &FileId) {
@@ -479,14 +504,14 @@ fn volume_exposure_reads_whole_volumes_for_a_grant_and_records_for_the_rest() {
         let segment = located.segments[0];
         let to_neighbour = data_offset(&server, fid.volume.0, &second) as i64
             - data_offset(&server, fid.volume.0, &first) as i64;
-        let addr = segment.addr.checked_add_signed(DATA_IN_RECORD as i64 + to_neighbour).unwrap();
+        let addr = at_neighbour(&segment, to_neighbour);
         let read = granted.read(addr, segment.rkey, 4096).await.expect("a granted session reads the volume");
         assert!(read == second, "the neighbour's bytes");
 
         // Not granted, on the same server: its records only.
         let mut plain = RawSession::open(&server, engine.as_ref(), &jwt, "").await.unwrap();
         let mine = plain.segment(&fid).await;
-        let addr = mine.addr.checked_add_signed(DATA_IN_RECORD as i64 + to_neighbour).unwrap();
+        let addr = at_neighbour(&mine, to_neighbour);
         refused(
             plain.read(addr, mine.rkey, 64).await,
             "an ungranted session reading around",
@@ -505,5 +530,66 @@ fn volume_exposure_reads_whole_volumes_for_a_grant_and_records_for_the_rest() {
         let forged = JwtKey::new("wrong").sign(&serde_json::json!({ "exp": exp, "volumes": [fid.volume.0] }));
         let forged_session = RawSession::open(&server, engine.as_ref(), &jwt, &forged).await;
         assert_eq!(forged_session.err().map(|s| s.code()), Some(tonic::Code::PermissionDenied));
+    });
+}
+
+#[test]
+#[ignore = "needs an RDMA device: runs in the Soft-RoCE guest (scripts/test-all)"]
+fn volume_exposure_reads_whole_volumes_for_a_named_client_certificate_and_records_for_the_rest() {
+    // The gRPC port runs weed's mutual TLS and admits any certificate of the cluster's
+    // CA; --rdma-volume-cn names the one whose sessions read whole volumes.
+    let pki_dir = tempfile::Builder::new().prefix("rdma-cn-").tempdir_in("/dev/shm").expect("tmpfs");
+    let pki = testbeds::pki::Pki::new(pki_dir.path()).unwrap();
+    let ca = pki.ca("cluster").unwrap();
+    let volume = pki.cert("cluster", "volume").unwrap();
+    let security = pki.dir().join("security.toml");
+    std::fs::write(
+        &security,
+        format!("[grpc]\nca = {:?}\n[grpc.volume]\ncert = {:?}\nkey = {:?}\n", ca, volume.cert, volume.key),
+    )
+    .unwrap();
+    let server = Server::start(&[
+        "--rdma-exposure",
+        "volume",
+        "--rdma-volume-cn",
+        "reader",
+        "--security-config",
+        &security.display().to_string(),
+    ]);
+    let (first, second) = (testbeds::pseudo_random(4096, 7), testbeds::pseudo_random(4096, 8));
+    let (fid, neighbour) = (server.upload(&first), server.upload(&second));
+    assert_eq!(fid.volume, neighbour.volume, "one volume");
+    let to_neighbour = data_offset(&server, fid.volume.0, &second) as i64
+        - data_offset(&server, fid.volume.0, &first) as i64;
+    let dialer = |cn: &str| {
+        let leaf = pki.cert("cluster", cn).unwrap();
+        Dialer::mutual_tls(&ClientTlsFiles { ca: ca.clone(), cert: leaf.cert, key: leaf.key }).unwrap()
+    };
+    let (reader, other) = (dialer("reader"), dialer("other"));
+    let engine = engine();
+    common::runtime().block_on(async {
+        let mut named =
+            RawSession::open_on(dial(&server, None, &reader).await, engine.as_ref(), "", "").await.unwrap();
+        assert_eq!(named.exposure, proto::Exposure::Volume, "the named certificate: volume exposure");
+        let segment = named.locate(&fid).await.unwrap().segments[0];
+        let addr = at_neighbour(&segment, to_neighbour);
+        let read = named.read(addr, segment.rkey, 4096).await.expect("a named certificate reads the volume");
+        assert!(read == second, "the neighbour's bytes");
+
+        // Another certificate the port admits: its own records only.
+        let mut unnamed =
+            RawSession::open_on(dial(&server, None, &other).await, engine.as_ref(), "", "").await.unwrap();
+        assert_eq!(unnamed.exposure, proto::Exposure::Record, "a certificate not named: record exposure");
+        let mine = unnamed.segment(&fid).await;
+        let read = unnamed.read(mine.addr, mine.rkey, mine.len).await.expect("its own record");
+        assert_eq!(read.len(), mine.len as usize);
+        let around = at_neighbour(&mine, to_neighbour);
+        refused(
+            unnamed.read(around, mine.rkey, 64).await,
+            "an unnamed certificate reading around",
+            &named,
+            &fid,
+        )
+        .await;
     });
 }

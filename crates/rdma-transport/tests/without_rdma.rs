@@ -54,9 +54,7 @@ impl EngineQp for EndpointOnlyQp {
 
 #[test]
 fn a_server_without_rdma_refuses_sessions_as_unavailable() {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("volume-server");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p volume-server` first", bin.display());
+    let bin = testbeds::ours::volume_server_binary();
     let dir = tempfile::tempdir().unwrap();
     let server = OurVolumeServer::start(&bin, dir.path(), &["--rdma", "off"]).unwrap();
 
@@ -87,9 +85,7 @@ fn a_server_without_rdma_refuses_sessions_as_unavailable() {
 fn the_control_plane_is_dialed_over_mutual_tls_and_refusals_are_unavailable() {
     use rdma_transport::grpc_tls::{ClientTlsFiles, Dialer};
 
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().and_then(Path::parent).unwrap().join("volume-server");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p volume-server` first", bin.display());
+    let bin = testbeds::ours::volume_server_binary();
     let root = tempfile::tempdir().unwrap();
     let pki = testbeds::pki::Pki::new(&root.path().join("pki")).unwrap();
     let cluster_ca = pki.ca("cluster").unwrap();

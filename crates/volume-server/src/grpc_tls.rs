@@ -39,6 +39,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rdma_transport::grpc_tls::{ClientTlsFiles, Dialer, HANDSHAKE_LIMIT, load_certs, load_key, load_roots};
+use rdma_transport::server::TlsPeer;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -50,7 +51,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 /// Why the settings cannot be used: one error type for both sides.
 pub use rdma_transport::grpc_tls::TlsError;
@@ -232,7 +233,10 @@ pub fn incoming(
                 let _ = tcp.set_nodelay(true);
                 match tokio::time::timeout(HANDSHAKE_LIMIT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(TlsConnection { stream, info })).await;
+                        let certificates = stream.get_ref().1.peer_certificates();
+                        let common_name = certificates.and_then(|c| c.first()).and_then(|c| common_name(c));
+                        let peer = TlsPeer { tcp: info, common_name };
+                        let _ = tx.send(Ok(TlsConnection { stream, peer })).await;
                     }
                     Ok(Err(e)) => {
                         tracing::info!(%peer, error = %e, "refused a gRPC connection: TLS handshake failed")
@@ -245,17 +249,18 @@ pub fn incoming(
     ReceiverStream::new(rx)
 }
 
-/// One TLS connection to our gRPC port; tonic sees its TCP addresses.
+/// One TLS connection to our gRPC port; tonic sees its TCP addresses and its client
+/// certificate's common name (RDMA's `--rdma-volume-cn` reads it).
 pub struct TlsConnection {
     stream: tokio_rustls::server::TlsStream<TcpStream>,
-    info: TcpConnectInfo,
+    peer: TlsPeer,
 }
 
 impl Connected for TlsConnection {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = TlsPeer;
 
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.info.clone()
+    fn connect_info(&self) -> TlsPeer {
+        self.peer.clone()
     }
 }
 

@@ -34,8 +34,9 @@ pub enum ExposureFlag {
     /// bounded time (`--rdma-location-lifetime-secs`).
     Record,
     /// For trusted fabrics: sessions presenting a volume-read grant (a token signed with
-    /// the read key naming volumes or collections) READ whole volume files; with no key,
-    /// EVERY session can read every byte of every volume. Others get `record`.
+    /// the read key naming volumes or collections) or a client certificate named by
+    /// `--rdma-volume-cn` READ whole volume files; with neither a key nor names, EVERY
+    /// session can read every byte of every volume. Others get `record`.
     Volume,
 }
 
@@ -84,9 +85,36 @@ pub struct RdmaArgs {
     /// jwt.signing.read.key (sessions are reads), none when reads are open.
     #[arg(long = "rdma-jwt-key")]
     pub jwt_key: Option<String>,
+    /// With `--rdma-exposure volume`: comma-separated client-certificate common names
+    /// whose sessions READ whole volumes (the gRPC port must run mutual TLS, from
+    /// security.toml's `[grpc]` ca and `[grpc.volume]` cert and key).
+    #[arg(long = "rdma-volume-cn", value_delimiter = ',')]
+    pub volume_common_names: Vec<String>,
 }
 
 impl RdmaArgs {
+    /// Refuses flags that cannot do what they say: names of client certificates
+    /// without `volume` exposure, or on a gRPC port that sees no certificates.
+    pub fn check(&self, grpc_mutual_tls: bool) -> Result<(), String> {
+        if self.volume_common_names.is_empty() {
+            return Ok(());
+        }
+        if self.exposure != ExposureFlag::Volume {
+            return Err("--rdma-volume-cn grants volume exposure: it needs --rdma-exposure volume".into());
+        }
+        if !grpc_mutual_tls {
+            return Err(
+                "--rdma-volume-cn needs the gRPC port to run mutual TLS (security.toml's [grpc] ca and \
+                 [grpc.volume] cert and key): without it no client certificate is seen"
+                    .into(),
+            );
+        }
+        if self.volume_common_names.iter().any(|n| n.trim().is_empty()) {
+            return Err("--rdma-volume-cn: an empty name".into());
+        }
+        Ok(())
+    }
+
     /// Starts the RDMA side for a server listening on `ip`; sessions need a token
     /// signed with `--rdma-jwt-key`, else with `read_key` (the HTTP read key).
     pub fn start(&self, store: &Arc<Store>, ip: &str, read_key: Option<&JwtKey>) -> RdmaServer {
@@ -119,6 +147,7 @@ impl RdmaArgs {
             max_locate_bytes: self.max_locate_mb << 20,
             idle_timeout: Duration::from_secs(self.idle_timeout_secs),
             jwt_key: self.jwt_key.as_ref().map(|k| JwtKey::new(k.as_bytes())).or_else(|| read_key.cloned()),
+            volume_common_names: self.volume_common_names.clone(),
         };
         let server = RdmaServer::start(config, Arc::new(StoreSource(Arc::clone(store))));
         // A compacted or deleted volume's old `.dat` must stop being readable remotely.
@@ -227,5 +256,30 @@ mod tests {
         store.volume(VolumeId(5)).unwrap().delete(NeedleId(1), Cookie(7)).unwrap();
         assert!(matches!(locate(1, 7), Lookup::Deleted));
         assert!(matches!(source.locate(VolumeId(6), NeedleId(1), Cookie(7)), Lookup::VolumeNotHere));
+    }
+
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        rdma: RdmaArgs,
+    }
+
+    fn flags(args: &[&str]) -> RdmaArgs {
+        <Flags as clap::Parser>::try_parse_from(std::iter::once("volume-server").chain(args.iter().copied()))
+            .unwrap()
+            .rdma
+    }
+
+    #[test]
+    fn client_certificate_names_need_volume_exposure_and_mutual_tls() {
+        assert_eq!(flags(&[]).check(false), Ok(()));
+        let named = flags(&["--rdma-exposure", "volume", "--rdma-volume-cn", "reader,trainer"]);
+        assert_eq!(named.volume_common_names, ["reader", "trainer"]);
+        assert_eq!(named.check(true), Ok(()));
+        assert!(named.check(false).unwrap_err().contains("mutual TLS"));
+        let record = flags(&["--rdma-volume-cn", "reader"]);
+        assert!(record.check(true).unwrap_err().contains("--rdma-exposure volume"));
+        let empty = flags(&["--rdma-exposure", "volume", "--rdma-volume-cn", "reader,"]);
+        assert!(empty.check(true).unwrap_err().contains("empty"));
     }
 }

@@ -4,9 +4,11 @@
 //! **Exposure.** A session gets `record` exposure by default: its own protection domain,
 //! and in it a registration of exactly each record it located, for a bounded time
 //! ([`grants`]). With `volume` exposure (`--rdma-exposure volume`, an explicit opt-in for
-//! trusted fabrics), sessions that present a volume-read grant, or every session on a
-//! server without a key, share the device's protection domain, where volume `.dat`
-//! files are registered in extents ([`regions`]) and a location may be READ around.
+//! trusted fabrics), sessions that present a volume-read grant or come over mutual TLS
+//! with a client certificate the server names ([`TlsPeer`]), or every session on a
+//! server with neither a key nor names, share the device's protection domain, where
+//! volume `.dat` files are registered in extents ([`regions`]) and a location may be
+//! READ around.
 //!
 //! Locate checks what an HTTP GET checks (cookie, deletion, TTL) against the record
 //! itself, and the token's `exp` on every call. Sessions are capped per client address
@@ -64,8 +66,9 @@ pub enum Exposure {
     /// bounded time.
     #[default]
     Record,
-    /// Sessions with a volume-read grant (every session, on a server without a key)
-    /// whole volume files; the others `Record`.
+    /// Sessions with a volume-read grant or a named client certificate (every
+    /// session, on a server with neither a key nor names) whole volume files; the
+    /// others `Record`.
     Volume,
 }
 
@@ -99,6 +102,18 @@ pub struct RdmaServerConfig {
     /// Most bytes one Locate may newly register; the fids past it are answered
     /// UNAVAILABLE (locate them again, or read them over HTTP).
     pub max_locate_bytes: u64,
+    /// `volume` exposure: the client-certificate common names (as the gRPC port's
+    /// mutual TLS verified them, [`TlsPeer`]) whose sessions READ whole volumes.
+    pub volume_common_names: Vec<String>,
+}
+
+/// The connect info a mutual-TLS gRPC port gives tonic for each connection (its
+/// `Connected::ConnectInfo`): the TCP addresses, and the common name of the client
+/// certificate the handshake verified. `OpenSession` reads the name from it.
+#[derive(Clone, Debug)]
+pub struct TlsPeer {
+    pub tcp: tonic::transport::server::TcpConnectInfo,
+    pub common_name: Option<String>,
 }
 
 impl Default for RdmaServerConfig {
@@ -113,6 +128,7 @@ impl Default for RdmaServerConfig {
             idle_timeout: Duration::from_secs(60),
             jwt_key: None,
             max_locate_bytes: 64 << 20,
+            volume_common_names: Vec::new(),
         }
     }
 }
@@ -458,6 +474,7 @@ fn log_exposure(rdma: &Rdma, config: &RdmaServerConfig) {
         lifetime_ms = config.grants.lifetime.as_millis() as u64,
         "RDMA read path on; {record}"
     );
+    let names = config.volume_common_names.join(",");
     match (config.exposure, &config.jwt_key) {
         (Exposure::Record, _) => {}
         (Exposure::Volume, Some(_)) => tracing::warn!(
@@ -465,8 +482,19 @@ fn log_exposure(rdma: &Rdma, config: &RdmaServerConfig) {
             mode = rdma.regions.mode().as_str(),
             extent_bytes = config.regions.extent_size,
             pinned_budget = config.regions.pinned_budget,
+            client_common_names = names,
             "volume exposure: sessions presenting a volume-read grant can READ every byte of the volumes \
-             it names; sessions without one get record exposure"
+             it names, sessions whose client certificate has one of client_common_names every byte of \
+             every volume; other sessions get record exposure"
+        ),
+        (Exposure::Volume, None) if !names.is_empty() => tracing::warn!(
+            device,
+            mode = rdma.regions.mode().as_str(),
+            extent_bytes = config.regions.extent_size,
+            pinned_budget = config.regions.pinned_budget,
+            client_common_names = names,
+            "volume exposure: sessions whose client certificate has one of client_common_names can READ \
+             every byte of every volume; other sessions get record exposure (no key: grants are not read)"
         ),
         (Exposure::Volume, None) => tracing::warn!(
             device,
@@ -541,14 +569,23 @@ impl State {
             .map_err(|reason| Status::failed_precondition(format!("this server runs without RDMA: {reason}")))
     }
 
-    /// What a session opened with `grant` may READ: `None` for `record` exposure.
-    /// A server in `record` exposure gives it to every session, grant or not (the
-    /// answer says so), so one client configuration serves a fleet where only some
-    /// servers opt in; a grant a `volume` server cannot verify is refused.
-    fn volume_access(&self, grant: &str) -> Result<Option<Option<VolumeGrant>>, Status> {
+    /// What a session opened with `grant`, by a client whose certificate has
+    /// `common_name`, may READ: `None` for `record` exposure. A server in `record`
+    /// exposure gives it to every session, grant or not (the answer says so), so one
+    /// client configuration serves a fleet where only some servers opt in; a grant a
+    /// `volume` server cannot verify is refused.
+    fn volume_access(
+        &self,
+        grant: &str,
+        common_name: Option<&str>,
+    ) -> Result<Option<Option<VolumeGrant>>, Status> {
+        let names = &self.config.volume_common_names;
+        let named = common_name.is_some_and(|cn| names.iter().any(|n| n == cn));
         match (self.config.exposure, &self.config.jwt_key) {
             (Exposure::Record, _) => Ok(None),
-            (Exposure::Volume, None) => Ok(Some(None)),
+            (Exposure::Volume, _) if named => Ok(Some(None)),
+            (Exposure::Volume, None) if names.is_empty() => Ok(Some(None)),
+            (Exposure::Volume, None) => Ok(None),
             (Exposure::Volume, Some(_)) if grant.is_empty() => Ok(None),
             (Exposure::Volume, Some(key)) => key
                 .verify_grant(grant, unix_now())
@@ -561,6 +598,7 @@ impl State {
         &self,
         request: proto::OpenSessionRequest,
         peer: Option<IpAddr>,
+        common_name: Option<String>,
     ) -> Result<proto::OpenSessionResponse, Status> {
         let rdma = self.rdma()?;
         let claims = match &self.config.jwt_key {
@@ -571,7 +609,7 @@ impl State {
                 Err(e) => return Err(Status::permission_denied(e.to_string())),
             },
         };
-        let volume_access = self.volume_access(&request.volume_grant)?;
+        let volume_access = self.volume_access(&request.volume_grant, common_name.as_deref())?;
         let only_fid = match claims.as_ref().and_then(|c| c.fid.as_deref()) {
             None => None,
             Some(fid) => Some(
@@ -806,9 +844,11 @@ impl RdmaControl for ControlService {
         request: Request<proto::OpenSessionRequest>,
     ) -> Result<Response<proto::OpenSessionResponse>, Status> {
         let state = Arc::clone(&self.state);
-        let peer = request.remote_addr().map(|a| a.ip());
+        let tls = request.extensions().get::<TlsPeer>();
+        let peer = request.remote_addr().or_else(|| tls.and_then(|t| t.tcp.remote_addr())).map(|a| a.ip());
+        let common_name = tls.and_then(|t| t.common_name.clone());
         let request = request.into_inner();
-        blocking(move || state.open_session(request, peer)).await
+        blocking(move || state.open_session(request, peer, common_name)).await
     }
 
     async fn locate(

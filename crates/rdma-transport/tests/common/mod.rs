@@ -4,7 +4,7 @@
 //! tmpfs, upload over HTTP, and read over RDMA through [`RdmaClient`].
 #![allow(dead_code)] // Each target uses the scenarios it runs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,15 +22,6 @@ pub type EngineFactory = fn() -> Arc<dyn ReadEngine>;
 /// The device the guest set up.
 pub fn device_name() -> String {
     std::env::var("SOFTROCE_DEVICE").unwrap_or_else(|_| "rxe0".to_owned())
-}
-
-/// Our `volume-server` binary: built by `cargo test --workspace --no-run` into the
-/// target directory this test executable lives in (`<target>/debug/deps/`).
-fn volume_server_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test executable's path");
-    let bin = exe.parent().and_then(Path::parent).expect("<target>/debug").join("volume-server");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p volume-server` first", bin.display());
-    bin
 }
 
 /// A client configuration with the default location cache and time limits scaled to
@@ -71,7 +62,7 @@ impl Server {
         let device = device_name();
         let mut args = vec!["--rdma-device", &device];
         args.extend_from_slice(extra);
-        let process = OurVolumeServer::start(&volume_server_binary(), dir.path(), &args)
+        let process = OurVolumeServer::start(&testbeds::ours::volume_server_binary(), dir.path(), &args)
             .unwrap_or_else(|e| panic!("volume-server starts: {e}"));
         Server { process, dir }
     }

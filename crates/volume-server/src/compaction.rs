@@ -68,7 +68,7 @@ fn bad(source: &Source<'_>, reason: String) -> Error {
 /// leaving out needles of a TTL volume whose TTL ran out (as weed does: last-modified
 /// time plus the volume's TTL).
 pub fn compact(source: &Source<'_>, snapshot: Snapshot) -> Result<Compacted> {
-    let now = crate::volume::now_seconds();
+    let now = crate::clock::now_seconds();
     let volume_ttl = source.super_block.ttl.seconds();
     let idx_bytes = read_range(source.idx_path, 0, snapshot.idx_end)?;
     let mut live: HashMap<u64, IdxEntry> = HashMap::new();

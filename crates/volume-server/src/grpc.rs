@@ -3,14 +3,20 @@
 //! otherwise. Services (SeaweedFS's `VolumeServer`, the RDMA control plane) are added
 //! to one [`Routes`]; calls nobody implements answer `Unimplemented`. With
 //! `security.toml`'s gRPC TLS, the port speaks mutual TLS only ([`crate::grpc_tls`]).
+//!
+//! Also what every service's calls share: [`status`], the store error to gRPC status
+//! mapping weed's callers act on, and [`blocking`] for file work.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
+use tonic::Status;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
+
+use crate::error::Error;
 
 /// weed's convention for the gRPC port of a server on `http_port`.
 pub fn default_port(http_port: u16) -> Option<u16> {
@@ -66,4 +72,31 @@ async fn finish(
             Ok(())
         }
     }
+}
+
+/// Maps a store error to the gRPC status weed's callers act on.
+pub(crate) fn status(e: Error) -> Status {
+    match e {
+        Error::VolumeNotFound(_) | Error::NeedleNotFound(_) | Error::AlreadyDeleted(_) => {
+            Status::not_found(e.to_string())
+        }
+        Error::VolumeExists(_) => Status::already_exists(e.to_string()),
+        Error::BadCollection(_) => Status::invalid_argument(e.to_string()),
+        Error::NoFreeSlot => Status::resource_exhausted(e.to_string()),
+        Error::NotEmpty(_) | Error::NotCompacted(_) | Error::ReadOnly(_) => {
+            Status::failed_precondition(e.to_string())
+        }
+        Error::VolumeRetired(_) | Error::Busy(_) => Status::unavailable(e.to_string()),
+        e => {
+            tracing::error!(error = %e, "gRPC call failed");
+            Status::internal(e.to_string())
+        }
+    }
+}
+
+/// Runs blocking file work off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| Status::internal(e.to_string()))?.map_err(status)
 }

@@ -21,6 +21,7 @@
 //! - [`supervise`]: background tasks (the heartbeat) restarted, logged and counted when
 //!   they panic.
 
+mod clock;
 mod compaction;
 pub mod disk_space;
 pub mod durable;
@@ -30,7 +31,6 @@ pub mod grpc_tls;
 pub mod guard;
 pub mod heartbeat;
 pub mod http;
-pub mod master_api;
 pub mod metrics;
 pub mod mime;
 pub mod needle_map;

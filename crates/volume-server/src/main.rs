@@ -15,14 +15,15 @@ use std::io::IsTerminal;
 use tracing::level_filters::LevelFilter;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
+use rdma_transport::grpc_tls::Dialer;
 use tonic::service::Routes;
 use volume_server::disk_space::MinFreeSpace;
 use volume_server::grpc;
 use volume_server::grpc_tls::GrpcTls;
 use volume_server::guard::WhiteList;
 use volume_server::heartbeat::{self, HeartbeatConfig, HeartbeatStatus};
+use volume_server::http::master_api::MasterApi;
 use volume_server::http::{AppState, ReadMode, VolumeLocations, router, version_string};
-use volume_server::master_api::MasterApi;
 use volume_server::metrics::Metrics;
 use volume_server::rdma::RdmaArgs;
 use volume_server::security::Security;
@@ -213,10 +214,107 @@ async fn check_disk_space(
     }
 }
 
+/// What the HTTP handlers share, from the flags: the embedded master API when there is
+/// no `--mserver`, the RDMA read path (started here), the upload and download budgets.
+fn app_state(
+    cli: &Cli,
+    store: &Arc<Store>,
+    security: Security,
+    width: OffsetWidth,
+) -> Result<AppState, Box<dyn std::error::Error>> {
+    let public_url = cli
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{}:{}", cli.ip, cli.public_port.unwrap_or(cli.port)));
+    let master = cli.mserver.is_none().then(|| MasterApi::new(store, public_url.clone()));
+    let rdma = cli.rdma.start(store, &cli.ip, security.read.as_ref().map(|k| k.jwt_key()));
+    let version = version_string(width);
+    Ok(AppState {
+        store: Arc::clone(store),
+        file_size_limit: cli.file_size_limit_mb << 20,
+        server_header: HeaderValue::from_str(&format!("SeaweedFS Volume {version}"))?,
+        version,
+        master,
+        locations: VolumeLocations::new(cli.mserver.clone().unwrap_or_default()),
+        public_url,
+        read_mode: cli.read_mode,
+        metrics: Metrics::new(),
+        rdma,
+        heartbeat: Arc::new(HeartbeatStatus::default()),
+        security,
+        throttle: Throttle {
+            uploads: Budget::new(
+                cli.concurrent_upload_limit_mb,
+                Duration::from_secs(cli.inflight_upload_data_timeout_secs),
+            ),
+            downloads: Budget::new(
+                cli.concurrent_download_limit_mb,
+                Duration::from_secs(cli.inflight_download_data_timeout_secs),
+            ),
+        },
+    })
+}
+
+/// The HTTP and gRPC listeners (weed's `-port` and `-port.grpc`, which defaults to the
+/// HTTP port + 10000) on `--ip-bind`, else `--ip`; with the gRPC port the master is told.
+async fn listen(
+    cli: &Cli,
+    store: &Store,
+) -> Result<(tokio::net::TcpListener, tokio::net::TcpListener, u16), Box<dyn std::error::Error>> {
+    let bind_ip = cli.ip_bind.as_deref().unwrap_or(&cli.ip);
+    let addr: SocketAddr =
+        format!("{bind_ip}:{}", cli.port).parse().map_err(|e| format!("{bind_ip}: {e}"))?;
+    let grpc_port = cli
+        .grpc_port
+        .or_else(|| grpc::default_port(cli.port))
+        .ok_or("--port is too high to add 10000 for the gRPC port: set --grpc-port")?;
+    let grpc_addr = SocketAddr::new(addr.ip(), grpc_port);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let grpc_listener = tokio::net::TcpListener::bind(grpc_addr).await?;
+    tracing::info!(%addr, %grpc_addr, volumes = store.volumes().len(), index = ?cli.index, "volume server listening");
+    Ok((listener, grpc_listener, grpc_port))
+}
+
+/// With `--mserver`: the heartbeat stream to the masters (each checked to have a gRPC
+/// address first), under `supervise`, so a panic restarts it.
+fn start_heartbeat(
+    cli: &Cli,
+    masters: &[String],
+    grpc_port: u16,
+    dialer: Dialer,
+    state: &Arc<AppState>,
+    stop_rx: &tokio::sync::watch::Receiver<bool>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    for master in masters {
+        volume_server::pb::grpc_address(master).map_err(|e| format!("--mserver: {e}"))?;
+    }
+    let config = HeartbeatConfig {
+        masters: masters.to_vec(),
+        ip: cli.ip.clone(),
+        port: cli.port,
+        grpc_port,
+        public_url: state.public_url.clone(),
+        data_center: cli.data_center.clone(),
+        rack: cli.rack.clone(),
+        pulse: std::time::Duration::from_secs(5),
+        dialer,
+        status: Arc::clone(&state.heartbeat),
+    };
+    let (store, state, stop) = (Arc::clone(&state.store), Arc::clone(state), stop_rx.clone());
+    tokio::spawn(supervise(
+        "heartbeat",
+        stop_rx.clone(),
+        move || state.metrics.heartbeat_restarted(),
+        move || heartbeat::run(Arc::clone(&store), config.clone(), stop.clone()),
+    ));
+    Ok(())
+}
+
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     let (mut security, security_file) = Security::load(cli.security_config.as_deref())?;
     security.white_list.extend(WhiteList::parse(&cli.white_list).map_err(|e| format!("--white-list: {e}"))?);
     let grpc_tls = GrpcTls::load(&security.grpc)?;
+    cli.rdma.check(grpc_tls.acceptor.is_some())?;
     match &security_file {
         Some(file) => {
             tracing::info!(config = %file.display(), "{}; {}", security.describe(), grpc_tls.describe())
@@ -232,49 +330,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         volume: VolumeOptions { width, index: cli.index, fsync: cli.fsync },
     };
     let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(config)).await??);
-    let public_url = cli
-        .public_url
-        .clone()
-        .unwrap_or_else(|| format!("{}:{}", cli.ip, cli.public_port.unwrap_or(cli.port)));
-    let master = cli.mserver.is_none().then(|| MasterApi::new(&store, public_url.clone()));
-    let rdma = cli.rdma.start(&store, &cli.ip, security.read.as_ref().map(|k| k.jwt_key()));
-    let version = version_string(width);
-    let heartbeat_status = Arc::new(HeartbeatStatus::default());
-    let state = Arc::new(AppState {
-        store: Arc::clone(&store),
-        file_size_limit: cli.file_size_limit_mb << 20,
-        server_header: HeaderValue::from_str(&format!("SeaweedFS Volume {version}"))?,
-        version,
-        master,
-        locations: VolumeLocations::new(cli.mserver.clone().unwrap_or_default()),
-        public_url: public_url.clone(),
-        read_mode: cli.read_mode,
-        metrics: Metrics::new(),
-        rdma: rdma.clone(),
-        heartbeat: Arc::clone(&heartbeat_status),
-        security,
-        throttle: Throttle {
-            uploads: Budget::new(
-                cli.concurrent_upload_limit_mb,
-                Duration::from_secs(cli.inflight_upload_data_timeout_secs),
-            ),
-            downloads: Budget::new(
-                cli.concurrent_download_limit_mb,
-                Duration::from_secs(cli.inflight_download_data_timeout_secs),
-            ),
-        },
-    });
-    let bind_ip = cli.ip_bind.as_deref().unwrap_or(&cli.ip);
-    let addr: SocketAddr =
-        format!("{bind_ip}:{}", cli.port).parse().map_err(|e| format!("{bind_ip}: {e}"))?;
-    let grpc_port = cli
-        .grpc_port
-        .or_else(|| grpc::default_port(cli.port))
-        .ok_or("--port is too high to add 10000 for the gRPC port: set --grpc-port")?;
-    let grpc_addr = SocketAddr::new(addr.ip(), grpc_port);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let grpc_listener = tokio::net::TcpListener::bind(grpc_addr).await?;
-    tracing::info!(%addr, %grpc_addr, volumes = store.volumes().len(), index = ?cli.index, "volume server listening");
+    let state = Arc::new(app_state(&cli, &store, security, width)?);
+    let (listener, grpc_listener, grpc_port) = listen(&cli, &store).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -288,29 +345,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     ));
     let app = router(Arc::clone(&state)).into_make_service_with_connect_info::<SocketAddr>();
     let http = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone()));
-    if let Some(masters) = cli.mserver {
-        for master in &masters {
-            volume_server::pb::grpc_address(master).map_err(|e| format!("--mserver: {e}"))?;
-        }
-        let config = HeartbeatConfig {
-            masters,
-            ip: cli.ip.clone(),
-            port: cli.port,
-            grpc_port,
-            public_url,
-            data_center: cli.data_center.clone(),
-            rack: cli.rack.clone(),
-            pulse: std::time::Duration::from_secs(5),
-            dialer: grpc_tls.dialer.clone(),
-            status: heartbeat_status,
-        };
-        let (store, state, stop) = (Arc::clone(&store), Arc::clone(&state), stop_rx.clone());
-        tokio::spawn(supervise(
-            "heartbeat",
-            stop_rx.clone(),
-            move || state.metrics.heartbeat_restarted(),
-            move || heartbeat::run(Arc::clone(&store), config.clone(), stop.clone()),
-        ));
+    if let Some(masters) = &cli.mserver {
+        start_heartbeat(&cli, masters, grpc_port, grpc_tls.dialer.clone(), &state, &stop_rx)?;
     }
     let volume_service = VolumeGrpc::new(
         Arc::clone(&store),
@@ -321,7 +357,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         cli.file_size_limit_mb << 20,
     )
     .into_service();
-    let routes = Routes::new(volume_service).add_service(rdma.service());
+    let routes = Routes::new(volume_service).add_service(state.rdma.service());
     let grpc = grpc::serve(grpc_listener, routes, grpc_tls.acceptor, stopped(stop_rx));
     let (http, grpc) = tokio::join!(http.into_future(), grpc);
     // The RocksDB needle maps keep their latest entries in memory (the .idx is their

@@ -115,7 +115,15 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        self.render_side_work(&mut out);
+        self.render_requests(&mut out);
+        self.render_durations(&mut out);
+        out
+    }
+
+    /// The counters of work besides answering requests: replication, restarted tasks,
+    /// proxied reads.
+    fn render_side_work(&self, out: &mut String) {
         out.push_str(
             "# HELP volume_server_replication_total Writes and deletes sent to replicas, by outcome.\n",
         );
@@ -124,7 +132,7 @@ impl Metrics {
             [("write", "ok"), ("write", "failed"), ("delete", "ok"), ("delete", "failed")].iter().enumerate()
         {
             let _ = writeln!(
-                out,
+                *out,
                 "volume_server_replication_total{{op=\"{op}\",result=\"{result}\"}} {}",
                 load(&self.replication[i])
             );
@@ -144,11 +152,15 @@ impl Metrics {
         out.push_str("# TYPE volume_server_proxied_reads_total counter\n");
         for (i, result) in ["ok", "failed"].iter().enumerate() {
             let _ = writeln!(
-                out,
+                *out,
                 "volume_server_proxied_reads_total{{result=\"{result}\"}} {}",
                 load(&self.proxied_reads[i])
             );
         }
+    }
+
+    /// Requests, errors and body bytes, by route.
+    fn render_requests(&self, out: &mut String) {
         out.push_str("# HELP volume_server_requests_total HTTP requests by route and status class.\n");
         out.push_str("# TYPE volume_server_requests_total counter\n");
         for ((_, name), m) in ROUTES.iter().zip(&self.routes) {
@@ -181,6 +193,10 @@ impl Metrics {
                 let _ = writeln!(out, "{metric}{{route=\"{name}\"}} {value}");
             }
         }
+    }
+
+    /// The request duration histogram, by route.
+    fn render_durations(&self, out: &mut String) {
         out.push_str("# HELP volume_server_request_duration_seconds Time to the reply headers, by route.\n");
         out.push_str("# TYPE volume_server_request_duration_seconds histogram\n");
         for ((_, name), m) in ROUTES.iter().zip(&self.routes) {
@@ -194,18 +210,22 @@ impl Metrics {
             }
             cumulative += load(&m.buckets[BUCKETS.len()]);
             let _ = writeln!(
-                out,
+                *out,
                 "volume_server_request_duration_seconds_bucket{{route=\"{name}\",le=\"+Inf\"}} {cumulative}"
             );
             let sum = load(&m.latency_sum_ns) as f64 / 1e9;
             let _ = writeln!(out, "volume_server_request_duration_seconds_sum{{route=\"{name}\"}} {sum}");
             let _ = writeln!(
-                out,
+                *out,
                 "volume_server_request_duration_seconds_count{{route=\"{name}\"}} {cumulative}"
             );
         }
-        out
     }
+}
+
+/// A counter's value; the exposition needs no ordering with other counters.
+fn load(counter: &AtomicU64) -> u64 {
+    counter.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]

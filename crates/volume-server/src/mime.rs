@@ -152,95 +152,108 @@ pub fn extension(name: &str) -> &str {
     base.rfind('.').map_or("", |i| &base[i..])
 }
 
-/// Go's `http.DetectContentType` over the first 512 bytes of a body.
+/// Go's `http.DetectContentType` over the first 512 bytes of a body: markup after any
+/// leading white space, then signatures at the start, then text or binary.
 pub fn sniff(data: &[u8]) -> &'static str {
     let data = &data[..data.len().min(512)];
     let first_non_ws =
         data.iter().position(|b| !matches!(b, b'\t' | b'\n' | 0x0c | b'\r' | b' ')).unwrap_or(data.len());
-    let trimmed = &data[first_non_ws..];
-    const HTML_TAGS: &[&[u8]] = &[
-        b"<!DOCTYPE HTML",
-        b"<HTML",
-        b"<HEAD",
-        b"<SCRIPT",
-        b"<IFRAME",
-        b"<H1",
-        b"<DIV",
-        b"<FONT",
-        b"<TABLE",
-        b"<A",
-        b"<STYLE",
-        b"<TITLE",
-        b"<B",
-        b"<BODY",
-        b"<BR",
-        b"<P",
-        b"<!--",
-    ];
-    for tag in HTML_TAGS {
-        if trimmed.len() > tag.len()
-            && trimmed[..tag.len()].eq_ignore_ascii_case(tag)
-            && matches!(trimmed[tag.len()], b' ' | b'>')
-        {
-            return "text/html; charset=utf-8";
-        }
-    }
-    if trimmed.len() >= 5 && trimmed[..5].eq_ignore_ascii_case(b"<?xml") {
-        return "text/xml; charset=utf-8";
-    }
-    const EXACT: &[(&[u8], &str)] = &[
-        (b"%PDF-", "application/pdf"),
-        (b"%!PS-Adobe-", "application/postscript"),
-        (b"\xFE\xFF", "text/plain; charset=utf-16be"),
-        (b"\xFF\xFE", "text/plain; charset=utf-16le"),
-        (b"\xEF\xBB\xBF", "text/plain; charset=utf-8"),
-        (b"\x00\x00\x01\x00", "image/x-icon"),
-        (b"\x00\x00\x02\x00", "image/x-icon"),
-        (b"BM", "image/bmp"),
-        (b"GIF87a", "image/gif"),
-        (b"GIF89a", "image/gif"),
-        (b"\x89PNG\x0D\x0A\x1A\x0A", "image/png"),
-        (b"\xFF\xD8\xFF", "image/jpeg"),
-        (b"ID3", "audio/mpeg"),
-        (b"OggS\x00", "application/ogg"),
-        (b"MThd\x00\x00\x00\x06", "audio/midi"),
-        (b"\x1A\x45\xDF\xA3", "video/webm"),
-        (b"\x00\x01\x00\x00", "font/ttf"),
-        (b"OTTO", "font/otf"),
-        (b"ttcf", "font/collection"),
-        (b"wOFF", "font/woff"),
-        (b"wOF2", "font/woff2"),
-        (b"\x1F\x8B\x08", "application/x-gzip"),
-        (b"PK\x03\x04", "application/zip"),
-        (b"Rar!\x1A\x07\x00", "application/x-rar-compressed"),
-        (b"Rar!\x1A\x07\x01\x00", "application/x-rar-compressed"),
-        (b"\x00asm", "application/wasm"),
-    ];
-    for (magic, mime) in EXACT {
-        if data.starts_with(magic) {
-            return mime;
-        }
-    }
-    const RIFF: &[(&[u8], &str)] =
-        &[(b"WEBPVP", "image/webp"), (b"AVI ", "video/avi"), (b"WAVE", "audio/wave")];
-    if data.len() >= 12 && data.starts_with(b"RIFF") {
-        for (kind, mime) in RIFF {
-            if data[8..].starts_with(kind) {
-                return mime;
-            }
-        }
-    }
-    if data.len() >= 12 && data.starts_with(b"FORM") && &data[8..12] == b"AIFF" {
-        return "audio/aiff";
-    }
-    if is_mp4(data) {
-        return "video/mp4";
+    if let Some(mime) = markup_type(&data[first_non_ws..]).or_else(|| signature_type(data)) {
+        return mime;
     }
     if data.iter().any(|&b| matches!(b, 0x00..=0x08 | 0x0B | 0x0E..=0x1A | 0x1C..=0x1F)) {
         "application/octet-stream"
     } else {
         "text/plain; charset=utf-8"
     }
+}
+
+/// The tags Go takes for HTML at the start of a body, any case, then a space or `>`.
+const HTML_TAGS: &[&[u8]] = &[
+    b"<!DOCTYPE HTML",
+    b"<HTML",
+    b"<HEAD",
+    b"<SCRIPT",
+    b"<IFRAME",
+    b"<H1",
+    b"<DIV",
+    b"<FONT",
+    b"<TABLE",
+    b"<A",
+    b"<STYLE",
+    b"<TITLE",
+    b"<B",
+    b"<BODY",
+    b"<BR",
+    b"<P",
+    b"<!--",
+];
+
+/// HTML or XML by their opening tag (`trimmed`: the body from its first non-space).
+fn markup_type(trimmed: &[u8]) -> Option<&'static str> {
+    for tag in HTML_TAGS {
+        if trimmed.len() > tag.len()
+            && trimmed[..tag.len()].eq_ignore_ascii_case(tag)
+            && matches!(trimmed[tag.len()], b' ' | b'>')
+        {
+            return Some("text/html; charset=utf-8");
+        }
+    }
+    if trimmed.len() >= 5 && trimmed[..5].eq_ignore_ascii_case(b"<?xml") {
+        return Some("text/xml; charset=utf-8");
+    }
+    None
+}
+
+/// Go's exact signatures: the type of a body starting with the bytes.
+const SIGNATURES: &[(&[u8], &str)] = &[
+    (b"%PDF-", "application/pdf"),
+    (b"%!PS-Adobe-", "application/postscript"),
+    (b"\xFE\xFF", "text/plain; charset=utf-16be"),
+    (b"\xFF\xFE", "text/plain; charset=utf-16le"),
+    (b"\xEF\xBB\xBF", "text/plain; charset=utf-8"),
+    (b"\x00\x00\x01\x00", "image/x-icon"),
+    (b"\x00\x00\x02\x00", "image/x-icon"),
+    (b"BM", "image/bmp"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+    (b"\x89PNG\x0D\x0A\x1A\x0A", "image/png"),
+    (b"\xFF\xD8\xFF", "image/jpeg"),
+    (b"ID3", "audio/mpeg"),
+    (b"OggS\x00", "application/ogg"),
+    (b"MThd\x00\x00\x00\x06", "audio/midi"),
+    (b"\x1A\x45\xDF\xA3", "video/webm"),
+    (b"\x00\x01\x00\x00", "font/ttf"),
+    (b"OTTO", "font/otf"),
+    (b"ttcf", "font/collection"),
+    (b"wOFF", "font/woff"),
+    (b"wOF2", "font/woff2"),
+    (b"\x1F\x8B\x08", "application/x-gzip"),
+    (b"PK\x03\x04", "application/zip"),
+    (b"Rar!\x1A\x07\x00", "application/x-rar-compressed"),
+    (b"Rar!\x1A\x07\x01\x00", "application/x-rar-compressed"),
+    (b"\x00asm", "application/wasm"),
+];
+
+/// The types of RIFF containers by the form type at byte 8.
+const RIFF_FORMS: &[(&[u8], &str)] =
+    &[(b"WEBPVP", "image/webp"), (b"AVI ", "video/avi"), (b"WAVE", "audio/wave")];
+
+/// A type by the body's leading signature, in Go's order.
+fn signature_type(data: &[u8]) -> Option<&'static str> {
+    if let Some((_, mime)) = SIGNATURES.iter().find(|(magic, _)| data.starts_with(magic)) {
+        return Some(mime);
+    }
+    if data.len() >= 12
+        && data.starts_with(b"RIFF")
+        && let Some((_, mime)) = RIFF_FORMS.iter().find(|(form, _)| data[8..].starts_with(form))
+    {
+        return Some(mime);
+    }
+    if data.len() >= 12 && data.starts_with(b"FORM") && &data[8..12] == b"AIFF" {
+        return Some("audio/aiff");
+    }
+    is_mp4(data).then_some("video/mp4")
 }
 
 fn is_mp4(data: &[u8]) -> bool {

@@ -104,10 +104,10 @@ impl Files<'_> {
     }
 }
 
-/// Checks and repairs one volume's files, bringing `map` up to date with `.idx`.
+/// Checks and repairs one volume's files, bringing `map` up to date with `.idx`: the
+/// steps of the module documentation, in order.
 pub(crate) fn recover(files: &Files<'_>, map: &dyn NeedleMap) -> Result<Recovered> {
     let mut report = LoadReport::default();
-    let entry_size = files.width.entry_size() as u64;
     let dat_len = files.dat_len()?;
     if dat_len < files.data_start {
         return Err(Error::BadVolume {
@@ -115,7 +115,20 @@ pub(crate) fn recover(files: &Files<'_>, map: &dyn NeedleMap) -> Result<Recovere
             reason: format!("{dat_len} bytes, shorter than its superblock"),
         });
     }
+    let idx_end = trim_idx(files, dat_len, &mut report)?;
+    report.replayed_entries = catch_up(files, map, idx_end)?;
+    let recovered = reindex_tail(files, map, idx_end, dat_len, report)?;
+    if recovered.report.repaired() {
+        files.dat.sync_all().map_err(|e| Error::io(files.dat_path, e))?;
+        files.idx.sync_all().map_err(|e| Error::io(files.idx_path, e))?;
+    }
+    Ok(recovered)
+}
 
+/// Steps 1 and 2: `.idx` cut to its last whole entry whose record is in `.dat`
+/// (`dat_len` bytes); returns its new length.
+fn trim_idx(files: &Files<'_>, dat_len: u64, report: &mut LoadReport) -> Result<u64> {
+    let entry_size = files.width.entry_size() as u64;
     // 1. A partial trailing entry.
     let mut idx_end = files.idx.metadata().map(|m| m.len()).map_err(|e| Error::io(files.idx_path, e))?;
     let partial = idx_end % entry_size;
@@ -137,17 +150,33 @@ pub(crate) fn recover(files: &Files<'_>, map: &dyn NeedleMap) -> Result<Recovere
     if report.dropped_idx_entries > 0 {
         files.truncate_idx(idx_end)?;
     }
+    Ok(idx_end)
+}
 
-    // 3. The map catches up with `.idx`.
+/// Step 3: the map brought up to `.idx`'s first `idx_end` bytes, from its watermark
+/// when that is an entry boundary within them, else from scratch; returns how many
+/// entries it applied.
+fn catch_up(files: &Files<'_>, map: &dyn NeedleMap, idx_end: u64) -> Result<u64> {
+    let entry_size = files.width.entry_size() as u64;
     let applied = map.stats().idx_applied;
     let mut from = applied;
     if applied > idx_end || applied % entry_size != 0 {
         map.reset()?;
         from = 0;
     }
-    report.replayed_entries = replay(files, map, from, idx_end)?;
+    replay(files, map, from, idx_end)
+}
 
-    // 4. Records beyond the last indexed one.
+/// Step 4: complete, valid records after the last indexed one re-indexed, and `.dat`
+/// cut where they stop.
+fn reindex_tail(
+    files: &Files<'_>,
+    map: &dyn NeedleMap,
+    mut idx_end: u64,
+    dat_len: u64,
+    mut report: LoadReport,
+) -> Result<Recovered> {
+    let entry_size = files.width.entry_size() as u64;
     let stats = map.stats();
     let mut end = if stats.last_offset == 0 {
         files.data_start
@@ -180,10 +209,6 @@ pub(crate) fn recover(files: &Files<'_>, map: &dyn NeedleMap) -> Result<Recovere
     if end < dat_len {
         files.dat.set_len(end).map_err(|e| Error::io(files.dat_path, e))?;
         report.truncated_dat_bytes = dat_len - end;
-    }
-    if report.repaired() {
-        files.dat.sync_all().map_err(|e| Error::io(files.dat_path, e))?;
-        files.idx.sync_all().map_err(|e| Error::io(files.idx_path, e))?;
     }
     Ok(Recovered { dat_end: end, idx_end, last_append_ns, report })
 }

@@ -15,6 +15,10 @@ use crate::disk_space::{DiskUsage, MinFreeSpace};
 use crate::error::{Error, Result};
 use crate::volume::{Volume, VolumeOptions, parse_dat_name};
 
+/// Appended to the names of a volume copy's files until the copy is complete
+/// (`volume_move` writes them); opening the store removes such leftovers.
+pub const PARTIAL_SUFFIX: &str = ".copying";
+
 /// How long a compaction commit of a `--index rocksdb` volume waits for requests
 /// under way to let go of the old volume.
 const BUSY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -79,7 +83,7 @@ impl Store {
                 let entry = entry.map_err(|e| Error::io(dir, e))?;
                 let name = entry.file_name();
                 let name = name.to_str().unwrap_or_default();
-                if name.ends_with(crate::volume_move::PARTIAL_SUFFIX) {
+                if name.ends_with(PARTIAL_SUFFIX) {
                     // A copy from another server that a crash interrupted: never mounted.
                     tracing::warn!(file = %entry.path().display(), "removing an unfinished volume copy");
                     std::fs::remove_file(entry.path()).map_err(|e| Error::io(&entry.path(), e))?;

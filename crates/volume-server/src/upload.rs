@@ -102,54 +102,20 @@ pub fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
+/// weed's `ParseUpload`: the data and its headers from the body (a multipart part, or
+/// the raw body), the size limit, the type, then gzip: a gzip upload is inflated to
+/// check its size and MD5, a compressible plain one may be stored gzipped.
 pub fn parse(req: &Request<'_>) -> Result<Upload, UploadError> {
     let content_type = header(req.headers, "content-type");
     let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let mut upload = Upload::default();
-    let part_type;
-    let encoding;
-    let md5_header;
-    if *req.method == Method::POST && (content_type.is_empty() || content_type.contains("form-data")) {
-        let boundary = params(content_type)
-            .get("boundary")
-            .cloned()
-            .filter(|_| media_type.starts_with("multipart/"))
-            .ok_or_else(|| UploadError::Bad("request Content-Type isn't multipart/form-data".into()))?;
-        let mut parts = multipart_parts(req.body, &boundary);
-        let first = parts.next().ok_or_else(|| UploadError::Bad("multipart: no parts".into()))??;
-        // The first part, or the first later one that carries a file name; parts are
-        // read only until it is found (one at a time, none kept), as weed reads them.
-        let later = match first.file_name.is_empty() {
-            true => parts.find(|p| p.as_ref().map_or(true, |p| !p.file_name.is_empty())).transpose()?,
-            false => None,
-        };
-        let chosen = later.as_ref().unwrap_or(&first);
-        upload.data = req.body.slice_ref(chosen.data);
-        upload.name = clean_base(&chosen.file_name);
-        part_type = first.header("content-type").to_owned();
-        encoding = chosen.header("content-encoding").to_owned();
-        md5_header = chosen.header("content-md5").to_owned();
-    } else {
-        upload.data = if media_type == "application/x-www-form-urlencoded" {
-            bytes::Bytes::new()
+    let sent =
+        if *req.method == Method::POST && (content_type.is_empty() || content_type.contains("form-data")) {
+            multipart_body(req, &media_type, content_type, &mut upload)?
         } else {
-            req.body.clone()
+            raw_body(req, &media_type, content_type, &mut upload)
         };
-        let disposition = params(header(req.headers, "content-disposition"));
-        upload.name = disposition
-            .get("filename")
-            .filter(|n| !n.is_empty())
-            .or_else(|| disposition.get("name"))
-            .cloned()
-            .unwrap_or_default();
-        if upload.name.is_empty() {
-            upload.name = req.path.rsplit('/').next().unwrap_or("").to_owned();
-        }
-        upload.mime = content_type.to_owned();
-        part_type = content_type.to_owned();
-        encoding = header(req.headers, "content-encoding").to_owned();
-        md5_header = header(req.headers, "content-md5").to_owned();
-    }
+    let SentHeaders { part_type, encoding, md5_header } = sent;
     if upload.data.len() as u64 > req.size_limit {
         return Err(UploadError::TooLarge(req.size_limit));
     }
@@ -188,6 +154,71 @@ pub fn parse(req: &Request<'_>) -> Result<Upload, UploadError> {
         None
     };
     finish(upload, uncompressed, &md5_header, req)
+}
+
+/// The headers of the data an upload sent, from its part or from the request.
+struct SentHeaders {
+    /// The Content-Type sent with the data (the first part's, in a multipart body).
+    part_type: String,
+    encoding: String,
+    md5_header: String,
+}
+
+/// A multipart POST (weed's `parseMultipart`): the first part, or the first later one
+/// with a file name, gives the data, the name, the encoding and the MD5.
+fn multipart_body(
+    req: &Request<'_>,
+    media_type: &str,
+    content_type: &str,
+    upload: &mut Upload,
+) -> Result<SentHeaders, UploadError> {
+    let boundary = params(content_type)
+        .get("boundary")
+        .cloned()
+        .filter(|_| media_type.starts_with("multipart/"))
+        .ok_or_else(|| UploadError::Bad("request Content-Type isn't multipart/form-data".into()))?;
+    let mut parts = multipart_parts(req.body, &boundary);
+    let first = parts.next().ok_or_else(|| UploadError::Bad("multipart: no parts".into()))??;
+    // The first part, or the first later one that carries a file name; parts are
+    // read only until it is found (one at a time, none kept), as weed reads them.
+    let later = match first.file_name.is_empty() {
+        true => parts.find(|p| p.as_ref().map_or(true, |p| !p.file_name.is_empty())).transpose()?,
+        false => None,
+    };
+    let chosen = later.as_ref().unwrap_or(&first);
+    upload.data = req.body.slice_ref(chosen.data);
+    upload.name = clean_base(&chosen.file_name);
+    Ok(SentHeaders {
+        part_type: first.header("content-type").to_owned(),
+        encoding: chosen.header("content-encoding").to_owned(),
+        md5_header: chosen.header("content-md5").to_owned(),
+    })
+}
+
+/// Any other body is the data itself (nothing for a urlencoded form); its name comes
+/// from Content-Disposition, else the URL's last segment.
+fn raw_body(req: &Request<'_>, media_type: &str, content_type: &str, upload: &mut Upload) -> SentHeaders {
+    upload.data = if media_type == "application/x-www-form-urlencoded" {
+        bytes::Bytes::new()
+    } else {
+        req.body.clone()
+    };
+    let disposition = params(header(req.headers, "content-disposition"));
+    upload.name = disposition
+        .get("filename")
+        .filter(|n| !n.is_empty())
+        .or_else(|| disposition.get("name"))
+        .cloned()
+        .unwrap_or_default();
+    if upload.name.is_empty() {
+        upload.name = req.path.rsplit('/').next().unwrap_or("").to_owned();
+    }
+    upload.mime = content_type.to_owned();
+    SentHeaders {
+        part_type: content_type.to_owned(),
+        encoding: header(req.headers, "content-encoding").to_owned(),
+        md5_header: header(req.headers, "content-md5").to_owned(),
+    }
 }
 
 fn finish(

@@ -13,14 +13,15 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use needle::idx::TOMBSTONE_SIZE;
 use needle::{
-    Cookie, DataSpan, HEADER_SIZE, IdxEntry, Needle, NeedleHeader, NeedleId, NeedleMeta, OffsetWidth,
-    ReplicaPlacement, SUPER_BLOCK_SIZE, SuperBlock, Ttl, Version, VolumeId,
+    Cookie, DataSpan, FormatError, HEADER_SIZE, IdxEntry, Needle, NeedleHeader, NeedleId, NeedleMeta,
+    OffsetWidth, ReplicaPlacement, SUPER_BLOCK_SIZE, SuperBlock, Ttl, Version, VolumeId,
 };
 
+use crate::clock::{now_ns, now_seconds};
 use crate::compaction;
 use crate::error::{Error, Result};
 use crate::needle_map::{MapStats, MemoryMap, NeedleMap, NeedleValue, RocksMap};
@@ -248,14 +249,36 @@ pub fn parse_dat_name(file_name: &str) -> Option<(String, VolumeId)> {
     Some((collection.to_owned(), vid.parse().ok()?))
 }
 
-/// The server's one wall clock, in Unix seconds (TTLs, modification times).
-pub(crate) fn now_seconds() -> u64 {
-    now_ns() / 1_000_000_000
+/// A volume's `.dat` (which must exist) and `.idx` (created when missing), both
+/// read-write.
+fn open_dat_and_idx(dat_path: &Path, idx_path: &Path) -> Result<(File, File)> {
+    let dat = OpenOptions::new().read(true).write(true).open(dat_path).map_err(|e| Error::io(dat_path, e))?;
+    let idx = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(idx_path)
+        .map_err(|e| Error::io(idx_path, e))?;
+    Ok((dat, idx))
 }
 
-/// The server's one wall clock, in Unix nanoseconds (AppendAtNs, TTL expiry).
-pub(crate) fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+/// The needle map `index` names; a RocksDB one lives in `<base>.rdb` and belongs to
+/// the `.dat` of `compaction_revision`.
+fn open_map(index: IndexKind, dat_path: &Path, compaction_revision: u16) -> Result<Box<dyn NeedleMap>> {
+    Ok(match index {
+        IndexKind::Memory => Box::new(MemoryMap::new()),
+        IndexKind::Rocksdb => Box::new(RocksMap::open(&dat_path.with_extension("rdb"), compaction_revision)?),
+    })
+}
+
+/// The `.dat`'s modification time in Unix seconds (0 when the file system has none).
+fn modified_seconds(dat: &File) -> u64 {
+    dat.metadata()
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Volume {
@@ -284,7 +307,9 @@ impl Volume {
         Self::load(dir, collection, id, options)
     }
 
-    /// Opens an existing volume, checking and repairing it (see [`crate::recovery`]).
+    /// Opens an existing volume, checking and repairing it (see [`crate::recovery`]),
+    /// in weed's order (weed/storage/volume_loading.go): an interrupted vacuum commit
+    /// finished, `.vif`, `.dat` and its superblock, `.idx`, the map, then the check.
     pub fn load(dir: &Path, collection: &str, id: VolumeId, options: VolumeOptions) -> Result<Self> {
         let dat_path = dat_path(dir, collection, id);
         let idx_path = dat_path.with_extension("idx");
@@ -296,22 +321,9 @@ impl Volume {
         if let Some(info) = &info {
             info.check_width(&vif_path, options.width)?;
         }
-        let dat =
-            OpenOptions::new().read(true).write(true).open(&dat_path).map_err(|e| Error::io(&dat_path, e))?;
+        let (dat, idx) = open_dat_and_idx(&dat_path, &idx_path)?;
         let super_block = read_super_block(&dat, &dat_path)?;
-        let idx = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&idx_path)
-            .map_err(|e| Error::io(&idx_path, e))?;
-        let map: Box<dyn NeedleMap> = match options.index {
-            IndexKind::Memory => Box::new(MemoryMap::new()),
-            IndexKind::Rocksdb => {
-                Box::new(RocksMap::open(&dat_path.with_extension("rdb"), super_block.compaction_revision)?)
-            }
-        };
+        let map = open_map(options.index, &dat_path, super_block.compaction_revision)?;
         let files = recovery::Files {
             dat: &dat,
             dat_path: &dat_path,
@@ -328,12 +340,7 @@ impl Volume {
         if info.is_none() {
             VolumeInfo::new(super_block.version as u32, options.width, 0).save(&vif_path)?;
         }
-        let modified_at = dat
-            .metadata()
-            .ok()
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs());
+        let modified_at = modified_seconds(&dat);
         let durability = match options.fsync {
             true => Some(Durability {
                 idx: idx.try_clone().map_err(|e| Error::io(&idx_path, e))?,
@@ -517,17 +524,15 @@ impl Volume {
     }
 
     /// Reads and verifies the record of needle `id` at `location`: one positioned read,
-    /// header check (id and size), one CRC pass (which also yields the ETag's CRC),
-    /// cookie check, TTL expiry.
+    /// then [`Needle::verify`] (header id and size, one CRC pass, which also yields the
+    /// ETag's CRC, then the cookie), then TTL expiry.
     pub fn read_at(&self, id: NeedleId, cookie: Cookie, location: NeedleLocation) -> Result<StoredNeedle> {
         let record = self.read_record(location.offset, location.size)?;
-        let corrupt = |source| Error::Corrupt { id, offset: location.offset, source };
-        NeedleHeader::parse(&record).and_then(|h| h.expect(id, location.size)).map_err(corrupt)?;
-        let needle = Needle::parse(&record, self.version()).map_err(corrupt)?;
-        let crc = needle.verify_checksum().map_err(corrupt)?;
-        if needle.cookie != cookie {
-            return Err(Error::CookieMismatch { id });
-        }
+        let (needle, crc) =
+            Needle::verify(&record, self.version(), id, cookie, location.size).map_err(|e| match e {
+                FormatError::CookieMismatch { .. } => Error::CookieMismatch { id },
+                source => Error::Corrupt { id, offset: location.offset, source },
+            })?;
         if is_expired(&needle) {
             return Err(Error::NeedleNotFound(id));
         }

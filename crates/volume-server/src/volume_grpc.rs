@@ -12,6 +12,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
+use crate::grpc::{blocking, status};
 use crate::pb::volume_server_pb::volume_server_server::{VolumeServer, VolumeServerServer};
 use crate::pb::volume_server_pb::*;
 use crate::pb::{grpc_address, master_pb};
@@ -54,36 +55,9 @@ impl VolumeGrpc {
     }
 }
 
-/// Maps a store error to the gRPC status weed's callers act on.
-pub(crate) fn status(e: Error) -> Status {
-    match e {
-        Error::VolumeNotFound(_) | Error::NeedleNotFound(_) | Error::AlreadyDeleted(_) => {
-            Status::not_found(e.to_string())
-        }
-        Error::VolumeExists(_) => Status::already_exists(e.to_string()),
-        Error::BadCollection(_) => Status::invalid_argument(e.to_string()),
-        Error::NoFreeSlot => Status::resource_exhausted(e.to_string()),
-        Error::NotEmpty(_) | Error::NotCompacted(_) | Error::ReadOnly(_) => {
-            Status::failed_precondition(e.to_string())
-        }
-        Error::VolumeRetired(_) | Error::Busy(_) => Status::unavailable(e.to_string()),
-        e => {
-            tracing::error!(error = %e, "gRPC call failed");
-            Status::internal(e.to_string())
-        }
-    }
-}
-
-/// Runs blocking file work off the async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, Error> + Send + 'static,
-) -> Result<T, Status> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| Status::internal(e.to_string()))?.map_err(status)
-}
-
 /// Ping's clock readings: weed's proto carries them as int64 nanoseconds.
 fn now_ns() -> i64 {
-    crate::volume::now_ns() as i64
+    crate::clock::now_ns() as i64
 }
 
 /// weed's per-file answer to a batch delete: HTTP status codes in a gRPC reply.

@@ -23,17 +23,13 @@ use tonic::transport::{Channel, Endpoint};
 use rdma_transport::grpc_tls::Dialer;
 
 use crate::error::Error;
+use crate::grpc::{blocking, status};
 use crate::pb::grpc_address;
 use crate::pb::volume_server_pb::volume_server_client::VolumeServerClient;
 use crate::pb::volume_server_pb::*;
-use crate::store::Store;
+use crate::store::{PARTIAL_SUFFIX, Store};
 use crate::vif::VolumeInfo as VifFile;
 use crate::volume::{Volume, base_name, check_collection};
-use crate::volume_grpc::{blocking, status};
-
-/// Appended to the names of a copy's files until the copy is complete; the store
-/// removes such leftovers when it opens.
-pub const PARTIAL_SUFFIX: &str = ".copying";
 
 /// Bytes per streamed message (weed's `BufferSizeLimit`): well under gRPC's 4 MiB
 /// default message limit on either side.

@@ -261,44 +261,20 @@ impl Translator {
             }
             Index => {
                 let text = value()?;
-                let ours = match text.as_str() {
-                    "memory" => "memory",
-                    "leveldb" | "leveldbMedium" | "leveldbLarge" | "rocksdb" => "rocksdb",
-                    _ => {
-                        return Err(bad(
-                            &text,
-                            "expected memory, leveldb, leveldbMedium or leveldbLarge".into(),
-                        ));
-                    }
-                };
-                self.push("--index", ours);
+                self.push("--index", index_kind(&text).map_err(|reason| bad(&text, reason))?);
             }
             Max => {
                 let text = value()?;
-                if text.split(',').any(|count| count.trim() == "0") {
-                    let reason =
-                        "a count of 0 (as many as the free space fits) is not supported: give a number";
-                    return Err(bad(&text, reason.into()));
-                }
+                check_max(&text).map_err(|reason| bad(&text, reason))?;
                 self.push("--max", text);
             }
             Disk => {
                 let text = value()?;
-                if !matches!(text.as_str(), "" | "hdd") {
-                    let reason =
-                        "this server reports its volumes as hdd only; leave -disk out or set it to hdd";
-                    return Err(bad(&text, reason.into()));
-                }
+                check_disk(&text).map_err(|reason| bad(&text, reason))?;
             }
             Verbosity => {
                 let text = value()?;
-                let level: u32 = text.parse().map_err(|_| bad(&text, "expected a number".into()))?;
-                let ours = match level {
-                    0 | 1 => "info",
-                    2 | 3 => "debug",
-                    _ => "trace",
-                };
-                self.push("--log-level", ours);
+                self.push("--log-level", log_level(&text).map_err(|reason| bad(&text, reason))?);
             }
             Switch(ours) => {
                 if parse_go_bool(name, inline.as_deref())? {
@@ -358,6 +334,41 @@ impl Translator {
             }
         }
     }
+}
+
+/// Our `--index` for weed's `-index`: every leveldb kind is our RocksDB map.
+fn index_kind(weed: &str) -> Result<&'static str, String> {
+    match weed {
+        "memory" => Ok("memory"),
+        "leveldb" | "leveldbMedium" | "leveldbLarge" | "rocksdb" => Ok("rocksdb"),
+        _ => Err("expected memory, leveldb, leveldbMedium or leveldbLarge".into()),
+    }
+}
+
+/// weed's `-max` as ours, but for its count of 0 (as many as the free space fits).
+fn check_max(counts: &str) -> Result<(), String> {
+    if counts.split(',').any(|count| count.trim() == "0") {
+        return Err("a count of 0 (as many as the free space fits) is not supported: give a number".into());
+    }
+    Ok(())
+}
+
+/// weed's `-disk`: only the type this server reports.
+fn check_disk(disk: &str) -> Result<(), String> {
+    if !matches!(disk, "" | "hdd") {
+        return Err("this server reports its volumes as hdd only; leave -disk out or set it to hdd".into());
+    }
+    Ok(())
+}
+
+/// Our `--log-level` for glog's `-v` verbosity.
+fn log_level(verbosity: &str) -> Result<&'static str, String> {
+    let level: u32 = verbosity.parse().map_err(|_| "expected a number".to_string())?;
+    Ok(match level {
+        0 | 1 => "info",
+        2 | 3 => "debug",
+        _ => "trace",
+    })
 }
 
 /// Go's boolean flag values: absent (true), 1/0, t/f, true/false in any of Go's cases.

@@ -24,6 +24,7 @@
 //! laid out first (so its length is known) and whose parts stream like the rest. Only
 //! the chunks the ranges touch are read (a chunk touched by two ranges is read twice).
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -35,7 +36,7 @@ use needle::{Chunk, ChunkManifest, FileId, Flags};
 use tokio::sync::mpsc;
 
 use super::peers::{VolumeLocations, clients};
-use super::read::{content_type_for, finish, headers_only, range_not_satisfiable, with_disposition};
+use super::reply::{content_type_for, finish, headers_only, range_not_satisfiable, with_disposition};
 use super::{ApiError, AppState, query_params};
 use crate::mime;
 use crate::range;
@@ -83,42 +84,14 @@ pub(super) async fn serve(
     let mut content_type = content_type_for(&manifest.mime, mime::extension(&filename));
     builder = builder.header("x-file-store", "chunked").header(header::ACCEPT_RANGES, "bytes");
     builder = with_disposition(builder, request, &filename);
-    let total = manifest.total_size();
     if *request.method() == Method::HEAD {
-        return Ok(headers_only(builder, &content_type, total));
+        return Ok(headers_only(builder, &content_type, manifest.total_size()));
     }
-
-    // What to send: text (multipart framing) and parts of chunks, in order.
-    let mut pieces = Vec::new();
-    let mut multipart_type = None;
-    let status = match request.headers().get(header::RANGE) {
-        None => {
-            pieces.extend(chunk_pieces(&manifest, 0, total));
-            StatusCode::OK
-        }
-        Some(value) => match range::parse(value.to_str().unwrap_or(""), total) {
-            Err(e) => return Ok(range_not_satisfiable(builder, e, total)),
-            Ok(ranges) if ranges.is_empty() || range::exceeds(&ranges, total) => {
-                return Ok(headers_only(builder, &content_type, 0));
-            }
-            Ok(ranges) => {
-                if let [one] = ranges.as_slice() {
-                    builder = builder.header(header::CONTENT_RANGE, one.content_range(total));
-                    pieces.extend(chunk_pieces(&manifest, one.start, one.start + one.length));
-                } else {
-                    // Parts carry the type as it is, even empty: weed sniffs nothing here.
-                    let layout = range::MultipartLayout::new(total, &ranges, &content_type);
-                    for (head, r) in layout.heads.into_iter().zip(&ranges) {
-                        pieces.push(Piece::Text(Bytes::from(head)));
-                        pieces.extend(chunk_pieces(&manifest, r.start, r.start + r.length));
-                    }
-                    pieces.push(Piece::Text(Bytes::from(layout.closing)));
-                    multipart_type = Some(layout.content_type);
-                }
-                StatusCode::PARTIAL_CONTENT
-            }
-        },
-    };
+    let (mut builder, Plan { status, pieces, multipart_type }) =
+        match plan(&manifest, request, builder, &content_type) {
+            ControlFlow::Continue(planned) => planned,
+            ControlFlow::Break(reply) => return Ok(reply),
+        };
     let length: u64 = pieces.iter().map(Piece::len).sum();
 
     // The first chunk is read before the headers go out: a failure there is a clean 500,
@@ -149,7 +122,68 @@ pub(super) async fn serve(
         }
     }
     builder = builder.status(status).header(header::CONTENT_LENGTH, length);
+    Ok(finish(builder, stream(source, ready, pieces)))
+}
 
+/// What a manifest's GET sends.
+struct Plan {
+    status: StatusCode,
+    /// Text (multipart framing) and parts of chunks, in order.
+    pieces: Vec<Piece>,
+    /// The reply's type when it is `multipart/byteranges`.
+    multipart_type: Option<String>,
+}
+
+/// The pieces for the request's `Range`, over the concatenation of the chunks (all of
+/// the file without one; `builder` gains a single range's Content-Range), or `Break`
+/// with the reply weed sends instead: a 416, or nothing at all for ranges it ignores.
+fn plan(
+    manifest: &ChunkManifest,
+    request: &Request<()>,
+    mut builder: Builder,
+    content_type: &str,
+) -> ControlFlow<Response, (Builder, Plan)> {
+    let total = manifest.total_size();
+    let Some(value) = request.headers().get(header::RANGE) else {
+        let pieces = chunk_pieces(manifest, 0, total).collect();
+        return ControlFlow::Continue((
+            builder,
+            Plan { status: StatusCode::OK, pieces, multipart_type: None },
+        ));
+    };
+    let ranges = match range::parse(value.to_str().unwrap_or(""), total) {
+        Ok(ranges) => ranges,
+        Err(e) => return ControlFlow::Break(range_not_satisfiable(builder, e, total)),
+    };
+    if ranges.is_empty() || range::exceeds(&ranges, total) {
+        return ControlFlow::Break(headers_only(builder, content_type, 0));
+    }
+    let mut pieces = Vec::new();
+    let mut multipart_type = None;
+    if let [one] = ranges.as_slice() {
+        builder = builder.header(header::CONTENT_RANGE, one.content_range(total));
+        pieces.extend(chunk_pieces(manifest, one.start, one.start + one.length));
+    } else {
+        // Parts carry the type as it is, even empty: weed sniffs nothing here.
+        let layout = range::MultipartLayout::new(total, &ranges, content_type);
+        for (head, r) in layout.heads.into_iter().zip(&ranges) {
+            pieces.push(Piece::Text(Bytes::from(head)));
+            pieces.extend(chunk_pieces(manifest, r.start, r.start + r.length));
+        }
+        pieces.push(Piece::Text(Bytes::from(layout.closing)));
+        multipart_type = Some(layout.content_type);
+    }
+    ControlFlow::Continue((builder, Plan { status: StatusCode::PARTIAL_CONTENT, pieces, multipart_type }))
+}
+
+/// The reply body: `ready` (read before the headers), then the rest of `pieces`, read
+/// one at a time by a task feeding a channel; a piece that fails ends the body with an
+/// error, which makes hyper cut the connection short of the Content-Length.
+fn stream(
+    mut source: ChunkSource,
+    ready: Vec<Bytes>,
+    pieces: impl Iterator<Item = Piece> + Send + 'static,
+) -> Body {
     let (tx, rx) = mpsc::channel::<Result<Bytes, std::io::Error>>(1);
     tokio::spawn(async move {
         for bytes in ready {
@@ -169,7 +203,7 @@ pub(super) async fn serve(
             }
         }
     });
-    Ok(finish(builder, Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))))
+    Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 /// A piece of a chunked file's reply.

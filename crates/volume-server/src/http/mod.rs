@@ -6,14 +6,16 @@
 mod admin;
 mod error;
 mod manifest;
+pub mod master_api;
 pub mod path;
 mod payload;
 mod peers;
+pub(crate) mod query;
 mod read;
 mod replicate;
+mod reply;
 mod write;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
@@ -31,14 +33,17 @@ use axum::response::Response;
 use axum::routing::get;
 use rand::Rng;
 
-use crate::master_api::MasterApi;
+use crate::clock::now_ns;
 use crate::metrics::Metrics;
 use crate::security::Security;
 use crate::store::Store;
 use crate::throttle::Throttle;
 
 pub use error::ApiError;
+use master_api::MasterApi;
 pub use peers::VolumeLocations;
+pub use query::percent_decode;
+pub(crate) use query::query_params;
 pub use replicate::ReadMode;
 
 /// What every handler shares.
@@ -90,8 +95,8 @@ pub fn router(state: SharedState) -> Router {
     if state.master.is_some() {
         // weed master guards these with the white list too.
         let master = Router::new()
-            .route("/dir/assign", get(crate::master_api::assign).post(crate::master_api::assign))
-            .route("/dir/lookup", get(crate::master_api::lookup).post(crate::master_api::lookup))
+            .route("/dir/assign", get(master_api::assign).post(master_api::assign))
+            .route("/dir/lookup", get(master_api::lookup).post(master_api::lookup))
             .route_layer(middleware::from_fn_with_state(Arc::clone(&state), white_listed));
         router = router.merge(master);
     }
@@ -203,49 +208,6 @@ async fn common_headers(State(state): State<SharedState>, request: Request, next
     response
 }
 
-pub(crate) use crate::volume::{now_ns, now_seconds};
-
-/// Query parameters, first value of each (Go's `FormValue`).
-pub(crate) fn query_params<B>(request: &axum::http::Request<B>) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    if let Some(query) = request.uri().query() {
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            out.entry(percent_decode(k)).or_insert_with(|| percent_decode(v));
-        }
-    }
-    out
-}
-
-/// Decodes a query component as Go's `url.QueryUnescape` does for the values weed reads
-/// (`+` is a space; a `%` not followed by two hex digits is kept as it is; bytes that are
-/// not UTF-8 become U+FFFD). The entry point of every query value and `?jwt=` token.
-pub fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// A JSON reply as weed's `writeJson` sends it.
 pub(crate) fn json_response(status: StatusCode, json: String) -> Response {
     Response::builder()
@@ -274,10 +236,5 @@ mod tests {
         );
         let fine = CatchUnwind { inner: Box::pin(async { Response::new(Body::empty()) }) };
         assert!(fine.await.is_ok());
-    }
-
-    #[test]
-    fn query_decoding() {
-        assert_eq!(percent_decode("a%2Cb+c%zz%4"), "a,b c%zz%4");
     }
 }

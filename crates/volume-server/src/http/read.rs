@@ -1,22 +1,30 @@
-//! GET and HEAD of a file, in weed's order (`GetOrHeadHandler`): parse the fid, find
+//! GET and HEAD of a file, in weed's order (`GetOrHeadHandler`,
+//! weed/server/volume_server_handlers_read.go): parse the fid, find
 //! the volume, read and verify the needle (map lookup, pread, CRC, header, cookie),
 //! then conditional requests, headers, gzip and ranges. Large needles stored plain are
 //! streamed from the `.dat` rather than read whole (`payload`).
 
+use std::ops::ControlFlow;
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::response::Builder;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use bytes::Bytes;
-use needle::{FileId, Flags};
+use needle::{FileId, Flags, NeedleMeta};
 
+use super::path::FileUrl;
 use super::payload::{Payload, ReadNeedle};
+use super::reply::{content_type_for, finish, headers_only, range_not_satisfiable, with_disposition};
 use super::{ApiError, AppState, manifest, path, query_params, replicate};
 use crate::mime;
-use crate::range::{self, RangeError};
+use crate::range;
 use crate::security::Access;
 use crate::throttle::{Busy, Held};
-use crate::upload::{self, GunzipError, gunzip, parse_bool};
+use crate::upload::{self, GunzipError, gunzip};
+use crate::volume::Volume;
 
 pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response {
     let is_head = request.method() == Method::HEAD;
@@ -40,6 +48,9 @@ pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response 
     }
 }
 
+/// weed's steps, in its order: find the volume (or serve the file from the server
+/// holding it), read and verify the needle, answer a conditional request, expand a
+/// chunk manifest, pick the type and the encoding, then send the whole or the ranges.
 /// `respond` sets `held` to the download budget it draws on, which the reply's body
 /// keeps until it is sent.
 async fn respond(
@@ -47,66 +58,16 @@ async fn respond(
     request: &axum::http::Request<()>,
     held: &mut Option<Held>,
 ) -> Result<Response, ApiError> {
-    let bad_path = |e: path::PathError| ApiError::text(StatusCode::BAD_REQUEST, format!("{e}\n"));
-    let raw = path::split(request.uri().path()).map_err(bad_path)?;
-    // weed checks the token before it validates the ids.
-    if !state.security.allows(Access::Read, request.uri().query(), request.headers(), raw.vid, raw.fid) {
-        return Err(ApiError::wrong_jwt());
-    }
-    let url = raw.parse().map_err(bad_path)?;
-    let volume = match state.store.volume(url.volume) {
-        Ok(volume) => volume,
-        Err(e) => {
-            return match replicate::read_elsewhere(state, request, url.volume, (raw.vid, raw.fid)).await {
-                Some(response) => Ok(response),
-                None => Err(ApiError::for_read(e)),
-            };
-        }
+    let (url, volume) = match find_volume(state, request).await? {
+        Located::Here(url, volume) => (url, volume),
+        Located::Elsewhere(response) => return Ok(response),
     };
-    let id = url.fid.needle_id();
-    // Most reads carry no query: look for the parameter before parsing it.
-    let read_deleted = request.uri().query().is_some_and(|q| q.contains("readDeleted="))
-        && query_params(request).get("readDeleted").is_some_and(|v| v == "true");
-    let location = volume.locate_readable(id, read_deleted).map_err(ApiError::for_read)?;
-    *held = Some(
-        state
-            .throttle
-            .downloads
-            .admit(ReadNeedle::bytes_held(&location))
-            .await
-            .map_err(|busy| too_many_requests(request, busy))?,
-    );
-    let stored = ReadNeedle::read(&volume, id, url.fid.cookie, location).map_err(ApiError::for_read)?;
+    let stored = read_needle(state, request, &url, &volume, held).await?;
     let (needle, whole_data) = stored.parts();
-    let headers_in = request.headers();
-    let mut builder = Response::builder();
-
-    if needle.last_modified != 0 {
-        let last_modified = std::time::UNIX_EPOCH + std::time::Duration::from_secs(needle.last_modified);
-        builder = builder.header(header::LAST_MODIFIED, http_date(needle.last_modified));
-        let since = headers_in
-            .get(header::IF_MODIFIED_SINCE)
-            .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
-        if since.is_some_and(|since| since >= last_modified) {
-            return Ok(not_modified(builder));
-        }
-    }
-    let etag = format!("\"{}\"", needle::crc::etag(stored.etag_crc()));
-    if headers_in.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
-        return Ok(not_modified(builder));
-    }
-    builder = builder.header(header::ETAG, &etag);
-    if needle.flags.contains(Flags::HAS_PAIRS) {
-        if let Ok(serde_json::Value::Object(pairs)) = serde_json::from_slice(needle.pairs) {
-            for (k, v) in pairs {
-                if let (Ok(name), Some(Ok(value))) =
-                    (axum::http::HeaderName::from_bytes(k.as_bytes()), v.as_str().map(HeaderValue::from_str))
-                {
-                    builder = builder.header(name, value);
-                }
-            }
-        }
-    }
+    let mut builder = match validators(&needle, stored.etag_crc(), request.headers()) {
+        ControlFlow::Continue(builder) => with_pairs(builder, &needle),
+        ControlFlow::Break(not_modified) => return Ok(not_modified),
+    };
     // Gzip and chunk manifests are never streamed: their data is here whole.
     if let Some(manifest) = whole_data.and_then(|data| manifest::to_expand(needle.flags, data, request)) {
         return manifest::serve(state, request, builder, manifest, url.filename.clone()).await;
@@ -119,13 +80,9 @@ async fn respond(
     let content_type = content_type_for(&String::from_utf8_lossy(needle.mime), &ext);
 
     // Gzip as stored only to clients that accept it; everyone else gets plain bytes.
-    let accepts_gzip = headers_in
-        .get(header::ACCEPT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("gzip"));
     let plain = match whole_data {
         Some(data) if needle.flags.contains(Flags::COMPRESSED) => {
-            if accepts_gzip && data.starts_with(&[0x1f, 0x8b]) {
+            if accepts_gzip(request.headers()) && data.starts_with(&[0x1f, 0x8b]) {
                 builder = builder.header(header::CONTENT_ENCODING, "gzip");
                 None
             } else {
@@ -141,13 +98,121 @@ async fn respond(
     };
 
     builder = with_disposition(builder.header(header::ACCEPT_RANGES, "bytes"), request, &filename);
-    let total = data.len();
     if *request.method() == Method::HEAD {
-        return Ok(headers_only(builder, &content_type, total));
+        return Ok(headers_only(builder, &content_type, data.len()));
     }
+    whole_or_ranges(builder, request.headers(), &content_type, data)
+}
 
+/// Where a file's volume is.
+enum Located {
+    Here(FileUrl, Arc<Volume>),
+    /// Not here: the reply of the server holding it (see [`replicate::read_elsewhere`]).
+    Elsewhere(Response),
+}
+
+/// The URL's ids and the volume they name. The read token is checked first: weed
+/// checks it before it validates the ids.
+async fn find_volume(state: &AppState, request: &axum::http::Request<()>) -> Result<Located, ApiError> {
+    let bad_path = |e: path::PathError| ApiError::text(StatusCode::BAD_REQUEST, format!("{e}\n"));
+    let raw = path::split(request.uri().path()).map_err(bad_path)?;
+    if !state.security.allows(Access::Read, request.uri().query(), request.headers(), raw.vid, raw.fid) {
+        return Err(ApiError::wrong_jwt());
+    }
+    let url = raw.parse().map_err(bad_path)?;
+    match state.store.volume(url.volume) {
+        Ok(volume) => Ok(Located::Here(url, volume)),
+        Err(e) => match replicate::read_elsewhere(state, request, url.volume, (raw.vid, raw.fid)).await {
+            Some(response) => Ok(Located::Elsewhere(response)),
+            None => Err(ApiError::for_read(e)),
+        },
+    }
+}
+
+/// The needle `url` names, checked (header, cookie, TTL; the CRC too when read whole),
+/// once the download budget has room for what the read holds; `held` keeps that share.
+async fn read_needle(
+    state: &AppState,
+    request: &axum::http::Request<()>,
+    url: &FileUrl,
+    volume: &Volume,
+    held: &mut Option<Held>,
+) -> Result<ReadNeedle, ApiError> {
+    let id = url.fid.needle_id();
+    // Most reads carry no query: look for the parameter before parsing it.
+    let read_deleted = request.uri().query().is_some_and(|q| q.contains("readDeleted="))
+        && query_params(request).get("readDeleted").is_some_and(|v| v == "true");
+    let location = volume.locate_readable(id, read_deleted).map_err(ApiError::for_read)?;
+    *held = Some(
+        state
+            .throttle
+            .downloads
+            .admit(ReadNeedle::bytes_held(&location))
+            .await
+            .map_err(|busy| too_many_requests(request, busy))?,
+    );
+    ReadNeedle::read(volume, id, url.fid.cookie, location).map_err(ApiError::for_read)
+}
+
+/// A conditional GET, as weed answers it: Last-Modified against If-Modified-Since, then
+/// the ETag (the stored CRC) against If-None-Match. `Break` is the 304 to send,
+/// `Continue` the builder carrying both headers.
+fn validators(
+    needle: &NeedleMeta<'_>,
+    etag_crc: u32,
+    headers_in: &HeaderMap,
+) -> ControlFlow<Response, Builder> {
+    let mut builder = Response::builder();
+    if needle.last_modified != 0 {
+        let last_modified = std::time::UNIX_EPOCH + std::time::Duration::from_secs(needle.last_modified);
+        builder = builder.header(header::LAST_MODIFIED, http_date(needle.last_modified));
+        let since = headers_in
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| httpdate::parse_http_date(v.to_str().ok()?).ok());
+        if since.is_some_and(|since| since >= last_modified) {
+            return ControlFlow::Break(not_modified(builder));
+        }
+    }
+    let etag = format!("\"{}\"", needle::crc::etag(etag_crc));
+    if headers_in.get(header::IF_NONE_MATCH).is_some_and(|v| v.as_bytes() == etag.as_bytes()) {
+        return ControlFlow::Break(not_modified(builder));
+    }
+    ControlFlow::Continue(builder.header(header::ETAG, &etag))
+}
+
+/// The needle's stored pairs (a JSON object) as headers, those that make valid ones.
+fn with_pairs(mut builder: Builder, needle: &NeedleMeta<'_>) -> Builder {
+    if !needle.flags.contains(Flags::HAS_PAIRS) {
+        return builder;
+    }
+    if let Ok(serde_json::Value::Object(pairs)) = serde_json::from_slice(needle.pairs) {
+        for (k, v) in pairs {
+            if let (Ok(name), Some(Ok(value))) =
+                (axum::http::HeaderName::from_bytes(k.as_bytes()), v.as_str().map(HeaderValue::from_str))
+            {
+                builder = builder.header(name, value);
+            }
+        }
+    }
+    builder
+}
+
+fn accepts_gzip(headers_in: &HeaderMap) -> bool {
+    headers_in.get(header::ACCEPT_ENCODING).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("gzip"))
+}
+
+/// The body reply: all of `data` (200) without a `Range`, else what weed sends for it:
+/// one range as a 206 with Content-Range, several as a multipart 206, a 416 for a
+/// header it cannot parse, and nothing at all for ranges it ignores.
+fn whole_or_ranges(
+    mut builder: Builder,
+    headers_in: &HeaderMap,
+    content_type: &str,
+    data: Payload,
+) -> Result<Response, ApiError> {
+    let total = data.len();
     let Some(range_header) = headers_in.get(header::RANGE) else {
-        return body_response(builder, StatusCode::OK, &content_type, data);
+        return body_response(builder, StatusCode::OK, content_type, data);
     };
     let ranges = match range::parse(range_header.to_str().unwrap_or(""), total) {
         Ok(ranges) => ranges,
@@ -155,15 +220,15 @@ async fn respond(
     };
     if ranges.is_empty() || range::exceeds(&ranges, total) {
         // weed ignores such a header and sends nothing at all.
-        return Ok(headers_only(builder, &content_type, 0));
+        return Ok(headers_only(builder, content_type, 0));
     }
     if let [one] = ranges.as_slice() {
         builder = builder.header(header::CONTENT_RANGE, one.content_range(total));
         let part = data.slice(one.start, one.length);
-        return body_response(builder, StatusCode::PARTIAL_CONTENT, &content_type, part);
+        return body_response(builder, StatusCode::PARTIAL_CONTENT, content_type, part);
     }
     // Parts carry the type as it is, even empty: weed sniffs nothing here.
-    let (multipart_type, length, body) = data.multipart(&ranges, &content_type);
+    let (multipart_type, length, body) = data.multipart(&ranges, content_type);
     let response = builder
         .status(StatusCode::PARTIAL_CONTENT)
         .header(header::CONTENT_TYPE, multipart_type)
@@ -174,7 +239,7 @@ async fn respond(
 /// A body reply; without a known type, Go's server sniffs one from the first 512 bytes
 /// it sends.
 fn body_response(
-    builder: axum::http::response::Builder,
+    builder: Builder,
     status: StatusCode,
     content_type: &str,
     body: Payload,
@@ -189,75 +254,8 @@ fn body_response(
     Ok(finish(builder, body.into_body()))
 }
 
-/// The Content-Type weed sends: the stored mime, unless it is empty or
-/// `application/octet-stream`, else the type of the file name's extension `ext`.
-pub(super) fn content_type_for(stored_mime: &str, ext: &str) -> String {
-    if !stored_mime.is_empty() && !stored_mime.starts_with("application/octet-stream") {
-        stored_mime.to_owned()
-    } else {
-        mime::type_by_extension(ext)
-    }
-}
-
-/// Adds `Content-Disposition` for a named file: `inline`, or `attachment` when the
-/// query's `dl` is true.
-pub(super) fn with_disposition(
-    builder: axum::http::response::Builder,
-    request: &axum::http::Request<()>,
-    filename: &str,
-) -> axum::http::response::Builder {
-    if filename.is_empty() {
-        return builder;
-    }
-    let dl = query_params(request).get("dl").and_then(|v| parse_bool(v)).unwrap_or(false);
-    let disposition = if dl { "attachment" } else { "inline" };
-    builder.header(header::CONTENT_DISPOSITION, mime::content_disposition(disposition, filename))
-}
-
-/// A reply without a body: a HEAD, or a `Range` weed ignores. Content-Type when
-/// known (no sniffing without bytes), and `length` as Content-Length.
-pub(super) fn headers_only(
-    mut builder: axum::http::response::Builder,
-    content_type: &str,
-    length: u64,
-) -> Response {
-    if !content_type.is_empty() {
-        builder = builder.header(header::CONTENT_TYPE, content_type);
-    }
-    finish(builder.header(header::CONTENT_LENGTH, length), Body::empty())
-}
-
-/// weed's 416 for a `Range` header it cannot serve (with `bytes */total` when no
-/// range overlaps the content).
-pub(super) fn range_not_satisfiable(
-    mut builder: axum::http::response::Builder,
-    e: RangeError,
-    total: u64,
-) -> Response {
-    if e == RangeError::NoOverlap {
-        builder = builder.header(header::CONTENT_RANGE, format!("bytes */{total}"));
-    }
-    let body = e.body();
-    let response = builder
-        .status(StatusCode::RANGE_NOT_SATISFIABLE)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .header("x-content-type-options", "nosniff")
-        .header(header::CONTENT_LENGTH, body.len());
-    finish(response, Body::from(body))
-}
-
-fn not_modified(builder: axum::http::response::Builder) -> Response {
+fn not_modified(builder: Builder) -> Response {
     finish(builder.status(StatusCode::NOT_MODIFIED), Body::empty())
-}
-
-/// The reply `builder` describes with `body`; a 500 if the headers do not make one.
-pub(super) fn finish(builder: axum::http::response::Builder, body: Body) -> Response {
-    builder.body(body).unwrap_or_else(|e| {
-        tracing::error!(error = %e, "building a reply");
-        let mut r = Response::new(Body::empty());
-        *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-        r
-    })
 }
 
 /// A reply body holding its share of the download budget until it is dropped.

@@ -1,16 +1,19 @@
-//! POST/PUT (upload) and DELETE, with weed's replies: 201 + the upload JSON (keys in
+//! POST/PUT (upload) and DELETE (weed/server/volume_server_handlers_write.go), with
+//! weed's replies: 201 + the upload JSON (keys in
 //! weed's order), 204 for an identical rewrite, 202 `{"size":N}` for a delete. Both
 //! reach the volume's other replicas too (`replicate`).
 
 use axum::body::Body;
 use axum::extract::Request;
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde::Serialize;
 
-use super::{ApiError, AppState, json_response, now_seconds, path, query_params, replicate};
+use super::{ApiError, AppState, json_response, path, query_params, replicate};
+use crate::clock::now_seconds;
 use crate::security::Access;
-use crate::upload::{self, UploadError};
+use crate::upload::{self, Upload, UploadError};
 use crate::volume::WriteOutcome;
 
 /// Room for the multipart envelope around the largest allowed file.
@@ -62,6 +65,9 @@ pub(super) async fn post(state: &AppState, request: Request) -> Response {
     }
 }
 
+/// weed's `PostHandler`: the path and the write token, the volume here (or the servers
+/// to forward to), the upload, then its `ReplicatedWrite`: stored here, then sent to
+/// every replica.
 async fn upload_file(state: &AppState, request: Request) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let bad_path = |e: path::PathError| ApiError::bad_request(e.to_string());
@@ -82,39 +88,7 @@ async fn upload_file(state: &AppState, request: Request) -> Result<Response, Api
         Err(_) if state.locations.clustered() && !replicate::is_replica(parts.uri.query()) => None,
         Err(e) => return Err(ApiError::for_write(e)),
     };
-    let limit = state.file_size_limit;
-    let declared: Option<u64> =
-        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
-    if declared.is_some_and(|len| len > limit + ENVELOPE_SLACK) {
-        return Err(too_large(limit));
-    }
-    let body = axum::body::to_bytes(body, (limit + ENVELOPE_SLACK) as usize).await.map_err(|e| {
-        if e.into_inner().is::<http_body_util::LengthLimitError>() {
-            too_large(limit)
-        } else {
-            ApiError::bad_request("reading the request body failed")
-        }
-    })?;
-    let query = query_params(&Request::from_parts(parts.clone(), Body::empty()));
-    // Parsing gzips or gunzips the body: CPU work off the async workers.
-    let (method, headers, path) = (parts.method.clone(), parts.headers.clone(), parts.uri.path().to_owned());
-    let upload = tokio::task::spawn_blocking(move || {
-        upload::parse(&upload::Request {
-            method: &method,
-            headers: &headers,
-            path: &path,
-            query: &query,
-            body: &body,
-            size_limit: limit,
-            now_seconds: now_seconds(),
-        })
-    })
-    .await
-    .map_err(|e| ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, format!("parsing the upload: {e}")))?
-    .map_err(|e| match e {
-        UploadError::TooLarge(_) => too_large(limit),
-        UploadError::Bad(message) => ApiError::bad_request(message),
-    })?;
+    let upload = read_upload(state.file_size_limit, &parts, body).await?;
 
     let needle = upload.to_needle(url.fid.needle_id(), url.fid.cookie);
     // weed's ReplicatedWrite: find the replicas, store here, then send to every replica.
@@ -141,7 +115,51 @@ async fn upload_file(state: &AppState, request: Request) -> Result<Response, Api
         .await
         .map_err(|e| ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, e))?;
 
-    let etag = needle::crc::etag(needle.checksum);
+    upload_reply(unchanged, needle.checksum, &upload)
+}
+
+/// The body, within the file size limit `limit` (plus the multipart envelope), parsed
+/// as weed's `ParseUpload` does: multipart or raw, gzip as the client sent it or
+/// compressed here, name, mime, pairs, TTL and the rest from headers and query.
+async fn read_upload(limit: u64, parts: &Parts, body: Body) -> Result<Upload, ApiError> {
+    let declared: Option<u64> =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
+    if declared.is_some_and(|len| len > limit + ENVELOPE_SLACK) {
+        return Err(too_large(limit));
+    }
+    let body = axum::body::to_bytes(body, (limit + ENVELOPE_SLACK) as usize).await.map_err(|e| {
+        if e.into_inner().is::<http_body_util::LengthLimitError>() {
+            too_large(limit)
+        } else {
+            ApiError::bad_request("reading the request body failed")
+        }
+    })?;
+    let query = query_params(&Request::from_parts(parts.clone(), Body::empty()));
+    // Parsing gzips or gunzips the body: CPU work off the async workers.
+    let (method, headers, path) = (parts.method.clone(), parts.headers.clone(), parts.uri.path().to_owned());
+    tokio::task::spawn_blocking(move || {
+        upload::parse(&upload::Request {
+            method: &method,
+            headers: &headers,
+            path: &path,
+            query: &query,
+            body: &body,
+            size_limit: limit,
+            now_seconds: now_seconds(),
+        })
+    })
+    .await
+    .map_err(|e| ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, format!("parsing the upload: {e}")))?
+    .map_err(|e| match e {
+        UploadError::TooLarge(_) => too_large(limit),
+        UploadError::Bad(message) => ApiError::bad_request(message),
+    })
+}
+
+/// weed's reply to a stored upload: 204 with the ETag for an identical rewrite,
+/// else 201 with the upload JSON; both carry the client's Content-MD5.
+fn upload_reply(unchanged: bool, checksum: u32, upload: &Upload) -> Result<Response, ApiError> {
+    let etag = needle::crc::etag(checksum);
     let md5 = upload.content_md5.as_deref().unwrap_or("");
     let md5_header = HeaderValue::from_str(md5).unwrap_or(HeaderValue::from_static(""));
     if unchanged {

@@ -147,17 +147,17 @@ pub struct OurServer {
 impl OurServer {
     /// Starts `volume-server --dir DIR --port P [extra...]` and waits for `/healthz`.
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
-        let bin = Path::new(env!("CARGO_BIN_EXE_volume-server"));
+        let bin = testbeds::ours::volume_server_binary();
         let server =
-            testbeds::ours::OurVolumeServer::start(bin, dir, extra).unwrap_or_else(|e| panic!("{e}"));
+            testbeds::ours::OurVolumeServer::start(&bin, dir, extra).unwrap_or_else(|e| panic!("{e}"));
         Self { addr: server.addr().to_owned(), server }
     }
 
     /// [`OurServer::start`] listening on and advertising `ip`.
     pub fn start_on(dir: &Path, ip: &str, extra: &[&str]) -> Self {
-        let bin = Path::new(env!("CARGO_BIN_EXE_volume-server"));
+        let bin = testbeds::ours::volume_server_binary();
         let server =
-            testbeds::ours::OurVolumeServer::start_on(bin, dir, ip, extra).unwrap_or_else(|e| panic!("{e}"));
+            testbeds::ours::OurVolumeServer::start_on(&bin, dir, ip, extra).unwrap_or_else(|e| panic!("{e}"));
         Self { addr: server.addr().to_owned(), server }
     }
 
@@ -189,7 +189,7 @@ impl OurServer {
 /// its stdout+stderr.
 pub fn start_refused(args: &[&str], env: &[(&str, &str)]) -> String {
     let out = tempfile::NamedTempFile::new().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_volume-server"))
+    let mut child = std::process::Command::new(testbeds::ours::volume_server_binary())
         .args(args)
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())

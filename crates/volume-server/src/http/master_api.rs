@@ -21,7 +21,7 @@ use needle::{Cookie, FileId, NeedleId, ReplicaPlacement, Ttl};
 use rand::Rng;
 use serde::Serialize;
 
-use crate::http::{SharedState, json_response, query_params};
+use super::{SharedState, json_response, query_params};
 use crate::security::Access;
 use crate::store::Store;
 use crate::upload::go_json;

@@ -6,10 +6,11 @@
 mod common;
 
 use client_sdk::{Client, Error, FileId, UploadOptions};
-use common::{client_over_serving_fake_rdma, our_server, runtime, volume_server_bin};
+use common::{client_over_serving_fake_rdma, our_server, runtime};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use testbeds::ours::OurVolumeServer;
+use testbeds::ours::volume_server_binary;
 use testbeds::pseudo_random;
 use testbeds::weed::{WeedMaster, WeedVolume};
 
@@ -108,7 +109,7 @@ fn weed_upload_max_mb_files_read_through_the_sdk() {
     let weed = WeedVolume::start_with(&root.path().join("weed"), &master, &["-dataCenter=dc-weed"])
         .unwrap_or_else(|e| panic!("{e}"));
     let ours = OurVolumeServer::start(
-        &volume_server_bin(),
+        &volume_server_binary(),
         &root.path().join("ours"),
         &["--mserver", &master.addr(), "--max", "20", "--data-center", "dc-ours"],
     )

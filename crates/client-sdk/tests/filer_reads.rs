@@ -34,7 +34,7 @@ impl Cluster {
         let master = WeedMaster::start(dir, 256).unwrap_or_else(|e| panic!("{e}"));
         let weed = WeedVolume::start(&dir.join("weed"), &master).unwrap_or_else(|e| panic!("{e}"));
         let ours = OurVolumeServer::start(
-            &common::volume_server_bin(),
+            &testbeds::ours::volume_server_binary(),
             &dir.join("ours"),
             &["--mserver", &master.addr(), "--max", "20"],
         )

@@ -79,7 +79,7 @@ fn filer_files_read_over_rdma_chunk_by_chunk_and_a_flipped_byte_is_an_error() {
     let dir = root.path();
     let master = WeedMaster::start(dir, 256).unwrap_or_else(|e| panic!("{e}"));
     let ours = OurVolumeServer::start(
-        &common::volume_server_bin(),
+        &testbeds::ours::volume_server_binary(),
         &dir.join("ours"),
         &["--mserver", &master.addr(), "--max", "20", "--rdma-device", &device()],
     )

@@ -68,7 +68,7 @@ async fn a_tls_grpc_port_opens_rdma_sessions_only_for_trusted_client_certificate
     let data_dir = scratch.path().join("data");
     std::fs::create_dir_all(&data_dir).unwrap();
     let server = OurVolumeServer::start(
-        &common::volume_server_bin(),
+        &testbeds::ours::volume_server_binary(),
         &data_dir,
         &["--rdma-device", &guest_device(), "--security-config", &path(&security_toml)],
     )

@@ -6,8 +6,8 @@
 mod common;
 
 use client_sdk::{Client, Error, UploadOptions};
-use common::volume_server_bin;
 use testbeds::ours::OurVolumeServer;
+use testbeds::ours::volume_server_binary;
 use testbeds::pseudo_random;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,7 +21,7 @@ async fn upload_read_stat_and_delete_work_when_the_cluster_signs_everything() {
     )
     .unwrap();
     let server = OurVolumeServer::start(
-        &volume_server_bin(),
+        &volume_server_binary(),
         &root.path().join("data"),
         &["--security-config", config.to_str().unwrap()],
     )

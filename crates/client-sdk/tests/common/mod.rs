@@ -7,28 +7,15 @@ use client_sdk::{
     Backoff, BoxFuture, Client, FileId, NeedleData, ReadTransport, TransportError, TransportErrorKind,
 };
 use fallback_http::{HttpReadConfig, HttpReader};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use testbeds::ours::OurVolumeServer;
+use testbeds::ours::{OurVolumeServer, volume_server_binary};
 use testbeds::softroce::slowness::scaled;
-
-/// `$CARGO_TARGET_DIR/debug/volume-server`, next to this test's `deps/` directory.
-pub fn volume_server_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let bin = exe.parent().and_then(|deps| deps.parent()).expect("target/debug").join("volume-server");
-    assert!(
-        bin.exists(),
-        "{} is missing: `cargo build -p volume-server` (`cargo test --workspace` builds it)",
-        bin.display()
-    );
-    bin
-}
 
 /// Our volume server, standalone (it answers the master API itself), over `dir`.
 pub fn our_server(dir: &std::path::Path) -> OurVolumeServer {
-    OurVolumeServer::start(&volume_server_bin(), dir, &[]).unwrap_or_else(|e| panic!("{e}"))
+    OurVolumeServer::start(&volume_server_binary(), dir, &[]).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The RDMA device of the Soft-RoCE guest (`$SOFTROCE_DEVICE`, rxe0).

@@ -6,7 +6,7 @@
 //! a read came over RDMA (it cannot fall back); `Prefer` shows the fallback doing its job.
 #![allow(dead_code)] // rdma_sdk_async_rdma runs one scenario of them
 
-use crate::common::{self, guest_client, guest_device, guest_rdma_config};
+use crate::common::{guest_client, guest_device, guest_rdma_config};
 use client_sdk::{
     Client, Error, FallbackReason, FileId, RdmaEngine, RdmaPolicy, RdmaTransport, ReadTransport,
     UploadOptions,
@@ -34,7 +34,7 @@ impl RdmaVolumeServer {
         let device = guest_device();
         let mut args = vec!["--rdma-device", &device];
         args.extend_from_slice(extra);
-        let process = OurVolumeServer::start(&common::volume_server_bin(), dir.path(), &args)
+        let process = OurVolumeServer::start(&testbeds::ours::volume_server_binary(), dir.path(), &args)
             .unwrap_or_else(|e| panic!("volume-server starts: {e}"));
         Self { process, dir }
     }

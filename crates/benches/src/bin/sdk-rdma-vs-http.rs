@@ -20,7 +20,9 @@
 //! An RDMA read needs the needle's location from the server's control plane (a gRPC
 //! call) unless the transport cached it within `--location-ttl-ms` (default: the SDK's,
 //! 1 s); an HTTP read needs only the volume's location, cached for minutes. Reading few
-//! needles often favours RDMA; 0 shows the cost when every read locates.
+//! needles often favours RDMA; 0 shows the cost when every read locates. Each engine is
+//! measured both ways: hot (locations cached for `--location-ttl-ms`) and cold (path
+//! `ENGINE cold`: a Locate before every READ, as a needle never read before costs).
 //!
 //! Last, what access control costs: the same SDK reads (sideway) against a server in the
 //! default `record` exposure (each located record registered for the session on its
@@ -224,22 +226,30 @@ async fn run(o: &Options) -> Result<(), BoxError> {
         #[cfg(feature = "async-rdma")]
         RdmaEngine::AsyncRdma,
     ];
-    // One client per engine, named as the transport names itself ("rdma-sideway", ...).
+    // Per engine a hot client, named as the transport names itself ("rdma-sideway",
+    // ...), and unless every read locates already, a cold one ("rdma-sideway cold").
     let mut over_rdma = Vec::new();
     for engine in engines {
-        let rdma = RdmaTransport::new(RdmaTransportConfig {
-            engine,
-            device: DeviceChoice::Name(o.device.clone()),
-            location_ttl,
-            ..defaults.clone()
-        });
-        let name = rdma.name();
-        let client = Client::builder(server.addr())
-            .rdma_transport(Arc::new(rdma))
-            .rdma_policy(RdmaPolicy::Require)
-            .rdma_timeout(testbeds::softroce::slowness::scaled(Duration::from_secs(10)))
-            .build()?;
-        over_rdma.push((name, client));
+        let temperatures = if location_ttl.is_zero() {
+            vec![(location_ttl, "")]
+        } else {
+            vec![(location_ttl, ""), (Duration::ZERO, " cold")]
+        };
+        for (location_ttl, suffix) in temperatures {
+            let rdma = RdmaTransport::new(RdmaTransportConfig {
+                engine,
+                device: DeviceChoice::Name(o.device.clone()),
+                location_ttl,
+                ..defaults.clone()
+            });
+            let name = format!("{}{suffix}", rdma.name());
+            let client = Client::builder(server.addr())
+                .rdma_transport(Arc::new(rdma))
+                .rdma_policy(RdmaPolicy::Require)
+                .rdma_timeout(testbeds::softroce::slowness::scaled(Duration::from_secs(10)))
+                .build()?;
+            over_rdma.push((name, client));
+        }
     }
     let over_http = Client::builder(server.addr()).rdma_policy(RdmaPolicy::Off).build()?;
 
@@ -253,7 +263,7 @@ async fn run(o: &Options) -> Result<(), BoxError> {
         location_ttl
     );
     println!(
-        "{:>9} {:>15} {:>10} {:>10} {:>10} {:>14}",
+        "{:>9} {:>20} {:>10} {:>10} {:>10} {:>14}",
         "size", "path", "p50 us", "p99 us", "MB/s", "srv CPU s/GiB"
     );
     let mut rows = Vec::new();
@@ -270,12 +280,12 @@ async fn run(o: &Options) -> Result<(), BoxError> {
         let fids = Arc::new(fids);
         let mut rdma = Vec::new();
         for (name, client) in &over_rdma {
-            rdma.push((*name, measure(client, &server, &fids, size, o).await?));
+            rdma.push((name.as_str(), measure(client, &server, &fids, size, o).await?));
         }
         let http = measure(&over_http, &server, &fids, size, o).await?;
         for (path, f) in rdma.iter().map(|(name, f)| (*name, f)).chain([("http", &http)]) {
             println!(
-                "{:>9} {:>15} {:>10.0} {:>10.0} {:>10.1} {:>14.2}",
+                "{:>9} {:>20} {:>10.0} {:>10.0} {:>10.1} {:>14.2}",
                 human(size as u64),
                 path,
                 f.p50.as_secs_f64() * 1e6,
@@ -290,7 +300,7 @@ async fn run(o: &Options) -> Result<(), BoxError> {
     for (size, rdma, http) in &rows {
         for (name, rdma) in rdma {
             println!(
-                "{:>9} {:>15}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x, server CPU per GiB {:.3}x",
+                "{:>9} {:>20}: p50 {:.2}x, p99 {:.2}x, throughput {:.2}x, server CPU per GiB {:.3}x",
                 human(*size as u64),
                 name,
                 rdma.p50.as_secs_f64() / http.p50.as_secs_f64(),
@@ -304,7 +314,7 @@ async fn run(o: &Options) -> Result<(), BoxError> {
         "note: with Soft-RoCE the RDMA responder runs in the guest kernel (rxe), outside the server process, so its CPU is not in the server's figure; on an RNIC it is the NIC's."
     );
     let method = format!(
-        "SDK downloads, {} s phases, p50/p99 from one reader, MB/s from {} concurrent, RDMA locations cached {location_ttl:?}",
+        "SDK downloads, {} s phases, p50/p99 from one reader, MB/s from {} concurrent, RDMA locations cached {location_ttl:?} (cold: a Locate per read)",
         o.seconds, o.concurrency
     );
     let mut saved = FigureSet::new("sdk-rdma-vs-http", method);

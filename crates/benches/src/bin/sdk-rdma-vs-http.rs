@@ -29,7 +29,9 @@
 //! own) and one in `--rdma-exposure volume` (volume files registered in extents, every
 //! session may READ them whole): hot 4 KiB p50 (locations cached), 1 MiB throughput,
 //! and the server's CPU per Locate (a client that locates every read), with the ratios
-//! record / volume (target: hot 4 KiB p50 <= 1.1x).
+//! record / volume (target: hot 4 KiB p50 <= 1.1x). Both servers run at once and the
+//! figures come from rounds that alternate between them (half a `--seconds` per figure
+//! and round); each ratio is the median of the rounds' ratios, printed with its range.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -163,18 +165,13 @@ impl Figures {
     }
 }
 
-async fn measure(
+/// Downloads `fids` one at a time, in turn, for `phase`: each download's latency.
+async fn latencies(
     client: &Client,
-    server: &Server,
-    fids: &Arc<Vec<FileId>>,
+    fids: &[FileId],
     size: usize,
-    o: &Options,
-) -> Result<Figures, BoxError> {
-    for fid in fids.iter() {
-        client.download(fid).await?;
-    }
-    let phase = Duration::from_secs_f64(o.seconds);
-    let cpu_before = server.cpu_seconds()?;
+    phase: Duration,
+) -> Result<Vec<Duration>, BoxError> {
     let mut latencies = Vec::new();
     let started = Instant::now();
     while started.elapsed() < phase {
@@ -186,10 +183,21 @@ async fn measure(
             return Err(format!("{fid}: {} bytes, {size} expected", data.len()).into());
         }
     }
+    Ok(latencies)
+}
+
+/// `concurrency` downloaders of `fids` for `phase`: the needle bytes downloaded and the
+/// seconds it took.
+async fn throughput(
+    client: &Client,
+    fids: &Arc<Vec<FileId>>,
+    concurrency: usize,
+    phase: Duration,
+) -> Result<(u64, f64), BoxError> {
     let served = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    for t in 0..o.concurrency {
+    for t in 0..concurrency {
         let (client, fids, served) = (client.clone(), Arc::clone(fids), Arc::clone(&served));
         tasks.push(tokio::spawn(async move {
             let mut i = t;
@@ -204,14 +212,30 @@ async fn measure(
     for task in tasks {
         task.await??;
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    Ok((served.load(Ordering::Relaxed), started.elapsed().as_secs_f64()))
+}
+
+async fn measure(
+    client: &Client,
+    server: &Server,
+    fids: &Arc<Vec<FileId>>,
+    size: usize,
+    o: &Options,
+) -> Result<Figures, BoxError> {
+    for fid in fids.iter() {
+        client.download(fid).await?;
+    }
+    let phase = Duration::from_secs_f64(o.seconds);
+    let cpu_before = server.cpu_seconds()?;
+    let mut latencies = latencies(client, fids, size, phase).await?;
+    let (served, elapsed) = throughput(client, fids, o.concurrency, phase).await?;
     let cpu = server.cpu_seconds()? - cpu_before;
-    let bytes = served.load(Ordering::Relaxed) + (latencies.len() * size) as u64;
+    let bytes = served + (latencies.len() * size) as u64;
     latencies.sort();
     Ok(Figures {
         p50: quantile(&latencies, 0.50),
         p99: quantile(&latencies, 0.99),
-        mb_per_s: served.load(Ordering::Relaxed) as f64 / 1e6 / elapsed,
+        mb_per_s: served as f64 / 1e6 / elapsed,
         cpu_s_per_gib: cpu / (bytes as f64 / (1u64 << 30) as f64),
         percentiles_us: percentiles_us(&latencies),
     })
@@ -329,17 +353,23 @@ async fn run(o: &Options) -> Result<(), BoxError> {
     compare_exposures(o).await
 }
 
-/// One exposure's figures (see the module docs).
-struct ExposureFigures {
-    hot_4k_p50: Duration,
-    mb_per_s_1m: f64,
-    cpu_us_per_locate: f64,
+/// How many times each exposure's figures are taken, alternating between the two
+/// servers (and which goes first), so drift in the guest's speed falls on both alike.
+const EXPOSURE_ROUNDS: usize = 7;
+
+/// One exposure under test: its server, a client that caches locations (the SDK's
+/// default) and one that locates every read, and the needles uploaded to it.
+struct ExposureUnderTest {
+    name: &'static str,
+    server: Server,
+    cached: Client,
+    locating: Client,
+    small: Arc<Vec<FileId>>,
+    large: Arc<Vec<FileId>>,
 }
 
-/// Record vs volume exposure through the SDK (sideway), each against its own server.
-async fn compare_exposures(o: &Options) -> Result<(), BoxError> {
-    let mut rows = Vec::new();
-    for (name, extra) in [("record", &[][..]), ("volume", &["--rdma-exposure", "volume"][..])] {
+impl ExposureUnderTest {
+    async fn start(o: &Options, name: &'static str, extra: &[&str]) -> Result<Self, BoxError> {
         let server = Server::start(o, extra)?;
         let client = |location_ttl: Duration| {
             let rdma = RdmaTransport::new(RdmaTransportConfig {
@@ -354,55 +384,99 @@ async fn compare_exposures(o: &Options) -> Result<(), BoxError> {
                 .build()
         };
         let cached = client(RdmaTransportConfig::default().location_ttl)?;
-        let mut sets = Vec::new();
-        for (size, count) in [(4096usize, 16usize), (1 << 20, 8)] {
-            let mut fids = Vec::with_capacity(count);
-            for i in 0..count {
-                let data = testbeds::pseudo_random(size, 7000 + i as u64);
-                fids.push(cached.upload(data, &UploadOptions::named("bench.bin")).await?.fid);
-            }
-            sets.push(Arc::new(fids));
-        }
-        let hot = measure(&cached, &server, &sets[0], 4096, o).await?;
-        let large = measure(&cached, &server, &sets[1], 1 << 20, o).await?;
-        // Every read locates: the server's CPU per Locate (and its grant, in record).
         let locating = client(Duration::ZERO)?;
-        let cpu_before = server.cpu_seconds()?;
-        let (started, mut reads) = (Instant::now(), 0u64);
-        while started.elapsed() < Duration::from_secs_f64(o.seconds) {
-            locating.download(&sets[0][reads as usize % sets[0].len()]).await?;
-            reads += 1;
-        }
-        let cpu = server.cpu_seconds()? - cpu_before;
-        rows.push((
-            name,
-            ExposureFigures {
-                hot_4k_p50: hot.p50,
-                mb_per_s_1m: large.mb_per_s,
-                cpu_us_per_locate: cpu * 1e6 / reads.max(1) as f64,
-            },
-        ));
+        let small = upload_warm(&cached, 4096, 16).await?;
+        let large = upload_warm(&cached, 1 << 20, 8).await?;
+        Ok(ExposureUnderTest { name, server, cached, locating, small, large })
+    }
+
+    /// One round: hot 4 KiB p50, 1 MiB throughput, and the server's CPU per Locate, each
+    /// over a `phase`.
+    async fn round(&self, o: &Options, phase: Duration) -> Result<ExposureFigures, BoxError> {
+        let mut hot = latencies(&self.cached, &self.small, 4096, phase).await?;
+        hot.sort();
+        let (bytes, seconds) = throughput(&self.cached, &self.large, o.concurrency, phase).await?;
+        let cpu_before = self.server.cpu_seconds()?;
+        let reads = latencies(&self.locating, &self.small, 4096, phase).await?.len();
+        let cpu = self.server.cpu_seconds()? - cpu_before;
+        Ok(ExposureFigures {
+            hot_4k_p50: quantile(&hot, 0.50),
+            mb_per_s_1m: bytes as f64 / 1e6 / seconds,
+            cpu_us_per_locate: cpu * 1e6 / reads.max(1) as f64,
+        })
+    }
+}
+
+/// Uploads `count` needles of `size` bytes and reads each once (which locates it).
+async fn upload_warm(client: &Client, size: usize, count: usize) -> Result<Arc<Vec<FileId>>, BoxError> {
+    let mut fids = Vec::with_capacity(count);
+    for i in 0..count {
+        let data = testbeds::pseudo_random(size, 7000 + i as u64);
+        let fid = client.upload(data, &UploadOptions::named("bench.bin")).await?.fid;
+        client.download(&fid).await?;
+        fids.push(fid);
+    }
+    Ok(Arc::new(fids))
+}
+
+/// One exposure's figures in one round (see the module docs).
+struct ExposureFigures {
+    hot_4k_p50: Duration,
+    mb_per_s_1m: f64,
+    cpu_us_per_locate: f64,
+}
+
+/// Sorts `values` and returns their middle (the upper one of an even count).
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Record vs volume exposure through the SDK (sideway): both servers run at once, and
+/// the figures are taken in `EXPOSURE_ROUNDS` rounds that alternate between them. Each
+/// ratio is the median of the rounds' ratios, with their range, so one slow moment of
+/// the guest moves neither it nor the verdict.
+async fn compare_exposures(o: &Options) -> Result<(), BoxError> {
+    let exposures = [
+        ExposureUnderTest::start(o, "record", &[]).await?,
+        ExposureUnderTest::start(o, "volume", &["--rdma-exposure", "volume"]).await?,
+    ];
+    let phase = Duration::from_secs_f64(o.seconds / 2.0);
+    let mut rounds: Vec<[ExposureFigures; 2]> = Vec::new();
+    for round in 0..EXPOSURE_ROUNDS {
+        let (first, second) = if round % 2 == 0 { (0, 1) } else { (1, 0) };
+        let a = exposures[first].round(o, phase).await?;
+        let b = exposures[second].round(o, phase).await?;
+        rounds.push(if first == 0 { [a, b] } else { [b, a] });
     }
     println!(
-        "exposure (SDK, sideway; hot = locations cached, CPU per Locate = a client locating every read):"
+        "exposure (SDK, sideway; hot = locations cached, CPU per Locate = a client locating every read; \
+         {EXPOSURE_ROUNDS} alternating rounds of {phase:?} per figure, medians):"
     );
     println!("{:>9} {:>14} {:>14} {:>18}", "exposure", "hot 4K p50 us", "1 MiB MB/s", "srv CPU us/Locate");
-    for (name, f) in &rows {
+    for (i, exposure) in exposures.iter().enumerate() {
+        let of = |figure: fn(&ExposureFigures) -> f64| {
+            median(&mut rounds.iter().map(|r| figure(&r[i])).collect::<Vec<_>>())
+        };
         println!(
             "{:>9} {:>14.0} {:>14.1} {:>18.0}",
-            name,
-            f.hot_4k_p50.as_secs_f64() * 1e6,
-            f.mb_per_s_1m,
-            f.cpu_us_per_locate
+            exposure.name,
+            of(|f| f.hot_4k_p50.as_secs_f64() * 1e6),
+            of(|f| f.mb_per_s_1m),
+            of(|f| f.cpu_us_per_locate)
         );
     }
-    if let [(_, record), (_, volume)] = &rows[..] {
-        println!(
-            "ratios record / volume (target: hot 4 KiB p50 <= 1.1): hot 4 KiB p50 {:.2}x, 1 MiB throughput {:.2}x, server CPU per Locate {:.2}x",
-            record.hot_4k_p50.as_secs_f64() / volume.hot_4k_p50.as_secs_f64(),
-            record.mb_per_s_1m / volume.mb_per_s_1m,
-            record.cpu_us_per_locate / volume.cpu_us_per_locate,
-        );
-    }
+    let ratio = |figure: fn(&ExposureFigures) -> f64| {
+        let mut ratios: Vec<f64> =
+            rounds.iter().map(|[record, volume]| figure(record) / figure(volume)).collect();
+        let middle = median(&mut ratios);
+        format!("{middle:.2}x ({:.2}-{:.2})", ratios[0], ratios[ratios.len() - 1])
+    };
+    println!(
+        "ratios record / volume, median of the rounds' (range) (target: hot 4 KiB p50 <= 1.1): hot 4 KiB p50 {}, 1 MiB throughput {}, server CPU per Locate {}",
+        ratio(|f| f.hot_4k_p50.as_secs_f64()),
+        ratio(|f| f.mb_per_s_1m),
+        ratio(|f| f.cpu_us_per_locate),
+    );
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! The SDK's one error type: every failure a caller can act on has its own variant.
 
+use crate::{FileId, TransportError, TransportErrorKind};
+
 /// Why an SDK call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -76,4 +78,24 @@ impl Error {
     ) -> Self {
         Error::RangeNotSatisfiable { fid: fid.to_string(), start: range.start, end: range.end, len }
     }
+}
+
+/// The SDK error for a transport's failure on `server`.
+pub(crate) fn transport_error(server: &str, fid: &FileId, transport: &str, e: TransportError) -> Error {
+    let detail = format!("{transport} from {server}: {}", e.message);
+    match e.kind {
+        TransportErrorKind::NotFound => Error::NotFound { fid: fid.to_string() },
+        TransportErrorKind::NotOffered | TransportErrorKind::Unavailable | TransportErrorKind::Timeout => {
+            Error::TransportUnavailable { fid: fid.to_string(), detail }
+        }
+        TransportErrorKind::Corrupt => Error::ChecksumMismatch { fid: fid.to_string(), detail },
+        TransportErrorKind::Server(status) => {
+            Error::Server { server: server.to_owned(), status, message: e.message }
+        }
+    }
+}
+
+/// A request that never got an HTTP answer.
+pub(crate) fn unreachable_server(server: &str, fid: &FileId, e: reqwest::Error) -> Error {
+    Error::TransportUnavailable { fid: fid.to_string(), detail: format!("http to {server}: {e}") }
 }

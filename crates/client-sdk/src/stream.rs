@@ -2,7 +2,8 @@
 //! range, and streams that hold the needle in a temporary file until it verified. Both
 //! consume the whole needle first, because its one CRC32-C covers all of it.
 
-use crate::{Error, FileId, NeedleData, transport_error};
+use crate::error::transport_error;
+use crate::{Error, FileId, NeedleData};
 use bytes::Bytes;
 use fallback_http::NeedleBody;
 use flate2::write::MultiGzDecoder;

@@ -141,11 +141,15 @@ pub(crate) async fn plain_bytes(
             format!("chunk {fid} is a volume-level chunk manifest, which a filer never writes"),
         ));
     }
-    let mut data = crate::plain_bytes(fid, stored)?;
+    let mut data = crate::plain::plain_bytes(fid, stored)?;
     if !chunk.cipher_key.is_empty() {
         let plain = decrypt(&chunk.cipher_key, &data)
             .map_err(|why| bad(path, format!("chunk {fid} does not decrypt with its cipher key: {why}")))?;
-        data = if chunk.compressed && is_gzip(&plain) { crate::gunzip(fid, &plain)? } else { plain.into() };
+        data = if chunk.compressed && is_gzip(&plain) {
+            crate::plain::gunzip(fid, &plain)?
+        } else {
+            plain.into()
+        };
     }
     if let Some(expected) = expected_len
         && data.len() as u64 != expected

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::memory::{Backing, map_anonymous, map_file, page_size, round_up};
-use super::regions::{ExposeError, RecordSpan, Registrar, Registration};
+use super::regions::{ExposeError, RecordSpan, RegisteredMapping, Registrar};
 use crate::proto;
 
 /// Settings of `record` exposure.
@@ -91,11 +91,9 @@ impl GrantGauges {
     }
 }
 
-/// One located record's registration. Field order is drop order: the registration
-/// goes before the memory under it.
+/// One located record's registration.
 struct Grant {
-    registration: Box<dyn Registration>,
-    _backing: Backing,
+    mapping: RegisteredMapping,
     addr: u64,
     len: u32,
     expires: Instant,
@@ -241,23 +239,13 @@ impl RecordGrants {
     }
 
     fn register(&self, backing: Backing, start: *mut u8, len: u32) -> Result<Grant, ExposeError> {
-        // SAFETY: `start..start + len` lies in `backing`, which the Grant owns and drops
-        // after the registration.
-        let registration =
-            unsafe { self.registrar.register(start, len as usize) }.map_err(ExposeError::Register)?;
-        Ok(Grant {
-            registration,
-            _backing: backing,
-            addr: start as u64,
-            len,
-            expires: Instant::now(),
-            last_used: 0,
-        })
+        let mapping = RegisteredMapping::new(self.registrar.as_ref(), backing, start, len as usize)?;
+        Ok(Grant { mapping, addr: start as u64, len, expires: Instant::now(), last_used: 0 })
     }
 }
 
 fn segment(grant: &Grant) -> proto::Segment {
-    proto::Segment { rkey: grant.registration.rkey(), addr: grant.addr, len: grant.len }
+    proto::Segment { rkey: grant.mapping.rkey(), addr: grant.addr, len: grant.len }
 }
 
 #[cfg(test)]

@@ -39,8 +39,8 @@ unsafe impl Sync for Backing {}
 impl Drop for Backing {
     fn drop(&mut self) {
         let Backing { ptr, len } = *self;
-        // SAFETY: unmapping what `map_file`/`map_anonymous` mapped; every registration
-        // over it is owned by something that also owns this Backing and drops the
+        // SAFETY: unmapping what `map_file`/`map_anonymous` mapped; a registration over
+        // it lives in a `RegisteredMapping` with this Backing, which drops the
         // registration first.
         unsafe { libc::munmap(ptr.cast(), len) };
     }

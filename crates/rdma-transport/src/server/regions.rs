@@ -54,6 +54,50 @@ pub trait Registration: Send + Sync {
     fn rkey(&self) -> u32;
 }
 
+/// A mapping and the registration over part of it, owned together: dropping it
+/// deregisters first and unmaps after, so the device never holds a registration of
+/// pages that are gone. The order is this type's `Drop`, not a field-order convention.
+pub(crate) struct RegisteredMapping {
+    registration: Option<Box<dyn Registration>>,
+    /// Unmapped when dropped, after `Drop::drop` below released the registration.
+    _backing: Backing,
+    rkey: u32,
+}
+
+impl RegisteredMapping {
+    /// Registers `len` bytes of `backing` from `start`; a range outside the mapping is
+    /// refused.
+    pub(crate) fn new(
+        registrar: &dyn Registrar,
+        backing: Backing,
+        start: *mut u8,
+        len: usize,
+    ) -> Result<Self, ExposeError> {
+        let (base, at) = (backing.ptr as usize, start as usize);
+        if at < base || at.saturating_add(len) > base + backing.len {
+            let outside = std::io::Error::new(std::io::ErrorKind::InvalidInput, "range outside its mapping");
+            return Err(ExposeError::Register(outside));
+        }
+        // SAFETY: `start..start + len` lies in `backing` (checked above), which this value
+        // owns and unmaps only after dropping the registration (see `Drop`).
+        let registration = unsafe { registrar.register(start, len) }.map_err(ExposeError::Register)?;
+        let rkey = registration.rkey();
+        Ok(Self { registration: Some(registration), _backing: backing, rkey })
+    }
+
+    /// The region token remote READs present. Never logged.
+    pub(crate) fn rkey(&self) -> u32 {
+        self.rkey
+    }
+}
+
+impl Drop for RegisteredMapping {
+    fn drop(&mut self) {
+        // Deregistered here; `backing` is dropped (unmapped) after this returns.
+        self.registration.take();
+    }
+}
+
 /// How records are exposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -165,11 +209,9 @@ impl Key {
     }
 }
 
-/// A registered region: the registration first, so it is dropped before the memory.
+/// A registered region.
 struct Region {
-    registration: Box<dyn Registration>,
-    /// Held for its Drop (unmapping), after the registration's.
-    _backing: Backing,
+    mapping: RegisteredMapping,
     /// Address of the region's first byte, as READs name it.
     addr: u64,
     /// Registered bytes.
@@ -340,7 +382,7 @@ impl RegionCache {
             let (seg_start, seg_end) = (span.offset.max(start), end.min(start + extent));
             let region = self.extent(inner, key, start, seg_end - start, &needed, span)?;
             segments.push(proto::Segment {
-                rkey: region.registration.rkey(),
+                rkey: region.mapping.rkey(),
                 addr: region.addr + (seg_start - start),
                 len: (seg_end - seg_start) as u32,
             });
@@ -428,16 +470,13 @@ impl RegionCache {
                 region
             }
         };
-        Ok(vec![proto::Segment { rkey: region.registration.rkey(), addr: region.addr, len: span.len as u32 }])
+        Ok(vec![proto::Segment { rkey: region.mapping.rkey(), addr: region.addr, len: span.len as u32 }])
     }
 
     fn register(&self, backing: Backing, len: u64) -> Result<Arc<Region>, ExposeError> {
         let ptr = backing.ptr;
-        // SAFETY: the mapping lives in the Region next to the registration, which is
-        // dropped first.
-        let registration =
-            unsafe { self.registrar.register(ptr, len as usize) }.map_err(ExposeError::Register)?;
-        Ok(Arc::new(Region { registration, _backing: backing, addr: ptr as u64, len }))
+        let mapping = RegisteredMapping::new(self.registrar.as_ref(), backing, ptr, len as usize)?;
+        Ok(Arc::new(Region { mapping, addr: ptr as u64, len }))
     }
 
     /// Evicts least recently used regions (not those in `keep`) until `len` more bytes

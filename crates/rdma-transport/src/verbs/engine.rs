@@ -118,14 +118,44 @@ struct Slot {
     waker: AtomicWaker,
 }
 
+/// Heap memory and its registration for local writes, owned together: dropping it
+/// deregisters first and frees after, since the device may write registered memory
+/// until it is deregistered. The order is this type's `Drop`, not a field-order
+/// convention.
+struct RegisteredBuffer {
+    region: Option<Arc<MemoryRegion>>,
+    /// Freed when dropped, after `Drop::drop` below deregistered it.
+    _memory: Box<[u8]>,
+    /// The first byte of `_memory`.
+    base: *mut u8,
+    lkey: u32,
+}
+
+impl RegisteredBuffer {
+    fn new(device: &Device, len: usize) -> Result<Self, RdmaError> {
+        let mut memory = vec![0u8; len].into_boxed_slice();
+        let base = memory.as_mut_ptr();
+        // SAFETY: `memory` is owned by the returned value, which deregisters before it
+        // frees it (see `Drop`); nothing else borrows it.
+        let region = unsafe { device.register(base, len, AccessFlags::LocalWrite) }
+            .map_err(|e| RdmaError::Transfer(format!("registering landing buffers: {e}")))?;
+        let lkey = region.lkey();
+        Ok(Self { region: Some(region), _memory: memory, base, lkey })
+    }
+}
+
+impl Drop for RegisteredBuffer {
+    fn drop(&mut self) {
+        // Deregistered here; `_memory` is freed after this returns.
+        self.region.take();
+    }
+}
+
 /// Landing buffers: one registered allocation cut into `depth` slots. A slot is taken
 /// for each posted READ and given back once its completion was consumed (by the reader,
 /// or by the CQ drainer when the reader gave up), never while the device may write it.
 struct Buffers {
-    // Field order is drop order: deregister before freeing.
-    region: Arc<MemoryRegion>,
-    _memory: Box<[u8]>,
-    base: *mut u8,
+    memory: RegisteredBuffer,
     slot_size: usize,
     slots: Box<[Slot]>,
     /// Bit i set: slot i is free. One word, so taking and giving back a slot is one
@@ -139,25 +169,20 @@ struct Buffers {
     slot_waiter_count: AtomicUsize,
 }
 
-// SAFETY: `base` points into `_memory`, which lives as long as `Buffers`; each slot is
-// touched by one party at a time (the device while its READ is posted, then the reader).
+// SAFETY: `memory.base` points into the allocation `memory` owns, which lives as long
+// as `Buffers`; each slot is touched by one party at a time (the device while its READ
+// is posted, then the reader).
 unsafe impl Send for Buffers {}
 // SAFETY: as above; the slot states, free mask and waiter list are synchronized.
 unsafe impl Sync for Buffers {}
 
 impl Buffers {
     fn new(device: &Device, depth: usize, slot_size: usize) -> Result<Self, RdmaError> {
-        let mut memory = vec![0u8; depth * slot_size].into_boxed_slice();
-        let base = memory.as_mut_ptr();
-        // SAFETY: `memory` is owned by the returned value and outlives `region` (drop order).
-        let region = unsafe { device.register(base, memory.len(), AccessFlags::LocalWrite) }
-            .map_err(|e| RdmaError::Transfer(format!("registering landing buffers: {e}")))?;
+        let memory = RegisteredBuffer::new(device, depth * slot_size)?;
         let slots =
             (0..depth).map(|_| Slot { state: AtomicU8::new(FREE), waker: AtomicWaker::new() }).collect();
         Ok(Self {
-            region,
-            _memory: memory,
-            base,
+            memory,
             slot_size,
             slots,
             free: AtomicU64::new(u64::MAX >> (64 - depth)),
@@ -218,14 +243,14 @@ impl Buffers {
     }
 
     fn addr(&self, slot: usize) -> u64 {
-        self.base as u64 + (slot * self.slot_size) as u64
+        self.memory.base as u64 + (slot * self.slot_size) as u64
     }
 
     /// # Safety
     /// The slot's READ completed successfully and the slot has not been given back.
     unsafe fn bytes(&self, slot: usize, len: usize) -> &[u8] {
         // SAFETY: in bounds (len <= slot_size); the device no longer writes it (caller).
-        unsafe { std::slice::from_raw_parts(self.base.add(slot * self.slot_size), len) }
+        unsafe { std::slice::from_raw_parts(self.memory.base.add(slot * self.slot_size), len) }
     }
 }
 
@@ -371,7 +396,7 @@ impl Shared {
         let wr = guard.construct_wr(slot as u64, WorkRequestFlags::Signaled).setup_read(rkey, remote_addr);
         // SAFETY: the slot is registered (lkey), `len` <= slot size, and it is ours until
         // the completion is consumed.
-        unsafe { wr.setup_sge(self.buffers.region.lkey(), self.buffers.addr(slot), len) };
+        unsafe { wr.setup_sge(self.buffers.memory.lkey, self.buffers.addr(slot), len) };
         guard.post().map_err(|e| format!("posting a READ: {e}"))
     }
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use rdma_transport::proto;
 use rdma_transport::server::auth::JwtKey;
-use volume_server::vif::VolumeInfo;
+use volume_store::vif::VolumeInfo;
 
 use needle::{
     Chunk, ChunkManifest, Cookie, FileId, Flags, IdxEntry, Needle, NeedleId, OffsetWidth, ReplicaPlacement,

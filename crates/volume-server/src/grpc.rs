@@ -16,7 +16,7 @@ use tonic::Status;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
-use crate::error::Error;
+use volume_store::error::Error;
 
 /// weed's convention for the gRPC port of a server on `http_port`.
 pub fn default_port(http_port: u16) -> Option<u16> {

@@ -21,8 +21,8 @@ use tonic::transport::Endpoint;
 use crate::pb::grpc_address;
 use crate::pb::master_pb::seaweed_client::SeaweedClient;
 use crate::pb::master_pb::{Heartbeat, VolumeInformationMessage, VolumeShortInformationMessage};
-use crate::store::Store;
-use crate::volume::VolumeStatus;
+use volume_store::store::Store;
+use volume_store::volume::VolumeStatus;
 
 /// First and longest wait between reconnection attempts.
 const MIN_BACKOFF: Duration = Duration::from_millis(500);

@@ -295,7 +295,7 @@ impl Security {
     ) -> bool {
         let Some(signing) = self.key(access) else { return true };
         let Some(token) = token_of(query, headers) else { return false };
-        match signing.key.verify(&token, crate::clock::now_seconds()) {
+        match signing.key.verify(&token, volume_store::clock::now_seconds()) {
             Ok(claims) => claims.fid.is_some_and(|claim| names_file(&claim, vid, fid)),
             Err(e) => {
                 tracing::debug!(error = %e, "refused a request's JWT");
@@ -310,7 +310,7 @@ impl Security {
         let signing = self.key(access)?;
         let mut claims = serde_json::json!({ "fid": fid });
         if signing.expires_after > 0 {
-            claims["exp"] = (crate::clock::now_seconds() + signing.expires_after).into();
+            claims["exp"] = (volume_store::clock::now_seconds() + signing.expires_after).into();
         }
         Some(signing.key.sign(&claims))
     }

@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 
 use super::json_response;
-use crate::error::Error;
+use volume_store::error::Error;
 
 /// An error reply.
 #[derive(Debug)]

@@ -41,8 +41,8 @@ use super::{ApiError, AppState, query_params};
 use crate::mime;
 use crate::range;
 use crate::security::{Access, Security};
-use crate::store::Store;
 use crate::upload::gunzip;
+use volume_store::store::Store;
 
 /// The manifest to expand for this GET/HEAD: the needle is flagged and the request does
 /// not say `cm=false`. A manifest that does not parse is served as stored, as weed does.
@@ -351,7 +351,7 @@ impl ChunkSource {
             let (store, fid) = (Arc::clone(&self.store), *fid);
             return tokio::task::spawn_blocking(move || {
                 match store.write_to(fid.volume, |volume| volume.delete(fid.needle_id(), fid.cookie)) {
-                    Ok(_) | Err(crate::Error::NeedleNotFound(_) | crate::Error::AlreadyDeleted(_)) => Ok(()),
+                    Ok(_) | Err(volume_store::Error::NeedleNotFound(_) | volume_store::Error::AlreadyDeleted(_)) => Ok(()),
                     Err(e) => Err(format!("chunk {fid}: {e}")),
                 }
             })

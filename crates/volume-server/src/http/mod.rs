@@ -33,11 +33,11 @@ use axum::response::Response;
 use axum::routing::get;
 use rand::Rng;
 
-use crate::clock::now_ns;
 use crate::metrics::Metrics;
 use crate::security::Security;
-use crate::store::Store;
 use crate::throttle::Throttle;
+use volume_store::clock::now_ns;
+use volume_store::store::Store;
 
 pub use error::ApiError;
 use master_api::MasterApi;

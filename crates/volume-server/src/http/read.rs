@@ -24,7 +24,7 @@ use crate::range;
 use crate::security::Access;
 use crate::throttle::{Busy, Held};
 use crate::upload::{self, GunzipError, gunzip};
-use crate::volume::Volume;
+use volume_store::volume::Volume;
 
 pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response {
     let is_head = request.method() == Method::HEAD;

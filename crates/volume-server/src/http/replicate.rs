@@ -26,7 +26,7 @@ use super::AppState;
 use super::peers::clients;
 use crate::security::token_of;
 use crate::upload::Upload;
-use crate::volume::Volume;
+use volume_store::volume::Volume;
 
 /// What a read of a volume not on this server does (weed's `-readMode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

@@ -213,7 +213,7 @@ fn uploads() -> Vec<Vec<u8>> {
         .concat()
     };
     let text = b"hello hello hello hello hello hello hello hello".to_vec();
-    let gz = volume_server::upload::gzip(&text);
+    let gz = volume_server::http::upload::gzip(&text);
     vec![
         upload(
             [

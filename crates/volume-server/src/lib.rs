@@ -1,32 +1,24 @@
-//! Drop-in SeaweedFS volume server: the weed HTTP API, gRPC service and RDMA control
-//! plane over the storage engine in `volume-store` (`.dat`/`.idx`/`.vif` volumes).
+//! Drop-in SeaweedFS volume server: weed's HTTP API, gRPC service and cluster membership,
+//! and the RDMA control plane, over the storage engine of the `volume-store` crate
+//! (`.dat`/`.idx`/`.vif` volumes in data directories).
 //!
-//! - [`http`]: weed's HTTP API (reads, writes, admin pages, the embedded master API);
-//! - [`heartbeat`], [`volume_grpc`], [`pb`]: membership in a `weed master` cluster and
-//!   weed's `VolumeServer` gRPC service; [`volume_move`]: both sides of moving a volume.
+//! - [`http`]: weed's HTTP API on axum: reads, writes, deletes, admin pages, the
+//!   embedded master API, and what only HTTP needs: upload parsing, `Range`, content
+//!   types, and the byte budgets bounding upload and download data held at once.
+//! - [`cluster`]: the gRPC listener and weed's `VolumeServer` service on it (volume
+//!   admin, vacuum, moving volumes between servers), and the heartbeat stream to a
+//!   `weed master`, restarted when it panics.
+//! - [`security`]: weed's `security.toml`: JWT keys guarding the HTTP API, the IP white
+//!   list for uploads and deletes, mutual TLS on the gRPC port and for the gRPC clients
+//!   (heartbeats, volume moves, pings).
 //! - [`rdma`]: the `--rdma*` flags and the store as the RDMA control plane's needle source.
-//! - [`security`]: weed's `security.toml`: JWT keys guarding the HTTP API, and
-//!   [`guard`], the IP white list for uploads and deletes; [`grpc_tls`], mutual TLS
-//!   on the gRPC port and for the gRPC clients (heartbeats, volume moves, pings).
-//! - [`throttle`]: the byte budgets bounding upload and download data held at once.
+//! - [`metrics`]: `/metrics` in the Prometheus text format (requests, bytes, latency and
+//!   errors, by route).
 //! - [`weed_cli`]: `weed volume`'s command line (`-dataCenter=dc1`) translated to ours.
-//! - [`supervise`]: background tasks (the heartbeat) restarted, logged and counted when
-//!   they panic.
 
-pub mod grpc;
-pub mod grpc_tls;
-pub mod guard;
-pub mod heartbeat;
+pub mod cluster;
 pub mod http;
 pub mod metrics;
-pub mod mime;
-pub mod pb;
-pub mod range;
 pub mod rdma;
 pub mod security;
-pub mod supervise;
-pub mod throttle;
-pub mod upload;
-pub mod volume_grpc;
-pub mod volume_move;
 pub mod weed_cli;

@@ -17,18 +17,18 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use rdma_transport::grpc_tls::Dialer;
 use tonic::service::Routes;
-use volume_server::grpc;
-use volume_server::grpc_tls::GrpcTls;
-use volume_server::guard::WhiteList;
-use volume_server::heartbeat::{self, HeartbeatConfig, HeartbeatStatus};
+use volume_server::cluster::grpc;
+use volume_server::cluster::heartbeat::{self, HeartbeatConfig, HeartbeatStatus};
+use volume_server::cluster::supervise::supervise;
+use volume_server::cluster::volume_grpc::VolumeGrpc;
 use volume_server::http::master_api::MasterApi;
+use volume_server::http::throttle::{Budget, Throttle};
 use volume_server::http::{AppState, ReadMode, VolumeLocations, router, version_string};
 use volume_server::metrics::Metrics;
 use volume_server::rdma::RdmaArgs;
 use volume_server::security::Security;
-use volume_server::supervise::supervise;
-use volume_server::throttle::{Budget, Throttle};
-use volume_server::volume_grpc::VolumeGrpc;
+use volume_server::security::grpc_tls::GrpcTls;
+use volume_server::security::guard::WhiteList;
 use volume_server::weed_cli;
 use volume_store::disk_space::MinFreeSpace;
 use volume_store::{IndexKind, Store, StoreConfig, VolumeOptions};
@@ -304,7 +304,7 @@ fn start_heartbeat(
     stop_rx: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     for master in masters {
-        volume_server::pb::grpc_address(master).map_err(|e| format!("--mserver: {e}"))?;
+        volume_server::cluster::pb::grpc_address(master).map_err(|e| format!("--mserver: {e}"))?;
     }
     let config = HeartbeatConfig {
         masters: masters.to_vec(),

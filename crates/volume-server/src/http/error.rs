@@ -107,7 +107,7 @@ impl ApiError {
                 .expect("static headers are valid"),
             ErrorBody::Json(message) => {
                 let json = serde_json::json!({ "error": message }).to_string();
-                json_response(self.status, crate::upload::go_json(&json))
+                json_response(self.status, super::upload::go_json(&json))
             }
             ErrorBody::Raw(json) => json_response(self.status, json),
             ErrorBody::Text(message) => Response::builder()

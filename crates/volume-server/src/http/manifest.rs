@@ -35,13 +35,13 @@ use bytes::Bytes;
 use needle::{Chunk, ChunkManifest, FileId, Flags};
 use tokio::sync::mpsc;
 
+use super::mime;
 use super::peers::{VolumeLocations, clients};
+use super::range;
 use super::reply::{content_type_for, finish, headers_only, range_not_satisfiable, with_disposition};
+use super::upload::gunzip;
 use super::{ApiError, AppState, query_params};
-use crate::mime;
-use crate::range;
 use crate::security::{Access, Security};
-use crate::upload::gunzip;
 use volume_store::store::Store;
 
 /// The manifest to expand for this GET/HEAD: the needle is flagged and the request does

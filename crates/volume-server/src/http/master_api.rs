@@ -21,9 +21,9 @@ use needle::{Cookie, FileId, NeedleId, ReplicaPlacement, Ttl};
 use rand::Rng;
 use serde::Serialize;
 
+use super::upload::go_json;
 use super::{SharedState, json_response, query_params};
 use crate::security::Access;
-use crate::upload::go_json;
 use volume_store::store::Store;
 
 pub struct MasterApi {

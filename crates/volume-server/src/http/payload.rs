@@ -29,7 +29,7 @@ use needle::crc::{crc32c_append, stored_checksum_matches};
 use needle::{Cookie, FileId, NeedleId, NeedleMeta};
 use tokio::task::JoinHandle;
 
-use crate::range::{ByteRange, MultipartLayout};
+use super::range::{ByteRange, MultipartLayout};
 use volume_store::volume::{NeedleLocation, StoredMeta, StoredNeedle, Volume};
 
 /// Needles with more data than this are streamed (weed's `PagedReadLimit`, 1 MiB).
@@ -193,7 +193,7 @@ impl Payload {
     pub(super) fn multipart(self, ranges: &[ByteRange], content_type: &str) -> (String, u64, Body) {
         match self {
             Payload::Bytes(bytes) => {
-                let (content_type, body) = crate::range::multipart(&bytes, ranges, content_type);
+                let (content_type, body) = super::range::multipart(&bytes, ranges, content_type);
                 (content_type, body.len() as u64, Body::from(body))
             }
             Payload::Dat(span) => {

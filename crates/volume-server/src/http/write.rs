@@ -10,9 +10,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde::Serialize;
 
+use super::upload::{self, Upload, UploadError};
 use super::{ApiError, AppState, json_response, path, query_params, replicate};
 use crate::security::Access;
-use crate::upload::{self, Upload, UploadError};
 use volume_store::clock::now_seconds;
 use volume_store::volume::WriteOutcome;
 

@@ -2,7 +2,7 @@
 //! master and `weed shell` dial that port, so we do the same unless `--grpc-port` says
 //! otherwise. Services (SeaweedFS's `VolumeServer`, the RDMA control plane) are added
 //! to one [`Routes`]; calls nobody implements answer `Unimplemented`. With
-//! `security.toml`'s gRPC TLS, the port speaks mutual TLS only ([`crate::grpc_tls`]).
+//! `security.toml`'s gRPC TLS, the port speaks mutual TLS only ([`crate::security::grpc_tls`]).
 //!
 //! Also what every service's calls share: [`status`], the store error to gRPC status
 //! mapping weed's callers act on, and [`blocking`] for file work.
@@ -48,8 +48,10 @@ pub async fn serve(
             finish(server, stopped).await
         }
         Some(acceptor) => {
-            let server =
-                router.serve_with_incoming_shutdown(crate::grpc_tls::incoming(listener, acceptor), signal);
+            let server = router.serve_with_incoming_shutdown(
+                crate::security::grpc_tls::incoming(listener, acceptor),
+                signal,
+            );
             finish(server, stopped).await
         }
     }

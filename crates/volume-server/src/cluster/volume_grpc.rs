@@ -1,7 +1,7 @@
 //! weed's `VolumeServer` gRPC service, the calls `weed master` and weed's tools make:
 //! allocate and delete volumes, mark them read-only or writable, the vacuum cycle,
 //! batch delete, status and ping, and both sides of moving a volume between servers
-//! (see [`crate::volume_move`]). Calls not implemented here answer `Unimplemented`
+//! (see [`super::volume_move`]). Calls not implemented here answer `Unimplemented`
 //! (tonic's router does that for every method the service does not declare).
 
 use std::pin::Pin;
@@ -11,11 +11,11 @@ use needle::{FileId, ReplicaPlacement, Ttl, VolumeId};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::grpc::{blocking, status};
-use crate::pb::volume_server_pb::volume_server_server::{VolumeServer, VolumeServerServer};
-use crate::pb::volume_server_pb::*;
-use crate::pb::{grpc_address, master_pb};
-use crate::volume_move::{self, CopiesUnderWay};
+use super::grpc::{blocking, status};
+use super::pb::volume_server_pb::volume_server_server::{VolumeServer, VolumeServerServer};
+use super::pb::volume_server_pb::*;
+use super::pb::{grpc_address, master_pb};
+use super::volume_move::{self, CopiesUnderWay};
 use rdma_transport::grpc_tls::Dialer;
 use volume_store::error::Error;
 use volume_store::store::Store;

@@ -22,10 +22,10 @@ use tonic::transport::{Channel, Endpoint};
 
 use rdma_transport::grpc_tls::Dialer;
 
-use crate::grpc::{blocking, status};
-use crate::pb::grpc_address;
-use crate::pb::volume_server_pb::volume_server_client::VolumeServerClient;
-use crate::pb::volume_server_pb::*;
+use super::grpc::{blocking, status};
+use super::pb::grpc_address;
+use super::pb::volume_server_pb::volume_server_client::VolumeServerClient;
+use super::pb::volume_server_pb::*;
 use volume_store::error::Error;
 use volume_store::store::{PARTIAL_SUFFIX, Store};
 use volume_store::vif::VolumeInfo as VifFile;

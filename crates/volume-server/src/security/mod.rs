@@ -1,7 +1,7 @@
 //! weed's `security.toml`: the `[jwt.signing]` (writes and deletes) and
 //! `[jwt.signing.read]` (reads) keys for the HTTP API, the token a request carries,
 //! the tokens the embedded master API issues, the `[guard] white_list`
-//! ([`crate::guard`]) and the gRPC TLS files ([`crate::grpc_tls`]).
+//! ([`guard`]) and the gRPC TLS files ([`grpc_tls`]), whose modules live here too.
 //!
 //! The HS256 code is rdma-transport's [`JwtKey`] (one implementation for both planes);
 //! what is HTTP-specific lives here: where weed looks for the token and its rule that a
@@ -14,8 +14,11 @@ use axum::http::{HeaderMap, header};
 use rdma_transport::server::auth::JwtKey;
 use serde::Deserialize;
 
-use crate::grpc_tls::GrpcTlsSettings;
-use crate::guard::WhiteList;
+pub mod grpc_tls;
+pub mod guard;
+
+use self::grpc_tls::GrpcTlsSettings;
+use self::guard::WhiteList;
 
 /// Where weed looks for `security.toml`, first found wins.
 pub fn search_path() -> Vec<PathBuf> {

@@ -6,7 +6,8 @@
 //!
 //! - [`store`]: the volumes of one or more data directories, and where new ones go;
 //! - [`volume`]: one volume: appends, tombstones, verified reads, and
-//!   [`volume::Volume::locate`], the record location the RDMA control plane needs;
+//!   [`volume::Volume::locate_readable`], the record location the RDMA control plane
+//!   needs;
 //! - [`recovery`]: the load-time check that cuts torn tails and re-indexes records a
 //!   crash left unindexed;
 //! - [`needle_map`]: needle id -> record, in memory or in RocksDB;

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use volume_server::range::{self, MultipartLayout};
+use volume_server::http::range::{self, MultipartLayout};
 
 fuzz_target!(|input: &[u8]| {
     let Some((size, header)) = input.split_first_chunk::<8>() else { return };

@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use needle::{HEADER_SIZE, NeedleHeader, Version};
-use volume_server::volume_move::TailRecord;
+use volume_server::cluster::volume_move::TailRecord;
 
 fuzz_target!(|input: &[u8]| {
     let Some((&bound, mut rest)) = input.split_first() else { return };

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use libfuzzer_sys::fuzz_target;
 use needle::{Cookie, Needle, NeedleId, Version};
-use volume_server::upload::{self, Request};
+use volume_server::http::upload::{self, Request};
 
 const LIMIT: u64 = 1 << 20;
 

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use volume_server::upload::params;
+use volume_server::http::upload::params;
 
 fuzz_target!(|text: &str| {
     for key in params(text).keys() {

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use volume_server::vif::VolumeInfo;
+use volume_store::vif::VolumeInfo;
 
 fuzz_target!(|text: &[u8]| {
     let Ok(Some(info)) = VolumeInfo::parse(text) else { return };

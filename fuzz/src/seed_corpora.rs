@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use rdma_transport::proto;
 use rdma_transport::server::auth::JwtKey;
-use volume_server::vif::VolumeInfo;
+use volume_store::vif::VolumeInfo;
 
 use needle::{
     Chunk, ChunkManifest, Cookie, FileId, Flags, IdxEntry, Needle, NeedleId, OffsetWidth, ReplicaPlacement,
@@ -213,7 +213,7 @@ fn uploads() -> Vec<Vec<u8>> {
         .concat()
     };
     let text = b"hello hello hello hello hello hello hello hello".to_vec();
-    let gz = volume_server::upload::gzip(&text);
+    let gz = volume_server::http::upload::gzip(&text);
     vec![
         upload(
             [

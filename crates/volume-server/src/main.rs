@@ -17,21 +17,39 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use rdma_transport::grpc_tls::Dialer;
 use tonic::service::Routes;
-use volume_server::disk_space::MinFreeSpace;
-use volume_server::grpc;
-use volume_server::grpc_tls::GrpcTls;
-use volume_server::guard::WhiteList;
-use volume_server::heartbeat::{self, HeartbeatConfig, HeartbeatStatus};
+use volume_server::cluster::grpc;
+use volume_server::cluster::heartbeat::{self, HeartbeatConfig, HeartbeatStatus};
+use volume_server::cluster::supervise::supervise;
+use volume_server::cluster::volume_grpc::VolumeGrpc;
 use volume_server::http::master_api::MasterApi;
+use volume_server::http::throttle::{Budget, Throttle};
 use volume_server::http::{AppState, ReadMode, VolumeLocations, router, version_string};
 use volume_server::metrics::Metrics;
 use volume_server::rdma::RdmaArgs;
 use volume_server::security::Security;
-use volume_server::supervise::supervise;
-use volume_server::throttle::{Budget, Throttle};
-use volume_server::volume_grpc::VolumeGrpc;
+use volume_server::security::grpc_tls::GrpcTls;
+use volume_server::security::guard::WhiteList;
 use volume_server::weed_cli;
-use volume_server::{IndexKind, Store, StoreConfig, VolumeOptions};
+use volume_store::disk_space::MinFreeSpace;
+use volume_store::{IndexKind, Store, StoreConfig, VolumeOptions};
+
+/// `--index`'s values: the store's [`IndexKind`], which knows nothing of command lines.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum IndexFlag {
+    /// A hash map rebuilt from `.idx` at load.
+    Memory,
+    /// RocksDB in `<volume>.rdb`, persisted with an `.idx` watermark.
+    Rocksdb,
+}
+
+impl From<IndexFlag> for IndexKind {
+    fn from(flag: IndexFlag) -> Self {
+        match flag {
+            IndexFlag::Memory => IndexKind::Memory,
+            IndexFlag::Rocksdb => IndexKind::Rocksdb,
+        }
+    }
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -64,8 +82,8 @@ struct Cli {
     #[arg(long, value_delimiter = ',', default_value = "8")]
     max: Vec<usize>,
     /// Needle map kind.
-    #[arg(long, value_enum, default_value_t = IndexKind::Memory)]
-    index: IndexKind,
+    #[arg(long, value_enum, default_value_t = IndexFlag::Memory)]
+    index: IndexFlag,
     /// weed masters to join (comma-separated `host:port`); without it the server runs
     /// standalone with an embedded master API.
     #[arg(long, value_delimiter = ',')]
@@ -286,7 +304,7 @@ fn start_heartbeat(
     stop_rx: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error>> {
     for master in masters {
-        volume_server::pb::grpc_address(master).map_err(|e| format!("--mserver: {e}"))?;
+        volume_server::cluster::pb::grpc_address(master).map_err(|e| format!("--mserver: {e}"))?;
     }
     let config = HeartbeatConfig {
         masters: masters.to_vec(),
@@ -327,7 +345,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         max_volumes: cli.max.clone(),
         volume_size_limit: cli.volume_size_limit_mb << 20,
         min_free_space: cli.min_free_space.clone(),
-        volume: VolumeOptions { width, index: cli.index, fsync: cli.fsync },
+        volume: VolumeOptions { width, index: cli.index.into(), fsync: cli.fsync },
     };
     let store = Arc::new(tokio::task::spawn_blocking(move || Store::open(config)).await??);
     let state = Arc::new(app_state(&cli, &store, security, width)?);

@@ -14,9 +14,9 @@ use rdma_transport::server::{
 };
 use rdma_transport::verbs::DeviceChoice;
 
-use crate::error::Error;
-use crate::store::Store;
-use crate::volume::Volume;
+use volume_store::error::Error;
+use volume_store::store::Store;
+use volume_store::volume::Volume;
 
 /// Whether to serve RDMA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -180,7 +180,7 @@ impl NeedleSource for StoreSource {
                 size: location.size,
                 version: location.version,
                 compaction_revision: v.compaction_revision(),
-                dat: v,
+                dat: Arc::new(VolumeDat(v)),
             }),
             // The record is there: read_meta_at's "not found" is its TTL running out.
             Err(Error::NeedleNotFound(_)) => Lookup::Expired,
@@ -190,13 +190,17 @@ impl NeedleSource for StoreSource {
     }
 }
 
-impl DatFile for Volume {
+/// A volume's open `.dat` as the control plane registers it. A wrapper because neither
+/// the trait (rdma-transport's) nor the volume (the store's) is this crate's.
+struct VolumeDat(Arc<Volume>);
+
+impl DatFile for VolumeDat {
     fn dat(&self) -> &std::fs::File {
-        self.dat_file()
+        self.0.dat_file()
     }
 
     fn committed_len(&self) -> u64 {
-        self.dat_size()
+        self.0.dat_size()
     }
 }
 
@@ -205,10 +209,10 @@ mod tests {
     //! The store as a needle source, over a volume written by hand (the server cannot be
     //! asked to write a needle in the past): Locate checks what a GET checks.
     use super::*;
-    use crate::disk_space::MinFreeSpace;
-    use crate::store::StoreConfig;
-    use crate::volume::{IndexKind, VolumeOptions};
     use needle::{IdxEntry, Needle, OffsetWidth, ReplicaPlacement, SuperBlock, Ttl, Version};
+    use volume_store::disk_space::MinFreeSpace;
+    use volume_store::store::StoreConfig;
+    use volume_store::volume::{IndexKind, VolumeOptions};
 
     #[test]
     fn locate_refuses_a_wrong_cookie_an_expired_needle_and_a_deleted_one() {

@@ -1,7 +1,7 @@
 //! Inputs the fuzz targets (`fuzz/`, `scripts/fuzz`) found to crash the server's
 //! parsers, each kept as a test of the fix.
 
-use volume_server::range::{self, ByteRange, MultipartLayout};
+use volume_server::http::range::{self, ByteRange, MultipartLayout};
 
 /// http_range: `exceeds` added the ranges' lengths in a u64 that overflowed (a panic in
 /// debug builds, a wrong sum otherwise). A chunk manifest may declare a file this large.

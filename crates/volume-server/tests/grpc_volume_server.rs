@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use testbeds::weed::WeedMaster;
 use tonic::Code;
-use volume_server::pb::volume_server_pb::volume_server_client::VolumeServerClient;
-use volume_server::pb::volume_server_pb::*;
+use volume_server::cluster::pb::volume_server_pb::volume_server_client::VolumeServerClient;
+use volume_server::cluster::pb::volume_server_pb::*;
 
 type Client = VolumeServerClient<tonic::transport::Channel>;
 
@@ -18,7 +18,7 @@ type Client = VolumeServerClient<tonic::transport::Channel>;
 const RAW: &[(&str, &str)] = &[("Content-Type", "application/octet-stream")];
 
 async fn connect(http_addr: &str) -> Client {
-    let grpc = volume_server::pb::grpc_address(http_addr).unwrap();
+    let grpc = volume_server::cluster::pb::grpc_address(http_addr).unwrap();
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
         .unwrap()
         .connect_timeout(Duration::from_secs(5))
@@ -163,7 +163,7 @@ fn calls_we_do_not_serve_answer_unimplemented() {
     let scratch = tempfile::tempdir().unwrap();
     let ours = OurServer::start(&scratch.path().join("ours"), &[]);
     let rt = runtime();
-    let grpc = volume_server::pb::grpc_address(&ours.addr).unwrap();
+    let grpc = volume_server::cluster::pb::grpc_address(&ours.addr).unwrap();
     let status = rt.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
             .unwrap()

@@ -98,7 +98,7 @@ fn uploads(gzip_by_server: bool) -> Vec<Upload> {
             Some("text/plain"),
             &[("Content-Encoding", "gzip")],
             &[],
-            &volume_server::upload::gzip(&text),
+            &volume_server::http::upload::gzip(&text),
         ),
         multipart_upload(
             "pairs",

@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use common::*;
 use testbeds::weed::{WeedMaster, WeedVolume};
-use volume_server::grpc_tls::{GrpcTls, GrpcTlsSettings};
-use volume_server::pb::volume_server_pb::VolumeServerStatusRequest;
-use volume_server::pb::volume_server_pb::volume_server_client::VolumeServerClient;
+use volume_server::cluster::pb::volume_server_pb::VolumeServerStatusRequest;
+use volume_server::cluster::pb::volume_server_pb::volume_server_client::VolumeServerClient;
+use volume_server::security::grpc_tls::{GrpcTls, GrpcTlsSettings};
 
 /// Our data center: assigns asking for it land on ours.
 const OURS_DC: &str = "dc-ours";
@@ -162,7 +162,7 @@ fn a_weed_cluster_on_mutual_tls_works_with_ours_and_strangers_are_refused() {
 
     // Our gRPC port: a client of the cluster's CA with an allowed name gets in (no host
     // name is checked either way: the certificates name no host) ...
-    let grpc = volume_server::pb::grpc_address(&ours.addr).unwrap();
+    let grpc = volume_server::cluster::pb::grpc_address(&ours.addr).unwrap();
     status_call(&grpc, Some(pki.dialer("cluster", "client"))).expect("an allowed client");
     // ... strangers do not.
     let plain = status_call(&grpc, None).expect_err("a plaintext client");
@@ -215,7 +215,7 @@ fn tls_settings_cap_the_version_and_weed_still_talks_to_ours() {
     );
     assert_eq!(read_only(&ours.addr, vid(&fid)), Some(true), "weed shell volume.mark over TLS 1.2:\n{out}");
 
-    let grpc = volume_server::pb::grpc_address(&ours.addr).unwrap();
+    let grpc = volume_server::cluster::pb::grpc_address(&ours.addr).unwrap();
     let (ok, text) = s_client(&pki, &grpc, "-tls1_2");
     assert!(
         ok && text.contains("ECDHE-ECDSA-AES128-GCM-SHA256"),

@@ -16,8 +16,8 @@ use std::time::Duration;
 use common::*;
 use testbeds::weed::{WeedMaster, WeedVolume};
 use tonic::Code;
-use volume_server::pb::volume_server_pb::volume_server_client::VolumeServerClient;
-use volume_server::pb::volume_server_pb::*;
+use volume_server::cluster::pb::volume_server_pb::volume_server_client::VolumeServerClient;
+use volume_server::cluster::pb::volume_server_pb::*;
 
 /// Runs `script` in `weed shell` against `master` (at most two minutes); returns its
 /// output. The shell's exit status says nothing about the commands, so callers check
@@ -263,7 +263,7 @@ fn grpc_client(
     rt: &tokio::runtime::Runtime,
     http_addr: &str,
 ) -> VolumeServerClient<tonic::transport::Channel> {
-    let grpc = volume_server::pb::grpc_address(http_addr).unwrap();
+    let grpc = volume_server::cluster::pb::grpc_address(http_addr).unwrap();
     rt.block_on(async {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
             .unwrap()

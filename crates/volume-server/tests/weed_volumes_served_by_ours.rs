@@ -105,7 +105,7 @@ fn weed_written_volumes_are_served_identically() {
     upload_multipart(&w, &fid, ts, ("notes.txt", Some("text/plain"), &[]), &[], &text);
     add("gzippable-text", &fid);
     let fid = weed_assign(&master, "");
-    let gz = volume_server::upload::gzip(&text);
+    let gz = volume_server::http::upload::gzip(&text);
     upload_multipart(
         &w,
         &fid,

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{SharedState, json_response};
-use crate::disk_space::DiskUsage;
+use volume_store::disk_space::DiskUsage;
 
 /// weed's `storage.VolumeInfo` as `/status` lists it, in its field order.
 #[derive(Serialize)]

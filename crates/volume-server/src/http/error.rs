@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 
 use super::json_response;
-use crate::error::Error;
+use volume_store::error::Error;
 
 /// An error reply.
 #[derive(Debug)]
@@ -107,7 +107,7 @@ impl ApiError {
                 .expect("static headers are valid"),
             ErrorBody::Json(message) => {
                 let json = serde_json::json!({ "error": message }).to_string();
-                json_response(self.status, crate::upload::go_json(&json))
+                json_response(self.status, super::upload::go_json(&json))
             }
             ErrorBody::Raw(json) => json_response(self.status, json),
             ErrorBody::Text(message) => Response::builder()

@@ -35,14 +35,14 @@ use bytes::Bytes;
 use needle::{Chunk, ChunkManifest, FileId, Flags};
 use tokio::sync::mpsc;
 
+use super::mime;
 use super::peers::{VolumeLocations, clients};
+use super::range;
 use super::reply::{content_type_for, finish, headers_only, range_not_satisfiable, with_disposition};
+use super::upload::gunzip;
 use super::{ApiError, AppState, query_params};
-use crate::mime;
-use crate::range;
 use crate::security::{Access, Security};
-use crate::store::Store;
-use crate::upload::gunzip;
+use volume_store::store::Store;
 
 /// The manifest to expand for this GET/HEAD: the needle is flagged and the request does
 /// not say `cm=false`. A manifest that does not parse is served as stored, as weed does.
@@ -351,7 +351,7 @@ impl ChunkSource {
             let (store, fid) = (Arc::clone(&self.store), *fid);
             return tokio::task::spawn_blocking(move || {
                 match store.write_to(fid.volume, |volume| volume.delete(fid.needle_id(), fid.cookie)) {
-                    Ok(_) | Err(crate::Error::NeedleNotFound(_) | crate::Error::AlreadyDeleted(_)) => Ok(()),
+                    Ok(_) | Err(volume_store::Error::NeedleNotFound(_) | volume_store::Error::AlreadyDeleted(_)) => Ok(()),
                     Err(e) => Err(format!("chunk {fid}: {e}")),
                 }
             })

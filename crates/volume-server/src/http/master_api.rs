@@ -21,10 +21,10 @@ use needle::{Cookie, FileId, NeedleId, ReplicaPlacement, Ttl};
 use rand::Rng;
 use serde::Serialize;
 
+use super::upload::go_json;
 use super::{SharedState, json_response, query_params};
 use crate::security::Access;
-use crate::store::Store;
-use crate::upload::go_json;
+use volume_store::store::Store;
 
 pub struct MasterApi {
     /// `ip:port` clients should send reads and writes to.
@@ -71,7 +71,7 @@ pub async fn assign(State(state): State<SharedState>, request: Request) -> Respo
     let query = query_params(&request);
     let count = query.get("count").and_then(|c| c.parse::<u64>().ok()).filter(|&c| c > 0).unwrap_or(1);
     let collection = query.get("collection").cloned().unwrap_or_default();
-    if let Err(e) = crate::volume::check_collection(&collection) {
+    if let Err(e) = volume_store::volume::check_collection(&collection) {
         return reply(
             StatusCode::BAD_REQUEST,
             &AssignReply { error: e.to_string(), ..AssignReply::default() },

@@ -2,18 +2,26 @@
 //! [`store_handler`], which dispatches by method like weed's `privateStoreHandler`;
 //! `/status`, `/healthz`, `/metrics` and (standalone) `/dir/assign`, `/dir/lookup`
 //! have their own routes. Every reply carries weed's common headers.
+//!
+//! Beside the handlers, what only the HTTP API needs: [`upload`] (a POST/PUT turned
+//! into a needle), [`range`] (`Range` requests), [`mime`] (content types as weed
+//! computes them) and [`throttle`] (the upload and download byte budgets).
 
 mod admin;
 mod error;
 mod manifest;
 pub mod master_api;
+pub mod mime;
 pub mod path;
 mod payload;
 mod peers;
 pub(crate) mod query;
+pub mod range;
 mod read;
 mod replicate;
 mod reply;
+pub mod throttle;
+pub mod upload;
 mod write;
 
 use std::future::Future;
@@ -33,11 +41,11 @@ use axum::response::Response;
 use axum::routing::get;
 use rand::Rng;
 
-use crate::clock::now_ns;
+use self::throttle::Throttle;
 use crate::metrics::Metrics;
 use crate::security::Security;
-use crate::store::Store;
-use crate::throttle::Throttle;
+use volume_store::clock::now_ns;
+use volume_store::store::Store;
 
 pub use error::ApiError;
 use master_api::MasterApi;
@@ -72,7 +80,7 @@ pub struct AppState {
     /// Bounds on upload and download bytes in flight (429 when no room comes free).
     pub throttle: Throttle,
     /// The heartbeat stream's state (never registered when standalone).
-    pub heartbeat: Arc<crate::heartbeat::HeartbeatStatus>,
+    pub heartbeat: Arc<crate::cluster::heartbeat::HeartbeatStatus>,
 }
 
 pub type SharedState = Arc<AppState>;
@@ -117,7 +125,7 @@ async fn store_handler(State(state): State<SharedState>, request: Request) -> Re
     match (CatchUnwind { inner: handling }).await {
         Ok(response) => response,
         Err(panic) => {
-            let message = crate::supervise::panic_message(panic.as_ref());
+            let message = crate::cluster::supervise::panic_message(panic.as_ref());
             let request = format!("{method} {}", uri.path());
             tracing::error!(%request, panic = %message, "handler panicked");
             ApiError::json(StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()

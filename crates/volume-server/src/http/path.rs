@@ -54,7 +54,7 @@ pub fn split(path: &str) -> Result<RawUrl<'_>, PathError> {
     };
     let (fid, ext) = match (filename, fid.rfind('.')) {
         (None, Some(dot)) if dot > 0 => (&fid[..dot], &fid[dot..]),
-        (Some(name), _) => (fid, crate::mime::extension(name)),
+        (Some(name), _) => (fid, super::mime::extension(name)),
         _ => (fid, ""),
     };
     Ok(RawUrl { vid, fid, filename, ext, comma_form })

@@ -29,8 +29,8 @@ use needle::crc::{crc32c_append, stored_checksum_matches};
 use needle::{Cookie, FileId, NeedleId, NeedleMeta};
 use tokio::task::JoinHandle;
 
-use crate::range::{ByteRange, MultipartLayout};
-use crate::volume::{NeedleLocation, StoredMeta, StoredNeedle, Volume};
+use super::range::{ByteRange, MultipartLayout};
+use volume_store::volume::{NeedleLocation, StoredMeta, StoredNeedle, Volume};
 
 /// Needles with more data than this are streamed (weed's `PagedReadLimit`, 1 MiB).
 const LARGE_READ: u64 = 1 << 20;
@@ -62,7 +62,7 @@ impl ReadNeedle {
         id: NeedleId,
         cookie: Cookie,
         location: NeedleLocation,
-    ) -> crate::Result<Self> {
+    ) -> volume_store::Result<Self> {
         if location.record_size() <= LARGE_READ {
             return volume.read_at(id, cookie, location).map(ReadNeedle::Whole);
         }
@@ -167,7 +167,7 @@ impl Payload {
 
     /// Up to `n` bytes from the start, for sniffing a content type (a pread when
     /// streamed).
-    pub(super) fn head(&self, n: usize) -> crate::Result<Bytes> {
+    pub(super) fn head(&self, n: usize) -> volume_store::Result<Bytes> {
         match self {
             Payload::Bytes(bytes) => Ok(bytes.slice(..n.min(bytes.len()))),
             Payload::Dat(span) => {
@@ -193,7 +193,7 @@ impl Payload {
     pub(super) fn multipart(self, ranges: &[ByteRange], content_type: &str) -> (String, u64, Body) {
         match self {
             Payload::Bytes(bytes) => {
-                let (content_type, body) = crate::range::multipart(&bytes, ranges, content_type);
+                let (content_type, body) = super::range::multipart(&bytes, ranges, content_type);
                 (content_type, body.len() as u64, Body::from(body))
             }
             Payload::Dat(span) => {
@@ -229,7 +229,7 @@ struct DatBody {
     fid: FileId,
     segments: VecDeque<Segment>,
     /// The pread in flight.
-    pending: Option<JoinHandle<crate::Result<Bytes>>>,
+    pending: Option<JoinHandle<volume_store::Result<Bytes>>>,
     /// For a body that is a needle's whole data: its stored checksum and the CRC so far.
     verify: Option<(u32, u32)>,
     remaining: u64,

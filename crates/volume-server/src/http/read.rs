@@ -15,16 +15,16 @@ use axum::response::Response;
 use bytes::Bytes;
 use needle::{FileId, Flags, NeedleMeta};
 
+use super::mime;
 use super::path::FileUrl;
 use super::payload::{Payload, ReadNeedle};
+use super::range;
 use super::reply::{content_type_for, finish, headers_only, range_not_satisfiable, with_disposition};
+use super::throttle::{Busy, Held};
+use super::upload::{self, GunzipError, gunzip};
 use super::{ApiError, AppState, manifest, path, query_params, replicate};
-use crate::mime;
-use crate::range;
 use crate::security::Access;
-use crate::throttle::{Busy, Held};
-use crate::upload::{self, GunzipError, gunzip};
-use crate::volume::Volume;
+use volume_store::volume::Volume;
 
 pub(super) async fn get_or_head(state: &AppState, request: Request) -> Response {
     let is_head = request.method() == Method::HEAD;

@@ -24,9 +24,9 @@ use tokio::task::JoinSet;
 
 use super::AppState;
 use super::peers::clients;
+use super::upload::Upload;
 use crate::security::token_of;
-use crate::upload::Upload;
-use crate::volume::Volume;
+use volume_store::volume::Volume;
 
 /// What a read of a volume not on this server does (weed's `-readMode`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -394,7 +394,7 @@ mod tests {
             headers.insert(axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(), value);
         }
         let query = [("type".to_owned(), "replicate".to_owned())].into();
-        let parsed = crate::upload::parse(&crate::upload::Request {
+        let parsed = crate::http::upload::parse(&crate::http::upload::Request {
             method: &axum::http::Method::POST,
             headers: &headers,
             path: "/3,01637037d6",

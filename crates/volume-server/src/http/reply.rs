@@ -8,10 +8,10 @@ use axum::http::response::Builder;
 use axum::http::{Request, StatusCode, header};
 use axum::response::Response;
 
+use super::mime;
 use super::query_params;
-use crate::mime;
-use crate::range::RangeError;
-use crate::upload::parse_bool;
+use super::range::RangeError;
+use super::upload::parse_bool;
 
 /// The Content-Type weed sends: the stored mime, unless it is empty or
 /// `application/octet-stream`, else the type of the file name's extension `ext`.

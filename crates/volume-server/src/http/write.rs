@@ -10,11 +10,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde::Serialize;
 
+use super::upload::{self, Upload, UploadError};
 use super::{ApiError, AppState, json_response, path, query_params, replicate};
-use crate::clock::now_seconds;
 use crate::security::Access;
-use crate::upload::{self, Upload, UploadError};
-use crate::volume::WriteOutcome;
+use volume_store::clock::now_seconds;
+use volume_store::volume::WriteOutcome;
 
 /// Room for the multipart envelope around the largest allowed file.
 const ENVELOPE_SLACK: u64 = 64 * 1024;
@@ -105,7 +105,7 @@ async fn upload_file(state: &AppState, request: Request) -> Result<Response, Api
         };
         outcome.map_err(ApiError::for_write)? == WriteOutcome::Unchanged
     } else if replicas.is_empty() {
-        return Err(ApiError::for_write(crate::Error::VolumeNotFound(url.volume)));
+        return Err(ApiError::for_write(volume_store::Error::VolumeNotFound(url.volume)));
     } else {
         // Held only elsewhere: forwarded, nothing stored here (as weed does).
         false
@@ -216,7 +216,8 @@ pub(super) async fn delete(state: &AppState, request: Request) -> Response {
         return ApiError::wrong_jwt().into_response();
     }
     let Some(url) = url else {
-        return ApiError::for_delete(crate::Error::VolumeNotFound(needle::VolumeId(0))).into_response();
+        return ApiError::for_delete(volume_store::Error::VolumeNotFound(needle::VolumeId(0)))
+            .into_response();
     };
     let manifest_size = match super::manifest::delete_chunks(state, &url.fid).await {
         Ok(size) => size,
@@ -243,7 +244,7 @@ pub(super) async fn delete(state: &AppState, request: Request) -> Response {
             let size = manifest_size.unwrap_or(u64::from(size));
             json_response(StatusCode::ACCEPTED, format!("{{\"size\":{size}}}"))
         }
-        Err(e @ (crate::Error::NeedleNotFound(_) | crate::Error::AlreadyDeleted(_))) => {
+        Err(e @ (volume_store::Error::NeedleNotFound(_) | volume_store::Error::AlreadyDeleted(_))) => {
             // Gone here already, e.g. a retry of a delete whose fan-out failed: the
             // replicas may still hold it. The answer stays weed's 404.
             if let Err(cause) = replicate::delete(state, url.volume, replicas, path, headers, query).await {

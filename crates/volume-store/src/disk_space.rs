@@ -102,6 +102,7 @@ pub struct DiskUsage {
 
 impl DiskUsage {
     /// `statvfs` of `dir`. Free counts the blocks reserved for root too, as weed does.
+    #[allow(unsafe_code)]
     pub fn of(dir: &Path) -> std::io::Result<Self> {
         use std::os::unix::ffi::OsStrExt;
         let path = std::ffi::CString::new(dir.as_os_str().as_bytes())?;

@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::volume::{Volume, VolumeOptions, parse_dat_name};
 
 /// Appended to the names of a volume copy's files until the copy is complete
-/// (`volume_move` writes them); opening the store removes such leftovers.
+/// (the volume server's `volume_move` writes them); opening the store removes such
+/// leftovers.
 pub const PARTIAL_SUFFIX: &str = ".copying";
 
 /// How long a compaction commit of a `--index rocksdb` volume waits for requests

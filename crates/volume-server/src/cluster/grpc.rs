@@ -2,7 +2,7 @@
 //! master and `weed shell` dial that port, so we do the same unless `--grpc-port` says
 //! otherwise. Services (SeaweedFS's `VolumeServer`, the RDMA control plane) are added
 //! to one [`Routes`]; calls nobody implements answer `Unimplemented`. With
-//! `security.toml`'s gRPC TLS, the port speaks mutual TLS only ([`crate::grpc_tls`]).
+//! `security.toml`'s gRPC TLS, the port speaks mutual TLS only ([`crate::security::grpc_tls`]).
 //!
 //! Also what every service's calls share: [`status`], the store error to gRPC status
 //! mapping weed's callers act on, and [`blocking`] for file work.
@@ -16,7 +16,7 @@ use tonic::Status;
 use tonic::service::Routes;
 use tonic::transport::server::TcpIncoming;
 
-use crate::error::Error;
+use volume_store::error::Error;
 
 /// weed's convention for the gRPC port of a server on `http_port`.
 pub fn default_port(http_port: u16) -> Option<u16> {
@@ -48,8 +48,10 @@ pub async fn serve(
             finish(server, stopped).await
         }
         Some(acceptor) => {
-            let server =
-                router.serve_with_incoming_shutdown(crate::grpc_tls::incoming(listener, acceptor), signal);
+            let server = router.serve_with_incoming_shutdown(
+                crate::security::grpc_tls::incoming(listener, acceptor),
+                signal,
+            );
             finish(server, stopped).await
         }
     }

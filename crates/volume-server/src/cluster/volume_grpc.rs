@@ -1,7 +1,7 @@
 //! weed's `VolumeServer` gRPC service, the calls `weed master` and weed's tools make:
 //! allocate and delete volumes, mark them read-only or writable, the vacuum cycle,
 //! batch delete, status and ping, and both sides of moving a volume between servers
-//! (see [`crate::volume_move`]). Calls not implemented here answer `Unimplemented`
+//! (see [`super::volume_move`]). Calls not implemented here answer `Unimplemented`
 //! (tonic's router does that for every method the service does not declare).
 
 use std::pin::Pin;
@@ -11,14 +11,14 @@ use needle::{FileId, ReplicaPlacement, Ttl, VolumeId};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::error::Error;
-use crate::grpc::{blocking, status};
-use crate::pb::volume_server_pb::volume_server_server::{VolumeServer, VolumeServerServer};
-use crate::pb::volume_server_pb::*;
-use crate::pb::{grpc_address, master_pb};
-use crate::store::Store;
-use crate::volume_move::{self, CopiesUnderWay};
+use super::grpc::{blocking, status};
+use super::pb::volume_server_pb::volume_server_server::{VolumeServer, VolumeServerServer};
+use super::pb::volume_server_pb::*;
+use super::pb::{grpc_address, master_pb};
+use super::volume_move::{self, CopiesUnderWay};
 use rdma_transport::grpc_tls::Dialer;
+use volume_store::error::Error;
+use volume_store::store::Store;
 
 /// The service over one store.
 pub struct VolumeGrpc {
@@ -57,7 +57,7 @@ impl VolumeGrpc {
 
 /// Ping's clock readings: weed's proto carries them as int64 nanoseconds.
 fn now_ns() -> i64 {
-    crate::clock::now_ns() as i64
+    volume_store::clock::now_ns() as i64
 }
 
 /// weed's per-file answer to a batch delete: HTTP status codes in a gRPC reply.
@@ -104,7 +104,7 @@ fn delete_one(store: &Store, file_id: &str, skip_cookie_check: bool) -> DeleteRe
 fn disk_status(dir: &std::path::Path) -> DiskStatus {
     let mut status =
         DiskStatus { dir: dir.display().to_string(), disk_type: "hdd".into(), ..Default::default() };
-    match crate::disk_space::DiskUsage::of(dir) {
+    match volume_store::disk_space::DiskUsage::of(dir) {
         Ok(usage) => {
             status.all = usage.all;
             status.free = usage.free;

@@ -18,11 +18,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Endpoint;
 
-use crate::pb::grpc_address;
-use crate::pb::master_pb::seaweed_client::SeaweedClient;
-use crate::pb::master_pb::{Heartbeat, VolumeInformationMessage, VolumeShortInformationMessage};
-use crate::store::Store;
-use crate::volume::VolumeStatus;
+use super::pb::grpc_address;
+use super::pb::master_pb::seaweed_client::SeaweedClient;
+use super::pb::master_pb::{Heartbeat, VolumeInformationMessage, VolumeShortInformationMessage};
+use volume_store::store::Store;
+use volume_store::volume::VolumeStatus;
 
 /// First and longest wait between reconnection attempts.
 const MIN_BACKOFF: Duration = Duration::from_millis(500);

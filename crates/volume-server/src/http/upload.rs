@@ -18,7 +18,7 @@ use base64::Engine;
 use md5::{Digest, Md5};
 use needle::{Cookie, Flags, Needle, NeedleId, Ttl};
 
-use crate::mime;
+use super::mime;
 
 /// What a write request asks to store.
 #[derive(Debug, Default)]

@@ -22,14 +22,14 @@ use tonic::transport::{Channel, Endpoint};
 
 use rdma_transport::grpc_tls::Dialer;
 
-use crate::error::Error;
-use crate::grpc::{blocking, status};
-use crate::pb::grpc_address;
-use crate::pb::volume_server_pb::volume_server_client::VolumeServerClient;
-use crate::pb::volume_server_pb::*;
-use crate::store::{PARTIAL_SUFFIX, Store};
-use crate::vif::VolumeInfo as VifFile;
-use crate::volume::{Volume, base_name, check_collection};
+use super::grpc::{blocking, status};
+use super::pb::grpc_address;
+use super::pb::volume_server_pb::volume_server_client::VolumeServerClient;
+use super::pb::volume_server_pb::*;
+use volume_store::error::Error;
+use volume_store::store::{PARTIAL_SUFFIX, Store};
+use volume_store::vif::VolumeInfo as VifFile;
+use volume_store::volume::{Volume, base_name, check_collection};
 
 /// Bytes per streamed message (weed's `BufferSizeLimit`): well under gRPC's 4 MiB
 /// default message limit on either side.
@@ -334,7 +334,7 @@ async fn pull_volume(
             std::fs::rename(&staged.paths[i], &finals[i]).map_err(|e| Error::io(&finals[i], e))?;
             staged.paths[i] = finals[i].clone();
         }
-        crate::durable::sync_parent(&finals[0])?;
+        volume_store::durable::sync_parent(&finals[0])?;
         // `dir_for_copy` found the id free; a volume created meanwhile makes this fail.
         let volume = store.mount_copied(&dir, &collection, id)?;
         staged.keep();

@@ -1,5 +1,5 @@
-//! The storage engine's one error type. The HTTP layer maps each variant to a status
-//! code in one place (`http::error`).
+//! The storage engine's one error type. The volume server maps each variant to an HTTP
+//! status code in one place (its `http::error`).
 
 use std::path::{Path, PathBuf};
 

@@ -29,7 +29,7 @@ use crate::recovery::{self, LoadReport};
 use crate::vif::VolumeInfo;
 
 /// Which needle map a volume keeps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IndexKind {
     /// A hash map rebuilt from `.idx` at load.
     Memory,

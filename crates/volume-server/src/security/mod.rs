@@ -1,7 +1,7 @@
 //! weed's `security.toml`: the `[jwt.signing]` (writes and deletes) and
 //! `[jwt.signing.read]` (reads) keys for the HTTP API, the token a request carries,
 //! the tokens the embedded master API issues, the `[guard] white_list`
-//! ([`crate::guard`]) and the gRPC TLS files ([`crate::grpc_tls`]).
+//! ([`guard`]) and the gRPC TLS files ([`grpc_tls`]), whose modules live here too.
 //!
 //! The HS256 code is rdma-transport's [`JwtKey`] (one implementation for both planes);
 //! what is HTTP-specific lives here: where weed looks for the token and its rule that a
@@ -14,8 +14,11 @@ use axum::http::{HeaderMap, header};
 use rdma_transport::server::auth::JwtKey;
 use serde::Deserialize;
 
-use crate::grpc_tls::GrpcTlsSettings;
-use crate::guard::WhiteList;
+pub mod grpc_tls;
+pub mod guard;
+
+use self::grpc_tls::GrpcTlsSettings;
+use self::guard::WhiteList;
 
 /// Where weed looks for `security.toml`, first found wins.
 pub fn search_path() -> Vec<PathBuf> {
@@ -295,7 +298,7 @@ impl Security {
     ) -> bool {
         let Some(signing) = self.key(access) else { return true };
         let Some(token) = token_of(query, headers) else { return false };
-        match signing.key.verify(&token, crate::clock::now_seconds()) {
+        match signing.key.verify(&token, volume_store::clock::now_seconds()) {
             Ok(claims) => claims.fid.is_some_and(|claim| names_file(&claim, vid, fid)),
             Err(e) => {
                 tracing::debug!(error = %e, "refused a request's JWT");
@@ -310,7 +313,7 @@ impl Security {
         let signing = self.key(access)?;
         let mut claims = serde_json::json!({ "fid": fid });
         if signing.expires_after > 0 {
-            claims["exp"] = (crate::clock::now_seconds() + signing.expires_after).into();
+            claims["exp"] = (volume_store::clock::now_seconds() + signing.expires_after).into();
         }
         Some(signing.key.sign(&claims))
     }

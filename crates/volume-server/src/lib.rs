@@ -15,10 +15,13 @@
 //! - [`metrics`]: `/metrics` in the Prometheus text format (requests, bytes, latency and
 //!   errors, by route).
 //! - [`weed_cli`]: `weed volume`'s command line (`-dataCenter=dc1`) translated to ours.
+//! - [`server`]: the flags as a [`server::Config`], and the server started from them and
+//!   run until a shutdown future resolves (what `main.rs` calls; tests may too).
 
 pub mod cluster;
 pub mod http;
 pub mod metrics;
 pub mod rdma;
 pub mod security;
+pub mod server;
 pub mod weed_cli;

@@ -2,7 +2,7 @@
 //! [`NeedleSource`] of `rdma-transport`'s control plane (which runs on the gRPC port).
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use needle::{Cookie, NeedleId, VolumeId};
@@ -149,7 +149,7 @@ impl RdmaArgs {
             jwt_key: self.jwt_key.as_ref().map(|k| JwtKey::new(k.as_bytes())).or_else(|| read_key.cloned()),
             volume_common_names: self.volume_common_names.clone(),
         };
-        let server = RdmaServer::start(config, Arc::new(StoreSource(Arc::clone(store))));
+        let server = RdmaServer::start(config, Arc::new(StoreSource(Arc::downgrade(store))));
         // A compacted or deleted volume's old `.dat` must stop being readable remotely.
         let retire = server.clone();
         if store.set_retire_hook(Box::new(move |volume| retire.retire(volume.0))).is_err() {
@@ -159,14 +159,17 @@ impl RdmaArgs {
     }
 }
 
-/// The store, located into by the control plane.
-struct StoreSource(Arc<Store>);
+/// The store, located into by the control plane. Weak: the store holds the RDMA server
+/// (its retire hook), which holds this; a strong reference would make a cycle, and the
+/// store (with its RocksDB maps and their locks) would outlive the server that used it.
+struct StoreSource(Weak<Store>);
 
 impl NeedleSource for StoreSource {
     /// As a GET: the live record's header and metadata are read (two small preads, no
     /// data) and its cookie and TTL checked, so Locate hands out nothing HTTP would 404.
     fn locate(&self, volume: VolumeId, needle: NeedleId, cookie: Cookie) -> Lookup {
-        let Ok(v) = self.0.volume(volume) else { return Lookup::VolumeNotHere };
+        let Some(store) = self.0.upgrade() else { return Lookup::VolumeNotHere };
+        let Ok(v) = store.volume(volume) else { return Lookup::VolumeNotHere };
         let location = match v.locate_readable(needle, false) {
             Ok(location) => location,
             Err(Error::NeedleNotFound(_)) => return Lookup::NotFound,
@@ -245,7 +248,7 @@ mod tests {
         })
         .unwrap();
         let store = Arc::new(store);
-        let source = StoreSource(Arc::clone(&store));
+        let source = StoreSource(Arc::downgrade(&store));
         let locate = |key: u64, cookie: u32| source.locate(VolumeId(5), NeedleId(key), Cookie(cookie));
         match locate(1, 7) {
             Lookup::Found(found) => {

@@ -50,7 +50,7 @@ fn a_weed_volume_command_line_joins_the_master_and_its_flags_take_effect() {
     // -fileSizeLimitMB=1: a 2 MiB upload is refused as weed refuses it.
     let b = assign(&master.url(), "dataCenter=dcWeedFlags").unwrap();
     let big = pseudo_random(2 << 20, 2);
-    let reply = request(
+    let reply = request_expecting_continue(
         &b.url,
         "POST",
         &format!("/{}", b.fid),

@@ -71,6 +71,52 @@ pub fn request_on(
     read_reply(stream, method == "HEAD")
 }
 
+/// A request sent as careful clients send large bodies: the head with `Expect:
+/// 100-continue`, the body only after the server's `100 Continue`. A server that refuses
+/// the request from its head alone (a 413 for a `Content-Length` over the limit) answers
+/// before any of the body is sent, so the reply is read whatever the server then does
+/// with the connection. ([`request`] would race it: the server may close while the body
+/// is still being written, and the client then sees a reset instead of the 413.)
+pub fn request_expecting_continue(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<Reply> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes())?;
+    // The first answer's status line, left in the socket for read_reply if it is final.
+    let mut status_line = [0u8; 12];
+    loop {
+        match stream.peek(&mut status_line)? {
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            n if n == status_line.len() => break,
+            _ => std::thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    if &status_line != b"HTTP/1.1 100" {
+        return read_reply(stream, false);
+    }
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte)?;
+        interim.push(byte[0]);
+    }
+    stream.write_all(body)?;
+    read_reply(stream, false)
+}
+
 /// Reads the reply to a request already sent on `stream`, to the end of the connection.
 pub fn read_reply(mut stream: TcpStream, head_only: bool) -> std::io::Result<Reply> {
     let mut raw = Vec::new();

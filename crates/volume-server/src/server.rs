@@ -131,7 +131,7 @@ pub struct Config {
     #[arg(long)]
     pub workers: Option<usize>,
     /// weed's security.toml ([jwt.signing] key guards writes and deletes, [jwt.signing.read]
-    /// key guards reads, [guard] white_list limits who may write and delete, [grpc] ca
+    /// key guards reads, `[guard]` white_list limits who may write and delete, [grpc] ca
     /// with [grpc.volume] cert/key turn on mutual TLS for gRPC, served and dialed).
     /// Default: the first of ./security.toml, $HOME/.seaweedfs/security.toml,
     /// /usr/local/etc/seaweedfs/security.toml, /etc/seaweedfs/security.toml, as weed looks.

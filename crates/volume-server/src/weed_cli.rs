@@ -6,7 +6,7 @@
 //! Go's `flag` rules: one or two dashes, `-flag=value` or `-flag value` (a boolean flag
 //! takes no separate value: `-flag` or `-flag=false`). The glog flags weed takes before
 //! `volume` (`-v=2`, `-logtostderr`) are taken anywhere. Every `weed volume` flag of 4.48
-//! is in [`WEED_FLAGS`]: implemented (translated to ours), accepted and ignored with one
+//! is in `WEED_FLAGS`: implemented (translated to ours), accepted and ignored with one
 //! warning saying what happens instead, or refused where ignoring it would lose track
 //! of data (`-dir.idx`) or mislead the master (`-disk=ssd`). Anything else (our own
 //! `--flags`, `-h`) passes through to clap unchanged.

@@ -666,7 +666,7 @@ impl Job<'_> {
     }
 
     /// [`Job::wait`], handing each piece of stdout to `watch` as it arrives (and an
-    /// empty one every [`POLL`]), e.g. to time the tests of a test executable as it
+    /// empty one every `POLL`), e.g. to time the tests of a test executable as it
     /// reports them; when `watch` answers [`Watch::Cut`] the job is cut off as if its
     /// time limit had passed ([`Error::CommandTimedOut`]).
     pub fn wait_watching(

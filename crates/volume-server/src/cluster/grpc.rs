@@ -4,8 +4,8 @@
 //! to one [`Routes`]; calls nobody implements answer `Unimplemented`. With
 //! `security.toml`'s gRPC TLS, the port speaks mutual TLS only ([`crate::security::grpc_tls`]).
 //!
-//! Also what every service's calls share: [`status`], the store error to gRPC status
-//! mapping weed's callers act on, and [`blocking`] for file work.
+//! Also what every service's calls share: `status`, the store error to gRPC status
+//! mapping weed's callers act on, and `blocking` for file work.
 
 use std::future::Future;
 use std::time::Duration;

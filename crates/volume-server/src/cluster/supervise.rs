@@ -15,7 +15,7 @@ const RESTART_DELAY: Duration = Duration::from_secs(1);
 
 /// Runs the task `start` makes until it returns (its own way of stopping, e.g. at
 /// shutdown). When it panics: logs the panic, calls `on_panic` (the restart counter),
-/// and after [`RESTART_DELAY`] starts a new one, unless `stop` was set meanwhile.
+/// and after `RESTART_DELAY` starts a new one, unless `stop` was set meanwhile.
 pub async fn supervise<Task>(
     name: &'static str,
     mut stop: watch::Receiver<bool>,

@@ -81,7 +81,7 @@ pub fn read_file_status(volume: &Volume) -> Result<ReadVolumeFileStatusResponse,
 }
 
 /// `CopyFile` (source side): streams one of a volume's files up to `stop_offset`, in
-/// [`CHUNK`]-sized messages read as they are sent (never the whole file at once).
+/// `CHUNK`-sized messages read as they are sent (never the whole file at once).
 /// The first message carries the file's modification time: weed's receiver treats a
 /// stream without one as "the file does not exist".
 pub fn copy_file(store: &Store, request: CopyFileRequest) -> Result<CopyFileStream, Status> {

@@ -1,5 +1,5 @@
 //! The weed volume-server HTTP API on axum: every request to `/<fid>` paths goes to
-//! [`store_handler`], which dispatches by method like weed's `privateStoreHandler`;
+//! `store_handler`, which dispatches by method like weed's `privateStoreHandler`;
 //! `/status`, `/healthz`, `/metrics` and (standalone) `/dir/assign`, `/dir/lookup`
 //! have their own routes. Every reply carries weed's common headers.
 //!

@@ -58,17 +58,30 @@ pub fn request_on(
     body: &[u8],
 ) -> std::io::Result<Reply> {
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let sized = !body.is_empty() || method == "POST" || method == "PUT";
+    stream.write_all(request_head(addr, method, path, headers, sized.then_some(body.len())).as_bytes())?;
+    stream.write_all(body)?;
+    read_reply(stream, method == "HEAD")
+}
+
+/// A request's head, through the blank line: `Connection: close`, `headers`, and a
+/// `Content-Length` when given.
+fn request_head(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    content_length: Option<usize>,
+) -> String {
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
-    if !body.is_empty() || method == "POST" || method == "PUT" {
-        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    if let Some(len) = content_length {
+        head.push_str(&format!("Content-Length: {len}\r\n"));
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(body)?;
-    read_reply(stream, method == "HEAD")
+    head
 }
 
 /// A request sent as careful clients send large bodies: the head with `Expect:
@@ -86,15 +99,8 @@ pub fn request_expecting_continue(
 ) -> std::io::Result<Reply> {
     let mut stream = TcpStream::connect(addr)?;
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nExpect: 100-continue\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes())?;
+    let headers: Vec<_> = [("Expect", "100-continue")].into_iter().chain(headers.iter().copied()).collect();
+    stream.write_all(request_head(addr, method, path, &headers, Some(body.len())).as_bytes())?;
     // The first answer's status line, left in the socket for read_reply if it is final.
     let mut status_line = [0u8; 12];
     loop {

@@ -37,4 +37,7 @@ mod recovery_tests;
 
 pub use error::{Error, Result};
 pub use store::{Store, StoreConfig};
-pub use volume::{IndexKind, NeedleLocation, StoredMeta, StoredNeedle, Volume, VolumeOptions, WriteOutcome};
+pub use volume::{
+    IndexAppend, IndexKind, IndexObserver, IndexSnapshot, NeedleLocation, StoredMeta, StoredNeedle, Volume,
+    VolumeOptions, WriteOutcome,
+};

@@ -154,6 +154,33 @@ struct Writer {
     /// Set when this volume's files were replaced (compaction commit) or deleted: a
     /// writer that was waiting for the lock must not append to the old files.
     retired: bool,
+    /// Told of every `.idx` entry appended from when it was installed
+    /// ([`Volume::observe_index`]).
+    index_observer: Option<IndexObserver>,
+}
+
+/// Told of each `.idx` entry a write or delete appends: called under the volume's
+/// writer lock (so in `.idx` order), after the record and its entry are in the files
+/// and before the write is acknowledged. It must be quick and must not touch the volume.
+pub type IndexObserver = Arc<dyn Fn(&IndexAppend<'_>) + Send + Sync>;
+
+/// One appended `.idx` entry, as an [`IndexObserver`] sees it.
+#[derive(Debug)]
+pub struct IndexAppend<'a> {
+    /// Where the entry starts in the `.idx`.
+    pub position: u64,
+    /// The entry's bytes, as in the file.
+    pub entry: &'a [u8],
+    pub needle: NeedleId,
+    /// The `.dat`'s committed length after this write.
+    pub dat_end: u64,
+}
+
+/// What [`Volume::observe_index`] returns: the `.idx` up to where the observer takes over.
+pub struct IndexSnapshot {
+    /// The `.idx` bytes below `len`: complete entries, each naming a complete record.
+    pub entries: Vec<u8>,
+    pub width: OffsetWidth,
 }
 
 pub struct Volume {
@@ -364,6 +391,7 @@ impl Volume {
                 idx_end: recovered.idx_end,
                 last_append_ns: recovered.last_append_ns,
                 retired: false,
+                index_observer: None,
             }),
             read_only: AtomicBool::new(info.is_some_and(|i| i.read_only)),
             disk_space_low: Arc::default(),
@@ -456,6 +484,30 @@ impl Volume {
             modified_at_second: self.modified_at.load(Ordering::Relaxed),
             file_count: self.map.stats().file_count,
         }
+    }
+
+    /// Installs `observer` (replacing any earlier one) and returns the `.idx` as it was
+    /// at that moment: every entry is then either in the snapshot or told to the
+    /// observer (an entry appended while the snapshot is read may be both, with the
+    /// same bytes at the same position). The file is read outside the writer lock,
+    /// through a handle on the open `.idx`, so writers wait only for the install.
+    pub fn observe_index(&self, observer: IndexObserver) -> Result<IndexSnapshot> {
+        let (idx, len) = {
+            let mut writer = self.lock_writer()?;
+            let idx = writer.idx.try_clone().map_err(|e| Error::io(&self.idx_path, e))?;
+            writer.index_observer = Some(observer);
+            (idx, writer.idx_end)
+        };
+        let len = usize::try_from(len)
+            .map_err(|_| Error::io(&self.idx_path, std::io::Error::other("too large")))?;
+        let mut entries = vec![0u8; len];
+        idx.read_exact_at(&mut entries, 0).map_err(|e| Error::io(&self.idx_path, e))?;
+        Ok(IndexSnapshot { entries, width: self.options.width })
+    }
+
+    /// Removes the observer [`Volume::observe_index`] installed, if any.
+    pub fn stop_observing_index(&self) {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner()).index_observer = None;
     }
 
     /// Where the first record starts (the end of the superblock).
@@ -824,6 +876,14 @@ impl Volume {
         writer.idx_end = new_idx_end;
         // Release: a syncer that reads this end also sees the writes before it.
         self.dat_size.store(writer.dat_end, Ordering::Release);
+        if let Some(observer) = &writer.index_observer {
+            observer(&IndexAppend {
+                position: idx_end,
+                entry: &entry_bytes,
+                needle: id,
+                dat_end: writer.dat_end,
+            });
+        }
         self.modified_at.store(now_seconds(), Ordering::Relaxed);
         Ok(offset)
     }

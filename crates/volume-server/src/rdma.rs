@@ -8,15 +8,17 @@ use std::time::Duration;
 use needle::{Cookie, NeedleId, VolumeId};
 use rdma_transport::server::auth::JwtKey;
 use rdma_transport::server::grants::GrantConfig;
+use rdma_transport::server::index::IndexConfig;
 use rdma_transport::server::regions::RegionConfig;
 use rdma_transport::server::{
-    DatFile, Exposure, Lookup, NeedleSource, RdmaServer, RdmaServerConfig, SourceLocation,
+    DatFile, Exposure, IndexAppendFn, IndexSource, Lookup, NeedleSource, RdmaServer, RdmaServerConfig,
+    SourceLocation,
 };
 use rdma_transport::verbs::DeviceChoice;
 
 use volume_store::error::Error;
 use volume_store::store::Store;
-use volume_store::volume::Volume;
+use volume_store::volume::{IndexAppend, IndexObserver, Volume};
 
 /// Whether to serve RDMA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -90,6 +92,21 @@ pub struct RdmaArgs {
     /// security.toml's `[grpc]` ca and `[grpc.volume]` cert and key).
     #[arg(long = "rdma-volume-cn", value_delimiter = ',')]
     pub volume_common_names: Vec<String>,
+    /// With `--rdma-exposure volume`: the one-sided index (a registered header, `.idx`
+    /// mirror and `.dat` extents per volume read that way), so that clients READ
+    /// needles they never located with no Locate call. `off` leaves them to Locate.
+    #[arg(long = "rdma-one-sided-index", value_enum, default_value_t = OnOff::On)]
+    pub one_sided_index: OnOff,
+    /// Most MiB of `.dat` the one-sided index registers (pinned) for all volumes; a
+    /// volume that does not fit is read through Locate.
+    #[arg(long = "rdma-index-pinned-mb", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub index_pinned_mb: u64,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 impl RdmaArgs {
@@ -142,6 +159,12 @@ impl RdmaArgs {
                 force_staging: self.staging,
                 ..RegionConfig::default()
             },
+            index: IndexConfig {
+                enabled: self.one_sided_index == OnOff::On,
+                dat_budget: self.index_pinned_mb << 20,
+                extent_size: self.extent_mb << 20,
+                ..IndexConfig::default()
+            },
             max_sessions: self.max_sessions,
             max_sessions_per_peer: usize::try_from(self.max_sessions_per_peer).unwrap_or(usize::MAX),
             max_locate_bytes: self.max_locate_mb << 20,
@@ -189,6 +212,28 @@ impl NeedleSource for StoreSource {
             Err(Error::NeedleNotFound(_)) => Lookup::Expired,
             Err(Error::CookieMismatch { .. }) => Lookup::WrongCookie,
             Err(e) => Lookup::Failed(e.to_string()),
+        }
+    }
+
+    fn open_index(&self, volume: VolumeId, on_append: IndexAppendFn) -> Result<IndexSource, String> {
+        let store = self.0.upgrade().ok_or("the store is closed")?;
+        let v = store.volume(volume).map_err(|e| e.to_string())?;
+        let observer: IndexObserver =
+            Arc::new(move |append: &IndexAppend<'_>| on_append(append.position, append.entry));
+        let snapshot = v.observe_index(observer).map_err(|e| e.to_string())?;
+        Ok(IndexSource {
+            collection: v.collection().to_owned(),
+            version: v.version(),
+            entry_size: snapshot.width.entry_size(),
+            compaction_revision: v.compaction_revision(),
+            entries: snapshot.entries,
+            dat: Arc::new(VolumeDat(v)),
+        })
+    }
+
+    fn close_index(&self, volume: VolumeId) {
+        if let Some(v) = self.0.upgrade().and_then(|store| store.volume(volume).ok()) {
+            v.stop_observing_index();
         }
     }
 }

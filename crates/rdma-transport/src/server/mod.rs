@@ -23,12 +23,13 @@
 
 pub mod auth;
 pub mod grants;
+pub mod index;
 mod memory;
 pub mod regions;
 pub mod sessions;
 pub mod source;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 
 use std::fmt::Write as _;
 use std::mem::ManuallyDrop;
@@ -51,10 +52,11 @@ use crate::proto::{self, LocateStatus};
 use crate::verbs::{Device, DeviceChoice, DeviceRegistrar, random_psn};
 use auth::{JwtKey, VolumeGrant};
 use grants::{GrantConfig, GrantGauges, RecordGrants};
+use index::{IndexConfig, Indexes};
 use memory::lock;
 use regions::{ExposeError, RecordSpan, RegionCache, RegionConfig, RegionStats};
 use sessions::SessionTable;
-pub use source::{DatFile, Lookup, NeedleSource, SourceLocation};
+pub use source::{DatFile, IndexAppendFn, IndexSource, Lookup, NeedleSource, SourceLocation};
 
 /// Most fids one Locate may carry.
 pub const MAX_FIDS_PER_LOCATE: usize = 1024;
@@ -91,6 +93,8 @@ pub struct RdmaServerConfig {
     pub regions: RegionConfig,
     /// `record` exposure's per-session registrations.
     pub grants: GrantConfig,
+    /// `volume` exposure's one-sided index.
+    pub index: IndexConfig,
     pub max_sessions: usize,
     /// Most sessions one client address may have open.
     pub max_sessions_per_peer: usize,
@@ -123,6 +127,7 @@ impl Default for RdmaServerConfig {
             exposure: Exposure::Record,
             regions: RegionConfig::default(),
             grants: GrantConfig::default(),
+            index: IndexConfig::default(),
             max_sessions: 256,
             max_sessions_per_peer: 16,
             idle_timeout: Duration::from_secs(60),
@@ -195,6 +200,7 @@ struct Rdma {
     sessions: Mutex<SessionTable<Arc<Session>>>,
     cq: Arc<BasicCompletionQueue>,
     regions: RegionCache,
+    indexes: Arc<Indexes>,
     device: Arc<Device>,
     /// `record` exposure copies records instead of registering file pages (forced, or
     /// since the kernel refused a pin).
@@ -256,9 +262,20 @@ pub struct RdmaStatus {
     pub region_hits: u64,
     pub region_misses: u64,
     pub region_evictions: u64,
-    /// Bytes registered (pinned) in all: volume extents and granted records.
+    /// Bytes registered (pinned) in all: volume extents and granted records (the
+    /// one-sided index's are apart, below).
     pub pinned_bytes: u64,
     pub regions: u64,
+    /// Volumes with a one-sided index.
+    pub indexed_volumes: u64,
+    /// `.dat` bytes the one-sided indexes register (pinned).
+    pub index_pinned_bytes: u64,
+    /// Bytes of the indexes' `.idx` mirrors.
+    pub index_mirror_bytes: u64,
+    /// Writes and deletes published to an index (mirror entry, length, bucket).
+    pub index_header_updates: u64,
+    /// `.dat` extents the indexes registered (first time, or longer for a grown tail).
+    pub index_tail_registrations: u64,
 }
 
 impl RdmaServer {
@@ -272,14 +289,15 @@ impl RdmaServer {
             Some(choice) => Device::open(choice).map_err(|e| e.to_string()).and_then(|device| {
                 let cq = device.new_cq(64).map_err(|e| e.to_string())?;
                 let registrar = Arc::new(DeviceRegistrar::new(&device));
-                let regions = RegionCache::new(registrar, config.regions.clone());
+                let regions = RegionCache::new(Arc::clone(&registrar) as _, config.regions.clone());
+                let indexes = Arc::new(Indexes::new(registrar, config.index.clone()));
                 let sessions = Mutex::new(SessionTable::new(
                     config.max_sessions,
                     config.max_sessions_per_peer,
                     config.idle_timeout,
                 ));
                 let record_staging = AtomicBool::new(config.regions.force_staging);
-                Ok(Rdma { sessions, cq, regions, device, record_staging })
+                Ok(Rdma { sessions, cq, regions, indexes, device, record_staging })
             }),
         };
         match &rdma {
@@ -299,6 +317,7 @@ impl RdmaServer {
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(reap(Arc::downgrade(&state), idle_timeout));
+            runtime.spawn(index_upkeep(Arc::downgrade(&state)));
         }
         Self { state }
     }
@@ -320,6 +339,7 @@ impl RdmaServer {
     pub fn retire(&self, volume: u32) {
         if let Ok(rdma) = &self.state.rdma {
             rdma.regions.retire(volume);
+            rdma.indexes.retire(volume);
         }
     }
 
@@ -338,6 +358,11 @@ impl RdmaServer {
                 region_evictions: 0,
                 pinned_bytes: 0,
                 regions: 0,
+                indexed_volumes: 0,
+                index_pinned_bytes: 0,
+                index_mirror_bytes: 0,
+                index_header_updates: 0,
+                index_tail_registrations: 0,
             },
             Ok(rdma) => {
                 let RegionStats { hits, misses, evictions, pinned_bytes, regions, .. } = rdma.regions.stats();
@@ -348,6 +373,7 @@ impl RdmaServer {
                     Exposure::Volume => rdma.regions.mode().as_str(),
                 };
                 let gauges = &self.state.grant_gauges;
+                let index = rdma.indexes.stats();
                 RdmaStatus {
                     enabled: true,
                     reason: None,
@@ -361,6 +387,11 @@ impl RdmaServer {
                     region_evictions: evictions,
                     pinned_bytes: pinned_bytes + gauges.bytes.load(Ordering::Relaxed),
                     regions,
+                    indexed_volumes: index.volumes,
+                    index_pinned_bytes: index.dat_pinned_bytes,
+                    index_mirror_bytes: index.mirror_bytes,
+                    index_header_updates: index.header_updates,
+                    index_tail_registrations: index.tail_registrations,
                 }
             }
         }
@@ -401,7 +432,7 @@ impl RdmaServer {
 
     /// The unlabelled series of `/metrics`: name (after `volume_server_rdma_`), type,
     /// help and value.
-    fn series(&self, s: &RdmaStatus) -> [(&'static str, &'static str, &'static str, u64); 16] {
+    fn series(&self, s: &RdmaStatus) -> [(&'static str, &'static str, &'static str, u64); 21] {
         let c = &self.state.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         const GAUGE: &str = "gauge";
@@ -453,6 +484,31 @@ impl RdmaServer {
             ("region_evictions_total", COUNTER, "Regions evicted for the pinned budget.", s.region_evictions),
             ("pinned_bytes", GAUGE, "Bytes registered (pinned) for RDMA.", s.pinned_bytes),
             ("regions", GAUGE, "Registered regions.", s.regions),
+            ("indexed_volumes", GAUGE, "Volumes with a one-sided index.", s.indexed_volumes),
+            (
+                "index_pinned_bytes",
+                GAUGE,
+                ".dat bytes registered by one-sided indexes.",
+                s.index_pinned_bytes,
+            ),
+            (
+                "index_mirror_bytes",
+                GAUGE,
+                "Bytes of the one-sided indexes' .idx mirrors.",
+                s.index_mirror_bytes,
+            ),
+            (
+                "index_header_updates_total",
+                COUNTER,
+                "Writes and deletes published to one-sided indexes.",
+                s.index_header_updates,
+            ),
+            (
+                "index_tail_registrations_total",
+                COUNTER,
+                ".dat extents registered by one-sided indexes (new, or longer for a grown tail).",
+                s.index_tail_registrations,
+            ),
         ]
     }
 }
@@ -532,6 +588,24 @@ async fn reap(state: Weak<State>, idle_timeout: Duration) {
                 }
             }
         }
+    }
+}
+
+/// Every few milliseconds while the server lives: registers the `.dat` tails of indexed
+/// volumes that grew, so that new records become readable one-sidedly without a
+/// Locate, and lets go of registrations past their grace period. The work is on the
+/// blocking pool (registration pins pages); writers only set a flag.
+async fn index_upkeep(state: Weak<State>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(indexes) =
+            state.upgrade().and_then(|s| s.rdma.as_ref().ok().map(|r| Arc::clone(&r.indexes)))
+        else {
+            return;
+        };
+        let _ = tokio::task::spawn_blocking(move || indexes.extend_tails()).await;
     }
 }
 
@@ -808,6 +882,57 @@ impl State {
         }
     }
 
+    fn open_index(&self, request: proto::OpenIndexRequest) -> Result<proto::OpenIndexResponse, Status> {
+        let rdma = self.rdma()?;
+        let session = lock(&rdma.sessions)
+            .touch(request.session_id, Instant::now())
+            .cloned()
+            .map_err(|_| Status::not_found("unknown or expired RDMA session"))?;
+        if session.token_expired(unix_now()) {
+            return Err(Status::unauthenticated("the session's token has expired: open a new session"));
+        }
+        let grant = match &session.access {
+            Access::Record(_) => {
+                return Err(Status::permission_denied("the one-sided index needs volume exposure"));
+            }
+            Access::Volume(grant) => grant,
+        };
+        if session.only_fid.is_some() {
+            return Err(Status::permission_denied("the session's token names one file"));
+        }
+        let volume = request.volume_id;
+        // A grant that names no collection cannot cover a volume it does not name:
+        // refused before anything is registered for it.
+        if let Some(grant) = grant
+            && grant.collections.is_empty()
+            && !grant.volumes.contains(&volume)
+        {
+            return Err(Status::permission_denied(format!(
+                "the volume-read grant does not cover volume {volume}"
+            )));
+        }
+        if rdma.regions.mode() == regions::Mode::Staging {
+            return Err(Status::failed_precondition("volume files are staged, not registered: Locate"));
+        }
+        let (opened, collection) = rdma
+            .indexes
+            .open(volume, self.source.as_ref())
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        if let Some(grant) = grant
+            && !grant.covers(volume, &collection)
+        {
+            return Err(Status::permission_denied(format!(
+                "the volume-read grant does not cover volume {volume}"
+            )));
+        }
+        let h = opened.header;
+        Ok(proto::OpenIndexResponse {
+            header: Some(proto::Segment { rkey: h.rkey, addr: h.addr, len: h.len }),
+            generation: u32::from(opened.generation),
+            grace_ms: millis(rdma.indexes.grace()),
+        })
+    }
+
     /// Grants `span` to a `record` session: its own bytes registered where they are, or
     /// staged when the kernel refuses to pin file pages (which switches every later
     /// grant to staging, logged once).
@@ -858,6 +983,15 @@ impl RdmaControl for ControlService {
         let state = Arc::clone(&self.state);
         let request = request.into_inner();
         blocking(move || state.locate(request)).await
+    }
+
+    async fn open_index(
+        &self,
+        request: Request<proto::OpenIndexRequest>,
+    ) -> Result<Response<proto::OpenIndexResponse>, Status> {
+        let state = Arc::clone(&self.state);
+        let request = request.into_inner();
+        blocking(move || state.open_index(request)).await
     }
 
     async fn close_session(

@@ -69,9 +69,34 @@ pub enum Lookup {
     Failed(String),
 }
 
+/// Told of each `.idx` entry appended to a volume (its position in the `.idx` and its
+/// bytes), before the write is acknowledged, in `.idx` order.
+pub type IndexAppendFn = Arc<dyn Fn(u64, &[u8]) + Send + Sync>;
+
+/// A volume's `.idx` as it was when [`NeedleSource::open_index`] installed its
+/// observer; every later entry goes to the observer.
+pub struct IndexSource {
+    pub dat: Arc<dyn DatFile>,
+    pub collection: String,
+    pub version: Version,
+    /// Bytes per `.idx` entry (16 with 4-byte offsets, 17 with 5).
+    pub entry_size: usize,
+    pub compaction_revision: u16,
+    /// The `.idx` bytes up to where the observer takes over.
+    pub entries: Vec<u8>,
+}
+
 /// Locates needles without reading their data: the record's header and metadata are
 /// read to check the cookie and the TTL against the record itself. Called from
 /// blocking threads.
 pub trait NeedleSource: Send + Sync + 'static {
     fn locate(&self, volume: VolumeId, needle: NeedleId, cookie: Cookie) -> Lookup;
+
+    /// Starts telling `on_append` about every `.idx` entry `volume` appends, and returns
+    /// its `.idx` until then: the one-sided index's start ([`super::index`]). The
+    /// observer lasts until the volume is retired or [`NeedleSource::close_index`].
+    fn open_index(&self, volume: VolumeId, on_append: IndexAppendFn) -> Result<IndexSource, String>;
+
+    /// Stops the observer [`NeedleSource::open_index`] installed.
+    fn close_index(&self, volume: VolumeId);
 }

@@ -105,6 +105,9 @@ pub use needle::FileId;
 pub use policy::{Backoff, FallbackReason, RdmaPolicy, ReadMetrics, TransportHealth};
 #[cfg(feature = "rdma")]
 pub use rdma::{DeviceChoice, RdmaEngine, RdmaTransport, RdmaTransportConfig};
+/// The RDMA counters [`RdmaTransport::stats`] sums.
+#[cfg(feature = "rdma")]
+pub use rdma_transport::ClientStats as RdmaStats;
 /// Dialing the RDMA control plane and the filer over weed-style gRPC mutual TLS
 /// (`rdma-transport`'s): see `RdmaTransportConfig::with_grpc_tls` and
 /// `FilerClientBuilder::grpc_dialer`.

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use needle::FileId;
 use rdma_transport::grpc_tls::{ClientTlsFiles, Dialer, TlsError};
 use rdma_transport::verbs::{SidewayConfig, SidewayEngine};
-use rdma_transport::{NeedleRecord, RdmaClient, RdmaClientConfig, RdmaError, ReadEngine};
+use rdma_transport::{ClientStats, NeedleRecord, RdmaClient, RdmaClientConfig, RdmaError, ReadEngine};
 
 use crate::transport::{BoxFuture, NeedleData, ReadTransport, TransportError, TransportErrorKind};
 
@@ -109,6 +109,13 @@ pub struct RdmaTransportConfig {
     /// [`RdmaTransportConfig::with_grpc_tls`] or
     /// [`RdmaTransportConfig::with_weed_security_toml`].
     pub grpc_dialer: Dialer,
+    /// On servers running `volume` exposure, read needles with no cached location
+    /// through the server's one-sided index: READs only, no Locate and no server CPU
+    /// (on by default; off locates them).
+    pub one_sided_index: bool,
+    /// Most bytes the per-volume index replicas may hold, per volume server (about 40
+    /// bytes per needle; least recently used volumes are dropped first).
+    pub index_memory: u64,
 }
 
 impl Default for RdmaTransportConfig {
@@ -124,6 +131,8 @@ impl Default for RdmaTransportConfig {
             rpc_timeout: client.rpc_timeout,
             read_timeout: client.read_timeout,
             grpc_dialer: Dialer::default(),
+            one_sided_index: client.one_sided_index,
+            index_memory: client.index_memory,
         }
     }
 }
@@ -200,6 +209,13 @@ impl RdmaTransport {
         Self { config, engine: Mutex::new(None), clients: Mutex::new(HashMap::new()) }
     }
 
+    /// What the RDMA clients of the servers connected now did, summed: sessions,
+    /// Locate calls, one-sided index hits and refreshes, READs posted, replica bytes.
+    pub fn stats(&self) -> ClientStats {
+        let clients = self.clients.lock().expect("not poisoned");
+        clients.values().map(|c| c.client.stats()).fold(ClientStats::default(), |a, b| a + b)
+    }
+
     /// Volume servers with a live client now.
     pub fn connected_servers(&self) -> usize {
         self.clients.lock().expect("not poisoned").len()
@@ -232,6 +248,8 @@ impl RdmaTransport {
             rpc_timeout: self.config.rpc_timeout,
             read_timeout: self.config.read_timeout,
             dialer: self.config.grpc_dialer.clone(),
+            one_sided_index: self.config.one_sided_index,
+            index_memory: self.config.index_memory,
         };
         let client = Arc::new(RdmaClient::new(&grpc, engine, config)?);
         let mut clients = self.clients.lock().expect("not poisoned");

@@ -8,6 +8,11 @@
 //! restart, idle expiry, a failed READ), the client opens a new session and retries
 //! once. Everything else is returned as a typed [`RdmaError`].
 //!
+//! In `volume` exposure, reads go through the server's one-sided index first
+//! ([`crate::one_sided`]): READs only, current as of the read (a delete or overwrite
+//! acknowledged before the read started is seen), no location cache; what the index
+//! cannot settle is located as below.
+//!
 //! Cached locations live `location_ttl` (default 1 s), never past three quarters of
 //! the time the server said they stay readable (so a location is located again before
 //! its grant runs out and a READ never fails for that), and are dropped when Locate
@@ -27,6 +32,8 @@ use crate::endpoint::QpEndpoint;
 use crate::engine::{EngineQp, ReadEngine};
 use crate::error::RdmaError;
 use crate::grpc_tls::Dialer;
+use crate::index_layout::RemoteSpan;
+use crate::one_sided::{ColdRead, OpenedIndex, Replicas};
 use crate::proto::rdma_control_client::RdmaControlClient;
 use crate::proto::{self, LocateStatus};
 use crate::verify::verify_record;
@@ -50,6 +57,12 @@ pub struct RdmaClientConfig {
     /// certificate refused, a plaintext port) fails the session as a
     /// [`RdmaError::ControlPlane`] error, bounded by `rpc_timeout`.
     pub dialer: Dialer,
+    /// In `volume` exposure, read needles without a cached location through the
+    /// server's one-sided index ([`crate::one_sided`]): no Locate, no server CPU.
+    pub one_sided_index: bool,
+    /// Most bytes the replicas of volume indexes may hold (least recently used volumes
+    /// are dropped; about 40 bytes per needle).
+    pub index_memory: u64,
 }
 
 impl Default for RdmaClientConfig {
@@ -61,6 +74,8 @@ impl Default for RdmaClientConfig {
             rpc_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             dialer: Dialer::default(),
+            one_sided_index: true,
+            index_memory: 256 << 20,
         }
     }
 }
@@ -91,6 +106,39 @@ pub struct ClientStats {
     pub reads: u64,
     /// Reads retried after a lost session, a failed READ or a failed verification.
     pub retries: u64,
+    /// Reads served by the one-sided index (no Locate).
+    pub one_sided_hits: u64,
+    /// Times a replica of a volume's index was brought up to date with READs.
+    pub index_refreshes: u64,
+    /// Reads the one-sided index left to Locate.
+    pub index_fallbacks: u64,
+    /// `OpenIndex` calls that gave a replica.
+    pub index_opens: u64,
+    /// READs the one-sided path posted (bucket and record batches, refreshes).
+    pub index_reads_posted: u64,
+    /// Bytes the index replicas hold now.
+    pub index_replica_bytes: u64,
+}
+
+impl std::ops::Add for ClientStats {
+    type Output = Self;
+
+    /// Two clients' counters together (bytes held: the sum too).
+    fn add(self, other: Self) -> Self {
+        Self {
+            sessions_opened: self.sessions_opened + other.sessions_opened,
+            locate_calls: self.locate_calls + other.locate_calls,
+            location_hits: self.location_hits + other.location_hits,
+            reads: self.reads + other.reads,
+            retries: self.retries + other.retries,
+            one_sided_hits: self.one_sided_hits + other.one_sided_hits,
+            index_refreshes: self.index_refreshes + other.index_refreshes,
+            index_fallbacks: self.index_fallbacks + other.index_fallbacks,
+            index_opens: self.index_opens + other.index_opens,
+            index_reads_posted: self.index_reads_posted + other.index_reads_posted,
+            index_replica_bytes: self.index_replica_bytes + other.index_replica_bytes,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -152,6 +200,7 @@ pub struct RdmaClient {
     config: RdmaClientConfig,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
     locations: std::sync::Mutex<HashMap<u32, VolumeLocations>>,
+    replicas: Replicas,
     counters: Counters,
 }
 
@@ -183,10 +232,11 @@ impl RdmaClient {
             endpoint,
             channel: std::sync::OnceLock::new(),
             engine,
-            config,
             session: tokio::sync::Mutex::new(None),
             locations: std::sync::Mutex::new(HashMap::new()),
+            replicas: Replicas::new(config.index_memory),
             counters: Counters::default(),
+            config,
         })
     }
 
@@ -218,12 +268,19 @@ impl RdmaClient {
     pub fn stats(&self) -> ClientStats {
         let c = &self.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let one_sided = &self.replicas.counters;
         ClientStats {
             sessions_opened: load(&c.sessions_opened),
             locate_calls: load(&c.locate_calls),
             location_hits: load(&c.location_hits),
             reads: load(&c.reads),
             retries: load(&c.retries),
+            one_sided_hits: load(&one_sided.hits),
+            index_refreshes: load(&one_sided.refreshes),
+            index_fallbacks: load(&one_sided.fallbacks),
+            index_opens: load(&one_sided.opens),
+            index_reads_posted: load(&one_sided.posted),
+            index_replica_bytes: self.replicas.bytes(),
         }
     }
 
@@ -260,7 +317,34 @@ impl RdmaClient {
             Err(e) => return Attempt::Done(Err(e)),
         };
         let located_at = Instant::now();
-        let (location, cached) = match self.cached_location(fid) {
+        // With the one-sided index every read checks its needle's bucket, so nothing is
+        // read from (or put in) the location cache, whose locations may be stale.
+        let one_sided = self.config.one_sided_index && session.exposure == proto::Exposure::Volume;
+        let cached = if one_sided { None } else { self.cached_location(fid) };
+        if one_sided {
+            match self
+                .replicas
+                .read(session.qp.as_ref(), fid, self.config.read_timeout, async |volume| {
+                    self.open_index(&session, volume).await
+                })
+                .await
+            {
+                ColdRead::Record { record, needle_size, version } => {
+                    match self.verified(fid, needle_size, version, record) {
+                        Ok(result) => return Attempt::Done(result),
+                        // Not returned; Locate decides (and reads) below.
+                        Err(reason) => tracing::debug!(%fid, %reason, "one-sided read failed verification"),
+                    }
+                }
+                ColdRead::Deleted => return Attempt::Done(Err(RdmaError::Deleted { fid: fid.to_string() })),
+                ColdRead::Fallback(why) => tracing::trace!(%fid, why, "one-sided index: Locate instead"),
+                ColdRead::Lost(e) => {
+                    self.forget_session(&session).await;
+                    return Attempt::Retry(e);
+                }
+            }
+        }
+        let (location, cached) = match cached {
             Some(location) => (location, true),
             None => match self.locate(&session, fid).await {
                 Ok(location) => (location, false),
@@ -279,19 +363,12 @@ impl RdmaClient {
                 return Attempt::Retry(e);
             }
         };
-        let verified = verify_record(fid, location.needle_size, location.version, &record)
-            .map(|(needle, crc)| (needle.is_expired_at(unix_now_ns()), crc));
-        match verified {
-            Ok((expired, crc)) => {
-                let version = location.version;
-                if expired {
-                    // As weed's HTTP read says: a needle past its TTL is not found.
-                    return Attempt::Done(Err(RdmaError::NotFound { fid: fid.to_string() }));
-                }
-                if !cached {
+        match self.verified(fid, location.needle_size, location.version, record) {
+            Ok(result) => {
+                if result.is_ok() && !cached && !one_sided {
                     self.remember_location(fid, location, located_at);
                 }
-                Attempt::Done(Ok(NeedleRecord { record, version, crc }))
+                Attempt::Done(result)
             }
             Err(e) => {
                 self.forget_location(fid);
@@ -340,15 +417,53 @@ impl RdmaClient {
     }
 
     /// Drops `session` if it is still the current one (another task may have replaced
-    /// it already).
+    /// it already), and the index replicas with it: a lost session may be a restarted
+    /// server, whose registrations are gone.
     async fn forget_session(&self, session: &Arc<Session>) {
         let mut current = self.session.lock().await;
         if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, session)) {
             *current = None;
+            self.replicas.clear();
             let request = proto::CloseSessionRequest { session_id: session.id };
             // Best effort: the server may be gone; its idle timeout reaps the rest.
             let _ = self.grpc().close_session(request).await;
         }
+    }
+
+    /// The one-sided index of `volume` (`None`: the server does not index it for us).
+    async fn open_index(&self, session: &Session, volume: u32) -> Result<Option<OpenedIndex>, RdmaError> {
+        let request = proto::OpenIndexRequest { session_id: session.id, volume_id: volume };
+        let reply = match self.grpc().open_index(request).await {
+            Ok(reply) => reply.into_inner(),
+            Err(status) => {
+                return match status.code() {
+                    tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::Unauthenticated => {
+                        Err(control_plane(status))
+                    }
+                    // Refused, not offered, or an older server without the call.
+                    _ => Ok(None),
+                };
+            }
+        };
+        let Some(header) = reply.header else { return Ok(None) };
+        let header = RemoteSpan { addr: header.addr, rkey: header.rkey, len: header.len };
+        Ok(Some(OpenedIndex { header, grace: Duration::from_millis(u64::from(reply.grace_ms)) }))
+    }
+
+    /// The record, checked (header, cookie, size, CRC32-C) and unexpired.
+    fn verified(
+        &self,
+        fid: &FileId,
+        needle_size: u32,
+        version: Version,
+        record: Vec<u8>,
+    ) -> Result<Result<NeedleRecord, RdmaError>, needle::FormatError> {
+        let (needle, crc) = verify_record(fid, needle_size, version, &record)?;
+        if needle.is_expired_at(unix_now_ns()) {
+            // As weed's HTTP read says: a needle past its TTL is not found.
+            return Ok(Err(RdmaError::NotFound { fid: fid.to_string() }));
+        }
+        Ok(Ok(NeedleRecord { record, version, crc }))
     }
 
     async fn locate(&self, session: &Session, fid: &FileId) -> Result<Location, LocateError> {

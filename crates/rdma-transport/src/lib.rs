@@ -29,6 +29,8 @@ pub mod endpoint;
 pub mod engine;
 pub mod error;
 pub mod grpc_tls;
+pub mod index_layout;
+pub mod one_sided;
 pub mod server;
 pub mod verbs;
 pub mod verify;

@@ -1,0 +1,644 @@
+//! The client side of the one-sided index: a replica of each volume's `.idx` built and
+//! kept current with READs alone, and the cold read that uses it (the server side and
+//! the header's layout: [`crate::server::index`], [`crate::index_layout`]).
+//!
+//! A cold read of a needle the replica knows is one batch of READs posted together:
+//! the needle's bucket version and the record. The record is used only if the bucket
+//! is the version the replica was taken at (no write or delete of a needle in that
+//! bucket was acknowledged since) and then, as every READ, only after the record
+//! verifies. Otherwise the replica is brought up to date (buckets, head, table and the
+//! new `.idx` tail: four READs, no server CPU) and the read decides again; what that
+//! cannot settle (a needle the index does not know, a record past the registered
+//! extents, a volume the server does not index) is left to Locate.
+//!
+//! Replicas are kept per volume in a least-recently-used set bounded in bytes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use needle::{FileId, IdxEntry, OffsetWidth, Version};
+
+use crate::engine::EngineQp;
+use crate::error::RdmaError;
+use crate::index_layout::{self as layout, Head, RemoteSpan};
+
+/// What `OpenIndex` answered.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct OpenedIndex {
+    pub(crate) header: RemoteSpan,
+    pub(crate) grace: Duration,
+}
+
+/// Where a live needle's record is, by the replica.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    offset: u64,
+    /// The header's Size; [`needle::idx::TOMBSTONE_SIZE`] for a deleted needle.
+    size: u32,
+}
+
+/// One volume's replica of its index.
+struct Replica {
+    opened: OpenedIndex,
+    head: Head,
+    version: Version,
+    width: OffsetWidth,
+    chunks: Vec<(u64, u32)>,
+    table: Vec<Option<RemoteSpan>>,
+    /// Bucket versions as READ before the head and mirror this replica holds.
+    buckets: Vec<u64>,
+    needles: HashMap<u64, Slot>,
+    taken_at: Instant,
+}
+
+/// What a cold read came to.
+pub(crate) enum ColdRead {
+    /// The record at a location the index vouched for, not yet verified.
+    Record { record: Vec<u8>, needle_size: u32, version: Version },
+    /// The index says the needle was deleted (checked current in this read).
+    Deleted,
+    /// Locate instead, for this reason.
+    Fallback(&'static str),
+    /// A READ failed: the queue pair is unusable.
+    Lost(RdmaError),
+}
+
+/// Counters of the one-sided path.
+#[derive(Default)]
+pub(crate) struct OneSidedCounters {
+    pub(crate) hits: AtomicU64,
+    pub(crate) refreshes: AtomicU64,
+    pub(crate) fallbacks: AtomicU64,
+    pub(crate) opens: AtomicU64,
+    /// READs posted by the one-sided path (bucket + record batches, refreshes).
+    pub(crate) posted: AtomicU64,
+}
+
+/// The replicas of the volumes a client reads, least recently used first out.
+pub(crate) struct Replicas {
+    budget: u64,
+    volumes: std::sync::Mutex<HashMap<u32, Arc<VolumeReplica>>>,
+    pub(crate) counters: OneSidedCounters,
+}
+
+/// One volume's replica behind its own lock (one task takes or refreshes it at a time),
+/// with when it was last used and whether the server refused to index the volume.
+struct VolumeReplica {
+    replica: tokio::sync::Mutex<Option<Replica>>,
+    last_used: std::sync::Mutex<Instant>,
+    bytes: AtomicU64,
+    refused_until: std::sync::Mutex<Option<Instant>>,
+}
+
+/// How long a volume the server would not index is left to Locate before asking again.
+const REFUSAL_BACKOFF: Duration = Duration::from_secs(10);
+
+impl Replicas {
+    pub(crate) fn new(budget: u64) -> Self {
+        Self { budget, volumes: Default::default(), counters: OneSidedCounters::default() }
+    }
+
+    /// Bytes the replicas hold (their needle maps, by capacity).
+    pub(crate) fn bytes(&self) -> u64 {
+        let volumes = self.volumes.lock().expect("replica set lock");
+        volumes.values().map(|v| v.bytes.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Drops every replica (the session was lost: the server may have restarted, and
+    /// its registrations with it).
+    pub(crate) fn clear(&self) {
+        self.volumes.lock().expect("replica set lock").clear();
+    }
+
+    fn volume(&self, volume: u32) -> Arc<VolumeReplica> {
+        let mut volumes = self.volumes.lock().expect("replica set lock");
+        let entry = volumes.entry(volume).or_insert_with(|| {
+            Arc::new(VolumeReplica {
+                replica: tokio::sync::Mutex::new(None),
+                last_used: std::sync::Mutex::new(Instant::now()),
+                bytes: AtomicU64::new(0),
+                refused_until: std::sync::Mutex::new(None),
+            })
+        });
+        *entry.last_used.lock().expect("replica lock") = Instant::now();
+        Arc::clone(entry)
+    }
+
+    /// Drops least recently used replicas (not `keep`) until the set fits its budget.
+    fn enforce_budget(&self, keep: u32) {
+        let mut volumes = self.volumes.lock().expect("replica set lock");
+        loop {
+            let total: u64 = volumes.values().map(|v| v.bytes.load(Ordering::Relaxed)).sum();
+            if total <= self.budget {
+                return;
+            }
+            let victim = volumes
+                .iter()
+                .filter(|(id, _)| **id != keep)
+                .min_by_key(|(_, v)| *v.last_used.lock().expect("replica lock"))
+                .map(|(id, _)| *id);
+            match victim {
+                Some(id) => drop(volumes.remove(&id)),
+                // The one replica is over the budget alone: not kept.
+                None => {
+                    volumes.remove(&keep);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads `fid` through the index of its volume, opening it with `open_index` when
+    /// this client has no replica yet.
+    pub(crate) async fn read(
+        &self,
+        qp: &dyn EngineQp,
+        fid: &FileId,
+        timeout: Duration,
+        open_index: impl AsyncFnOnce(u32) -> Result<Option<OpenedIndex>, RdmaError>,
+    ) -> ColdRead {
+        let volume = fid.volume.0;
+        let entry = self.volume(volume);
+        if entry.refused_until.lock().expect("replica lock").is_some_and(|t| Instant::now() < t) {
+            return self.fallback("volume not indexed");
+        }
+        let mut guard = entry.replica.lock().await;
+        let taken = match guard.take() {
+            Some(replica) => replica,
+            None => match open_index(volume).await {
+                Ok(Some(opened)) => {
+                    self.counters.opens.fetch_add(1, Ordering::Relaxed);
+                    match bounded(timeout, Replica::take(qp, opened, &self.counters.posted)).await {
+                        Ok(Some(replica)) => replica,
+                        Ok(None) => return self.refuse(&entry, "index header not understood"),
+                        Err(e) => return ColdRead::Lost(e),
+                    }
+                }
+                Ok(None) => return self.refuse(&entry, "volume not indexed"),
+                Err(e) => return ColdRead::Lost(e),
+            },
+        };
+        let (outcome, replica) = self.read_with(qp, fid, timeout, taken).await;
+        if let Some(replica) = replica {
+            entry.bytes.store(replica.bytes(), Ordering::Relaxed);
+            *guard = Some(replica);
+            drop(guard);
+            self.enforce_budget(volume);
+        }
+        outcome
+    }
+
+    fn refuse(&self, entry: &VolumeReplica, why: &'static str) -> ColdRead {
+        *entry.refused_until.lock().expect("replica lock") = Some(Instant::now() + REFUSAL_BACKOFF);
+        self.fallback(why)
+    }
+
+    fn fallback(&self, why: &'static str) -> ColdRead {
+        self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+        ColdRead::Fallback(why)
+    }
+
+    /// The read itself: plan from the replica, READ bucket and record together, check
+    /// the bucket; refresh once when anything is stale. Returns the replica to keep
+    /// (`None`: drop it, it is of a retired generation or unreadable).
+    async fn read_with(
+        &self,
+        qp: &dyn EngineQp,
+        fid: &FileId,
+        timeout: Duration,
+        mut replica: Replica,
+    ) -> (ColdRead, Option<Replica>) {
+        let needle = fid.needle_id().0;
+        let mut refreshed = false;
+        loop {
+            if replica.too_old() && !refreshed {
+                match self.refresh(qp, timeout, &mut replica).await {
+                    Ok(true) => refreshed = true,
+                    Ok(false) => return (self.fallback("index retired"), None),
+                    Err(e) => return (ColdRead::Lost(e), None),
+                }
+            }
+            let bucket = layout::bucket_of(needle);
+            let version_then = replica.buckets[bucket];
+            let bucket_span = replica.bucket_span(bucket);
+            let plan = replica.plan(needle);
+            let (record_spans, needle_size) = match plan {
+                Plan::Absent | Plan::Deleted if !refreshed => {
+                    // Not known, or deleted as of the replica: a later write may be
+                    // in the tail; READ it before deciding.
+                    match self.refresh(qp, timeout, &mut replica).await {
+                        Ok(true) => {
+                            refreshed = true;
+                            continue;
+                        }
+                        Ok(false) => return (self.fallback("index retired"), None),
+                        Err(e) => return (ColdRead::Lost(e), None),
+                    }
+                }
+                Plan::Absent => return (self.fallback("needle not in the index"), Some(replica)),
+                Plan::Deleted => return (ColdRead::Deleted, Some(replica)),
+                Plan::Unregistered => {
+                    return (self.fallback("record past the registered extents"), Some(replica));
+                }
+                Plan::Record { spans, size } => (spans, size),
+            };
+            let mut reads = vec![qp.read(bucket_span.addr, bucket_span.rkey, 8)];
+            reads.extend(record_spans.iter().map(|s| qp.read(s.addr, s.rkey, s.len)));
+            self.counters.posted.fetch_add(reads.len() as u64, Ordering::Relaxed);
+            let parts = match bounded(timeout, futures_util::future::try_join_all(reads)).await {
+                Ok(parts) => parts,
+                Err(e) => return (ColdRead::Lost(e), None),
+            };
+            let version_now = layout::word(&parts[0], 0);
+            if version_now == version_then {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                let record = parts[1..].concat();
+                let version = replica.version;
+                return (ColdRead::Record { record, needle_size, version }, Some(replica));
+            }
+            if refreshed {
+                return (self.fallback("bucket changed under the read"), Some(replica));
+            }
+            match self.refresh(qp, timeout, &mut replica).await {
+                Ok(true) => refreshed = true,
+                Ok(false) => return (self.fallback("index retired"), None),
+                Err(e) => return (ColdRead::Lost(e), None),
+            }
+        }
+    }
+
+    /// Brings `replica` up to date; `false` when its generation is retired (the caller
+    /// drops it and the next read opens the index again).
+    async fn refresh(
+        &self,
+        qp: &dyn EngineQp,
+        timeout: Duration,
+        replica: &mut Replica,
+    ) -> Result<bool, RdmaError> {
+        self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+        bounded(timeout, replica.refresh(qp, &self.counters.posted)).await
+    }
+}
+
+/// What the replica says about a needle.
+enum Plan {
+    Record {
+        spans: Vec<RemoteSpan>,
+        size: u32,
+    },
+    Deleted,
+    Absent,
+    /// Known, but its record lies past what the table registers.
+    Unregistered,
+}
+
+impl Replica {
+    /// Takes a replica of the index at `opened`: buckets, then head, table and the
+    /// whole mirror. `None` when the header is not one this client understands, or
+    /// is retired already.
+    async fn take(
+        qp: &dyn EngineQp,
+        opened: OpenedIndex,
+        posted: &AtomicU64,
+    ) -> Result<Option<Self>, RdmaError> {
+        let mut replica = Self {
+            opened,
+            head: Head {
+                entry_size: 0,
+                version: 0,
+                generation: 0,
+                retired: true,
+                idx_len: 0,
+                table_len: 0,
+                extent_size: 0,
+            },
+            version: Version::V3,
+            width: OffsetWidth::Four,
+            chunks: Vec::new(),
+            table: Vec::new(),
+            buckets: Vec::new(),
+            needles: HashMap::new(),
+            taken_at: Instant::now(),
+        };
+        Ok(replica.refresh(qp, posted).await?.then_some(replica))
+    }
+
+    /// Past half the grace period since the table was READ: a registration it names
+    /// may have been replaced and be about to go.
+    fn too_old(&self) -> bool {
+        self.taken_at.elapsed() >= self.opened.grace / 2
+    }
+
+    fn bucket_span(&self, bucket: usize) -> RemoteSpan {
+        let h = self.opened.header;
+        RemoteSpan { addr: h.addr + layout::byte_of(layout::W_BUCKETS + bucket), rkey: h.rkey, len: 8 }
+    }
+
+    fn header_span(&self, word: usize, len: usize) -> RemoteSpan {
+        let h = self.opened.header;
+        RemoteSpan { addr: h.addr + layout::byte_of(word), rkey: h.rkey, len: len as u32 }
+    }
+
+    /// READs buckets, then head and chunks, then table and the mirror's new tail.
+    /// `false` when the header is retired, of another generation, or not understood.
+    async fn refresh(&mut self, qp: &dyn EngineQp, posted: &AtomicU64) -> Result<bool, RdmaError> {
+        let started = Instant::now();
+        let buckets_span = self.header_span(layout::W_BUCKETS, layout::BUCKETS * 8);
+        let buckets = qp.read(buckets_span.addr, buckets_span.rkey, buckets_span.len).await?;
+        let head_span = self.header_span(0, layout::HEAD_AND_CHUNKS_BYTES);
+        let head_and_chunks = qp.read(head_span.addr, head_span.rkey, head_span.len).await?;
+        posted.fetch_add(2, Ordering::Relaxed);
+        let Some(head) = Head::parse(&head_and_chunks) else { return Ok(false) };
+        let first = self.head.entry_size == 0;
+        if head.retired || (!first && head.generation != self.head.generation) {
+            return Ok(false);
+        }
+        let (Ok(version), Some(width)) = (
+            Version::from_byte(head.version),
+            OffsetWidth::from_bytes_offset(head.entry_size.saturating_sub(12) as u32),
+        ) else {
+            return Ok(false);
+        };
+        let from = if first { 0 } else { self.head.idx_len };
+        if head.idx_len < from || head.idx_len % head.entry_size as u64 != 0 {
+            return Ok(false);
+        }
+        let table_span = self.header_span(layout::W_TABLE, head.table_len * layout::TABLE_ENTRY_WORDS * 8);
+        let chunks: Vec<(u64, u32)> =
+            (0..layout::MAX_CHUNKS).map_while(|c| layout::chunk(&head_and_chunks, c)).collect();
+        let mut reads = Vec::new();
+        if head.table_len > 0 {
+            reads.push(qp.read(table_span.addr, table_span.rkey, table_span.len));
+        }
+        let tail = mirror_spans(&chunks, head.entry_size, from, head.idx_len)?;
+        reads.extend(tail.iter().map(|s| qp.read(s.addr, s.rkey, s.len)));
+        posted.fetch_add(reads.len() as u64, Ordering::Relaxed);
+        let mut parts = futures_util::future::try_join_all(reads).await?.into_iter();
+        if head.table_len > 0 {
+            let table = parts.next().expect("the table READ");
+            self.table = table.chunks(layout::TABLE_ENTRY_WORDS * 8).map(layout::parse_table_entry).collect();
+        } else {
+            self.table.clear();
+        }
+        for bytes in parts {
+            for entry in bytes.chunks(head.entry_size) {
+                let Ok(entry) = IdxEntry::parse(entry, width) else { return Ok(false) };
+                self.apply(&entry);
+            }
+        }
+        self.buckets = buckets.chunks(8).map(|w| layout::word(w, 0)).collect();
+        self.head = head;
+        self.version = version;
+        self.width = width;
+        self.chunks = chunks;
+        self.taken_at = started;
+        Ok(true)
+    }
+
+    fn apply(&mut self, entry: &IdxEntry) {
+        if entry.is_deletion() {
+            self.needles.insert(entry.key.0, Slot { offset: 0, size: needle::idx::TOMBSTONE_SIZE });
+        } else {
+            self.needles.insert(entry.key.0, Slot { offset: entry.byte_offset(), size: entry.size });
+        }
+    }
+
+    fn plan(&self, needle: u64) -> Plan {
+        let Some(slot) = self.needles.get(&needle) else { return Plan::Absent };
+        if slot.size == needle::idx::TOMBSTONE_SIZE {
+            return Plan::Deleted;
+        }
+        let len = self.version.unpadded_record_size(slot.size) as u64;
+        let size = self.head.extent_size.max(1);
+        let (start, end) = (slot.offset, slot.offset + len);
+        let mut spans = Vec::new();
+        let mut at = start;
+        while at < end {
+            let index = (at / size) as usize;
+            let extent_start = index as u64 * size;
+            let Some(Some(extent)) = self.table.get(index) else { return Plan::Unregistered };
+            let part_end = end.min(extent_start + size);
+            if part_end > extent_start + u64::from(extent.len) {
+                return Plan::Unregistered;
+            }
+            spans.push(RemoteSpan {
+                addr: extent.addr + (at - extent_start),
+                rkey: extent.rkey,
+                len: (part_end - at) as u32,
+            });
+            at = part_end;
+        }
+        Plan::Record { spans, size: slot.size }
+    }
+
+    /// Bytes this replica holds: its needle map by capacity (key, slot and a control
+    /// byte per bucket), the table and buckets.
+    fn bytes(&self) -> u64 {
+        let map = self.needles.capacity() * (8 + std::mem::size_of::<Slot>() + 1);
+        (map + self.table.capacity() * std::mem::size_of::<Option<RemoteSpan>>()
+            + self.buckets.capacity() * 8) as u64
+    }
+}
+
+/// The READs covering mirror bytes `from..to`, chunk by chunk.
+fn mirror_spans(
+    chunks: &[(u64, u32)],
+    entry_size: usize,
+    from: u64,
+    to: u64,
+) -> Result<Vec<RemoteSpan>, RdmaError> {
+    let mut spans = Vec::new();
+    let mut entry = from / entry_size as u64;
+    let last = to / entry_size as u64;
+    while entry < last {
+        let (chunk, in_chunk) = layout::chunk_of(entry);
+        let &(addr, rkey) = chunks
+            .get(chunk)
+            .ok_or_else(|| RdmaError::Protocol(format!("index mirror chunk {chunk} not in the header")))?;
+        let count = (layout::chunk_entries(chunk) - in_chunk).min(last - entry);
+        let len = u32::try_from(count * entry_size as u64)
+            .map_err(|_| RdmaError::Protocol("index mirror chunk over 4 GiB".into()))?;
+        spans.push(RemoteSpan { addr: addr + in_chunk * entry_size as u64, rkey, len });
+        entry += count;
+    }
+    Ok(spans)
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    work: impl std::future::Future<Output = Result<T, RdmaError>>,
+) -> Result<T, RdmaError> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| RdmaError::Transfer(format!("no completion within {timeout:?}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    //! The replica protocol against the server's index on the host: the registrar is
+    //! FAKE (no device; registrations are this process's memory) and so is the engine
+    //! (a READ copies this process's memory at the address). The guest scenarios
+    //! (`tests/common/one_sided.rs`) run the same path over real verbs.
+    use std::sync::Mutex;
+
+    use needle::{Cookie, NeedleId, VolumeId};
+
+    use super::*;
+    use crate::endpoint::QpEndpoint;
+    use crate::engine::ReadFuture;
+    use crate::server::index::{IndexConfig, Indexes};
+    use crate::server::source::{IndexAppendFn, IndexSource, Lookup, NeedleSource};
+    use crate::server::test_support::{FakeRegistrar, open_dat};
+
+    /// FAKE engine: a READ copies `len` bytes of this process's memory at `addr`.
+    struct LocalQp;
+
+    impl EngineQp for LocalQp {
+        fn endpoint(&self) -> QpEndpoint {
+            unreachable!("never connected")
+        }
+        fn connect(&mut self, _: &QpEndpoint) -> Result<(), RdmaError> {
+            unreachable!("never connected")
+        }
+        fn read(&self, addr: u64, _rkey: u32, len: u32) -> ReadFuture<'_> {
+            // SAFETY: the addresses are those of registrations the test's index holds
+            // (header, mirror, .dat extents), alive for the whole test.
+            let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, len as usize) }.to_vec();
+            Box::pin(async move { Ok(bytes) })
+        }
+    }
+
+    /// A volume in a temporary file: `.dat` records and `.idx` entries appended by the
+    /// test, which calls the index's observer as a volume does.
+    struct Volume {
+        path: std::path::PathBuf,
+        dat: Vec<u8>,
+        idx: Vec<u8>,
+        observer: Mutex<Option<IndexAppendFn>>,
+        /// The `.dat` the index registers, committed up to `dat` before the observer
+        /// is told (as a volume stores its size first).
+        file: Option<Arc<crate::server::test_support::TestDat>>,
+    }
+
+    impl Volume {
+        fn write(&mut self, id: u64, data: &[u8]) {
+            let offset = self.dat.len() as u64;
+            let needle = needle::Needle::new(NeedleId(id), Cookie(9), data);
+            needle.encode_into(Version::V3, &mut self.dat).unwrap();
+            let size = needle.body_size(Version::V3).unwrap();
+            self.append(IdxEntry::new(NeedleId(id), offset, size).unwrap());
+        }
+
+        fn delete(&mut self, id: u64) {
+            self.append(IdxEntry::new(NeedleId(id), 8, needle::idx::TOMBSTONE_SIZE).unwrap());
+        }
+
+        fn append(&mut self, entry: IdxEntry) {
+            std::fs::write(&self.path, &self.dat).unwrap();
+            if let Some(file) = &self.file {
+                file.committed.store(self.dat.len() as u64, Ordering::SeqCst);
+            }
+            let position = self.idx.len() as u64;
+            entry.encode_into(OffsetWidth::Five, &mut self.idx).unwrap();
+            if let Some(observer) = self.observer.lock().unwrap().as_ref() {
+                observer(position, &self.idx[position as usize..]);
+            }
+        }
+    }
+
+    struct Source(Mutex<Volume>, Arc<crate::server::test_support::TestDat>);
+
+    impl NeedleSource for Source {
+        fn locate(&self, _: VolumeId, _: NeedleId, _: Cookie) -> Lookup {
+            Lookup::NotFound
+        }
+        fn open_index(&self, _: VolumeId, on_append: IndexAppendFn) -> Result<IndexSource, String> {
+            let volume = self.0.lock().unwrap();
+            *volume.observer.lock().unwrap() = Some(on_append);
+            Ok(IndexSource {
+                dat: self.1.clone(),
+                collection: String::new(),
+                version: Version::V3,
+                entry_size: 17,
+                compaction_revision: 0,
+                entries: volume.idx.clone(),
+            })
+        }
+        fn close_index(&self, _: VolumeId) {}
+    }
+
+    fn fid(id: u64) -> FileId {
+        FileId::new(VolumeId(1), NeedleId(id), Cookie(9))
+    }
+
+    async fn read(replicas: &Replicas, indexes: &Arc<Indexes>, source: &Source, id: u64) -> ColdRead {
+        let open = async |volume: u32| {
+            let (opened, _) = indexes.open(volume, source).unwrap();
+            Ok(Some(OpenedIndex { header: opened.header, grace: Duration::from_secs(60) }))
+        };
+        replicas.read(&LocalQp, &fid(id), Duration::from_secs(5), open).await
+    }
+
+    fn data_of(outcome: ColdRead) -> Option<Vec<u8>> {
+        match outcome {
+            ColdRead::Record { record, needle_size, version } => {
+                let (needle, _) = crate::verify::verify_record(&fid(0), needle_size, version, &record)
+                    .or_else(|_| needle::Needle::parse(&record, version).map(|n| (n, 0)))
+                    .unwrap();
+                Some(needle.data.to_vec())
+            }
+            ColdRead::Deleted => None,
+            ColdRead::Fallback(why) => panic!("fell back: {why}"),
+            ColdRead::Lost(e) => panic!("lost: {e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replica_follows_writes_overwrites_and_deletes_and_a_retire() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("1.dat");
+        let mut volume = Volume {
+            path: path.clone(),
+            dat: vec![0; 8],
+            idx: Vec::new(),
+            observer: Mutex::new(None),
+            file: None,
+        };
+        volume.write(1, b"one");
+        volume.write(2, b"two");
+        std::fs::write(&path, &volume.dat).unwrap();
+        let dat = open_dat(&path);
+        volume.file = Some(Arc::clone(&dat));
+        let source = Source(Mutex::new(volume), Arc::clone(&dat));
+        let registrar = Arc::new(FakeRegistrar::default());
+        let indexes =
+            Arc::new(Indexes::new(registrar, IndexConfig { extent_size: 4096, ..IndexConfig::default() }));
+        let replicas = Replicas::new(1 << 20);
+
+        assert_eq!(data_of(read(&replicas, &indexes, &source, 1).await).as_deref(), Some(&b"one"[..]));
+        assert_eq!(replicas.counters.opens.load(Ordering::Relaxed), 1);
+
+        // An overwrite and a new needle, appended after the replica was taken: the
+        // bucket changed, so the read refreshes and gets the new bytes.
+        {
+            let mut volume = source.0.lock().unwrap();
+            volume.write(1, b"one, again");
+            volume.write(3, b"three");
+        }
+        indexes.extend_tails();
+        assert_eq!(data_of(read(&replicas, &indexes, &source, 1).await).as_deref(), Some(&b"one, again"[..]));
+        assert_eq!(data_of(read(&replicas, &indexes, &source, 3).await).as_deref(), Some(&b"three"[..]));
+        source.0.lock().unwrap().delete(2);
+        assert!(data_of(read(&replicas, &indexes, &source, 2).await).is_none(), "deleted");
+
+        // A retire (vacuum, deletion): the replica is of a retired generation.
+        indexes.retire(1);
+        let outcome = read(&replicas, &indexes, &source, 3).await;
+        assert!(matches!(outcome, ColdRead::Fallback("index retired")));
+        assert_eq!(data_of(read(&replicas, &indexes, &source, 3).await).as_deref(), Some(&b"three"[..]));
+        assert_eq!(replicas.counters.opens.load(Ordering::Relaxed), 2, "opened again");
+        assert!(replicas.counters.refreshes.load(Ordering::Relaxed) >= 2);
+    }
+}

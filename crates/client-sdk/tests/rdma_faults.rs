@@ -417,7 +417,17 @@ async fn eight_readers_through_kill_stop_link_loss_and_eviction_get_right_bytes_
     let evicting_dir = tempfile::Builder::new().prefix("sdk-evict-").tempdir_in("/dev/shm").expect("tmpfs");
     let evicting = start_server(
         &evicting_dir,
-        &["--rdma-exposure", "volume", "--rdma-extent-mb", "1", "--rdma-pinned-mb", "2"],
+        &[
+            "--rdma-exposure",
+            "volume",
+            "--rdma-extent-mb",
+            "1",
+            "--rdma-pinned-mb",
+            "2",
+            // The region cache's evictions: the one-sided index registers apart.
+            "--rdma-one-sided-index",
+            "off",
+        ],
     );
     let evicting_client = campaign_client(&evicting);
     let evicting_files = upload_files(&evicting_client).await;

@@ -526,6 +526,23 @@ fn volume_exposure_reads_whole_volumes_for_a_grant_and_records_for_the_rest() {
         let result = other.locate(&fid).await.unwrap();
         assert_eq!(result.status(), LocateStatus::Forbidden, "{}", result.message);
         assert!(result.segments.is_empty());
+        // The one-sided index (registered header, .idx mirror, .dat extents) goes to a
+        // session whose grant covers the volume, and to no other.
+        let open_index = |session: &RawSession| {
+            let (mut control, session_id) = (session.control.clone(), session.id);
+            async move {
+                control
+                    .open_index(proto::OpenIndexRequest { session_id, volume_id: fid.volume.0 })
+                    .await
+                    .map(|reply| reply.into_inner())
+            }
+        };
+        let header = open_index(&granted).await.expect("the granted session opens the index");
+        assert!(header.header.is_some_and(|h| h.len > 0));
+        for (session, what) in [(&bystander, "record exposure"), (&other, "a grant for another collection")] {
+            let refused = open_index(session).await.err().map(|s| s.code());
+            assert_eq!(refused, Some(tonic::Code::PermissionDenied), "{what}");
+        }
         // A forged grant opens nothing.
         let forged = JwtKey::new("wrong").sign(&serde_json::json!({ "exp": exp, "volumes": [fid.volume.0] }));
         let forged_session = RawSession::open(&server, engine.as_ref(), &jwt, &forged).await;

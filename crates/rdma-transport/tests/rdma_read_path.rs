@@ -25,6 +25,11 @@ macro_rules! rdma_tests {
 }
 
 rdma_tests!(
+    one_sided_reads_with_5_byte_offsets,
+    one_sided_reads_with_4_byte_offsets,
+    one_sided_reads_see_every_acknowledged_change,
+    one_sided_growth_and_vacuum,
+    a_large_volume_index,
     fixture_volumes_read_byte_exact,
     uploaded_needles_of_many_sizes,
     last_needle_of_a_growing_volume,

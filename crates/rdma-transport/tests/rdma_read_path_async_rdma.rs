@@ -34,4 +34,10 @@ macro_rules! rdma_tests {
     )*};
 }
 
-rdma_tests!(uploaded_needles_of_many_sizes, many_concurrent_readers, server_restart_and_reconnect);
+rdma_tests!(
+    uploaded_needles_of_many_sizes,
+    many_concurrent_readers,
+    server_restart_and_reconnect,
+    one_sided_reads_with_5_byte_offsets,
+    one_sided_reads_see_every_acknowledged_change,
+);

@@ -4,6 +4,10 @@
 //! tmpfs, upload over HTTP, and read over RDMA through [`RdmaClient`].
 #![allow(dead_code)] // Each target uses the scenarios it runs.
 
+mod one_sided;
+#[allow(unused_imports)] // Each target runs the scenarios it names.
+pub use one_sided::*;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -209,7 +213,15 @@ pub fn fixture_volumes_read_byte_exact(engine: EngineFactory) {
 /// exposure; with 1 MiB extents every record over 1 MiB straddles at least one extent
 /// boundary.
 pub fn uploaded_needles_of_many_sizes(engine: EngineFactory) {
-    let server = Server::start(&["--rdma-extent-mb", "1", "--rdma-exposure", "volume"]);
+    // Locate's path through the region cache (the one-sided index has its own scenarios).
+    let server = Server::start(&[
+        "--rdma-extent-mb",
+        "1",
+        "--rdma-exposure",
+        "volume",
+        "--rdma-one-sided-index",
+        "off",
+    ]);
     let sizes = [1usize, 100, 4095, 4096, 4097, 65_537, 300_000, 1 << 20, (1 << 20) + 1, 2_500_000, 7, 0];
     let uploaded: Vec<(FileId, Vec<u8>)> = sizes
         .iter()
@@ -239,7 +251,16 @@ pub fn uploaded_needles_of_many_sizes(engine: EngineFactory) {
 /// read right after its upload (its extent is registered again, longer), and the older
 /// ones stay readable.
 pub fn last_needle_of_a_growing_volume(engine: EngineFactory) {
-    let server = Server::start(&["--rdma-extent-mb", "1", "--max", "1", "--rdma-exposure", "volume"]);
+    let server = Server::start(&[
+        "--rdma-extent-mb",
+        "1",
+        "--max",
+        "1",
+        "--rdma-exposure",
+        "volume",
+        "--rdma-one-sided-index",
+        "off",
+    ]);
     let client = server.client(engine, config());
     let rt = runtime();
     let mut written = Vec::new();
@@ -338,8 +359,16 @@ pub fn reads_during_concurrent_writes(engine: EngineFactory) {
 /// extents are evicted and registered again, the budget holds, and every read is still
 /// right.
 pub fn eviction_under_a_tiny_pinned_budget(engine: EngineFactory) {
-    let server =
-        Server::start(&["--rdma-extent-mb", "1", "--rdma-pinned-mb", "2", "--rdma-exposure", "volume"]);
+    let server = Server::start(&[
+        "--rdma-extent-mb",
+        "1",
+        "--rdma-pinned-mb",
+        "2",
+        "--rdma-exposure",
+        "volume",
+        "--rdma-one-sided-index",
+        "off",
+    ]);
     let uploaded: Vec<(FileId, Vec<u8>)> = (0..20u64)
         .map(|i| {
             let data = testbeds::pseudo_random(300_000, 4000 + i);

@@ -439,7 +439,13 @@ fn median(values: &mut [f64]) -> f64 {
 async fn compare_exposures(o: &Options) -> Result<(), BoxError> {
     let exposures = [
         ExposureUnderTest::start(o, "record", &[]).await?,
-        ExposureUnderTest::start(o, "volume", &["--rdma-exposure", "volume"]).await?,
+        // Both through Locate: what exposure costs, apart from the one-sided index.
+        ExposureUnderTest::start(
+            o,
+            "volume",
+            &["--rdma-exposure", "volume", "--rdma-one-sided-index", "off"],
+        )
+        .await?,
     ];
     let phase = Duration::from_secs_f64(o.seconds / 2.0);
     let mut rounds: Vec<[ExposureFigures; 2]> = Vec::new();

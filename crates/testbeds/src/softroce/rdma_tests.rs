@@ -394,6 +394,9 @@ pub fn run_in_guest(
     if clock.ran_out_in().is_none() {
         run_read_path_benchmark(&guest, &baseline, factor, clock, report);
     }
+    if clock.ran_out_in().is_none() {
+        run_cold_read_benchmark(&guest, &baseline, factor, clock, report);
+    }
     for (name, seconds, heading) in SDK_HARNESSES {
         if clock.ran_out_in().is_none()
             && let Some(command) = harness_command(name, seconds, report)
@@ -655,6 +658,28 @@ fn copy_figures(from: &Path, to: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `cold-reads` (crates/benches), if it was built in the bench profile: needles never
+/// read before, through the one-sided index, with a Locate each, and over HTTP, its
+/// 4 KiB latency beside the boot's `ib_read_lat`. Figures only.
+fn run_cold_read_benchmark(
+    guest: &Guest,
+    baseline: &[perftest::PerftestResult],
+    factor: f64,
+    clock: &mut StageClock,
+    report: &mut dyn FnMut(&str),
+) {
+    let Some(mut command) = harness_command("cold-reads", "1", report) else { return };
+    for result in baseline {
+        if let (perftest::PerftestKind::ReadLatency, 4096, perftest::Figures::Latency { typical, .. }) =
+            (result.case.kind, result.case.size, result.figures)
+        {
+            command.extend(["--ib-read-lat-us".to_owned(), typical.to_string()]);
+        }
+    }
+    report("cold-read benchmark (one-sided index vs a Locate per read vs HTTP):");
+    run_benchmark(guest, "cold-reads", command, factor, clock, report);
 }
 
 /// `rdma-bench` (crates/benches), if it was built in the bench profile: the read path's

@@ -284,7 +284,16 @@ pub fn last_needle_of_a_growing_volume(engine: EngineFactory) {
 /// Several clients (one session each) and many concurrent reads per client, more than
 /// the queue depth.
 pub fn many_concurrent_readers(engine: EngineFactory) {
-    let server = Server::start(&[]);
+    many_concurrent_readers_of(engine, &[]);
+}
+
+/// [`many_concurrent_readers`] in `volume` exposure, through the one-sided index.
+pub fn many_concurrent_readers_one_sided(engine: EngineFactory) {
+    many_concurrent_readers_of(engine, &["--rdma-exposure", "volume"]);
+}
+
+fn many_concurrent_readers_of(engine: EngineFactory, flags: &[&str]) {
+    let server = Server::start(flags);
     // 24 needles: each of the 32 readers reads a quarter of them per round, 384 verified
     // reads in all, the second round partly through locations other readers cached.
     let uploaded: Arc<Vec<(FileId, Vec<u8>)>> = Arc::new(
@@ -323,7 +332,18 @@ pub fn many_concurrent_readers(engine: EngineFactory) {
 
 /// Reads of existing and just-written needles while another thread keeps writing.
 pub fn reads_during_concurrent_writes(engine: EngineFactory) {
-    let server = Arc::new(Server::start(&["--rdma-extent-mb", "1"]));
+    reads_during_concurrent_writes_of(engine, &["--rdma-extent-mb", "1"]);
+}
+
+/// [`reads_during_concurrent_writes`] in `volume` exposure, through the one-sided index
+/// (a needle just written is found in the `.idx` tail; one past the registered extents
+/// is located).
+pub fn reads_during_concurrent_writes_one_sided(engine: EngineFactory) {
+    reads_during_concurrent_writes_of(engine, &["--rdma-extent-mb", "1", "--rdma-exposure", "volume"]);
+}
+
+fn reads_during_concurrent_writes_of(engine: EngineFactory, flags: &[&str]) {
+    let server = Arc::new(Server::start(flags));
     let (sender, receiver) = std::sync::mpsc::channel::<(FileId, Vec<u8>)>();
     let writer = {
         let server = Arc::clone(&server);

@@ -204,7 +204,8 @@ pub fn one_sided_growth_and_vacuum(engine: EngineFactory) {
     });
     for i in 0..5u64 {
         let registered = server.metric("volume_server_rdma_index_tail_registrations_total");
-        let data = testbeds::pseudo_random(30_000, 800 + i);
+        // 400 KB then 5 x 150 KB: the volume grows past its first 1 MiB extent.
+        let data = testbeds::pseudo_random(150_000, 800 + i);
         let fid = server.upload(&data);
         wait_for_metric(&server, "volume_server_rdma_index_tail_registrations_total", registered);
         rt.block_on(assert_reads(&client, &fid, &data));
@@ -217,7 +218,28 @@ pub fn one_sided_growth_and_vacuum(engine: EngineFactory) {
         server.delete(fid);
     }
     let volume = live[0].0.volume.0;
+    // Four readers read the live needles all through the vacuum: every read is right
+    // (through the index, or located when the index is being replaced).
+    let client = Arc::new(client);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let during: Vec<_> = (0..4)
+        .map(|r| {
+            let (client, live, stop) = (Arc::clone(&client), live.clone(), Arc::clone(&stop));
+            rt.spawn(async move {
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let (fid, data) = &live[(reads as usize + r) % live.len()];
+                    assert_reads(&client, fid, data).await;
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
     rt.block_on(vacuum(&server, volume));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let during: u64 = during.into_iter().map(|reader| rt.block_on(reader).expect("a reader")).sum();
+    assert!(during > 0, "reads ran during the vacuum");
     rt.block_on(async {
         for (fid, data) in &live {
             assert_reads(&client, fid, data).await;

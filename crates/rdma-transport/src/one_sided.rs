@@ -51,6 +51,9 @@ struct Replica {
     buckets: Vec<u64>,
     needles: HashMap<u64, Slot>,
     taken_at: Instant,
+    /// Counts refreshes: a reader that planned at one epoch refreshes only if no other
+    /// reader did since.
+    epoch: u64,
 }
 
 /// What a cold read came to.
@@ -151,7 +154,8 @@ impl Replicas {
     }
 
     /// Reads `fid` through the index of its volume, opening it with `open_index` when
-    /// this client has no replica yet.
+    /// this client has no replica yet. The replica's lock is held to plan a read and to
+    /// refresh, never across the read's own READs: readers of one volume run at once.
     pub(crate) async fn read(
         &self,
         qp: &dyn EngineQp,
@@ -164,30 +168,103 @@ impl Replicas {
         if entry.refused_until.lock().expect("replica lock").is_some_and(|t| Instant::now() < t) {
             return self.fallback("volume not indexed");
         }
-        let mut guard = entry.replica.lock().await;
-        let taken = match guard.take() {
-            Some(replica) => replica,
-            None => match open_index(volume).await {
-                Ok(Some(opened)) => {
-                    self.counters.opens.fetch_add(1, Ordering::Relaxed);
-                    match bounded(timeout, Replica::take(qp, opened, &self.counters.posted)).await {
-                        Ok(Some(replica)) => replica,
-                        Ok(None) => return self.refuse(&entry, "index header not understood"),
-                        Err(e) => return ColdRead::Lost(e),
+        let needle = fid.needle_id().0;
+        let bucket = layout::bucket_of(needle);
+        let mut open_index = Some(open_index);
+        // Set once this read brought the replica up to date (or found it refreshed by
+        // another reader since it planned): the read then decides on what it has.
+        let mut fresh = false;
+        loop {
+            let mut guard = entry.replica.lock().await;
+            if guard.is_none() {
+                let Some(open) = open_index.take() else { return self.fallback("index retired") };
+                match open(volume).await {
+                    Ok(Some(opened)) => {
+                        self.counters.opens.fetch_add(1, Ordering::Relaxed);
+                        match bounded(timeout, Replica::take(qp, opened, &self.counters.posted)).await {
+                            Ok(Some(replica)) => *guard = Some(replica),
+                            Ok(None) => return self.refuse(&entry, "index header not understood"),
+                            Err(e) => return ColdRead::Lost(e),
+                        }
+                        fresh = true;
+                    }
+                    Ok(None) => return self.refuse(&entry, "volume not indexed"),
+                    Err(e) => return ColdRead::Lost(e),
+                }
+            }
+            let replica = guard.as_mut().expect("a replica");
+            if replica.too_old() {
+                match self.refresh(qp, timeout, replica).await {
+                    Ok(true) => fresh = true,
+                    Ok(false) => return self.drop_replica(&mut guard, "index retired"),
+                    Err(e) => return self.lose(&mut guard, e),
+                }
+            }
+            let planned_at = replica.epoch;
+            let version_then = replica.buckets[bucket];
+            let bucket_span = replica.bucket_span(bucket);
+            let (spans, needle_size, version) = match replica.plan(needle) {
+                Plan::Absent | Plan::Deleted if !fresh => {
+                    // Not known, or deleted as of the replica: a later write may be in the
+                    // tail; READ it before deciding.
+                    match self.refresh(qp, timeout, replica).await {
+                        Ok(true) => {
+                            fresh = true;
+                            continue;
+                        }
+                        Ok(false) => return self.drop_replica(&mut guard, "index retired"),
+                        Err(e) => return self.lose(&mut guard, e),
                     }
                 }
-                Ok(None) => return self.refuse(&entry, "volume not indexed"),
-                Err(e) => return ColdRead::Lost(e),
-            },
-        };
-        let (outcome, replica) = self.read_with(qp, fid, timeout, taken).await;
-        if let Some(replica) = replica {
+                Plan::Absent => return self.fallback("needle not in the index"),
+                Plan::Deleted => return ColdRead::Deleted,
+                Plan::Unregistered => return self.fallback("record past the registered extents"),
+                Plan::Record { spans, size } => (spans, size, replica.version),
+            };
             entry.bytes.store(replica.bytes(), Ordering::Relaxed);
-            *guard = Some(replica);
             drop(guard);
             self.enforce_budget(volume);
+
+            let mut reads = vec![qp.read(bucket_span.addr, bucket_span.rkey, 8)];
+            reads.extend(spans.iter().map(|s| qp.read(s.addr, s.rkey, s.len)));
+            self.counters.posted.fetch_add(reads.len() as u64, Ordering::Relaxed);
+            let parts = match bounded(timeout, futures_util::future::try_join_all(reads)).await {
+                Ok(parts) => parts,
+                Err(e) => return ColdRead::Lost(e),
+            };
+            if layout::word(&parts[0], 0) == version_then {
+                self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                let record = parts[1..].concat();
+                return ColdRead::Record { record, needle_size, version };
+            }
+            if fresh {
+                return self.fallback("bucket changed under the read");
+            }
+            // The bucket moved since the replica: bring it up to date, unless another
+            // reader did since this one planned, and decide again.
+            let mut guard = entry.replica.lock().await;
+            let Some(replica) = guard.as_mut() else { continue };
+            if replica.epoch == planned_at {
+                match self.refresh(qp, timeout, replica).await {
+                    Ok(true) => {}
+                    Ok(false) => return self.drop_replica(&mut guard, "index retired"),
+                    Err(e) => return self.lose(&mut guard, e),
+                }
+            }
+            fresh = true;
         }
-        outcome
+    }
+
+    /// Drops a retired replica (the next read opens the index again) and falls back.
+    fn drop_replica(&self, replica: &mut Option<Replica>, why: &'static str) -> ColdRead {
+        *replica = None;
+        self.fallback(why)
+    }
+
+    /// A READ failed: the queue pair is unusable, and the replica goes with the session.
+    fn lose(&self, replica: &mut Option<Replica>, e: RdmaError) -> ColdRead {
+        *replica = None;
+        ColdRead::Lost(e)
     }
 
     fn refuse(&self, entry: &VolumeReplica, why: &'static str) -> ColdRead {
@@ -198,75 +275,6 @@ impl Replicas {
     fn fallback(&self, why: &'static str) -> ColdRead {
         self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
         ColdRead::Fallback(why)
-    }
-
-    /// The read itself: plan from the replica, READ bucket and record together, check
-    /// the bucket; refresh once when anything is stale. Returns the replica to keep
-    /// (`None`: drop it, it is of a retired generation or unreadable).
-    async fn read_with(
-        &self,
-        qp: &dyn EngineQp,
-        fid: &FileId,
-        timeout: Duration,
-        mut replica: Replica,
-    ) -> (ColdRead, Option<Replica>) {
-        let needle = fid.needle_id().0;
-        let mut refreshed = false;
-        loop {
-            if replica.too_old() && !refreshed {
-                match self.refresh(qp, timeout, &mut replica).await {
-                    Ok(true) => refreshed = true,
-                    Ok(false) => return (self.fallback("index retired"), None),
-                    Err(e) => return (ColdRead::Lost(e), None),
-                }
-            }
-            let bucket = layout::bucket_of(needle);
-            let version_then = replica.buckets[bucket];
-            let bucket_span = replica.bucket_span(bucket);
-            let plan = replica.plan(needle);
-            let (record_spans, needle_size) = match plan {
-                Plan::Absent | Plan::Deleted if !refreshed => {
-                    // Not known, or deleted as of the replica: a later write may be
-                    // in the tail; READ it before deciding.
-                    match self.refresh(qp, timeout, &mut replica).await {
-                        Ok(true) => {
-                            refreshed = true;
-                            continue;
-                        }
-                        Ok(false) => return (self.fallback("index retired"), None),
-                        Err(e) => return (ColdRead::Lost(e), None),
-                    }
-                }
-                Plan::Absent => return (self.fallback("needle not in the index"), Some(replica)),
-                Plan::Deleted => return (ColdRead::Deleted, Some(replica)),
-                Plan::Unregistered => {
-                    return (self.fallback("record past the registered extents"), Some(replica));
-                }
-                Plan::Record { spans, size } => (spans, size),
-            };
-            let mut reads = vec![qp.read(bucket_span.addr, bucket_span.rkey, 8)];
-            reads.extend(record_spans.iter().map(|s| qp.read(s.addr, s.rkey, s.len)));
-            self.counters.posted.fetch_add(reads.len() as u64, Ordering::Relaxed);
-            let parts = match bounded(timeout, futures_util::future::try_join_all(reads)).await {
-                Ok(parts) => parts,
-                Err(e) => return (ColdRead::Lost(e), None),
-            };
-            let version_now = layout::word(&parts[0], 0);
-            if version_now == version_then {
-                self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                let record = parts[1..].concat();
-                let version = replica.version;
-                return (ColdRead::Record { record, needle_size, version }, Some(replica));
-            }
-            if refreshed {
-                return (self.fallback("bucket changed under the read"), Some(replica));
-            }
-            match self.refresh(qp, timeout, &mut replica).await {
-                Ok(true) => refreshed = true,
-                Ok(false) => return (self.fallback("index retired"), None),
-                Err(e) => return (ColdRead::Lost(e), None),
-            }
-        }
     }
 
     /// Brings `replica` up to date; `false` when its generation is retired (the caller
@@ -321,6 +329,7 @@ impl Replica {
             buckets: Vec::new(),
             needles: HashMap::new(),
             taken_at: Instant::now(),
+            epoch: 0,
         };
         Ok(replica.refresh(qp, posted).await?.then_some(replica))
     }
@@ -394,6 +403,7 @@ impl Replica {
         self.width = width;
         self.chunks = chunks;
         self.taken_at = started;
+        self.epoch += 1;
         Ok(true)
     }
 
@@ -616,6 +626,9 @@ mod tests {
         let indexes =
             Arc::new(Indexes::new(registrar, IndexConfig { extent_size: 4096, ..IndexConfig::default() }));
         let replicas = Replicas::new(1 << 20);
+        // Opening registers no .dat: the upkeep task does (called here by hand).
+        indexes.open(1, &source).unwrap();
+        indexes.extend_tails();
 
         assert_eq!(data_of(read(&replicas, &indexes, &source, 1).await).as_deref(), Some(&b"one"[..]));
         assert_eq!(replicas.counters.opens.load(Ordering::Relaxed), 1);
@@ -637,6 +650,8 @@ mod tests {
         indexes.retire(1);
         let outcome = read(&replicas, &indexes, &source, 3).await;
         assert!(matches!(outcome, ColdRead::Fallback("index retired")));
+        indexes.open(1, &source).unwrap();
+        indexes.extend_tails();
         assert_eq!(data_of(read(&replicas, &indexes, &source, 3).await).as_deref(), Some(&b"three"[..]));
         assert_eq!(replicas.counters.opens.load(Ordering::Relaxed), 2, "opened again");
         assert!(replicas.counters.refreshes.load(Ordering::Relaxed) >= 2);

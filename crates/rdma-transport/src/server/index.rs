@@ -15,9 +15,10 @@
 //! **The `.dat` extents** are this index's own registrations (the region cache's can be
 //! evicted, and a client that READs through an rkey whose registration is gone breaks its
 //! queue pair). They stay until the volume is retired, under their own pinned budget
-//! ([`IndexConfig::dat_budget`]); a volume that does not fit is not indexed (its clients
-//! Locate). The tail extent of a growing volume is registered again, longer, by the
-//! upkeep task after writes ([`Indexes::extend_tails`]); the shorter registration
+//! ([`IndexConfig::dat_budget`]; the records of extents past it are located). They
+//! are registered by the upkeep task ([`Indexes::extend_tails`]), after
+//! the index opens (the records in extents not yet registered are located meanwhile)
+//! and after writes that grow the volume (the tail extent again, longer); the shorter registration
 //! lingers a grace period, and clients read the table again at least every half grace
 //! period, so no client READs through a registration that is gone.
 //!
@@ -154,6 +155,8 @@ pub(crate) struct VolumeIndex {
     registered_end: AtomicU64,
     /// Set by the append observer when the `.dat` grew past `registered_end`.
     tail_stale: AtomicBool,
+    /// Wakes the upkeep task (see [`Indexes::upkeep_signal`]).
+    wake: Arc<tokio::sync::Notify>,
     retired: AtomicBool,
     updates: Arc<AtomicU64>,
 }
@@ -180,8 +183,10 @@ impl VolumeIndex {
         let needle = u64::from_be_bytes(entry[..8].try_into().expect("an entry starts with its key"));
         self.header.word(layout::W_BUCKETS + layout::bucket_of(needle)).fetch_add(1, Ordering::AcqRel);
         self.updates.fetch_add(1, Ordering::Relaxed);
-        if self.dat.committed_len() > self.registered_end.load(Ordering::Acquire) {
-            self.tail_stale.store(true, Ordering::Release);
+        if self.dat.committed_len() > self.registered_end.load(Ordering::Acquire)
+            && !self.tail_stale.swap(true, Ordering::AcqRel)
+        {
+            self.wake.notify_one();
         }
     }
 
@@ -250,6 +255,8 @@ pub struct IndexStats {
     pub mirror_bytes: u64,
     pub header_updates: u64,
     pub tail_registrations: u64,
+    /// Indexed volumes whose `.dat` is not registered up to its committed end yet.
+    pub pending_volumes: u64,
 }
 
 struct Inner {
@@ -279,6 +286,7 @@ pub(crate) struct Indexes {
     opening: Mutex<()>,
     updates: Arc<AtomicU64>,
     tail_registrations: AtomicU64,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Indexes {
@@ -297,7 +305,14 @@ impl Indexes {
             opening: Mutex::new(()),
             updates: Arc::default(),
             tail_registrations: AtomicU64::new(0),
+            wake: Arc::default(),
         }
+    }
+
+    /// Notified when an indexed volume's `.dat` grew past its registered tail: the
+    /// upkeep task waits on it (an idle server does no index work at all).
+    pub(crate) fn upkeep_signal(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.wake)
     }
 
     pub(crate) fn grace(&self) -> Duration {
@@ -346,9 +361,21 @@ impl Indexes {
         let observer = {
             let (cell, pending, registrar) =
                 (Arc::clone(&cell), Arc::clone(&pending), Arc::clone(&self.registrar));
-            Arc::new(move |position: u64, entry: &[u8]| match cell.get().and_then(Weak::upgrade) {
-                Some(index) => index.on_append(registrar.as_ref(), position, entry),
-                None => lock(&pending).push((position, entry.to_vec())),
+            // The pending list's lock is taken before the cell is looked at: the build
+            // drains the list and sets the cell under that lock, so no entry lands in
+            // the list after the drain.
+            Arc::new(move |position: u64, entry: &[u8]| {
+                let mut pending = lock(&pending);
+                match cell.get() {
+                    Some(index) => {
+                        drop(pending);
+                        // Gone: its volume was retired; nothing reads this entry.
+                        if let Some(index) = index.upgrade() {
+                            index.on_append(registrar.as_ref(), position, entry);
+                        }
+                    }
+                    None => pending.push((position, entry.to_vec())),
+                }
             })
         };
         let source_index =
@@ -412,10 +439,15 @@ impl Indexes {
             extents: Mutex::new(Vec::new()),
             registered_end: AtomicU64::new(0),
             tail_stale: AtomicBool::new(false),
+            wake: Arc::clone(&self.wake),
             retired: AtomicBool::new(false),
             updates: Arc::clone(&self.updates),
         };
-        self.register_dat(&index)?;
+        // The `.dat` is registered by the upkeep task, not here: pinning a large volume
+        // takes long (seconds per GiB in an emulated guest), and records in extents not
+        // yet in the table are read through Locate meanwhile.
+        index.tail_stale.store(true, Ordering::Release);
+        self.wake.notify_one();
         // Last: the generation without the retired bit makes the header valid again.
         index.header.store_word(layout::W_GENERATION, u64::from(revision));
         Ok(index)
@@ -543,7 +575,8 @@ impl Indexes {
         self.prune(Instant::now());
     }
 
-    fn prune(&self, now: Instant) {
+    /// Lets go of registrations past their grace period.
+    pub(crate) fn prune(&self, now: Instant) {
         let mut inner = lock(&self.inner);
         let mut freed = 0;
         inner.retiring.retain(|(until, what)| {
@@ -563,7 +596,13 @@ impl Indexes {
             .values()
             .map(|i| lock(&i.mirror).chunks.iter().map(|c| c.len as u64).sum::<u64>())
             .sum();
+        let pending_volumes = inner
+            .live
+            .values()
+            .filter(|i| i.registered_end.load(Ordering::Acquire) < i.dat.committed_len())
+            .count() as u64;
         IndexStats {
+            pending_volumes,
             volumes: inner.live.len() as u64,
             dat_pinned_bytes: inner.dat_pinned,
             mirror_bytes,

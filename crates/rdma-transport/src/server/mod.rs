@@ -276,6 +276,9 @@ pub struct RdmaStatus {
     pub index_header_updates: u64,
     /// `.dat` extents the indexes registered (first time, or longer for a grown tail).
     pub index_tail_registrations: u64,
+    /// Indexed volumes whose `.dat` is not registered up to its end yet (their newest or
+    /// not yet registered records are located over gRPC meanwhile).
+    pub index_pending_volumes: u64,
 }
 
 impl RdmaServer {
@@ -317,7 +320,8 @@ impl RdmaServer {
             && let Ok(runtime) = tokio::runtime::Handle::try_current()
         {
             runtime.spawn(reap(Arc::downgrade(&state), idle_timeout));
-            runtime.spawn(index_upkeep(Arc::downgrade(&state)));
+            let signal = state.rdma.as_ref().map(|r| r.indexes.upkeep_signal()).expect("checked above");
+            runtime.spawn(index_upkeep(Arc::downgrade(&state), signal));
         }
         Self { state }
     }
@@ -363,6 +367,7 @@ impl RdmaServer {
                 index_mirror_bytes: 0,
                 index_header_updates: 0,
                 index_tail_registrations: 0,
+                index_pending_volumes: 0,
             },
             Ok(rdma) => {
                 let RegionStats { hits, misses, evictions, pinned_bytes, regions, .. } = rdma.regions.stats();
@@ -392,6 +397,7 @@ impl RdmaServer {
                     index_mirror_bytes: index.mirror_bytes,
                     index_header_updates: index.header_updates,
                     index_tail_registrations: index.tail_registrations,
+                    index_pending_volumes: index.pending_volumes,
                 }
             }
         }
@@ -432,7 +438,7 @@ impl RdmaServer {
 
     /// The unlabelled series of `/metrics`: name (after `volume_server_rdma_`), type,
     /// help and value.
-    fn series(&self, s: &RdmaStatus) -> [(&'static str, &'static str, &'static str, u64); 21] {
+    fn series(&self, s: &RdmaStatus) -> [(&'static str, &'static str, &'static str, u64); 22] {
         let c = &self.state.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         const GAUGE: &str = "gauge";
@@ -509,6 +515,12 @@ impl RdmaServer {
                 ".dat extents registered by one-sided indexes (new, or longer for a grown tail).",
                 s.index_tail_registrations,
             ),
+            (
+                "index_pending_volumes",
+                GAUGE,
+                "Indexed volumes whose .dat is not registered to its end yet.",
+                s.index_pending_volumes,
+            ),
         ]
     }
 }
@@ -582,6 +594,7 @@ async fn reap(state: Weak<State>, idle_timeout: Duration) {
             state.counters.sessions_expired.fetch_add(expired.len() as u64, Ordering::Relaxed);
             drop(expired);
             let now = Instant::now();
+            rdma.indexes.prune(now);
             for session in live {
                 if let Access::Record(grants) = &session.access {
                     lock(grants).prune(now);
@@ -591,15 +604,16 @@ async fn reap(state: Weak<State>, idle_timeout: Duration) {
     }
 }
 
-/// Every few milliseconds while the server lives: registers the `.dat` tails of indexed
-/// volumes that grew, so that new records become readable one-sidedly without a
-/// Locate, and lets go of registrations past their grace period. The work is on the
-/// blocking pool (registration pins pages); writers only set a flag.
-async fn index_upkeep(state: Weak<State>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(5));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// While the server lives: when a write grew an indexed volume past its registered
+/// tail, waits 50 ms (the writes of a burst are registered once; a volume written all
+/// the time is registered again at most 20 times a second) and registers the grown
+/// tails, so that new records become readable one-sidedly without a Locate. The work is
+/// on the blocking pool (registration pins pages); writers only set a flag and notify,
+/// and an idle server never wakes this task.
+async fn index_upkeep(state: Weak<State>, signal: Arc<tokio::sync::Notify>) {
     loop {
-        tick.tick().await;
+        signal.notified().await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let Some(indexes) =
             state.upgrade().and_then(|s| s.rdma.as_ref().ok().map(|r| Arc::clone(&r.indexes)))
         else {

@@ -177,29 +177,21 @@ impl Replicas {
         loop {
             let mut guard = entry.replica.lock().await;
             if guard.is_none() {
+                // Opened at most once per read: a replica retired again falls back.
                 let Some(open) = open_index.take() else { return self.fallback("index retired") };
-                match open(volume).await {
-                    Ok(Some(opened)) => {
-                        self.counters.opens.fetch_add(1, Ordering::Relaxed);
-                        match bounded(timeout, Replica::take(qp, opened, &self.counters.posted)).await {
-                            Ok(Some(replica)) => *guard = Some(replica),
-                            Ok(None) => return self.refuse(&entry, "index header not understood"),
-                            Err(e) => return ColdRead::Lost(e),
-                        }
-                        fresh = true;
-                    }
-                    Ok(None) => return self.refuse(&entry, "volume not indexed"),
-                    Err(e) => return ColdRead::Lost(e),
+                match self.take_replica(qp, &entry, timeout, open(volume).await).await {
+                    Ok(replica) => *guard = Some(replica),
+                    Err(outcome) => return outcome,
                 }
+                fresh = true;
+            }
+            if guard.as_ref().is_some_and(Replica::too_old) {
+                if let Err(outcome) = self.refreshed(qp, timeout, &mut guard).await {
+                    return outcome;
+                }
+                fresh = true;
             }
             let replica = guard.as_mut().expect("a replica");
-            if replica.too_old() {
-                match self.refresh(qp, timeout, replica).await {
-                    Ok(true) => fresh = true,
-                    Ok(false) => return self.drop_replica(&mut guard, "index retired"),
-                    Err(e) => return self.lose(&mut guard, e),
-                }
-            }
             let planned_at = replica.epoch;
             let version_then = replica.buckets[bucket];
             let bucket_span = replica.bucket_span(bucket);
@@ -207,14 +199,11 @@ impl Replicas {
                 Plan::Absent | Plan::Deleted if !fresh => {
                     // Not known, or deleted as of the replica: a later write may be in the
                     // tail; READ it before deciding.
-                    match self.refresh(qp, timeout, replica).await {
-                        Ok(true) => {
-                            fresh = true;
-                            continue;
-                        }
-                        Ok(false) => return self.drop_replica(&mut guard, "index retired"),
-                        Err(e) => return self.lose(&mut guard, e),
+                    if let Err(outcome) = self.refreshed(qp, timeout, &mut guard).await {
+                        return outcome;
                     }
+                    fresh = true;
+                    continue;
                 }
                 Plan::Absent => return self.fallback("needle not in the index"),
                 Plan::Deleted => return ColdRead::Deleted,
@@ -225,16 +214,12 @@ impl Replicas {
             drop(guard);
             self.enforce_budget(volume);
 
-            let mut reads = vec![qp.read(bucket_span.addr, bucket_span.rkey, 8)];
-            reads.extend(spans.iter().map(|s| qp.read(s.addr, s.rkey, s.len)));
-            self.counters.posted.fetch_add(reads.len() as u64, Ordering::Relaxed);
-            let parts = match bounded(timeout, futures_util::future::try_join_all(reads)).await {
-                Ok(parts) => parts,
+            let (version_now, record) = match self.read_batch(qp, timeout, bucket_span, &spans).await {
+                Ok(read) => read,
                 Err(e) => return ColdRead::Lost(e),
             };
-            if layout::word(&parts[0], 0) == version_then {
+            if version_now == version_then {
                 self.counters.hits.fetch_add(1, Ordering::Relaxed);
-                let record = parts[1..].concat();
                 return ColdRead::Record { record, needle_size, version };
             }
             if fresh {
@@ -243,28 +228,72 @@ impl Replicas {
             // The bucket moved since the replica: bring it up to date, unless another
             // reader did since this one planned, and decide again.
             let mut guard = entry.replica.lock().await;
-            let Some(replica) = guard.as_mut() else { continue };
-            if replica.epoch == planned_at {
-                match self.refresh(qp, timeout, replica).await {
-                    Ok(true) => {}
-                    Ok(false) => return self.drop_replica(&mut guard, "index retired"),
-                    Err(e) => return self.lose(&mut guard, e),
-                }
+            if guard.as_ref().is_some_and(|r| r.epoch == planned_at)
+                && let Err(outcome) = self.refreshed(qp, timeout, &mut guard).await
+            {
+                return outcome;
             }
             fresh = true;
         }
     }
 
-    /// Drops a retired replica (the next read opens the index again) and falls back.
-    fn drop_replica(&self, replica: &mut Option<Replica>, why: &'static str) -> ColdRead {
-        *replica = None;
-        self.fallback(why)
+    /// A replica of the index `OpenIndex` answered with, or what the read comes to.
+    async fn take_replica(
+        &self,
+        qp: &dyn EngineQp,
+        entry: &VolumeReplica,
+        timeout: Duration,
+        opened: Result<Option<OpenedIndex>, RdmaError>,
+    ) -> Result<Replica, ColdRead> {
+        let opened = match opened {
+            Ok(Some(opened)) => opened,
+            Ok(None) => return Err(self.refuse(entry, "volume not indexed")),
+            Err(e) => return Err(ColdRead::Lost(e)),
+        };
+        self.counters.opens.fetch_add(1, Ordering::Relaxed);
+        match bounded(timeout, Replica::take(qp, opened, &self.counters.posted)).await {
+            Ok(Some(replica)) => Ok(replica),
+            Ok(None) => Err(self.refuse(entry, "index header not understood")),
+            Err(e) => Err(ColdRead::Lost(e)),
+        }
     }
 
-    /// A READ failed: the queue pair is unusable, and the replica goes with the session.
-    fn lose(&self, replica: &mut Option<Replica>, e: RdmaError) -> ColdRead {
-        *replica = None;
-        ColdRead::Lost(e)
+    /// READs the needle's bucket version and its record, posted together.
+    async fn read_batch(
+        &self,
+        qp: &dyn EngineQp,
+        timeout: Duration,
+        bucket: RemoteSpan,
+        record: &[RemoteSpan],
+    ) -> Result<(u64, Vec<u8>), RdmaError> {
+        let mut reads = vec![qp.read(bucket.addr, bucket.rkey, 8)];
+        reads.extend(record.iter().map(|s| qp.read(s.addr, s.rkey, s.len)));
+        self.counters.posted.fetch_add(reads.len() as u64, Ordering::Relaxed);
+        let parts = bounded(timeout, futures_util::future::try_join_all(reads)).await?;
+        Ok((layout::word(&parts[0], 0), parts[1..].concat()))
+    }
+
+    /// Brings the replica in `slot` up to date. A retired one is dropped (the next read
+    /// opens the index again) and the read falls back; after a failed READ (the queue
+    /// pair is unusable) it goes with the session.
+    async fn refreshed(
+        &self,
+        qp: &dyn EngineQp,
+        timeout: Duration,
+        slot: &mut Option<Replica>,
+    ) -> Result<(), ColdRead> {
+        let Some(replica) = slot.as_mut() else { return Err(self.fallback("index retired")) };
+        match self.refresh(qp, timeout, replica).await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                *slot = None;
+                Err(self.fallback("index retired"))
+            }
+            Err(e) => {
+                *slot = None;
+                Err(ColdRead::Lost(e))
+            }
+        }
     }
 
     fn refuse(&self, entry: &VolumeReplica, why: &'static str) -> ColdRead {

@@ -407,7 +407,7 @@ impl RdmaServer {
     pub fn render_metrics(&self) -> String {
         let s = self.status();
         let mut out = String::new();
-        for (name, kind, help, value) in self.series(&s) {
+        for (name, kind, help, value) in self.series(&s).into_iter().chain(index_series(&s)) {
             let name = format!("volume_server_rdma_{name}");
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         }
@@ -438,7 +438,7 @@ impl RdmaServer {
 
     /// The unlabelled series of `/metrics`: name (after `volume_server_rdma_`), type,
     /// help and value.
-    fn series(&self, s: &RdmaStatus) -> [(&'static str, &'static str, &'static str, u64); 22] {
+    fn series(&self, s: &RdmaStatus) -> [(&'static str, &'static str, &'static str, u64); 16] {
         let c = &self.state.counters;
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
         const GAUGE: &str = "gauge";
@@ -490,39 +490,37 @@ impl RdmaServer {
             ("region_evictions_total", COUNTER, "Regions evicted for the pinned budget.", s.region_evictions),
             ("pinned_bytes", GAUGE, "Bytes registered (pinned) for RDMA.", s.pinned_bytes),
             ("regions", GAUGE, "Registered regions.", s.regions),
-            ("indexed_volumes", GAUGE, "Volumes with a one-sided index.", s.indexed_volumes),
-            (
-                "index_pinned_bytes",
-                GAUGE,
-                ".dat bytes registered by one-sided indexes.",
-                s.index_pinned_bytes,
-            ),
-            (
-                "index_mirror_bytes",
-                GAUGE,
-                "Bytes of the one-sided indexes' .idx mirrors.",
-                s.index_mirror_bytes,
-            ),
-            (
-                "index_header_updates_total",
-                COUNTER,
-                "Writes and deletes published to one-sided indexes.",
-                s.index_header_updates,
-            ),
-            (
-                "index_tail_registrations_total",
-                COUNTER,
-                ".dat extents registered by one-sided indexes (new, or longer for a grown tail).",
-                s.index_tail_registrations,
-            ),
-            (
-                "index_pending_volumes",
-                GAUGE,
-                "Indexed volumes whose .dat is not registered to its end yet.",
-                s.index_pending_volumes,
-            ),
         ]
     }
+}
+
+/// The one-sided index's series of `/metrics` (as [`RdmaServer::series`]).
+fn index_series(s: &RdmaStatus) -> [(&'static str, &'static str, &'static str, u64); 6] {
+    const GAUGE: &str = "gauge";
+    const COUNTER: &str = "counter";
+    [
+        ("indexed_volumes", GAUGE, "Volumes with a one-sided index.", s.indexed_volumes),
+        ("index_pinned_bytes", GAUGE, ".dat bytes registered by one-sided indexes.", s.index_pinned_bytes),
+        ("index_mirror_bytes", GAUGE, "Bytes of the one-sided indexes' .idx mirrors.", s.index_mirror_bytes),
+        (
+            "index_header_updates_total",
+            COUNTER,
+            "Writes and deletes published to one-sided indexes.",
+            s.index_header_updates,
+        ),
+        (
+            "index_tail_registrations_total",
+            COUNTER,
+            ".dat extents registered by one-sided indexes (new, or longer for a grown tail).",
+            s.index_tail_registrations,
+        ),
+        (
+            "index_pending_volumes",
+            GAUGE,
+            "Indexed volumes whose .dat is not registered to its end yet.",
+            s.index_pending_volumes,
+        ),
+    ]
 }
 
 /// Says once, at startup, what sessions can READ and how.

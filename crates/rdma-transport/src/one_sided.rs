@@ -196,9 +196,10 @@ impl Replicas {
             let version_then = replica.buckets[bucket];
             let bucket_span = replica.bucket_span(bucket);
             let (spans, needle_size, version) = match replica.plan(needle) {
-                Plan::Absent | Plan::Deleted if !fresh => {
-                    // Not known, or deleted as of the replica: a later write may be in the
-                    // tail; READ it before deciding.
+                Plan::Absent | Plan::Deleted | Plan::Unregistered if !fresh => {
+                    // Not known, deleted, or past the registered extents as of the
+                    // replica: a later write may be in the tail, a later registration in
+                    // the table; READ them before deciding.
                     if let Err(outcome) = self.refreshed(qp, timeout, &mut guard).await {
                         return outcome;
                     }

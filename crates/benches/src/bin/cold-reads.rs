@@ -346,7 +346,18 @@ async fn run(o: &Options) -> Result<(), BoxError> {
             });
             figures.push(f);
         }
-        let replica = paths[0].stats().index_replica_bytes;
+        let one_sided = paths[0].stats();
+        let replica = one_sided.index_replica_bytes;
+        println!(
+            "{:>6} one-sided client so far: {} one-sided hits, {} refreshes, {} left to Locate, {} index opens, {} retries, {} sessions",
+            human(size as u64),
+            one_sided.one_sided_hits,
+            one_sided.index_refreshes,
+            one_sided.index_fallbacks,
+            one_sided.index_opens,
+            one_sided.retries,
+            one_sided.sessions_opened
+        );
         println!(
             "{:>6} one-sided first contact with the volume: {first_contact:.1?} (OpenIndex, replica of {} needles by READs: {} KiB held in all); the server registered its .dat in {registered:.1?} more",
             human(size as u64),

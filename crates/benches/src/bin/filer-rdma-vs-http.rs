@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use benches::figures::{Figure, FigureSet, percentiles_us, quantile};
+use benches::harness::{self, BoxError};
 use benches::report::human;
 use client_sdk::{DeviceChoice, FilerClient, RdmaEngine, RdmaPolicy, RdmaTransport, RdmaTransportConfig};
 use testbeds::ours::OurVolumeServer;
@@ -80,22 +81,8 @@ fn options() -> Result<Options, String> {
     Ok(o)
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 fn main() {
-    let options = match options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("filer-rdma-vs-http: {e}");
-            std::process::exit(2);
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
-    let result = runtime.map_err(BoxError::from).and_then(|rt| rt.block_on(run(&options)));
-    if let Err(e) = result {
-        eprintln!("filer-rdma-vs-http: {e}");
-        std::process::exit(1);
-    }
+    harness::main("filer-rdma-vs-http", options, run);
 }
 
 /// The cluster under test; every process is stopped when it is dropped.

@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use benches::figures::{Figure, FigureSet, percentiles_us, quantile};
+use benches::harness::{self, BoxError};
 use benches::report::human;
 use client_sdk::{
     Client, DeviceChoice, FileId, RdmaEngine, RdmaPolicy, RdmaTransport, RdmaTransportConfig, ReadTransport,
@@ -78,35 +79,15 @@ fn options() -> Result<Options, String> {
                 o.location_ttl = Some(Duration::from_millis(value.parse().map_err(|_| bad())?))
             }
             "--concurrency" => o.concurrency = value.parse().ok().filter(|c| *c > 0).ok_or_else(bad)?,
-            "--sizes" => {
-                o.sizes = value
-                    .split(',')
-                    .map(|s| s.parse().ok().filter(|n| *n > 0))
-                    .collect::<Option<_>>()
-                    .ok_or_else(bad)?
-            }
+            "--sizes" => o.sizes = harness::sizes(&value).ok_or_else(bad)?,
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
     Ok(o)
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
 fn main() {
-    let options = match options() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("sdk-rdma-vs-http: {e}");
-            std::process::exit(2);
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
-    let result = runtime.map_err(BoxError::from).and_then(|rt| rt.block_on(run(&options)));
-    if let Err(e) = result {
-        eprintln!("sdk-rdma-vs-http: {e}");
-        std::process::exit(1);
-    }
+    harness::main("sdk-rdma-vs-http", options, run);
 }
 
 /// The volume server under test (testbeds' `OurVolumeServer`, killed when dropped) and

@@ -344,7 +344,13 @@ impl Indexes {
             self.discard(index);
             return Err(IndexError::Source(volume, "retired while its index was opened".into()));
         }
-        inner.live.insert(volume, index);
+        let replaced = inner.live.insert(volume, index);
+        drop(inner);
+        if let Some(replaced) = replaced {
+            // A retired index (its mirror ran out): its registrations get the grace
+            // period too, for clients that READ through them just before.
+            self.discard(replaced);
+        }
         Ok(answer)
     }
 

@@ -30,6 +30,8 @@ rdma_tests!(
     one_sided_reads_see_every_acknowledged_change,
     one_sided_growth_and_vacuum,
     a_large_volume_index,
+    one_sided_after_a_server_restart,
+    one_sided_corrupted_byte_is_reported_not_returned,
     many_concurrent_readers_one_sided,
     reads_during_concurrent_writes_one_sided,
     fixture_volumes_read_byte_exact,

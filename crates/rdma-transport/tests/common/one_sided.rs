@@ -16,6 +16,7 @@ use testbeds::softroce::slowness::scaled;
 use testbeds::weed::{UploadBody, upload};
 
 use super::{EngineFactory, Server, assert_reads, config, read_data, runtime};
+use rdma_transport::ErrorKind;
 
 /// Writes `data` under an existing fid (an overwrite) and returns once acknowledged.
 fn upload_to(server: &Server, fid: &FileId, data: &[u8]) {
@@ -382,4 +383,51 @@ pub fn a_large_volume_index(engine: EngineFactory) {
     assert_eq!(stats.locate_calls, before.locate_calls, "{stats:?}");
     assert_eq!(stats.one_sided_hits - before.one_sided_hits, 2000, "{stats:?}");
     assert!(stats.index_replica_bytes >= NEEDLES * 16, "{stats:?}");
+}
+
+/// The server restarts under a client that holds a replica: its registrations and the
+/// session's queue pair are gone, the READ fails, and the client opens a new session,
+/// drops its replicas and reads through a new index, right.
+pub fn one_sided_after_a_server_restart(engine: EngineFactory) {
+    let mut server = Server::start(&["--rdma-exposure", "volume"]);
+    let data = testbeds::pseudo_random(70_000, 6100);
+    let fid = server.upload(&data);
+    let client = server.client(engine, config());
+    let rt = runtime();
+    rt.block_on(assert_reads(&client, &fid, &data));
+    wait_for_registered_indexes(&server);
+    rt.block_on(assert_reads(&client, &fid, &data));
+    server.restart();
+    rt.block_on(assert_reads(&client, &fid, &data));
+    wait_for_registered_indexes(&server);
+    rt.block_on(assert_reads(&client, &fid, &data));
+    let stats = client.stats();
+    assert_eq!(stats.sessions_opened, 2, "{stats:?}");
+    assert_eq!(stats.index_opens, 2, "a new index after the restart: {stats:?}");
+}
+
+/// A byte of a needle's data flipped in the `.dat` under the live server: the one-sided
+/// READ sees it, the verify step refuses it, and so does Locate's path after it: the
+/// client reports a checksum failure, never the bytes.
+pub fn one_sided_corrupted_byte_is_reported_not_returned(engine: EngineFactory) {
+    let server = Server::start(&["--rdma-exposure", "volume"]);
+    let data = testbeds::pseudo_random(20_000, 7100);
+    let fid = server.upload(&data);
+    let client = server.client(engine, config());
+    let rt = runtime();
+    rt.block_on(assert_reads(&client, &fid, &data));
+    wait_for_registered_indexes(&server);
+    let hits = client.stats().one_sided_hits;
+
+    let dat = server.dir.path().join(format!("{}.dat", fid.volume.0));
+    let content = std::fs::read(&dat).unwrap();
+    let at = content.windows(64).position(|w| w == &data[5000..5064]).expect("the data in the .dat") + 10;
+    let file = std::fs::OpenOptions::new().write(true).open(&dat).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[content[at] ^ 0x01], at as u64).unwrap();
+
+    let error = rt.block_on(client.read(&fid)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Corrupt, "{error}");
+    assert!(error.to_string().contains("CRC32-C mismatch"), "{error}");
+    let stats = client.stats();
+    assert_eq!(stats.one_sided_hits, hits + 1, "the one-sided READ got the record: {stats:?}");
 }

@@ -16,7 +16,7 @@
 //! evicted, and a client that READs through an rkey whose registration is gone breaks its
 //! queue pair). They stay until the volume is retired, under their own pinned budget
 //! ([`IndexConfig::dat_budget`]; the records of extents past it are located). They
-//! are registered by the upkeep task ([`Indexes::extend_tails`]), after
+//! are registered by the upkeep task (`Indexes::extend_tails`), after
 //! the index opens (the records in extents not yet registered are located meanwhile)
 //! and after writes that grow the volume (the tail extent again, longer); the shorter registration
 //! lingers a grace period, and clients read the table again at least every half grace

@@ -23,7 +23,8 @@
 //! boot's perftest 4 KiB `ib_read_lat`), the one-sided 4 KiB p50 is printed against it.
 //!
 //! usage: cold-reads [--device rxe0] [--volume-server PATH] [--needles N]
-//!                   [--baseline-reads N] [--sizes 4096,65536] [--concurrency C]
+//!                   [--baseline-reads N] [--one-sided-reads N (default: all)]
+//!                   [--sizes 4096,65536] [--concurrency C]
 //!                   [--ib-read-lat-us US]
 //!                   [--seconds S (accepted, unused: every needle is read once)]
 
@@ -46,6 +47,8 @@ struct Options {
     volume_server: PathBuf,
     needles: usize,
     baseline_reads: usize,
+    /// Reads through the one-sided index per size (`None`: every needle).
+    one_sided_reads: Option<usize>,
     sizes: Vec<usize>,
     concurrency: usize,
     ib_read_lat_us: Option<f64>,
@@ -58,6 +61,7 @@ fn options() -> Result<Options, String> {
         volume_server: exe.with_file_name("volume-server"),
         needles: 10_000,
         baseline_reads: 1_000,
+        one_sided_reads: None,
         sizes: vec![4096, 65536],
         concurrency: 4,
         ib_read_lat_us: None,
@@ -70,6 +74,9 @@ fn options() -> Result<Options, String> {
             "--device" => o.device = value.clone(),
             "--volume-server" => o.volume_server = PathBuf::from(&value),
             "--needles" => o.needles = value.parse().ok().filter(|n| *n >= 2).ok_or_else(bad)?,
+            "--one-sided-reads" => {
+                o.one_sided_reads = Some(value.parse().ok().filter(|n| *n >= 2).ok_or_else(bad)?)
+            }
             "--baseline-reads" => {
                 o.baseline_reads = value.parse().ok().filter(|n| *n >= 2).ok_or_else(bad)?
             }
@@ -287,9 +294,10 @@ async fn run(o: &Options) -> Result<(), BoxError> {
     ];
     println!(
         "cold-reads: {} needles per size, read once each in random order through the SDK (one-sided: \
-         all; locate and http: {}), one at a time for the first half, {} at once for the second, \
+         {}; locate and http: {}), one at a time for the first half, {} at once for the second, \
          volume exposure, {} (volumes written in {written:.1?})",
         o.needles,
+        o.one_sided_reads.unwrap_or(o.needles).min(o.needles),
         o.baseline_reads.min(o.needles),
         o.concurrency,
         o.volume_server.display()
@@ -321,7 +329,8 @@ async fn run(o: &Options) -> Result<(), BoxError> {
         let registered = registered.elapsed();
         let mut figures = Vec::new();
         for (p, path) in paths.iter().enumerate() {
-            let reads = if p == 0 { o.needles } else { o.baseline_reads.min(o.needles) };
+            let reads = if p == 0 { o.one_sided_reads.unwrap_or(o.needles) } else { o.baseline_reads };
+            let reads = reads.min(o.needles);
             let order: Vec<u64> = shuffled(o.needles, 17 + p as u64 + volume as u64 * 31)
                 .into_iter()
                 .filter(|&n| n != 1)

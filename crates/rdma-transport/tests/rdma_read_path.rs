@@ -32,6 +32,7 @@ rdma_tests!(
     a_large_volume_index,
     one_sided_after_a_server_restart,
     one_sided_corrupted_byte_is_reported_not_returned,
+    missing_deleted_and_wrong_needles_are_typed_one_sided,
     many_concurrent_readers_one_sided,
     reads_during_concurrent_writes_one_sided,
     fixture_volumes_read_byte_exact,

@@ -506,7 +506,17 @@ pub fn staging_mode(engine: EngineFactory) {
 /// Not found, deleted, another server's volume and a wrong cookie (which the server
 /// answers as not found, as its HTTP GET does), each typed.
 pub fn missing_deleted_and_wrong_needles_are_typed(engine: EngineFactory) {
-    let server = Server::start(&[]);
+    missing_deleted_and_wrong_needles_are_typed_with(engine, &[]);
+}
+
+/// [`missing_deleted_and_wrong_needles_are_typed`] in `volume` exposure, through the
+/// one-sided index (a wrong cookie fails the READ's verification, then Locate's check).
+pub fn missing_deleted_and_wrong_needles_are_typed_one_sided(engine: EngineFactory) {
+    missing_deleted_and_wrong_needles_are_typed_with(engine, &["--rdma-exposure", "volume"]);
+}
+
+fn missing_deleted_and_wrong_needles_are_typed_with(engine: EngineFactory, flags: &[&str]) {
+    let server = Server::start(flags);
     let data = testbeds::pseudo_random(3000, 9000);
     let fid = server.upload(&data);
     let gone = server.upload(&data);

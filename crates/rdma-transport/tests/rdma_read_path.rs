@@ -30,6 +30,7 @@ rdma_tests!(
     one_sided_reads_see_every_acknowledged_change,
     one_sided_growth_and_vacuum,
     a_large_volume_index,
+    one_sided_reads_a_version_2_volume,
     one_sided_after_a_server_restart,
     one_sided_corrupted_byte_is_reported_not_returned,
     missing_deleted_and_wrong_needles_are_typed_one_sided,

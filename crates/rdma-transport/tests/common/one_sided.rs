@@ -431,3 +431,41 @@ pub fn one_sided_corrupted_byte_is_reported_not_returned(engine: EngineFactory) 
     let stats = client.stats();
     assert_eq!(stats.one_sided_hits, hits + 1, "the one-sided READ got the record: {stats:?}");
 }
+
+/// A volume of version 2 needles (no append timestamp; written as files, as an older
+/// weed left them) read through the index: the header says the version, the client
+/// sizes each record by it.
+pub fn one_sided_reads_a_version_2_volume(engine: EngineFactory) {
+    let dir = tempfile::Builder::new().prefix("rdma-v2-").tempdir_in("/dev/shm").expect("tmpfs");
+    let mut super_block = SuperBlock::new(ReplicaPlacement::default(), Ttl::default());
+    super_block.version = Version::V2;
+    let mut dat = super_block.to_bytes().unwrap();
+    let mut idx = Vec::new();
+    let payloads: Vec<Vec<u8>> =
+        (0..40u64).map(|i| testbeds::pseudo_random(100 + i as usize * 997, 9100 + i)).collect();
+    for (i, data) in payloads.iter().enumerate() {
+        let id = i as u64 + 1;
+        let offset = dat.len() as u64;
+        let needle = Needle::new(NeedleId(id), Cookie(0x2222), data);
+        needle.encode_into(Version::V2, &mut dat).unwrap();
+        let size = needle.body_size(Version::V2).unwrap();
+        IdxEntry::new(NeedleId(id), offset, size).unwrap().encode_into(OffsetWidth::Five, &mut idx).unwrap();
+    }
+    std::fs::write(dir.path().join("7.dat"), &dat).unwrap();
+    std::fs::write(dir.path().join("7.idx"), &idx).unwrap();
+    let server = Server::start_in(dir, &["--rdma-exposure", "volume"]);
+    let client = server.client(engine, config());
+    let fid = |i: usize| FileId::new(VolumeId(7), NeedleId(i as u64 + 1), Cookie(0x2222));
+    let rt = runtime();
+    rt.block_on(assert_reads(&client, &fid(0), &payloads[0]));
+    wait_for_registered_indexes(&server);
+    let before = client.stats();
+    rt.block_on(async {
+        for (i, data) in payloads.iter().enumerate() {
+            assert_reads(&client, &fid(i), data).await;
+        }
+    });
+    let stats = client.stats();
+    assert_eq!(stats.locate_calls, before.locate_calls, "{stats:?}");
+    assert_eq!(stats.one_sided_hits - before.one_sided_hits, payloads.len() as u64, "{stats:?}");
+}

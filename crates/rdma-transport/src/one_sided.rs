@@ -290,6 +290,12 @@ impl Replicas {
                 *slot = None;
                 Err(self.fallback("index retired"))
             }
+            // A header that does not add up: this replica goes, the session stays.
+            Err(RdmaError::Protocol(why)) => {
+                tracing::warn!(%why, "one-sided index: dropping a replica");
+                *slot = None;
+                Err(self.fallback("index unreadable"))
+            }
             Err(e) => {
                 *slot = None;
                 Err(ColdRead::Lost(e))
@@ -675,6 +681,18 @@ mod tests {
         assert_eq!(data_of(read(&replicas, &indexes, &source, 3).await).as_deref(), Some(&b"three"[..]));
         source.0.lock().unwrap().delete(2);
         assert!(data_of(read(&replicas, &indexes, &source, 2).await).is_none(), "deleted");
+
+        // Past the mirror's first chunk (4096 entries) by appends: the new chunk is named
+        // in the header before the length reaches into it.
+        {
+            let mut volume = source.0.lock().unwrap();
+            for id in 10..5000 {
+                volume.write(id, &id.to_le_bytes());
+            }
+        }
+        indexes.extend_tails();
+        let last = data_of(read(&replicas, &indexes, &source, 4999).await);
+        assert_eq!(last.as_deref(), Some(&4999u64.to_le_bytes()[..]));
 
         // A retire (vacuum, deletion): the replica is of a retired generation.
         indexes.retire(1);

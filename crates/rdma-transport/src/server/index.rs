@@ -169,7 +169,7 @@ impl VolumeIndex {
             return;
         }
         let mut mirror = lock(&self.mirror);
-        if let Err(e) = write_mirror(registrar, &mut mirror, self.entry_size, position, entry) {
+        if let Err(e) = write_mirror(registrar, &self.header, &mut mirror, self.entry_size, position, entry) {
             // No room for the mirror: the index cannot stay true, so it says it is
             // retired and clients go back to Locate.
             tracing::error!(volume = self.volume, error = %e, "one-sided index: mirror full; retiring it");
@@ -216,9 +216,11 @@ impl VolumeIndex {
     }
 }
 
-/// Copies `entry` into the mirror at `position`, adding the chunk it falls in.
+/// Copies `entry` into the mirror at `position`, adding the chunk it falls in (and
+/// naming it in `header`, before the caller publishes a length that reaches into it).
 fn write_mirror(
     registrar: &dyn Registrar,
+    header: &SharedMemory,
     mirror: &mut Mirror,
     entry_size: usize,
     position: u64,
@@ -230,8 +232,12 @@ fn write_mirror(
         return Err(ExposeError::Register(e));
     }
     while mirror.chunks.len() <= chunk {
-        let bytes = layout::chunk_entries(mirror.chunks.len()) as usize * entry_size;
-        mirror.chunks.push(SharedMemory::new(registrar, bytes)?);
+        let n = mirror.chunks.len();
+        let added = SharedMemory::new(registrar, layout::chunk_entries(n) as usize * entry_size)?;
+        let span = added.span();
+        header.store_word(layout::W_CHUNKS + 2 * n, span.addr);
+        header.store_word(layout::W_CHUNKS + 2 * n + 1, u64::from(span.rkey));
+        mirror.chunks.push(added);
     }
     mirror.chunks[chunk].write_at(in_chunk as usize * entry_size, entry);
     Ok(())
@@ -417,10 +423,22 @@ impl Indexes {
         if entries.len() % entry_size != 0 {
             return Err(IndexError::TornIndex(volume));
         }
+        // The header is retired while it is filled again: no client uses what it names.
+        // A previous generation's chunks are forgotten first.
+        for word in layout::W_CHUNKS..layout::W_TABLE {
+            header.store_word(word, 0);
+        }
         let mut mirror = Mirror { chunks: Vec::new(), written: 0 };
         for (n, entry) in entries.chunks(entry_size).enumerate() {
-            write_mirror(self.registrar.as_ref(), &mut mirror, entry_size, (n * entry_size) as u64, entry)
-                .map_err(|source| IndexError::Expose { volume, source })?;
+            write_mirror(
+                self.registrar.as_ref(),
+                &header,
+                &mut mirror,
+                entry_size,
+                (n * entry_size) as u64,
+                entry,
+            )
+            .map_err(|source| IndexError::Expose { volume, source })?;
         }
         mirror.written = entries.len() as u64;
         // A new generation starts from a clean table; the buckets only ever grow (a
@@ -429,11 +447,6 @@ impl Indexes {
         header.store_word(layout::W_FORMAT, Head::format_word(entry_size, version as u8));
         header.store_word(layout::W_TABLE_LEN, 0);
         header.store_word(layout::W_EXTENT_SIZE, self.config.extent_size);
-        for (n, chunk) in mirror.chunks.iter().enumerate() {
-            let span = chunk.span();
-            header.store_word(layout::W_CHUNKS + 2 * n, span.addr);
-            header.store_word(layout::W_CHUNKS + 2 * n + 1, u64::from(span.rkey));
-        }
         header.store_word(layout::W_IDX_LEN, mirror.written);
         let index = VolumeIndex {
             volume,

@@ -254,7 +254,7 @@ impl Replicas {
         self.counters.opens.fetch_add(1, Ordering::Relaxed);
         match bounded(timeout, Replica::take(qp, opened, &self.counters.posted)).await {
             Ok(Some(replica)) => Ok(replica),
-            Ok(None) => Err(self.refuse(entry, "index header not understood")),
+            Ok(None) | Err(RdmaError::Protocol(_)) => Err(self.refuse(entry, "index header not understood")),
             Err(e) => Err(ColdRead::Lost(e)),
         }
     }

@@ -6,7 +6,8 @@
 //! ```text
 //! word 0          magic "SWRDIDX1"
 //! word 1          entry size (16 or 17) | needle version << 8 | bucket bits << 16
-//! word 2          generation: the compaction revision, bit 63 set once retired
+//! word 2          generation: compaction revision | incarnation << 16 (each opening of
+//!                 the volume's index counts one), bit 63 set once retired
 //! word 3          idx length: bytes of the .idx mirror that are complete (published last)
 //! word 4          extents in the table
 //! word 5          extent size (bytes of the .dat per table entry)
@@ -37,6 +38,15 @@
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SWRDIDX1");
 /// Bit 63 of the generation word: the volume's files were retired.
 pub const RETIRED: u64 = 1 << 63;
+
+/// The generation word of an index opened for compaction revision `revision` over a
+/// header whose generation word was `previous`: one more incarnation, so that no
+/// replica of an earlier opening (same revision, say after an unmount and a mount of a
+/// copied volume) is taken for this one.
+pub fn next_generation(previous: u64, revision: u16) -> u64 {
+    let incarnation = ((previous & !RETIRED) >> 16).wrapping_add(1) & 0xFFFF_FFFF;
+    u64::from(revision) | incarnation << 16
+}
 
 pub const W_MAGIC: usize = 0;
 pub const W_FORMAT: usize = 1;
@@ -99,7 +109,8 @@ pub fn word(bytes: &[u8], word: usize) -> u64 {
 pub struct Head {
     pub entry_size: usize,
     pub version: u8,
-    pub generation: u16,
+    /// Compaction revision and incarnation (a client's replica is of one generation).
+    pub generation: u64,
     pub retired: bool,
     pub idx_len: u64,
     pub table_len: usize,
@@ -125,7 +136,7 @@ impl Head {
         Some(Self {
             entry_size: (format & 0xff) as usize,
             version: ((format >> 8) & 0xff) as u8,
-            generation: generation as u16,
+            generation: generation & !RETIRED,
             retired: generation & RETIRED != 0,
             idx_len: word(bytes, W_IDX_LEN),
             table_len: (word(bytes, W_TABLE_LEN) as usize).min(TABLE_CAPACITY),
@@ -177,6 +188,14 @@ mod tests {
             assert_eq!(chunk_of(start + chunk_entries(i) - 1), (i, chunk_entries(i) - 1));
             start += chunk_entries(i);
         }
+    }
+
+    #[test]
+    fn every_opening_is_a_new_generation() {
+        let first = next_generation(RETIRED, 3);
+        let second = next_generation(first | RETIRED, 3);
+        assert_ne!(first, second);
+        assert_eq!(second & 0xFFFF, 3, "the revision is kept");
     }
 
     #[test]

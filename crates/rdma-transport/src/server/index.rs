@@ -467,8 +467,9 @@ impl Indexes {
         // yet in the table are read through Locate meanwhile.
         index.tail_stale.store(true, Ordering::Release);
         self.wake.notify_one();
-        // Last: the generation without the retired bit makes the header valid again.
-        index.header.store_word(layout::W_GENERATION, u64::from(revision));
+        // Last: the next generation, without the retired bit, makes the header valid.
+        let previous = index.header.load_word(layout::W_GENERATION);
+        index.header.store_word(layout::W_GENERATION, layout::next_generation(previous, revision));
         Ok(index)
     }
 
@@ -632,6 +633,7 @@ impl Indexes {
 }
 
 fn opened(index: &VolumeIndex) -> OpenedIndex {
+    // The compaction revision (what Locate reports too).
     let generation = index.header.load_word(layout::W_GENERATION) as u16;
     OpenedIndex { header: index.header.span(), generation }
 }

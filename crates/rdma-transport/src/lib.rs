@@ -47,5 +47,5 @@ pub mod proto {
 
 pub use client::{ClientStats, NeedleRecord, RdmaClient, RdmaClientConfig};
 pub use endpoint::QpEndpoint;
-pub use engine::{EngineQp, ReadEngine, ReadFuture};
+pub use engine::{BatchFuture, EngineQp, ReadEngine, ReadFuture, RemoteRead};
 pub use error::{ErrorKind, RdmaError};

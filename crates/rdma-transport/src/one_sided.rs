@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use needle::{FileId, IdxEntry, OffsetWidth, Version};
 
-use crate::engine::EngineQp;
+use crate::engine::{EngineQp, RemoteRead};
 use crate::error::RdmaError;
 use crate::index_layout::{self as layout, Head, RemoteSpan};
 
@@ -259,7 +259,8 @@ impl Replicas {
         }
     }
 
-    /// READs the needle's bucket version and its record, posted together.
+    /// READs the needle's bucket version and its record in one batch (one doorbell with
+    /// the sideway engine).
     async fn read_batch(
         &self,
         qp: &dyn EngineQp,
@@ -267,10 +268,12 @@ impl Replicas {
         bucket: RemoteSpan,
         record: &[RemoteSpan],
     ) -> Result<(u64, Vec<u8>), RdmaError> {
-        let mut reads = vec![qp.read(bucket.addr, bucket.rkey, 8)];
-        reads.extend(record.iter().map(|s| qp.read(s.addr, s.rkey, s.len)));
+        let reads: Vec<RemoteRead> = std::iter::once(bucket)
+            .chain(record.iter().copied())
+            .map(|s| RemoteRead { addr: s.addr, rkey: s.rkey, len: s.len })
+            .collect();
         self.counters.posted.fetch_add(reads.len() as u64, Ordering::Relaxed);
-        let parts = bounded(timeout, futures_util::future::try_join_all(reads)).await?;
+        let parts = bounded(timeout, qp.read_batch(&reads)).await?;
         Ok((layout::word(&parts[0], 0), parts[1..].concat()))
     }
 

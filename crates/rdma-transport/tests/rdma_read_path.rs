@@ -49,6 +49,7 @@ rdma_tests!(
     missing_deleted_and_wrong_needles_are_typed,
     jwt_gates_sessions,
     abandoned_reads_leave_the_queue_pair_usable,
+    batches_of_reads_match_single_reads,
     locations_are_located_again_before_they_expire,
     a_volume_read_grant_is_presented,
 );

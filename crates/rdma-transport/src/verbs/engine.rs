@@ -39,7 +39,7 @@ use sideway::ibverbs::queue_pair::{
 
 use super::{Device, DeviceChoice, random_psn};
 use crate::endpoint::QpEndpoint;
-use crate::engine::{EngineQp, ReadEngine, ReadFuture};
+use crate::engine::{BatchFuture, EngineQp, ReadEngine, ReadFuture, RemoteRead};
 use crate::error::RdmaError;
 
 /// The most READs the sideway engine keeps outstanding per queue pair.
@@ -210,11 +210,42 @@ impl Buffers {
         None
     }
 
+    /// `n` free slots taken at once (a batch never holds some while waiting for the
+    /// others, which could leave every reader waiting on every other), or `None`.
+    fn try_take_many(&self, n: usize) -> Option<u64> {
+        let mut free = self.free.load(Ordering::SeqCst);
+        while free.count_ones() as usize >= n {
+            let mut taken = 0u64;
+            let mut rest = free;
+            for _ in 0..n {
+                let lowest = rest & rest.wrapping_neg();
+                taken |= lowest;
+                rest &= !lowest;
+            }
+            match self.free.compare_exchange_weak(free, rest, Ordering::SeqCst, Ordering::SeqCst) {
+                Ok(_) => return Some(taken),
+                Err(now) => free = now,
+            }
+        }
+        None
+    }
+
+    /// `n` free slots (as a bit set), waiting (asynchronously) until there are.
+    async fn take_many(&self, n: usize) -> u64 {
+        std::future::poll_fn(|cx| self.poll_take(cx, || self.try_take_many(n))).await
+    }
+
     /// A free slot, waiting (asynchronously) for one.
     async fn take(&self) -> usize {
-        std::future::poll_fn(|cx| {
-            if let Some(slot) = self.try_take() {
-                return Poll::Ready(slot);
+        std::future::poll_fn(|cx| self.poll_take(cx, || self.try_take())).await
+    }
+
+    /// `try_take`'s answer, or Pending with the reader listed to be woken by the next
+    /// give-back.
+    fn poll_take<T>(&self, cx: &mut std::task::Context<'_>, try_take: impl Fn() -> Option<T>) -> Poll<T> {
+        {
+            if let Some(taken) = try_take() {
+                return Poll::Ready(taken);
             }
             {
                 let mut waiters = self.slot_waiters.lock().expect("slot waiters lock");
@@ -224,9 +255,8 @@ impl Buffers {
                 self.slot_waiter_count.store(waiters.len(), Ordering::SeqCst);
             }
             // A slot given back before we were listed would wake nobody: look again.
-            self.try_take().map_or(Poll::Pending, Poll::Ready)
-        })
-        .await
+            try_take().map_or(Poll::Pending, Poll::Ready)
+        }
     }
 
     fn give_back(&self, slot: usize) {
@@ -389,14 +419,18 @@ impl Shared {
         }
     }
 
-    /// Posts one READ of `len` bytes into `slot` (its work-request id).
-    fn post(&self, slot: usize, remote_addr: u64, rkey: u32, len: u32) -> Result<(), String> {
+    /// Posts one READ per `(slot, read)` (the slot is its work-request id), chained in
+    /// one post: one doorbell however many.
+    fn post(&self, reads: &[(usize, RemoteRead)]) -> Result<(), String> {
         let mut qp = self.qp.lock().expect("qp lock");
         let mut guard = qp.start_post_send();
-        let wr = guard.construct_wr(slot as u64, WorkRequestFlags::Signaled).setup_read(rkey, remote_addr);
-        // SAFETY: the slot is registered (lkey), `len` <= slot size, and it is ours until
-        // the completion is consumed.
-        unsafe { wr.setup_sge(self.buffers.memory.lkey, self.buffers.addr(slot), len) };
+        for &(slot, read) in reads {
+            let wr =
+                guard.construct_wr(slot as u64, WorkRequestFlags::Signaled).setup_read(read.rkey, read.addr);
+            // SAFETY: the slot is registered (lkey), `read.len` <= slot size, and it is ours
+            // until the completion is consumed.
+            unsafe { wr.setup_sge(self.buffers.memory.lkey, self.buffers.addr(slot), read.len) };
+        }
         guard.post().map_err(|e| format!("posting a READ: {e}"))
     }
 }
@@ -447,16 +481,57 @@ impl SidewayQp {
             return Err(shared.transfer_error());
         }
         let index = shared.buffers.take().await;
-        let slot = &shared.buffers.slots[index];
-        slot.state.store(POSTED, Ordering::Release);
-        shared.outstanding.fetch_add(1, Ordering::AcqRel);
-        if let Err(why) = shared.post(index, remote_addr, rkey, out.len() as u32) {
-            // Not posted: nothing will complete it.
-            shared.outstanding.fetch_sub(1, Ordering::AcqRel);
-            shared.buffers.give_back(index);
+        let read = RemoteRead { addr: remote_addr, rkey, len: out.len() as u32 };
+        self.post_taken(&[(index, read)])?;
+        self.complete(index, out).await
+    }
+
+    /// READs `reads` (each at most one buffer) with one doorbell, into new buffers.
+    async fn read_batch_posted(&self, reads: &[RemoteRead]) -> Result<Vec<Vec<u8>>, RdmaError> {
+        let shared = &*self.shared;
+        if shared.broken.get().is_some() {
+            return Err(shared.transfer_error());
+        }
+        let mut taken = shared.buffers.take_many(reads.len()).await;
+        let mut posted = Vec::with_capacity(reads.len());
+        for &read in reads {
+            let index = taken.trailing_zeros() as usize;
+            taken &= taken - 1;
+            posted.push((index, read));
+        }
+        self.post_taken(&posted)?;
+        let mut outs: Vec<Vec<u8>> = reads.iter().map(|r| Vec::with_capacity(r.len as usize)).collect();
+        let completions = outs.iter_mut().zip(&posted).map(|(out, &(index, read))| async move {
+            self.complete(index, &mut out.spare_capacity_mut()[..read.len as usize]).await?;
+            // SAFETY: the READ completed and `complete` copied all `read.len` bytes.
+            unsafe { out.set_len(read.len as usize) };
+            Ok::<(), RdmaError>(())
+        });
+        futures_util::future::try_join_all(completions).await?;
+        Ok(outs)
+    }
+
+    /// Posts READs into slots taken for them; if the post fails, nothing will complete
+    /// them: the slots go back and the queue pair is broken.
+    fn post_taken(&self, reads: &[(usize, RemoteRead)]) -> Result<(), RdmaError> {
+        let shared = &*self.shared;
+        for &(index, _) in reads {
+            shared.buffers.slots[index].state.store(POSTED, Ordering::Release);
+        }
+        shared.outstanding.fetch_add(reads.len(), Ordering::AcqRel);
+        if let Err(why) = shared.post(reads) {
+            shared.outstanding.fetch_sub(reads.len(), Ordering::AcqRel);
+            reads.iter().for_each(|&(index, _)| shared.buffers.give_back(index));
             shared.break_with(why);
             return Err(shared.transfer_error());
         }
+        Ok(())
+    }
+
+    /// Waits for the READ posted into slot `index` and copies its bytes into `out`.
+    async fn complete(&self, index: usize, out: &mut [MaybeUninit<u8>]) -> Result<(), RdmaError> {
+        let shared = &*self.shared;
+        let slot = &shared.buffers.slots[index];
         let mut waiting = Waiting { index, shared, consumed: false };
         // One waiting reader at a time leads: it drains the CQ each time it is polled and,
         // if its own completion is not in yet, asks to be polled again and yields (a busy
@@ -554,6 +629,20 @@ impl EngineQp for SidewayQp {
             unsafe { out.set_len(len as usize) };
             Ok(out)
         })
+    }
+
+    fn read_batch<'a>(&'a self, reads: &'a [RemoteRead]) -> BatchFuture<'a> {
+        let buffers = &self.shared.buffers;
+        let fits =
+            reads.len() <= buffers.slots.len() && reads.iter().all(|r| r.len as usize <= buffers.slot_size);
+        if !fits {
+            // More than the slots, or a READ split in pieces: one at a time, outstanding
+            // together.
+            return Box::pin(futures_util::future::try_join_all(
+                reads.iter().map(|r| self.read(r.addr, r.rkey, r.len)),
+            ));
+        }
+        Box::pin(self.read_batch_posted(reads))
     }
 }
 

@@ -647,6 +647,82 @@ pub fn abandoned_reads_leave_the_queue_pair_usable(engine: EngineFactory) {
     });
 }
 
+/// Batches of READs (one doorbell each with the sideway engine) return what single
+/// READs return, in order: sizes 1 to 20 (past the queue depth a batch is read one by
+/// one), eight batches at once on one queue pair (slots are taken a whole batch at a
+/// time, so they cannot wait on each other), and after batches dropped before their
+/// completions the queue pair still reads right.
+pub fn batches_of_reads_match_single_reads(engine: EngineFactory) {
+    let server = Server::start(&[]);
+    let fid = server.upload(&testbeds::pseudo_random(1 << 20, 4343));
+    let rt = runtime();
+    rt.block_on(async {
+        let engine = engine();
+        let (qp, segment) = raw_session(&server, engine.as_ref(), &fid).await;
+        let qp: Arc<dyn rdma_transport::EngineQp> = Arc::from(qp);
+        let len = segment.len.min(1 << 20);
+        let reference = bounded(qp.read(segment.addr, segment.rkey, len)).await;
+        let batch = |n: usize, seed: usize| -> Vec<rdma_transport::RemoteRead> {
+            (0..n)
+                .map(|i| {
+                    let size = 1 + (seed * 31 + i * 4099) % 65_536;
+                    let at = (seed * 7919 + i * 65_537) % (len as usize - size);
+                    rdma_transport::RemoteRead {
+                        addr: segment.addr + at as u64,
+                        rkey: segment.rkey,
+                        len: size as u32,
+                    }
+                })
+                .collect()
+        };
+        let check = |reads: &[rdma_transport::RemoteRead], got: Vec<Vec<u8>>| {
+            assert_eq!(got.len(), reads.len());
+            for (read, bytes) in reads.iter().zip(got) {
+                let at = (read.addr - segment.addr) as usize;
+                assert!(bytes == reference[at..at + read.len as usize], "a batched READ differs");
+            }
+        };
+        let limit = scaled(Duration::from_secs(10));
+        for n in 1..=20 {
+            let reads = batch(n, n);
+            let got =
+                tokio::time::timeout(limit, qp.read_batch(&reads)).await.expect("in time").expect("a batch");
+            check(&reads, got);
+        }
+        let tasks: Vec<_> = (0..8)
+            .map(|t| {
+                let qp = Arc::clone(&qp);
+                let reads = batch(3, 100 + t);
+                tokio::spawn(async move {
+                    let mut all = Vec::new();
+                    for _ in 0..10 {
+                        all.push(
+                            tokio::time::timeout(limit, qp.read_batch(&reads))
+                                .await
+                                .expect("in time")
+                                .expect("a batch"),
+                        );
+                    }
+                    (reads, all)
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (reads, all) = task.await.expect("a batch task");
+            all.into_iter().for_each(|got| check(&reads, got));
+        }
+        for round in 0..3 {
+            let reads = batch(4, 200 + round);
+            let mut dropped = qp.read_batch(&reads);
+            let _ = std::future::poll_fn(|cx| std::task::Poll::Ready(dropped.as_mut().poll(cx))).await;
+            drop(dropped);
+            let got =
+                tokio::time::timeout(limit, qp.read_batch(&reads)).await.expect("in time").expect("a batch");
+            check(&reads, got);
+        }
+    });
+}
+
 /// The client locates again before a location's time runs out (the server says how
 /// long in each answer): reading one needle for longer than that never READs an expired
 /// grant (which would fail the READ, break the queue pair and count a retry), however

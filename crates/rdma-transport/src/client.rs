@@ -318,8 +318,11 @@ impl RdmaClient {
         };
         let located_at = Instant::now();
         // With the one-sided index every read checks its needle's bucket, so nothing is
-        // read from (or put in) the location cache, whose locations may be stale.
-        let one_sided = self.config.one_sided_index && session.exposure == proto::Exposure::Volume;
+        // read from (or put in) the location cache, whose locations may be stale. A
+        // volume the server does not index is read as in `record` exposure.
+        let one_sided = self.config.one_sided_index
+            && session.exposure == proto::Exposure::Volume
+            && self.replicas.may_serve(fid.volume.0);
         let cached = if one_sided { None } else { self.cached_location(fid) };
         if one_sided {
             match self

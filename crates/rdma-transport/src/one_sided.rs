@@ -109,6 +109,14 @@ impl Replicas {
         volumes.values().map(|v| v.bytes.load(Ordering::Relaxed)).sum()
     }
 
+    /// Whether reads of `volume` go through the index: not while the server refused to
+    /// index it (for [`REFUSAL_BACKOFF`] after it said so).
+    pub(crate) fn may_serve(&self, volume: u32) -> bool {
+        let volumes = self.volumes.lock().expect("replica set lock");
+        let refused = volumes.get(&volume).and_then(|v| *v.refused_until.lock().expect("replica lock"));
+        refused.is_none_or(|until| Instant::now() >= until)
+    }
+
     /// Drops every replica (the session was lost: the server may have restarted, and
     /// its registrations with it).
     pub(crate) fn clear(&self) {

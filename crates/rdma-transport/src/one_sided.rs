@@ -171,11 +171,9 @@ impl Replicas {
         timeout: Duration,
         open_index: impl AsyncFnOnce(u32) -> Result<Option<OpenedIndex>, RdmaError>,
     ) -> ColdRead {
+        // (The caller asked `may_serve` first: a volume the server refused is not here.)
         let volume = fid.volume.0;
         let entry = self.volume(volume);
-        if entry.refused_until.lock().expect("replica lock").is_some_and(|t| Instant::now() < t) {
-            return self.fallback("volume not indexed");
-        }
         let needle = fid.needle_id().0;
         let bucket = layout::bucket_of(needle);
         let mut open_index = Some(open_index);

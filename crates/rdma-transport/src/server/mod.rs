@@ -777,13 +777,11 @@ impl State {
         Ok((Session { access, _qp: qp, only_fid, token_exp }, local))
     }
 
-    fn locate(&self, request: proto::LocateRequest) -> Result<proto::LocateResponse, Status> {
-        self.counters.locate_requests.fetch_add(1, Ordering::Relaxed);
-        let rdma = self.rdma()?;
-        if request.fids.len() > MAX_FIDS_PER_LOCATE {
-            return Err(Status::invalid_argument(format!("more than {MAX_FIDS_PER_LOCATE} fids")));
-        }
-        let touched = lock(&rdma.sessions).touch(request.session_id, Instant::now()).cloned();
+    /// Session `id`, marked used: NOT_FOUND when it is unknown or idle past its time,
+    /// UNAUTHENTICATED (and closed) when its token's `exp` has passed. An expired session
+    /// is counted and dropped (queue pair, registrations) outside the table's lock.
+    fn live_session(&self, rdma: &Rdma, id: u64) -> Result<Arc<Session>, Status> {
+        let touched = lock(&rdma.sessions).touch(id, Instant::now()).cloned();
         let session = match touched {
             Ok(session) => session,
             Err(expired) => {
@@ -795,11 +793,21 @@ impl State {
             }
         };
         if session.token_expired(unix_now()) {
-            let removed = lock(&rdma.sessions).remove(request.session_id);
+            let removed = lock(&rdma.sessions).remove(id);
             self.counters.sessions_expired.fetch_add(1, Ordering::Relaxed);
             drop((removed, session));
             return Err(Status::unauthenticated("the session's token has expired: open a new session"));
         }
+        Ok(session)
+    }
+
+    fn locate(&self, request: proto::LocateRequest) -> Result<proto::LocateResponse, Status> {
+        self.counters.locate_requests.fetch_add(1, Ordering::Relaxed);
+        let rdma = self.rdma()?;
+        if request.fids.len() > MAX_FIDS_PER_LOCATE {
+            return Err(Status::invalid_argument(format!("more than {MAX_FIDS_PER_LOCATE} fids")));
+        }
+        let session = self.live_session(rdma, request.session_id)?;
         if let Access::Record(grants) = &session.access {
             // A session that keeps locating drops its grants past their time here, at
             // once; the reaper drops those of the others within a tick.
@@ -896,13 +904,7 @@ impl State {
 
     fn open_index(&self, request: proto::OpenIndexRequest) -> Result<proto::OpenIndexResponse, Status> {
         let rdma = self.rdma()?;
-        let session = lock(&rdma.sessions)
-            .touch(request.session_id, Instant::now())
-            .cloned()
-            .map_err(|_| Status::not_found("unknown or expired RDMA session"))?;
-        if session.token_expired(unix_now()) {
-            return Err(Status::unauthenticated("the session's token has expired: open a new session"));
-        }
+        let session = self.live_session(rdma, request.session_id)?;
         let grant = match &session.access {
             Access::Record(_) => {
                 return Err(Status::permission_denied("the one-sided index needs volume exposure"));

@@ -243,20 +243,18 @@ impl Buffers {
     /// `try_take`'s answer, or Pending with the reader listed to be woken by the next
     /// give-back.
     fn poll_take<T>(&self, cx: &mut std::task::Context<'_>, try_take: impl Fn() -> Option<T>) -> Poll<T> {
-        {
-            if let Some(taken) = try_take() {
-                return Poll::Ready(taken);
-            }
-            {
-                let mut waiters = self.slot_waiters.lock().expect("slot waiters lock");
-                if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    waiters.push(cx.waker().clone());
-                }
-                self.slot_waiter_count.store(waiters.len(), Ordering::SeqCst);
-            }
-            // A slot given back before we were listed would wake nobody: look again.
-            try_take().map_or(Poll::Pending, Poll::Ready)
+        if let Some(taken) = try_take() {
+            return Poll::Ready(taken);
         }
+        {
+            let mut waiters = self.slot_waiters.lock().expect("slot waiters lock");
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            self.slot_waiter_count.store(waiters.len(), Ordering::SeqCst);
+        }
+        // A slot given back before we were listed would wake nobody: look again.
+        try_take().map_or(Poll::Pending, Poll::Ready)
     }
 
     fn give_back(&self, slot: usize) {

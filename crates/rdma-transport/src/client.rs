@@ -33,7 +33,7 @@ use crate::engine::{EngineQp, ReadEngine};
 use crate::error::RdmaError;
 use crate::grpc_tls::Dialer;
 use crate::index_layout::RemoteSpan;
-use crate::one_sided::{ColdRead, OpenedIndex, Replicas};
+use crate::one_sided::{ColdRead, OpenedIndex, Replicas, bounded};
 use crate::proto::rdma_control_client::RdmaControlClient;
 use crate::proto::{self, LocateStatus};
 use crate::verify::verify_record;
@@ -568,10 +568,7 @@ impl RdmaClient {
     /// READs every segment (all outstanding at once) into one record.
     async fn fetch(&self, session: &Session, location: &Location) -> Result<Vec<u8>, RdmaError> {
         let reads = location.segments.iter().map(|s| session.qp.read(s.addr, s.rkey, s.len));
-        let all = futures_util::future::try_join_all(reads);
-        let parts = tokio::time::timeout(self.config.read_timeout, all).await.map_err(|_| {
-            RdmaError::Transfer(format!("no completion within {:?}", self.config.read_timeout))
-        })??;
+        let parts = bounded(self.config.read_timeout, futures_util::future::try_join_all(reads)).await?;
         if parts.len() == 1 {
             return Ok(parts.into_iter().next().expect("one part"));
         }

@@ -521,7 +521,8 @@ fn mirror_spans(
     Ok(spans)
 }
 
-async fn bounded<T>(
+/// `work` (READs), failed as a lost transfer if it does not complete within `timeout`.
+pub(crate) async fn bounded<T>(
     timeout: Duration,
     work: impl std::future::Future<Output = Result<T, RdmaError>>,
 ) -> Result<T, RdmaError> {

@@ -150,6 +150,20 @@ fn sha256_hex(data: &[u8]) -> String {
     Sha256::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Uploads needles of sizes from 0 B to 2.5 MB (around 4 KiB and 1 MiB, where pages and
+/// 1 MiB extents end), the data of the i-th from seed `seed + i`.
+pub fn upload_many_sizes(server: &Server, seed: u64) -> Vec<(FileId, Vec<u8>)> {
+    let sizes = [1usize, 100, 4095, 4096, 4097, 65_537, 300_000, 1 << 20, (1 << 20) + 1, 2_500_000, 7, 0];
+    sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            let data = testbeds::pseudo_random(len, seed + i as u64);
+            (server.upload(&data), data)
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------
 // Scenarios
 // ---------------------------------------------------------------------------------------
@@ -222,15 +236,7 @@ pub fn uploaded_needles_of_many_sizes(engine: EngineFactory) {
         "--rdma-one-sided-index",
         "off",
     ]);
-    let sizes = [1usize, 100, 4095, 4096, 4097, 65_537, 300_000, 1 << 20, (1 << 20) + 1, 2_500_000, 7, 0];
-    let uploaded: Vec<(FileId, Vec<u8>)> = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &len)| {
-            let data = testbeds::pseudo_random(len, 100 + i as u64);
-            (server.upload(&data), data)
-        })
-        .collect();
+    let uploaded = upload_many_sizes(&server, 100);
     let client = server.client(engine, config());
     runtime().block_on(async {
         for (fid, data) in &uploaded {

@@ -15,7 +15,7 @@ use rdma_transport::{RdmaClientConfig, RdmaError};
 use testbeds::softroce::slowness::scaled;
 use testbeds::weed::{UploadBody, upload};
 
-use super::{EngineFactory, Server, assert_reads, config, read_data, runtime};
+use super::{EngineFactory, Server, assert_reads, config, read_data, runtime, upload_many_sizes};
 use rdma_transport::ErrorKind;
 
 /// Writes `data` under an existing fid (an overwrite) and returns once acknowledged.
@@ -25,24 +25,25 @@ fn upload_to(server: &Server, fid: &FileId, data: &[u8]) {
     assert_eq!(status, 201, "overwrite of {fid}: {reply}");
 }
 
-/// Waits (bounded) until `/metrics`' `name` passes `above`.
-fn wait_for_metric(server: &Server, name: &str, above: u64) {
-    let deadline = Instant::now() + scaled(Duration::from_secs(20));
-    while server.metric(name) <= above {
-        assert!(Instant::now() < deadline, "{name} stayed at {above}");
+/// Waits (bounded by `limit`, scaled) until `/metrics`' `name` satisfies `reached`.
+fn wait_for_metric(server: &Server, name: &str, limit: Duration, reached: impl Fn(u64) -> bool) {
+    let deadline = Instant::now() + scaled(limit);
+    loop {
+        let value = server.metric(name);
+        if reached(value) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} stayed at {value}");
         std::thread::sleep(Duration::from_millis(5));
     }
 }
 
-/// Waits (bounded) until the server registered the `.dat` of every indexed volume to
-/// its end (the upkeep task does it after the index opens and after writes; a record not
-/// yet registered is located meanwhile).
+/// Waits until the server registered the `.dat` of every indexed volume to its end
+/// (the upkeep task does it after the index opens and after writes; a record not yet
+/// registered is located meanwhile).
 fn wait_for_registered_indexes(server: &Server) {
-    let deadline = Instant::now() + scaled(Duration::from_secs(60));
-    while server.metric("volume_server_rdma_index_pending_volumes") != 0 {
-        assert!(Instant::now() < deadline, "the indexed volumes' .dat stayed unregistered");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let pending = "volume_server_rdma_index_pending_volumes";
+    wait_for_metric(server, pending, Duration::from_secs(60), |n| n == 0);
 }
 
 /// Needles of many sizes (with 1 MiB extents, several straddle an extent boundary)
@@ -65,15 +66,7 @@ fn one_sided_reads_of_many_sizes(engine: EngineFactory, offset_width: &str) {
         "--offset-width",
         offset_width,
     ]);
-    let sizes = [1usize, 100, 4095, 4096, 4097, 65_537, 300_000, 1 << 20, (1 << 20) + 1, 2_500_000, 7, 0];
-    let uploaded: Vec<(FileId, Vec<u8>)> = sizes
-        .iter()
-        .enumerate()
-        .map(|(i, &len)| {
-            let data = testbeds::pseudo_random(len, 500 + i as u64);
-            (server.upload(&data), data)
-        })
-        .collect();
+    let uploaded = upload_many_sizes(&server, 500);
     let client = server.client(engine, config());
     let rt = runtime();
     // The first read opens the index (and may be located while the .dat is registered).
@@ -88,7 +81,7 @@ fn one_sided_reads_of_many_sizes(engine: EngineFactory, offset_width: &str) {
     let stats = client.stats();
     assert_eq!(stats.locate_calls, before.locate_calls, "{stats:?}");
     assert_eq!(stats.index_opens, 1, "{stats:?}");
-    assert_eq!(stats.one_sided_hits - before.one_sided_hits, 2 * sizes.len() as u64, "{stats:?}");
+    assert_eq!(stats.one_sided_hits - before.one_sided_hits, 2 * uploaded.len() as u64, "{stats:?}");
     assert!(stats.index_replica_bytes > 0, "{stats:?}");
     assert_eq!(server.metric("volume_server_rdma_indexed_volumes"), 1);
     assert!(
@@ -226,7 +219,8 @@ pub fn one_sided_growth_and_vacuum(engine: EngineFactory) {
         // 400 KB then 5 x 150 KB: the volume grows past its first 1 MiB extent.
         let data = testbeds::pseudo_random(150_000, 800 + i);
         let fid = server.upload(&data);
-        wait_for_metric(&server, "volume_server_rdma_index_tail_registrations_total", registered);
+        let registrations = "volume_server_rdma_index_tail_registrations_total";
+        wait_for_metric(&server, registrations, Duration::from_secs(20), |n| n > registered);
         rt.block_on(assert_reads(&client, &fid, &data));
         live.push((fid, data));
     }

@@ -13,6 +13,10 @@
 //! acknowledged before the read started is seen), no location cache; what the index
 //! cannot settle is located as below.
 //!
+//! A session is closed by the server once it made no call for its idle timeout; reads
+//! that are all one-sided make none, so a read sends `KeepAlive` first when the session
+//! made no call for a third of it (one read in that time, not every read).
+//!
 //! Cached locations live `location_ttl` (default 1 s), never past three quarters of
 //! the time the server said they stay readable (so a location is located again before
 //! its grant runs out and a READ never fails for that), and are dropped when Locate
@@ -102,6 +106,8 @@ impl NeedleRecord {
 pub struct ClientStats {
     pub sessions_opened: u64,
     pub locate_calls: u64,
+    /// `KeepAlive` calls (a session whose reads made no other call for a while).
+    pub keep_alives: u64,
     pub location_hits: u64,
     pub reads: u64,
     /// Reads retried after a lost session, a failed READ or a failed verification.
@@ -128,6 +134,7 @@ impl std::ops::Add for ClientStats {
         Self {
             sessions_opened: self.sessions_opened + other.sessions_opened,
             locate_calls: self.locate_calls + other.locate_calls,
+            keep_alives: self.keep_alives + other.keep_alives,
             location_hits: self.location_hits + other.location_hits,
             reads: self.reads + other.reads,
             retries: self.retries + other.retries,
@@ -145,6 +152,7 @@ impl std::ops::Add for ClientStats {
 struct Counters {
     sessions_opened: AtomicU64,
     locate_calls: AtomicU64,
+    keep_alives: AtomicU64,
     location_hits: AtomicU64,
     reads: AtomicU64,
     retries: AtomicU64,
@@ -185,6 +193,36 @@ struct Session {
     qp: Box<dyn EngineQp>,
     mode: proto::RegionMode,
     exposure: proto::Exposure,
+    /// The server closes the session once it made no call for this long (`None`: it
+    /// did not say). One-sided READs are no calls: see [`Session::keep_alive_due`].
+    idle_timeout: Option<Duration>,
+    opened: Instant,
+    /// When the session last made a call, in milliseconds since `opened`.
+    last_call_ms: AtomicU64,
+}
+
+impl Session {
+    fn millis_since_opened(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Notes a call the server answered for this session (it marked the session used).
+    fn called(&self) {
+        self.last_call_ms.fetch_max(self.millis_since_opened(), Ordering::Relaxed);
+    }
+
+    /// Whether this read should send `KeepAlive` first: the session made no call for a
+    /// third of the idle timeout. Reads that are all one-sided make no other call, and
+    /// the server would close a session that reads all the time. True for one reader
+    /// only (the others go on): the time is claimed here.
+    fn keep_alive_due(&self) -> bool {
+        let Some(idle) = self.idle_timeout else { return false };
+        let now = self.millis_since_opened();
+        let last = self.last_call_ms.load(Ordering::Relaxed);
+        let due = u64::try_from((idle / 3).as_millis()).unwrap_or(u64::MAX);
+        now.saturating_sub(last) >= due
+            && self.last_call_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
 }
 
 /// Reads needles from one volume server over RDMA.
@@ -272,6 +310,7 @@ impl RdmaClient {
         ClientStats {
             sessions_opened: load(&c.sessions_opened),
             locate_calls: load(&c.locate_calls),
+            keep_alives: load(&c.keep_alives),
             location_hits: load(&c.location_hits),
             reads: load(&c.reads),
             retries: load(&c.retries),
@@ -316,6 +355,13 @@ impl RdmaClient {
             Ok(s) => s,
             Err(e) => return Attempt::Done(Err(e)),
         };
+        if session.keep_alive_due()
+            && let Err(e) = self.keep_alive(&session).await
+        {
+            // Closed already (idle, its token's time, a restarted server): a new one.
+            self.forget_session(&session).await;
+            return Attempt::Retry(e);
+        }
         let located_at = Instant::now();
         // With the one-sided index every read checks its needle's bucket, so nothing is
         // read from (or put in) the location cache, whose locations may be stale. A
@@ -413,8 +459,16 @@ impl RdmaClient {
             return Err(e);
         }
         self.counters.sessions_opened.fetch_add(1, Ordering::Relaxed);
-        let session =
-            Arc::new(Session { id: reply.session_id, qp, mode: reply.mode(), exposure: reply.exposure() });
+        let session = Arc::new(Session {
+            id: reply.session_id,
+            qp,
+            mode: reply.mode(),
+            exposure: reply.exposure(),
+            idle_timeout: (reply.idle_timeout_ms > 0)
+                .then(|| Duration::from_millis(u64::from(reply.idle_timeout_ms))),
+            opened: Instant::now(),
+            last_call_ms: AtomicU64::new(0),
+        });
         *current = Some(Arc::clone(&session));
         Ok(session)
     }
@@ -433,11 +487,26 @@ impl RdmaClient {
         }
     }
 
+    /// Marks `session` used at the server. An error means it is gone (or the server is
+    /// down); a server without the call is not one (its sessions then expire as before).
+    async fn keep_alive(&self, session: &Session) -> Result<(), RdmaError> {
+        self.counters.keep_alives.fetch_add(1, Ordering::Relaxed);
+        let request = proto::KeepAliveRequest { session_id: session.id };
+        match self.grpc().keep_alive(request).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(()),
+            Err(status) => Err(control_plane(status)),
+        }
+    }
+
     /// The one-sided index of `volume` (`None`: the server does not index it for us).
     async fn open_index(&self, session: &Session, volume: u32) -> Result<Option<OpenedIndex>, RdmaError> {
         let request = proto::OpenIndexRequest { session_id: session.id, volume_id: volume };
         let reply = match self.grpc().open_index(request).await {
-            Ok(reply) => reply.into_inner(),
+            Ok(reply) => {
+                session.called();
+                reply.into_inner()
+            }
             Err(status) => {
                 return match status.code() {
                     tonic::Code::NotFound | tonic::Code::Unavailable | tonic::Code::Unauthenticated => {
@@ -480,6 +549,7 @@ impl RdmaClient {
             }
             _ => LocateError::Other(control_plane(status)),
         })?;
+        session.called();
         let result = reply.into_inner().results.into_iter().next();
         let result = result
             .ok_or_else(|| LocateError::Other(RdmaError::Protocol("Locate answered nothing".into())))?;

@@ -17,7 +17,7 @@
 //! random order of its own: the first half one at a time (p50, p99), the second half
 //! with `--concurrency` readers (MB/s of needle data, reads/s).
 //! Per read: the server process's CPU (utime + stime from `/proc/<pid>/stat`, both
-//! phases), RPCs (Locate and OpenIndex calls) and READs posted (one-sided path). The
+//! phases), RPCs (Locate, OpenIndex and KeepAlive calls) and READs posted (one-sided path). The
 //! volumes are written as files before the server starts (uploading 700 MB over HTTP
 //! in an emulated guest would take most of the stage). With `--ib-read-lat-us` (the
 //! boot's perftest 4 KiB `ib_read_lat`), the one-sided 4 KiB p50 is printed against it.
@@ -206,8 +206,9 @@ impl PathUnderTest {
             mb_per_s: (concurrent.len() * size) as f64 / 1e6 / elapsed,
             reads_per_s: concurrent.len() as f64 / elapsed,
             cpu_us_per_read: cpu * 1e6 / reads,
-            rpcs_per_read: ((after.locate_calls + after.index_opens)
-                - (before.locate_calls + before.index_opens)) as f64
+            rpcs_per_read: ((after.locate_calls + after.index_opens + after.keep_alives)
+                - (before.locate_calls + before.index_opens + before.keep_alives))
+                as f64
                 / reads,
             reads_posted_per_read: (after.one_sided_hits > before.one_sided_hits)
                 .then(|| (after.index_reads_posted - before.index_reads_posted) as f64 / reads),

@@ -1008,6 +1008,16 @@ impl RdmaControl for ControlService {
         blocking(move || state.open_index(request)).await
     }
 
+    async fn keep_alive(
+        &self,
+        request: Request<proto::KeepAliveRequest>,
+    ) -> Result<Response<proto::KeepAliveResponse>, Status> {
+        let state = Arc::clone(&self.state);
+        let id = request.into_inner().session_id;
+        // Off the async workers: an expired session found here is torn down (verbs calls).
+        blocking(move || state.live_session(state.rdma()?, id).map(|_| proto::KeepAliveResponse {})).await
+    }
+
     async fn close_session(
         &self,
         request: Request<proto::CloseSessionRequest>,

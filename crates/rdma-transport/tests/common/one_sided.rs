@@ -463,3 +463,96 @@ pub fn one_sided_reads_a_version_2_volume(engine: EngineFactory) {
     assert_eq!(stats.locate_calls, before.locate_calls, "{stats:?}");
     assert_eq!(stats.one_sided_hits - before.one_sided_hits, payloads.len() as u64, "{stats:?}");
 }
+
+/// Reads that are all one-sided make no call the server sees, so the client sends
+/// `KeepAlive`: a session that reads for three idle timeouts stays open (one session,
+/// no retry, never expired). Left idle past the timeout, it is closed; the next read
+/// learns it from `KeepAlive` (not from a READ on the dead queue pair) and reads through
+/// a new session and a new index. The idle timeout is 2 s scaled to the guest's speed;
+/// the reader reads every 100 ms, far inside the keep-alive's third of it.
+pub fn one_sided_session_kept_alive_then_expired(engine: EngineFactory) {
+    let idle = scaled(Duration::from_secs(2)).as_secs_f64().ceil() as u64;
+    let server = Server::start(&["--rdma-exposure", "volume", "--rdma-idle-timeout-secs", &idle.to_string()]);
+    let data = testbeds::pseudo_random(10_000, 5100);
+    let fid = server.upload(&data);
+    let client = server.client(engine, config());
+    let rt = runtime();
+    rt.block_on(assert_reads(&client, &fid, &data));
+    wait_for_registered_indexes(&server);
+    rt.block_on(async {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(idle * 3) {
+            assert_reads(&client, &fid, &data).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let reading = client.stats();
+    assert_eq!((reading.sessions_opened, reading.retries, reading.index_opens), (1, 0, 1), "{reading:?}");
+    assert!(reading.keep_alives >= 2, "kept alive while reading: {reading:?}");
+    assert!(reading.one_sided_hits >= 10, "{reading:?}");
+    assert_eq!(server.metric("volume_server_rdma_sessions_expired_total"), 0);
+
+    wait_for_metric(&server, "volume_server_rdma_sessions", Duration::from_secs(idle * 3), |n| n == 0);
+    rt.block_on(assert_reads(&client, &fid, &data));
+    let after = client.stats();
+    assert_eq!((after.sessions_opened, after.retries, after.index_opens), (2, 1, 2), "{after:?}");
+    assert_eq!(after.keep_alives, reading.keep_alives + 1, "the expiry was learnt from KeepAlive: {after:?}");
+    assert!(server.metric("volume_server_rdma_sessions_expired_total") >= 1);
+}
+
+/// A session opened with a token and a volume-read grant that run out: it reads its
+/// volume one-sidedly while they last; once their `exp` has passed the server closes it
+/// (within a reaper tick, with no call from the client), and no later read gets a byte:
+/// the one-sided READ fails on the closed queue pair and the new session is refused.
+pub fn one_sided_reads_end_with_the_token(engine: EngineFactory) {
+    let server = Server::start(&["--rdma-exposure", "volume", "--rdma-jwt-key", "grant-secret"]);
+    let data = testbeds::pseudo_random(6000, 5200);
+    let fid = server.upload(&data);
+    let key = rdma_transport::server::auth::JwtKey::new("grant-secret");
+    let lasts = scaled(Duration::from_secs(3)).as_secs().max(3);
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + lasts;
+    let config = RdmaClientConfig {
+        jwt: Some(key.sign(&serde_json::json!({ "exp": exp }))),
+        volume_grant: Some(key.sign(&serde_json::json!({ "exp": exp, "volumes": [fid.volume.0] }))),
+        ..config()
+    };
+    let client = server.client(engine, config);
+    let rt = runtime();
+    rt.block_on(assert_reads(&client, &fid, &data));
+    wait_for_registered_indexes(&server);
+    rt.block_on(assert_reads(&client, &fid, &data));
+    assert!(client.stats().one_sided_hits >= 1, "{:?}", client.stats());
+
+    wait_for_metric(&server, "volume_server_rdma_sessions", Duration::from_secs(lasts * 3), |n| n == 0);
+    assert!(server.metric("volume_server_rdma_sessions_expired_total") >= 1);
+    let error = rt.block_on(client.read(&fid)).unwrap_err();
+    assert!(matches!(error, RdmaError::Refused(_)), "{error}");
+    assert_eq!(error.kind(), ErrorKind::Unavailable);
+}
+
+/// `volume` exposure on a server that stages records (`--rdma-staging`): it does not
+/// index volume files it does not register, so the client is refused the index once,
+/// does not ask again for a while, and reads through Locate, byte-exact.
+pub fn one_sided_index_refused_in_staging_mode(engine: EngineFactory) {
+    let server = Server::start(&["--rdma-exposure", "volume", "--rdma-staging"]);
+    let uploaded: Vec<(FileId, Vec<u8>)> = [10usize, 4096, 123_457]
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            let data = testbeds::pseudo_random(len, 5300 + i as u64);
+            (server.upload(&data), data)
+        })
+        .collect();
+    let client = server.client(engine, config());
+    runtime().block_on(async {
+        for (fid, data) in uploaded.iter().chain(&uploaded) {
+            assert_reads(&client, fid, data).await;
+        }
+        assert_eq!(client.server_mode().await, Some(rdma_transport::proto::RegionMode::Staging));
+    });
+    let stats = client.stats();
+    assert_eq!((stats.index_opens, stats.one_sided_hits), (0, 0), "{stats:?}");
+    // Refused once, then not asked again for 10 s (the six reads take far less).
+    assert!((1..stats.reads).contains(&stats.index_fallbacks), "{stats:?}");
+    assert!(stats.locate_calls >= 3, "{stats:?}");
+}

@@ -279,8 +279,11 @@ impl Replicas {
             .map(|s| RemoteRead { addr: s.addr, rkey: s.rkey, len: s.len })
             .collect();
         self.counters.posted.fetch_add(reads.len() as u64, Ordering::Relaxed);
-        let parts = bounded(timeout, qp.read_batch(&reads)).await?;
-        Ok((layout::word(&parts[0], 0), parts[1..].concat()))
+        let mut parts = bounded(timeout, qp.read_batch(&reads)).await?;
+        let version = layout::word(&parts[0], 0);
+        // A record within one extent (most are) is its one part, moved, not copied.
+        let record = if parts.len() == 2 { parts.pop().expect("two parts") } else { parts[1..].concat() };
+        Ok((version, record))
     }
 
     /// Brings the replica in `slot` up to date. A retired one is dropped (the next read

@@ -13,6 +13,8 @@
 //!   until their completion is delivered; when the leader leaves it wakes them and the
 //!   first to run takes over. One poller, not one per READ: spinning readers take the CPU
 //!   from a software device;
+//! - the READs of a batch (one doorbell) are waited for together, by one future that
+//!   leads or sleeps as one reader;
 //! - a background thread polls every millisecond while READs are outstanding, for
 //!   READs whose reader went away (a timeout: their slots come back only once the device
 //!   is done with them) and to bound any gap in the hand-over.
@@ -481,7 +483,14 @@ impl SidewayQp {
         let index = shared.buffers.take().await;
         let read = RemoteRead { addr: remote_addr, rkey, len: out.len() as u32 };
         self.post_taken(&[(index, read)])?;
-        self.complete(index, out).await
+        self.complete(&[(index, read)], |_, bytes| {
+            // SAFETY: `out` has room for exactly `bytes.len()` bytes (the READ's length);
+            // they do not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr().cast::<u8>(), bytes.len())
+            }
+        })
+        .await
     }
 
     /// READs `reads` (each at most one buffer) with one doorbell, into new buffers.
@@ -498,14 +507,8 @@ impl SidewayQp {
             posted.push((index, read));
         }
         self.post_taken(&posted)?;
-        let mut outs: Vec<Vec<u8>> = reads.iter().map(|r| Vec::with_capacity(r.len as usize)).collect();
-        let completions = outs.iter_mut().zip(&posted).map(|(out, &(index, read))| async move {
-            self.complete(index, &mut out.spare_capacity_mut()[..read.len as usize]).await?;
-            // SAFETY: the READ completed and `complete` copied all `read.len` bytes.
-            unsafe { out.set_len(read.len as usize) };
-            Ok::<(), RdmaError>(())
-        });
-        futures_util::future::try_join_all(completions).await?;
+        let mut outs = vec![Vec::new(); reads.len()];
+        self.complete(&posted, |i, bytes| outs[i] = bytes.to_vec()).await?;
         Ok(outs)
     }
 
@@ -526,28 +529,34 @@ impl SidewayQp {
         Ok(())
     }
 
-    /// Waits for the READ posted into slot `index` and copies its bytes into `out`.
-    async fn complete(&self, index: usize, out: &mut [MaybeUninit<u8>]) -> Result<(), RdmaError> {
+    /// Waits for the READs `posted` together (one batch, in posting order), hands each
+    /// one's bytes to `deliver` with its position, and gives their slots back.
+    async fn complete(
+        &self,
+        posted: &[(usize, RemoteRead)],
+        mut deliver: impl FnMut(usize, &[u8]),
+    ) -> Result<(), RdmaError> {
         let shared = &*self.shared;
-        let slot = &shared.buffers.slots[index];
-        let mut waiting = Waiting { index, shared, consumed: false };
-        // One waiting reader at a time leads: it drains the CQ each time it is polled and,
-        // if its own completion is not in yet, asks to be polled again and yields (a busy
-        // poll through the scheduler). The others sleep until their completion is
-        // delivered or the leader steps down. A reader registers its waker before trying
+        let slots = &shared.buffers.slots;
+        // The batch leads (and is woken) as its first slot.
+        let lead_as = posted[0].0;
+        let mut waiting = Waiting { posted, shared, lead_as, consumed: false };
+        // One waiting batch at a time leads: it drains the CQ each time it is polled and,
+        // if its completions are not all in yet, asks to be polled again and yields (a
+        // busy poll through the scheduler). The others sleep until their completions are
+        // delivered or the leader steps down. A batch registers its wakers before trying
         // to lead, so a leader stepping down meanwhile still wakes it.
         let ok = std::future::poll_fn(|cx| {
-            let leading = shared.lead(index) || {
-                slot.waker.register(cx.waker());
-                shared.lead(index)
+            let leading = shared.lead(lead_as) || {
+                posted.iter().for_each(|&(index, _)| slots[index].waker.register(cx.waker()));
+                shared.lead(lead_as)
             };
             if leading {
                 shared.poll_completions();
             }
-            match slot.state.load(Ordering::Acquire) {
-                OK => Poll::Ready(true),
-                FAILED => Poll::Ready(false),
-                _ => {
+            match batch_outcome(slots, posted) {
+                Some(ok) => Poll::Ready(ok),
+                None => {
                     if leading {
                         cx.waker().wake_by_ref();
                     }
@@ -556,30 +565,44 @@ impl SidewayQp {
             }
         })
         .await;
+        if !ok {
+            // `waiting` gives back the completed slots and abandons the others.
+            return Err(shared.transfer_error());
+        }
         waiting.consumed = true;
-        shared.step_down(index);
-        let outcome = if ok {
+        shared.step_down(lead_as);
+        for (i, &(index, read)) in posted.iter().enumerate() {
             // SAFETY: the READ completed successfully and the slot is still ours.
-            let bytes = unsafe { shared.buffers.bytes(index, out.len()) };
-            // SAFETY: `out` has room for exactly `bytes.len()` bytes; they do not overlap.
-            unsafe {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr().cast::<u8>(), bytes.len())
-            };
-            Ok(())
-        } else {
-            Err(shared.transfer_error())
-        };
-        shared.buffers.give_back(index);
-        outcome
+            deliver(i, unsafe { shared.buffers.bytes(index, read.len as usize) });
+            shared.buffers.give_back(index);
+        }
+        Ok(())
     }
 }
 
-/// A reader waiting for its completion. If the reader is dropped first (a timeout), the
-/// slot must not be reused until the device is done with it: marking it abandoned makes
-/// the CQ drainer give it back when the completion arrives, unless it already arrived.
+/// `Some(true)` once every READ of a batch completed well, `Some(false)` once one failed
+/// (those after it on the queue pair fail too; they may still be in flight), `None`
+/// while any is outstanding.
+fn batch_outcome(slots: &[Slot], posted: &[(usize, RemoteRead)]) -> Option<bool> {
+    let mut all_ok = true;
+    for &(index, _) in posted {
+        match slots[index].state.load(Ordering::Acquire) {
+            FAILED => return Some(false),
+            OK => {}
+            _ => all_ok = false,
+        }
+    }
+    all_ok.then_some(true)
+}
+
+/// A batch waiting for its completions. If its reader is dropped first (a timeout) or
+/// one READ failed, a slot must not be reused until the device is done with it: marking
+/// it abandoned makes the CQ drainer give it back when the completion arrives, unless it
+/// already arrived.
 struct Waiting<'a> {
-    index: usize,
+    posted: &'a [(usize, RemoteRead)],
     shared: &'a Shared,
+    lead_as: usize,
     consumed: bool,
 }
 
@@ -588,11 +611,13 @@ impl Drop for Waiting<'_> {
         if self.consumed {
             return;
         }
-        self.shared.step_down(self.index);
-        let state = &self.shared.buffers.slots[self.index].state;
-        if state.compare_exchange(POSTED, ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            // Completed already: nobody else will give the slot back.
-            self.shared.buffers.give_back(self.index);
+        self.shared.step_down(self.lead_as);
+        for &(index, _) in self.posted {
+            let state = &self.shared.buffers.slots[index].state;
+            if state.compare_exchange(POSTED, ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                // Completed already: nobody else will give the slot back.
+                self.shared.buffers.give_back(index);
+            }
         }
     }
 }

@@ -7,6 +7,8 @@
 //! feature `async-rdma`):
 //! - 4 KiB READ latency at the engine (one READ of 4096 bytes of a registered extent,
 //!   nothing outstanding besides): the like-for-like figure for `ib_read_lat -s 4096`;
+//! - the latency of an 8-byte and a 4 KiB READ posted together (one doorbell with
+//!   sideway): what a read through the one-sided index posts, beside the single READ;
 //! - 4 KiB needle latency through `RdmaClient` (cached location, READ, header and CRC
 //!   verification): what an application sees;
 //! - 1 MiB READ throughput at the engine with several READs outstanding (like
@@ -36,7 +38,7 @@ use needle::FileId;
 use rdma_transport::proto::rdma_control_client::RdmaControlClient;
 use rdma_transport::proto::{self, LocateStatus};
 use rdma_transport::verbs::{DeviceChoice, SidewayConfig, SidewayEngine};
-use rdma_transport::{EngineQp, QpEndpoint, RdmaClient, RdmaClientConfig, ReadEngine};
+use rdma_transport::{EngineQp, QpEndpoint, RdmaClient, RdmaClientConfig, ReadEngine, RemoteRead};
 use testbeds::ours::OurVolumeServer;
 use testbeds::weed::{UploadBody, assign, upload};
 
@@ -222,6 +224,24 @@ fn measure(
             ratio(percentile(&lat, 0.5), o.ib_read_lat_us, "ib_read_lat typical")
         );
         figures.push(latency_figure(at_engine.clone(), 4096, &lat));
+        // What a one-sided index read posts: an 8-byte bucket version and the record,
+        // chained behind one doorbell (here 8 bytes and 4 KiB of the same extent).
+        let batch = [
+            RemoteRead { addr: segment.addr, rkey: segment.rkey, len: 8 },
+            RemoteRead { addr: segment.addr + 4096, rkey: segment.rkey, len: 4096 },
+        ];
+        let batched = timed_reads(budget, 20_000, || async {
+            qp.read_batch(&batch).await.map(|mut parts| parts.pop().unwrap_or_default())
+        })
+        .await?;
+        println!(
+            "rdma-bench: 8 B + 4 KiB READs, one batch  p50 {:8.2} us  p99 {:8.2} us  ({} batches)  p50 {}, {:.2}x the single READ",
+            percentile(&batched, 0.5),
+            percentile(&batched, 0.99),
+            batched.len(),
+            ratio(percentile(&batched, 0.5), o.ib_read_lat_us, "ib_read_lat typical"),
+            percentile(&batched, 0.5) / percentile(&lat, 0.5)
+        );
         let len = segment.len.min(1 << 20);
         let mbs = throughput(budget, depth, len, || qp.read(segment.addr, segment.rkey, len)).await?;
         println!(

@@ -113,8 +113,9 @@ pub struct RdmaTransportConfig {
     /// through the server's one-sided index: READs only, no Locate and no server CPU
     /// (on by default; off locates them).
     pub one_sided_index: bool,
-    /// Most bytes the per-volume index replicas may hold, per volume server (about 40
-    /// bytes per needle; least recently used volumes are dropped first).
+    /// Most bytes the per-volume index replicas may hold, per volume server (28-46 bytes
+    /// per needle, by how full the hash tables are; least recently used volumes are
+    /// dropped first).
     pub index_memory: u64,
 }
 

@@ -65,7 +65,7 @@ pub struct RdmaClientConfig {
     /// server's one-sided index ([`crate::one_sided`]): no Locate, no server CPU.
     pub one_sided_index: bool,
     /// Most bytes the replicas of volume indexes may hold (least recently used volumes
-    /// are dropped; about 40 bytes per needle).
+    /// are dropped; 28-46 bytes per needle, by how full the hash tables are).
     pub index_memory: u64,
 }
 

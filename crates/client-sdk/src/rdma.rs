@@ -115,7 +115,8 @@ pub struct RdmaTransportConfig {
     pub one_sided_index: bool,
     /// Most bytes the per-volume index replicas may hold, per volume server (28-46 bytes
     /// per needle, by how full the hash tables are; least recently used volumes are
-    /// dropped first).
+    /// dropped first). A volume whose `.idx` has more entries than the whole budget
+    /// holds (5.3 million for 256 MiB) is read through Locate, its index not READ.
     pub index_memory: u64,
 }
 

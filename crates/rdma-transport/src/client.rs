@@ -65,7 +65,8 @@ pub struct RdmaClientConfig {
     /// server's one-sided index ([`crate::one_sided`]): no Locate, no server CPU.
     pub one_sided_index: bool,
     /// Most bytes the replicas of volume indexes may hold (least recently used volumes
-    /// are dropped; 28-46 bytes per needle, by how full the hash tables are).
+    /// are dropped; 28-46 bytes per needle, by how full the hash tables are). A volume
+    /// whose `.idx` has more entries than the whole budget holds is read through Locate.
     pub index_memory: u64,
 }
 

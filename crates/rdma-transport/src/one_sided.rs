@@ -11,7 +11,10 @@
 //! cannot settle (a needle the index does not know, a record past the registered
 //! extents, a volume the server does not index) is left to Locate.
 //!
-//! Replicas are kept per volume in a least-recently-used set bounded in bytes.
+//! Replicas are kept per volume in a least-recently-used set bounded in bytes. A volume
+//! whose `.idx` has more entries than the whole budget could hold is refused before its
+//! index is READ (the header says how long it is), and read through Locate: memory
+//! stays bounded whatever size the header claims.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -98,6 +101,27 @@ struct VolumeReplica {
 /// How long a volume the server would not index is left to Locate before asking again.
 const REFUSAL_BACKOFF: Duration = Duration::from_secs(10);
 
+/// The most a replica may hold per `.idx` entry, as [`Replica::bytes`] counts: 25 bytes
+/// per slot of its hash table, which has up to two slots per needle right after it
+/// grew (measured: 46 bytes a needle at 1,000,000 needles, 28 at 100,000).
+const REPLICA_BYTES_PER_ENTRY: u64 = 50;
+
+/// What a replica holds besides its needles: the extent table and the bucket versions.
+const REPLICA_FIXED_BYTES: u64 =
+    (layout::TABLE_CAPACITY * std::mem::size_of::<Option<RemoteSpan>>() + layout::BUCKETS * 8) as u64;
+
+/// Why a volume is left to Locate when its index is too long for the budget.
+const OVER_BUDGET: &str = "index larger than the client's index memory";
+
+/// What bringing a replica up to date found.
+enum Refreshed {
+    Current,
+    /// Retired, of another generation, or not a header this client understands.
+    Retired,
+    /// More `.idx` entries than the budget could hold: nothing of the tail was READ.
+    OverBudget,
+}
+
 impl Replicas {
     pub(crate) fn new(budget: u64) -> Self {
         Self { budget, volumes: Default::default(), counters: OneSidedCounters::default() }
@@ -115,6 +139,12 @@ impl Replicas {
         let volumes = self.volumes.lock().expect("replica set lock");
         let refused = volumes.get(&volume).and_then(|v| *v.refused_until.lock().expect("replica lock"));
         refused.is_none_or(|until| Instant::now() >= until)
+    }
+
+    /// The most `.idx` entries a replica may be taken of: what the whole budget holds,
+    /// so that a replica taken is never over the budget alone.
+    fn max_entries(&self) -> u64 {
+        self.budget.saturating_sub(REPLICA_FIXED_BYTES) / REPLICA_BYTES_PER_ENTRY
     }
 
     /// Drops every replica (the session was lost: the server may have restarted, and
@@ -192,7 +222,7 @@ impl Replicas {
                 fresh = true;
             }
             if guard.as_ref().is_some_and(Replica::too_old) {
-                if let Err(outcome) = self.refreshed(qp, timeout, &mut guard).await {
+                if let Err(outcome) = self.refreshed(qp, timeout, &entry, &mut guard).await {
                     return outcome;
                 }
                 fresh = true;
@@ -206,7 +236,7 @@ impl Replicas {
                     // Not known, deleted, or past the registered extents as of the
                     // replica: a later write may be in the tail, a later registration in
                     // the table; READ them before deciding.
-                    if let Err(outcome) = self.refreshed(qp, timeout, &mut guard).await {
+                    if let Err(outcome) = self.refreshed(qp, timeout, &entry, &mut guard).await {
                         return outcome;
                     }
                     fresh = true;
@@ -236,7 +266,7 @@ impl Replicas {
             // reader did since this one planned, and decide again.
             let mut guard = entry.replica.lock().await;
             if guard.as_ref().is_some_and(|r| r.epoch == planned_at)
-                && let Err(outcome) = self.refreshed(qp, timeout, &mut guard).await
+                && let Err(outcome) = self.refreshed(qp, timeout, &entry, &mut guard).await
             {
                 return outcome;
             }
@@ -258,9 +288,13 @@ impl Replicas {
             Err(e) => return Err(ColdRead::Lost(e)),
         };
         self.counters.opens.fetch_add(1, Ordering::Relaxed);
-        match bounded(timeout, Replica::take(qp, opened, &self.counters.posted)).await {
-            Ok(Some(replica)) => Ok(replica),
-            Ok(None) | Err(RdmaError::Protocol(_)) => Err(self.refuse(entry, "index header not understood")),
+        let max_entries = self.max_entries();
+        match bounded(timeout, Replica::take(qp, opened, max_entries, &self.counters.posted)).await {
+            Ok((replica, Refreshed::Current)) => Ok(replica),
+            Ok((_, Refreshed::OverBudget)) => Err(self.refuse(entry, OVER_BUDGET)),
+            Ok((_, Refreshed::Retired)) | Err(RdmaError::Protocol(_)) => {
+                Err(self.refuse(entry, "index header not understood"))
+            }
             Err(e) => Err(ColdRead::Lost(e)),
         }
     }
@@ -293,14 +327,20 @@ impl Replicas {
         &self,
         qp: &dyn EngineQp,
         timeout: Duration,
+        entry: &VolumeReplica,
         slot: &mut Option<Replica>,
     ) -> Result<(), ColdRead> {
         let Some(replica) = slot.as_mut() else { return Err(self.fallback("index retired")) };
         match self.refresh(qp, timeout, replica).await {
-            Ok(true) => Ok(()),
-            Ok(false) => {
+            Ok(Refreshed::Current) => Ok(()),
+            Ok(Refreshed::Retired) => {
                 *slot = None;
                 Err(self.fallback("index retired"))
+            }
+            Ok(Refreshed::OverBudget) => {
+                *slot = None;
+                entry.bytes.store(0, Ordering::Relaxed);
+                Err(self.refuse(entry, OVER_BUDGET))
             }
             // A header that does not add up: this replica goes, the session stays.
             Err(RdmaError::Protocol(why)) => {
@@ -315,6 +355,7 @@ impl Replicas {
         }
     }
 
+    /// Leaves `entry`'s volume to Locate for [`REFUSAL_BACKOFF`].
     fn refuse(&self, entry: &VolumeReplica, why: &'static str) -> ColdRead {
         *entry.refused_until.lock().expect("replica lock") = Some(Instant::now() + REFUSAL_BACKOFF);
         self.fallback(why)
@@ -325,16 +366,16 @@ impl Replicas {
         ColdRead::Fallback(why)
     }
 
-    /// Brings `replica` up to date; `false` when its generation is retired (the caller
-    /// drops it and the next read opens the index again).
+    /// Brings `replica` up to date (the caller drops a retired one, and the next read
+    /// opens the index again, or one over the budget).
     async fn refresh(
         &self,
         qp: &dyn EngineQp,
         timeout: Duration,
         replica: &mut Replica,
-    ) -> Result<bool, RdmaError> {
+    ) -> Result<Refreshed, RdmaError> {
         self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
-        bounded(timeout, replica.refresh(qp, &self.counters.posted)).await
+        bounded(timeout, replica.refresh(qp, self.max_entries(), &self.counters.posted)).await
     }
 }
 
@@ -352,13 +393,13 @@ enum Plan {
 
 impl Replica {
     /// Takes a replica of the index at `opened`: buckets, then head, table and the
-    /// whole mirror. `None` when the header is not one this client understands, or
-    /// is retired already.
+    /// whole mirror; usable only if that found it [`Refreshed::Current`].
     async fn take(
         qp: &dyn EngineQp,
         opened: OpenedIndex,
+        max_entries: u64,
         posted: &AtomicU64,
-    ) -> Result<Option<Self>, RdmaError> {
+    ) -> Result<(Self, Refreshed), RdmaError> {
         let mut replica = Self {
             opened,
             head: Head {
@@ -379,7 +420,8 @@ impl Replica {
             taken_at: Instant::now(),
             epoch: 0,
         };
-        Ok(replica.refresh(qp, posted).await?.then_some(replica))
+        let refreshed = replica.refresh(qp, max_entries, posted).await?;
+        Ok((replica, refreshed))
     }
 
     /// Past half the grace period since the table was READ: a registration it names
@@ -398,29 +440,37 @@ impl Replica {
         RemoteSpan { addr: h.addr + layout::byte_of(word), rkey: h.rkey, len: len as u32 }
     }
 
-    /// READs buckets, then head and chunks, then table and the mirror's new tail.
-    /// `false` when the header is retired, of another generation, or not understood.
-    async fn refresh(&mut self, qp: &dyn EngineQp, posted: &AtomicU64) -> Result<bool, RdmaError> {
+    /// READs buckets, then head and chunks, then (if the `.idx` has at most
+    /// `max_entries`) table and the mirror's new tail.
+    async fn refresh(
+        &mut self,
+        qp: &dyn EngineQp,
+        max_entries: u64,
+        posted: &AtomicU64,
+    ) -> Result<Refreshed, RdmaError> {
         let started = Instant::now();
         let buckets_span = self.header_span(layout::W_BUCKETS, layout::BUCKETS * 8);
         let buckets = qp.read(buckets_span.addr, buckets_span.rkey, buckets_span.len).await?;
         let head_span = self.header_span(0, layout::HEAD_AND_CHUNKS_BYTES);
         let head_and_chunks = qp.read(head_span.addr, head_span.rkey, head_span.len).await?;
         posted.fetch_add(2, Ordering::Relaxed);
-        let Some(head) = Head::parse(&head_and_chunks) else { return Ok(false) };
+        let Some(head) = Head::parse(&head_and_chunks) else { return Ok(Refreshed::Retired) };
         let first = self.head.entry_size == 0;
         if head.retired || (!first && head.generation != self.head.generation) {
-            return Ok(false);
+            return Ok(Refreshed::Retired);
         }
         let (Ok(version), Some(width)) = (
             Version::from_byte(head.version),
             OffsetWidth::from_bytes_offset(head.entry_size.saturating_sub(12) as u32),
         ) else {
-            return Ok(false);
+            return Ok(Refreshed::Retired);
         };
         let from = if first { 0 } else { self.head.idx_len };
         if head.idx_len < from || head.idx_len % head.entry_size as u64 != 0 {
-            return Ok(false);
+            return Ok(Refreshed::Retired);
+        }
+        if head.idx_len / head.entry_size as u64 > max_entries {
+            return Ok(Refreshed::OverBudget);
         }
         let table_span = self.header_span(layout::W_TABLE, head.table_len * layout::TABLE_ENTRY_WORDS * 8);
         let chunks: Vec<(u64, u32)> =
@@ -441,7 +491,7 @@ impl Replica {
         }
         for bytes in parts {
             for entry in bytes.chunks(head.entry_size) {
-                let Ok(entry) = IdxEntry::parse(entry, width) else { return Ok(false) };
+                let Ok(entry) = IdxEntry::parse(entry, width) else { return Ok(Refreshed::Retired) };
                 self.apply(&entry);
             }
         }
@@ -452,7 +502,7 @@ impl Replica {
         self.chunks = chunks;
         self.taken_at = started;
         self.epoch += 1;
-        Ok(true)
+        Ok(Refreshed::Current)
     }
 
     fn apply(&mut self, entry: &IdxEntry) {
@@ -654,10 +704,10 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_replica_follows_writes_overwrites_and_deletes_and_a_retire() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("1.dat");
+    /// Volume 1 in `dir` with needles 1 ("one") and 2 ("two"), its index open and its
+    /// `.dat` registered.
+    fn indexed_volume(dir: &std::path::Path) -> (Source, Arc<Indexes>) {
+        let path = dir.join("1.dat");
         let mut volume = Volume {
             path: path.clone(),
             dat: vec![0; 8],
@@ -674,10 +724,17 @@ mod tests {
         let registrar = Arc::new(FakeRegistrar::default());
         let indexes =
             Arc::new(Indexes::new(registrar, IndexConfig { extent_size: 4096, ..IndexConfig::default() }));
-        let replicas = Replicas::new(1 << 20);
         // Opening registers no .dat: the upkeep task does (called here by hand).
         indexes.open(1, &source).unwrap();
         indexes.extend_tails();
+        (source, indexes)
+    }
+
+    #[tokio::test]
+    async fn a_replica_follows_writes_overwrites_and_deletes_and_a_retire() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, indexes) = indexed_volume(dir.path());
+        let replicas = Replicas::new(1 << 20);
 
         assert_eq!(data_of(read(&replicas, &indexes, &source, 1).await).as_deref(), Some(&b"one"[..]));
         assert_eq!(replicas.counters.opens.load(Ordering::Relaxed), 1);
@@ -716,5 +773,39 @@ mod tests {
         assert_eq!(data_of(read(&replicas, &indexes, &source, 3).await).as_deref(), Some(&b"three"[..]));
         assert_eq!(replicas.counters.opens.load(Ordering::Relaxed), 2, "opened again");
         assert!(replicas.counters.refreshes.load(Ordering::Relaxed) >= 2);
+    }
+
+    #[tokio::test]
+    async fn an_index_longer_than_the_budget_is_not_read_and_its_volume_is_left_to_locate() {
+        let dir = tempfile::tempdir().unwrap();
+        let (source, indexes) = indexed_volume(dir.path());
+        // Room for the 2 entries there are and 8 more.
+        let replicas = Replicas::new(REPLICA_FIXED_BYTES + 10 * REPLICA_BYTES_PER_ENTRY);
+        assert_eq!(data_of(read(&replicas, &indexes, &source, 1).await).as_deref(), Some(&b"one"[..]));
+        assert!(replicas.bytes() > 0 && replicas.may_serve(1));
+
+        // The volume grows past what the budget holds: the refresh stops at the header
+        // (the bucket versions and the head: 2 READs), the replica goes, and the
+        // volume is left to Locate for a while.
+        {
+            let mut volume = source.0.lock().unwrap();
+            for id in 10..30 {
+                volume.write(id, &id.to_le_bytes());
+            }
+        }
+        indexes.extend_tails();
+        let posted = replicas.counters.posted.load(Ordering::Relaxed);
+        let outcome = read(&replicas, &indexes, &source, 29).await;
+        assert!(matches!(outcome, ColdRead::Fallback(OVER_BUDGET)));
+        assert_eq!(replicas.counters.posted.load(Ordering::Relaxed) - posted, 2);
+        assert_eq!(replicas.bytes(), 0);
+        assert!(!replicas.may_serve(1));
+
+        // A client with no room for any entry READs no index at all.
+        let none = Replicas::new(REPLICA_FIXED_BYTES);
+        assert!(matches!(read(&none, &indexes, &source, 1).await, ColdRead::Fallback(OVER_BUDGET)));
+        assert_eq!(none.counters.posted.load(Ordering::Relaxed), 2);
+        assert_eq!(none.bytes(), 0);
+        assert!(!none.may_serve(1));
     }
 }

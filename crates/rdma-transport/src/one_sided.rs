@@ -430,14 +430,18 @@ impl Replica {
         self.taken_at.elapsed() >= self.opened.grace / 2
     }
 
+    /// The needle bucket's version word. (Remote addresses are added with wrapping
+    /// arithmetic here and below: they are the server's word, and a wrong one must fail
+    /// its READ at the server's device, not panic here.)
     fn bucket_span(&self, bucket: usize) -> RemoteSpan {
         let h = self.opened.header;
-        RemoteSpan { addr: h.addr + layout::byte_of(layout::W_BUCKETS + bucket), rkey: h.rkey, len: 8 }
+        let addr = h.addr.wrapping_add(layout::byte_of(layout::W_BUCKETS + bucket));
+        RemoteSpan { addr, rkey: h.rkey, len: 8 }
     }
 
     fn header_span(&self, word: usize, len: usize) -> RemoteSpan {
         let h = self.opened.header;
-        RemoteSpan { addr: h.addr + layout::byte_of(word), rkey: h.rkey, len: len as u32 }
+        RemoteSpan { addr: h.addr.wrapping_add(layout::byte_of(word)), rkey: h.rkey, len: len as u32 }
     }
 
     /// READs buckets, then head and chunks, then (if the `.idx` has at most
@@ -532,7 +536,7 @@ impl Replica {
                 return Plan::Unregistered;
             }
             spans.push(RemoteSpan {
-                addr: extent.addr + (at - extent_start),
+                addr: extent.addr.wrapping_add(at - extent_start),
                 rkey: extent.rkey,
                 len: (part_end - at) as u32,
             });
@@ -568,7 +572,7 @@ fn mirror_spans(
         let count = (layout::chunk_entries(chunk) - in_chunk).min(last - entry);
         let len = u32::try_from(count * entry_size as u64)
             .map_err(|_| RdmaError::Protocol("index mirror chunk over 4 GiB".into()))?;
-        spans.push(RemoteSpan { addr: addr + in_chunk * entry_size as u64, rkey, len });
+        spans.push(RemoteSpan { addr: addr.wrapping_add(in_chunk * entry_size as u64), rkey, len });
         entry += count;
     }
     Ok(spans)

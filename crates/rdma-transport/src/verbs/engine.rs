@@ -634,6 +634,9 @@ impl EngineQp for SidewayQp {
 
     fn read(&self, remote_addr: u64, rkey: u32, len: u32) -> ReadFuture<'_> {
         Box::pin(async move {
+            if remote_addr.checked_add(u64::from(len)).is_none() {
+                return Err(RdmaError::Protocol(format!("READ of {len} bytes at {remote_addr:#x} wraps")));
+            }
             // Not zeroed first: every byte is written by one chunk's copy (a large zeroed
             // buffer costs a pass over memory the CPU-bound software device needs).
             let mut out = Vec::with_capacity(len as usize);

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use benches::figures::{Figure, FigureSet, percentiles_us};
+use benches::harness::{self, BoxError};
 use needle::FileId;
 use rdma_transport::proto::rdma_control_client::RdmaControlClient;
 use rdma_transport::proto::{self, LocateStatus};
@@ -93,8 +94,6 @@ fn main() {
         std::process::exit(1);
     }
 }
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 const MIB: f64 = (1 << 20) as f64;
 
@@ -424,10 +423,11 @@ fn side_by_side(o: &Options, grpc: &str, engines: &[EngineWithDepth], fid: &File
         bandwidth.iterations = (o.seconds * mbs).clamp(10.0, 200.0) as u32;
     }
     for round in 1..=o.rounds {
-        let Figures::Latency { typical: lat_us, .. } = perftest(o, &latency)? else {
+        let Figures::Latency { typical: lat_us, .. } = harness::perftest(&o.device, &latency)? else {
             return Err("ib_read_lat gave no latency figures".into());
         };
-        let Figures::Bandwidth { average_mb_s: bw_mbs, .. } = perftest(o, &bandwidth)? else {
+        let Figures::Bandwidth { average_mb_s: bw_mbs, .. } = harness::perftest(&o.device, &bandwidth)?
+        else {
             return Err("ib_read_bw gave no bandwidth figures".into());
         };
         for ((engine, depth), (lat_ratios, bw_ratios)) in engines.iter().zip(&mut ratios) {
@@ -477,74 +477,4 @@ fn median(values: &[f64]) -> f64 {
 
 fn listed(values: &[f64]) -> String {
     values.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(" ")
-}
-
-/// Runs one perftest case over `o.device` within this guest (server and client here,
-/// as `testbeds` does) and parses the client's figures. Needs the guest's
-/// `SOFTROCE_IP` and `SOFTROCE_GID_INDEX`.
-fn perftest(
-    o: &Options,
-    case: &testbeds::softroce::perftest::PerftestCase,
-) -> Result<testbeds::softroce::perftest::Figures, BoxError> {
-    use std::process::{Command, Stdio};
-    use std::sync::atomic::{AtomicU16, Ordering};
-    // A fresh port per run: a server still in TIME_WAIT never blocks the next.
-    static NEXT_PORT: AtomicU16 = AtomicU16::new(19515);
-    let env = |name: &str| {
-        std::env::var(name).map_err(|_| format!("--rounds needs ${name} (the Soft-RoCE guest's)"))
-    };
-    let (ip, gid_index) = (env("SOFTROCE_IP")?, env("SOFTROCE_GID_INDEX")?);
-    let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
-    let program = case.kind.program();
-    let args = [
-        "-d".to_owned(),
-        o.device.clone(),
-        "-x".to_owned(),
-        gid_index,
-        "-s".to_owned(),
-        case.size.to_string(),
-        "-n".to_owned(),
-        case.iterations.to_string(),
-        "-p".to_owned(),
-        port.to_string(),
-    ];
-    let mut server = Command::new(program)
-        .args(&args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("starting {program}: {e}"))?;
-    // The client fails at once if it connects before the server listens.
-    let listening = format!(":{port:04X} 00000000:0000 0A");
-    let limit = testbeds::softroce::slowness::scaled(Duration::from_secs(30));
-    let deadline = Instant::now() + limit;
-    while !std::fs::read_to_string("/proc/net/tcp")?.contains(&listening) {
-        if Instant::now() > deadline || server.try_wait()?.is_some() {
-            let _ = server.kill();
-            let _ = server.wait();
-            return Err(format!("{program} server did not listen on port {port}").into());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let client = Command::new(program).args(&args).arg(&ip).stdin(Stdio::null()).output();
-    // The server exits once its client is done; a failed client may leave it waiting.
-    let deadline = Instant::now() + limit;
-    while server.try_wait()?.is_none() {
-        if Instant::now() > deadline {
-            let _ = server.kill();
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = server.wait();
-    let client = client.map_err(|e| format!("running the {program} client: {e}"))?;
-    if !client.status.success() {
-        return Err(format!(
-            "{program} client exited {}: {}",
-            client.status,
-            String::from_utf8_lossy(&client.stderr)
-        )
-        .into());
-    }
-    Ok(testbeds::softroce::perftest::parse_figures(case, &String::from_utf8_lossy(&client.stdout))?)
 }
